@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The end-to-end tier: builds (or reuses) the control-plane binaries, starts a local cluster,
+# runs the kaito-e2e tests against it, and tears the cluster down, also on failure.
+#
+#   tests/e2e.sh                      # all end-to-end tests
+#   tests/e2e.sh seed_examples        # extra arguments go to the test binaries (name filters)
+#
+# Environment:
+#   KAITO_CLUSTER_DIR        cluster state dir; default: a fresh temp dir, so a developer's
+#                            cluster (and parallel runs) are left alone
+#   KAITO_E2E_KEEP_CLUSTER=1 leave the cluster running afterwards (for debugging; then
+#                            `KAITO_CLUSTER_DIR=... tests/cluster/cluster.sh down`)
+#   KAITO_E2E_THREADS        test threads per binary (default 2)
+#   CARGO_TARGET_DIR etc.    as usual for cargo
+#
+# Exit status: 0 when every test passed; cargo's status (101) when a test failed; 1 when the
+# binaries could not be built or the cluster could not start (the step is named on stderr).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cluster="$root/tests/cluster/cluster.sh"
+log() { printf '[e2e] %s\n' "$*" >&2; }
+now_ms() { date +%s%3N; }
+secs() { local d=$(( $(now_ms) - $1 )); printf '%d.%01ds' $((d / 1000)) $(((d % 1000) / 100)); }
+
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
+export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
+
+own_dir=0
+if [ -z "${KAITO_CLUSTER_DIR:-}" ]; then
+  KAITO_CLUSTER_DIR=$(mktemp -d "${TMPDIR:-/tmp}/kaito-e2e-XXXXXX")
+  own_dir=1
+fi
+export KAITO_CLUSTER_DIR
+
+started=0
+cleanup() {
+  local rc=$?
+  if [ "$started" = 1 ]; then
+    bash "$cluster" status >&2 || true
+    if [ "${KAITO_E2E_KEEP_CLUSTER:-0}" = 1 ]; then
+      log "keeping the cluster: KAITO_CLUSTER_DIR=$KAITO_CLUSTER_DIR $cluster down"
+    else
+      bash "$cluster" down || rc=1
+    fi
+  fi
+  if [ "$own_dir" = 1 ] && [ "${KAITO_E2E_KEEP_CLUSTER:-0}" != 1 ]; then rm -rf "$KAITO_CLUSTER_DIR"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+t0=$(now_ms)
+t=$(now_ms)
+bin=$("$root/tests/cluster/build.sh") || { log "building the control-plane binaries failed"; exit 1; }
+export KAITO_CLUSTER_BIN=$bin
+log "control-plane binaries ready in $(secs "$t"): $bin"
+
+t=$(now_ms)
+# A cluster that was already running in an explicitly given dir is left running.
+if ! bash "$cluster" status >/dev/null 2>&1; then started=1; fi
+bash "$cluster" up || { log "starting the local cluster failed"; exit 1; }
+log "cluster ready in $(secs "$t")"
+
+t=$(now_ms)
+rc=0
+(cd "$root" && cargo test -p kaito-e2e --tests -- --include-ignored \
+  --test-threads="${KAITO_E2E_THREADS:-2}" "$@") || rc=$?
+log "end-to-end tests finished in $(secs "$t") (status $rc); whole run $(secs "$t0")"
+exit "$rc"
