@@ -1,0 +1,13 @@
+//! The `kaito.sh` Workspace API: types for `v1alpha1` and `v1beta1`, the well-known labels,
+//! annotations, condition types and reasons, and the generated CustomResourceDefinition.
+//!
+//! This crate holds data types only: it depends on kube's derive/core parts and on
+//! k8s-openapi, never on kube's client, tokio or hyper, so every component (webhook,
+//! controller, `kubectl kaito`) shares it without pulling in a runtime.
+
+pub mod constants;
+pub mod crd;
+pub mod types;
+
+pub use constants::*;
+pub use types::*;
