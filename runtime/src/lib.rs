@@ -1,0 +1,17 @@
+//! KAITO serving runtime on mistral.rs.
+//!
+//! Layers: [`engine`] wraps mistral.rs (loading, adapters, generation); [`server`] is the axum
+//! router (KAITO's `/chat`, the OpenAI-compatible API, health, metrics) with admission control;
+//! [`cli`] holds the flags of the thin `kaito-runtime` binary and [`run`] ties them together.
+//! [`testmodel`] writes tiny random-weight models for tests, demos and benchmarks.
+
+pub mod adapters;
+pub mod api;
+pub mod cli;
+pub mod engine;
+pub mod error;
+pub mod metrics;
+pub mod server;
+pub mod testmodel;
+
+pub use cli::{ServeArgs, run};
