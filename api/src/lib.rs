@@ -5,6 +5,7 @@
 //! k8s-openapi, never on kube's client, tokio or hyper, so every component (webhook,
 //! controller, `kubectl kaito`) shares it without pulling in a runtime.
 
+pub mod admission;
 pub mod constants;
 pub mod crd;
 pub mod types;
