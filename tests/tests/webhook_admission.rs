@@ -1,0 +1,403 @@
+//! The admission webhook (`kaito-webhook`) against the real kube-apiserver of the local cluster.
+//!
+//! Each test starts its own `kaito-webhook` process on 127.0.0.1 with a self-signed certificate
+//! (`--tls-self-signed-for 127.0.0.1,localhost --tls-ca-out FILE`), registers a Mutating and a
+//! Validating WebhookConfiguration for `kaito.sh` workspaces (v1alpha1 and v1beta1,
+//! failurePolicy Fail, sideEffects None) at `https://127.0.0.1:PORT/mutate|validate`, scoped by
+//! a `namespaceSelector` to a label only this test's namespace carries (so other tests in the
+//! same cluster are untouched), and removes both configurations and stops the process (SIGTERM,
+//! graceful) at the end, also when the test fails.
+//!
+//! The binary is taken from `KAITO_WEBHOOK_BIN`, else from the test binary's own target
+//! profile dir (`target/debug/kaito-webhook`): build it first with
+//! `cargo build -p kaito-webhook --bin kaito-webhook`.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use kaito_e2e::{Cluster, TestNamespace, example_files, json_subset, unique_name, wait_for};
+use serde_json::Value;
+
+const LABEL: &str = "kaito-webhook-e2e";
+
+fn webhook_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("KAITO_WEBHOOK_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    // tests run from target/<profile>/deps/<test binary>
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test binary has no target dir")?;
+    let bin = profile_dir.join("kaito-webhook");
+    if !bin.exists() {
+        bail!(
+            "{} does not exist: build it first with `cargo build -p kaito-webhook --bin kaito-webhook` \
+             (or set KAITO_WEBHOOK_BIN)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A running webhook registered for one namespace; stopped and unregistered on drop.
+struct Webhook<'a> {
+    cluster: &'a Cluster,
+    child: Option<Child>,
+    name: String,
+    health_port: u16,
+    dir: PathBuf,
+}
+
+impl<'a> Webhook<'a> {
+    /// Starts `kaito-webhook`, labels `ns` and registers the webhook configurations for it.
+    fn start(cluster: &'a Cluster, ns: &TestNamespace<'_>) -> Result<Webhook<'a>> {
+        let name = unique_name("kaito-webhook-e2e");
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir)?;
+        let ca_file = dir.join("ca.pem");
+        let port = free_port()?;
+        let health_port = free_port()?;
+        let log = std::fs::File::create(dir.join("webhook.log"))?;
+        let child = Command::new(webhook_binary()?)
+            .args(["--bind-address", "127.0.0.1", "--health-bind-address", "127.0.0.1"])
+            .args(["--port", &port.to_string(), "--health-port", &health_port.to_string()])
+            .args(["--tls-self-signed-for", "127.0.0.1,localhost"])
+            .arg("--tls-ca-out")
+            .arg(&ca_file)
+            .args(["--cloud", "azure", "--provisioner", "aks"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting kaito-webhook")?;
+        let mut hook = Webhook {
+            cluster,
+            child: Some(child),
+            name: name.clone(),
+            health_port,
+            dir,
+        };
+        wait_for("kaito-webhook /readyz", Duration::from_secs(30), Duration::from_millis(100), || {
+            if let Some(status) = hook.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("kaito-webhook exited with {status}: {}", hook.log());
+            }
+            Ok(hook.http_get("/readyz").ok().filter(|(code, _)| *code == 200).map(|_| ()))
+        })?;
+        let ca = std::fs::read(&ca_file).context("the webhook wrote no CA file")?;
+        let ca_bundle = base64(&ca);
+
+        cluster.kubectl_ok(["label", "namespace", ns.name(), &format!("{LABEL}={name}")])?;
+        let hook_yaml = |kind: &str, webhook: &str, path: &str| {
+            format!(
+                r#"apiVersion: admissionregistration.k8s.io/v1
+kind: {kind}
+metadata:
+  name: {name}
+webhooks:
+- name: {webhook}
+  admissionReviewVersions: ["v1"]
+  sideEffects: None
+  failurePolicy: Fail
+  timeoutSeconds: 10
+  clientConfig:
+    url: https://127.0.0.1:{port}{path}
+    caBundle: {ca_bundle}
+  namespaceSelector:
+    matchLabels:
+      {LABEL}: {name}
+  rules:
+  - apiGroups: ["kaito.sh"]
+    apiVersions: ["v1alpha1", "v1beta1"]
+    operations: ["CREATE", "UPDATE"]
+    resources: ["workspaces"]
+    scope: Namespaced
+"#
+            )
+        };
+        cluster.apply(&hook_yaml("MutatingWebhookConfiguration", "mutate.workspace.kaito.sh", "/mutate"))?;
+        cluster.apply(&hook_yaml("ValidatingWebhookConfiguration", "validate.workspace.kaito.sh", "/validate"))?;
+
+        // The apiserver picks webhook configurations up asynchronously: wait until both answer
+        // (a dry-run create comes back defaulted, and an invalid one is refused by us).
+        let probe = "apiVersion: kaito.sh/v1beta1\nkind: Workspace\nmetadata:\n  name: probe\n\
+                     resource:\n  instanceType: Standard_NC6s_v3\n\
+                     inference:\n  preset:\n    name: phi-3-mini-4k-instruct\n";
+        let bad_probe = probe.replace("phi-3-mini-4k-instruct", "no-such-model");
+        wait_for("the webhook configurations to take effect", Duration::from_secs(60), Duration::from_millis(300), || {
+            let out = ns.cluster().kubectl_stdin(
+                ["-n", ns.name(), "apply", "--dry-run=server", "-o", "json", "-f", "-"],
+                probe,
+            )?;
+            if out.stderr.contains("no matches for kind") || !out.success() {
+                return Ok(None);
+            }
+            let obj: Value = serde_json::from_str(&out.stdout)?;
+            if obj["resource"]["count"] != 1 {
+                return Ok(None);
+            }
+            let out = ns.cluster().kubectl_stdin(
+                ["-n", ns.name(), "apply", "--dry-run=server", "-f", "-"],
+                &bad_probe,
+            )?;
+            Ok((!out.success() && out.stderr.contains("validate.workspace.kaito.sh")).then_some(()))
+        })?;
+        Ok(hook)
+    }
+
+    fn http_get(&self, path: &str) -> Result<(u16, String)> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.health_port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(stream, "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text)?;
+        let code = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .context("no HTTP status")?;
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        Ok((code, body))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("webhook.log")).unwrap_or_default()
+    }
+
+    fn unregister(&self) {
+        for kind in ["mutatingwebhookconfiguration", "validatingwebhookconfiguration"] {
+            let _ = self.cluster.kubectl(["delete", kind, &self.name, "--ignore-not-found"]);
+        }
+    }
+
+    /// SIGTERM, and the exit status once it stopped (graceful shutdown).
+    fn stop(&mut self) -> Result<std::process::ExitStatus> {
+        self.unregister();
+        let Some(mut child) = self.child.take() else { bail!("already stopped") };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("kaito-webhook did not stop within 15 s of SIGTERM")
+    }
+}
+
+impl Drop for Webhook<'_> {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.stop();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+#[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
+fn webhook_defaults_seed_examples_sizing_and_dry_run() -> Result<()> {
+    let cluster = Cluster::shared();
+    cluster.install_kaito_crds()?;
+    let ns = cluster.namespace("webhook-defaults")?;
+    let mut hook = Webhook::start(cluster, &ns)?;
+
+    // Each seed is accepted, stored as written, with the defaults filled in.
+    for file in example_files()? {
+        let path = file.display().to_string();
+        let seed: Value = serde_yaml::from_str(&std::fs::read_to_string(&file)?)?;
+        let name = seed["metadata"]["name"].as_str().context("seed has a name")?.to_owned();
+        let out = ns.kubectl(["apply", "-f", &path])?;
+        assert!(out.success(), "kubectl apply -f {path} failed: {}\nwebhook log:\n{}", out.stderr, hook.log());
+        let stored = ns.get_json(["workspace", &name])?;
+        let mut expected = seed.clone();
+        if let Some(meta) = expected["metadata"].as_object_mut() {
+            meta.retain(|k, _| k == "name");
+        }
+        if let Some(diff) = json_subset(&expected, &stored) {
+            panic!("{path} was not stored as written: {diff}\nstored: {stored:#}");
+        }
+        assert_eq!(stored["resource"]["count"], 1, "{path}: {stored:#}");
+        if let Some(inference) = stored.get("inference") {
+            assert_eq!(inference["preset"]["accessMode"], "public", "{path}: {stored:#}");
+            for adapter in inference["adapters"].as_array().into_iter().flatten() {
+                assert!(adapter["strength"].is_string(), "{path}: {stored:#}");
+            }
+        }
+        // `kubectl get -o yaml` shows them too.
+        let yaml = ns.kubectl_ok(["get", "workspace", &name, "-o", "yaml"])?;
+        assert!(yaml.contains("count: 1"), "{yaml}");
+    }
+
+    // An adapter without strength gets "1.0"; a workspace without instanceType gets the
+    // smallest size that fits, with the reason in kaito.sh/sizing.
+    let auto = r#"apiVersion: kaito.sh/v1beta1
+kind: Workspace
+metadata:
+  name: phi-3-auto
+inference:
+  preset:
+    name: phi-3-mini-4k-instruct
+  adapters:
+  - source:
+      name: my-adapter
+      image: example.azurecr.io/adapter:0.0.1
+"#;
+    ns.apply(auto).context("applying a workspace with no instanceType")?;
+    let stored = ns.get_json(["workspace", "phi-3-auto"])?;
+    let sku = stored["resource"]["instanceType"].as_str().unwrap_or_default();
+    assert!(sku.starts_with("Standard_N"), "no instanceType defaulted: {stored:#}");
+    let why = stored["metadata"]["annotations"]["kaito.sh/sizing"].as_str().unwrap_or_default();
+    assert!(why.contains(sku), "kaito.sh/sizing does not explain {sku}: {stored:#}");
+    assert_eq!(stored["resource"]["labelSelector"]["matchLabels"]["apps"], "phi-3-auto", "{stored:#}");
+    assert_eq!(stored["inference"]["adapters"][0]["strength"], "1.0", "{stored:#}");
+    let yaml = ns.kubectl_ok(["get", "workspace", "phi-3-auto", "-o", "yaml"])?;
+    assert!(yaml.contains(&format!("instanceType: {sku}")), "{yaml}");
+
+    // --dry-run=server returns the defaulted object and stores nothing.
+    let dry = auto.replace("phi-3-auto", "phi-3-dry");
+    let out = ns.cluster().kubectl_stdin(
+        ["-n", ns.name(), "apply", "--dry-run=server", "-o", "json", "-f", "-"],
+        &dry,
+    )?;
+    assert!(out.success(), "{}", out.stderr);
+    let obj: Value = serde_json::from_str(&out.stdout)?;
+    assert_eq!(obj["resource"]["instanceType"], sku, "{obj:#}");
+    assert_eq!(obj["resource"]["count"], 1);
+    assert!(obj["metadata"]["annotations"]["kaito.sh/sizing"].is_string());
+    let gone = ns.kubectl(["get", "workspace", "phi-3-dry"])?;
+    assert!(!gone.success(), "a dry run stored the object");
+
+    // Metrics counted the admissions; the process stops cleanly on SIGTERM.
+    let (code, metrics) = hook.http_get("/metrics")?;
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains(r#"kaito_webhook_admissions_total{endpoint="mutate",operation="CREATE",kind="Workspace",verdict="patched"}"#),
+        "{metrics}"
+    );
+    let status = hook.stop()?;
+    assert!(status.success(), "kaito-webhook exited with {status} after SIGTERM: {}", hook.log());
+    Ok(())
+}
+
+/// Workspaces the webhook must refuse, with words the user must read in kubectl's error.
+fn rejections() -> Vec<(&'static str, String, Vec<&'static str>)> {
+    let ws = |name: &str, body: &str| {
+        format!("apiVersion: kaito.sh/v1alpha1\nkind: Workspace\nmetadata:\n  name: {name}\n{body}")
+    };
+    let inference = |sku: &str, preset: &str| {
+        format!("resource:\n  instanceType: {sku}\ninference:\n  preset:\n    name: {preset}\n")
+    };
+    let adapters = |list: &str| {
+        format!("resource:\n  instanceType: Standard_NC24ads_A100_v4\ninference:\n  preset:\n    name: phi-3-mini-4k-instruct\n  adapters:\n{list}")
+    };
+    let adapter = |name: &str, extra: &str| {
+        format!("  - source:\n      name: {name}\n      image: example.azurecr.io/{name}:1\n{extra}")
+    };
+    let tuning = |count: u32, input: &str, output: &str| {
+        format!(
+            "resource:\n  instanceType: Standard_NC24ads_A100_v4\n  count: {count}\ntuning:\n  preset:\n    name: phi-3-mini-128k-instruct\n  method: qlora\n  input:\n{input}  output:\n{output}"
+        )
+    };
+    let urls = |url: &str| format!("    urls:\n    - \"{url}\"\n");
+    let good_input = urls("https://huggingface.co/datasets/x/resolve/main/train.parquet");
+    let good_output = "    image: example.azurecr.io/out:1\n    imagePushSecret: push-secret\n";
+    let eleven: String = (0..11).map(|i| adapter(&format!("a{i}"), "")).collect();
+    vec![
+        ("unknown-sku", ws("unknown-sku", &inference("Standard_NC6s_v9", "phi-3-mini-4k-instruct")), vec!["resource.instanceType", "Standard_NC6s_v9"]),
+        ("phi-3-medium-small-gpu", ws("phi-3-medium", &inference("Standard_NC6s_v3", "phi-3-medium-4k-instruct")), vec!["resource.instanceType", "Standard_NC6s_v3", "phi-3-medium-4k-instruct", "GiB"]),
+        ("cpu-only-size", ws("cpu-only", &inference("Standard_D4s_v3", "phi-3-mini-4k-instruct")), vec!["resource.instanceType", "Standard_D4s_v3"]),
+        ("falcon-7b", ws("falcon", &inference("Standard_NC24ads_A100_v4", "falcon-7b")), vec!["inference.preset.name", "falcon-7b"]),
+        ("eleven-adapters", ws("eleven", &adapters(&eleven)), vec!["inference.adapters", "10"]),
+        ("duplicate-adapter-names", ws("dup", &adapters(&format!("{}{}", adapter("same", ""), adapter("same", "")))), vec!["inference.adapters[1]", "same"]),
+        ("adapter-from-urls", ws("adapter-urls", &adapters("  - source:\n      name: from-url\n      urls:\n      - https://example.com/adapter.safetensors\n")), vec!["inference.adapters[0].source"]),
+        ("strength-1.5", ws("strength", &adapters(&adapter("strong", "    strength: \"1.5\"\n"))), vec!["inference.adapters[0].strength", "1.5"]),
+        ("tuning-count-2", ws("tuning-count", &tuning(2, &good_input, good_output)), vec!["resource.count"]),
+        ("output-without-push-secret", ws("no-push-secret", &tuning(1, &good_input, "    image: example.azurecr.io/out:1\n")), vec!["tuning.output.imagePushSecret"]),
+        ("input-metadata-ip", ws("url-metadata", &tuning(1, &urls("http://169.254.169.254/x"), good_output)), vec!["tuning.input.urls[0]", "169.254.169.254"]),
+        ("input-localhost", ws("url-localhost", &tuning(1, &urls("http://localhost/x"), good_output)), vec!["tuning.input.urls[0]", "localhost"]),
+        ("input-private-ip", ws("url-private", &tuning(1, &urls("http://10.0.0.1/x"), good_output)), vec!["tuning.input.urls[0]", "10.0.0.1"]),
+    ]
+}
+
+#[test]
+#[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
+fn webhook_rejections_reach_kubectl_with_the_message() -> Result<()> {
+    let cluster = Cluster::shared();
+    cluster.install_kaito_crds()?;
+    let ns = cluster.namespace("webhook-rejections")?;
+    let mut hook = Webhook::start(cluster, &ns)?;
+
+    let mut failures = Vec::new();
+    for (case, yaml, words) in rejections() {
+        let out = cluster.kubectl_stdin(["-n", ns.name(), "apply", "-f", "-"], &yaml)?;
+        if out.success() {
+            failures.push(format!("{case}: accepted:\n{yaml}"));
+            continue;
+        }
+        let err = &out.stderr;
+        let mut missing: Vec<&str> = words.iter().copied().filter(|w| !err.contains(w)).collect();
+        if !err.contains("denied the request") {
+            missing.push("denied the request");
+        }
+        if !missing.is_empty() {
+            failures.push(format!("{case}: kubectl's error lacks {missing:?}: {err}"));
+        }
+    }
+
+    // Updates: the preset and the instance type are immutable.
+    let base = "apiVersion: kaito.sh/v1beta1\nkind: Workspace\nmetadata:\n  name: immutable\n\
+                resource:\n  instanceType: Standard_NC24ads_A100_v4\n\
+                inference:\n  preset:\n    name: phi-3-mini-4k-instruct\n";
+    ns.apply(base).context("creating the workspace to update")?;
+    for (case, yaml, field) in [
+        ("change-preset", base.replace("phi-3-mini-4k-instruct", "phi-3-mini-128k-instruct"), "inference.preset.name"),
+        ("change-instance-type", base.replace("Standard_NC24ads_A100_v4", "Standard_NC48ads_A100_v4"), "resource.instanceType"),
+    ] {
+        let out = cluster.kubectl_stdin(["-n", ns.name(), "apply", "-f", "-"], &yaml)?;
+        if out.success() || !out.stderr.contains(field) {
+            failures.push(format!("{case}: expected a rejection naming {field}, got {:?} / {}", out.stdout, out.stderr));
+        }
+    }
+    assert!(failures.is_empty(), "{}\nwebhook log:\n{}", failures.join("\n"), hook.log());
+
+    let (code, metrics) = hook.http_get("/metrics")?;
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains(r#"kaito_webhook_admissions_total{endpoint="validate",operation="UPDATE",kind="Workspace",verdict="denied"} 2"#),
+        "{metrics}"
+    );
+    let status = hook.stop()?;
+    assert!(status.success(), "kaito-webhook exited with {status} after SIGTERM");
+    Ok(())
+}

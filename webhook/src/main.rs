@@ -1,0 +1,271 @@
+//! The `kaito-webhook` binary: flags and environment, certificates, and the two servers.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use kaito_api::admission::{AdmissionConfig, Provisioner};
+use kaito_presets::{Cloud, PresetCatalog, SkuCatalog};
+use kaito_webhook::secret::SecretConfig;
+use kaito_webhook::{AppState, certs, secret, server, tls};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+const DAY: u64 = 24 * 3600;
+
+/// Where the serving certificate comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum TlsMode {
+    /// `--tls-cert-file`/`--tls-key-file`, re-read when they change (cert-manager, mounted Secret).
+    Files,
+    /// A CA and certificate made at start for `--tls-self-signed-for` (local runs, e2e).
+    SelfSigned,
+    /// A Secret the webhook creates, rotates and publishes into the webhook configurations' caBundle.
+    Secret,
+}
+
+/// Admission webhook for kaito.sh Workspaces: defaults (POST /mutate) and validation
+/// (POST /validate) over HTTPS; /healthz, /readyz and /metrics over plain HTTP.
+#[derive(Debug, Parser)]
+#[command(name = "kaito-webhook", version)]
+struct Args {
+    /// Cloud whose GPU sizes apply: azure or aws.
+    #[arg(long, env = "KAITO_CLOUD", default_value = "azure")]
+    cloud: Cloud,
+    /// How GPU nodes appear: aks (node auto-provisioning), karpenter, or byo (bring your own).
+    #[arg(long, env = "KAITO_PROVISIONER", default_value = "aks")]
+    provisioner: Provisioner,
+    /// Model preset catalog file replacing the built-in one.
+    #[arg(long, env = "KAITO_PRESET_CATALOG")]
+    preset_catalog: Option<PathBuf>,
+    /// GPU SKU catalog file replacing the built-in one.
+    #[arg(long, env = "KAITO_SKU_CATALOG")]
+    sku_catalog: Option<PathBuf>,
+
+    /// Address the HTTPS admission server binds.
+    #[arg(long, env = "WEBHOOK_BIND_ADDRESS", default_value = "0.0.0.0")]
+    bind_address: IpAddr,
+    /// Port of the HTTPS admission server.
+    #[arg(long, env = "WEBHOOK_PORT", default_value_t = 9443)]
+    port: u16,
+    /// Address of the plain-HTTP health and metrics server.
+    #[arg(long, env = "WEBHOOK_HEALTH_BIND_ADDRESS", default_value = "0.0.0.0")]
+    health_bind_address: IpAddr,
+    /// Port of the plain-HTTP health and metrics server.
+    #[arg(long, env = "WEBHOOK_HEALTH_PORT", default_value_t = 8080)]
+    health_port: u16,
+    /// Largest accepted AdmissionReview, in bytes.
+    #[arg(long, env = "WEBHOOK_MAX_BODY_BYTES", default_value_t = server::DEFAULT_MAX_BODY)]
+    max_body_bytes: usize,
+    /// Seconds open requests may take to finish after SIGTERM.
+    #[arg(long, default_value_t = 10)]
+    shutdown_grace_secs: u64,
+
+    /// Certificate source; default: files when --tls-cert-file is given, self-signed when
+    /// --tls-self-signed-for is given, else secret.
+    #[arg(long, env = "WEBHOOK_TLS_MODE", value_enum)]
+    tls_mode: Option<TlsMode>,
+    /// PEM certificate (chain) file (files mode).
+    #[arg(long, env = "WEBHOOK_TLS_CERT_FILE")]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key file (files mode).
+    #[arg(long, env = "WEBHOOK_TLS_KEY_FILE")]
+    tls_key_file: Option<PathBuf>,
+    /// How often the files are checked for changes, in milliseconds (files mode).
+    #[arg(long, default_value_t = 2000)]
+    tls_reload_interval_ms: u64,
+    /// Comma-separated DNS names / IPs for a self-signed certificate (self-signed mode).
+    #[arg(long, value_delimiter = ',')]
+    tls_self_signed_for: Vec<String>,
+    /// Where to write the self-signed CA (PEM), for a webhook configuration's caBundle.
+    #[arg(long)]
+    tls_ca_out: Option<PathBuf>,
+
+    /// Namespace of the webhook's Service and certificate Secret (secret mode).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kaito-system")]
+    namespace: String,
+    /// Name of the webhook's Service; the certificate is for <service>.<namespace>.svc.
+    #[arg(long, env = "WEBHOOK_SERVICE_NAME", default_value = "kaito-webhook")]
+    service_name: String,
+    /// Name of the Secret holding the certificates.
+    #[arg(long, env = "WEBHOOK_CERT_SECRET", default_value = "kaito-webhook-cert")]
+    cert_secret: String,
+    /// More names/IPs in the serving certificate (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    cert_extra_sans: Vec<String>,
+    /// MutatingWebhookConfiguration whose caBundle the webhook keeps up to date ("" for none).
+    #[arg(long, env = "WEBHOOK_MUTATING_CONFIG", default_value = "kaito-webhook")]
+    mutating_webhook_config: String,
+    /// ValidatingWebhookConfiguration whose caBundle the webhook keeps up to date ("" for none).
+    #[arg(long, env = "WEBHOOK_VALIDATING_CONFIG", default_value = "kaito-webhook")]
+    validating_webhook_config: String,
+    /// Lifetime of a new CA, in days.
+    #[arg(long, default_value_t = 3650)]
+    ca_validity_days: u64,
+    /// Lifetime of a new serving certificate, in days.
+    #[arg(long, default_value_t = 365)]
+    cert_validity_days: u64,
+    /// Renew certificates this many days before they expire.
+    #[arg(long, default_value_t = 30)]
+    rotate_before_days: u64,
+    /// How often the Secret and expiry are re-checked, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    cert_check_interval_secs: u64,
+
+    /// Log format: text or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal(tx: watch::Sender<bool>) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+    let _ = tx.send(true);
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_tracing(&args.log_format);
+
+    let mut config = AdmissionConfig::new(args.cloud, args.provisioner);
+    if let Some(path) = &args.preset_catalog {
+        config.presets = PresetCatalog::from_file(path)
+            .with_context(|| format!("loading the preset catalog {}", path.display()))?;
+    }
+    if let Some(path) = &args.sku_catalog {
+        config.skus = SkuCatalog::from_file(path)
+            .with_context(|| format!("loading the SKU catalog {}", path.display()))?;
+    }
+    let mut state = AppState::new(config);
+    state.max_body = args.max_body_bytes;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mode = args.tls_mode.unwrap_or(if args.tls_cert_file.is_some() {
+        TlsMode::Files
+    } else if !args.tls_self_signed_for.is_empty() {
+        TlsMode::SelfSigned
+    } else {
+        TlsMode::Secret
+    });
+    let cert_task = match mode {
+        TlsMode::Files => {
+            let (Some(cert), Some(key)) = (args.tls_cert_file.clone(), args.tls_key_file.clone()) else {
+                anyhow::bail!("--tls-mode files needs --tls-cert-file and --tls-key-file");
+            };
+            Some(
+                tls::load_and_watch_files(
+                    cert,
+                    key,
+                    Duration::from_millis(args.tls_reload_interval_ms.max(10)),
+                    state.resolver.clone(),
+                    state.metrics.clone(),
+                    shutdown_rx.clone(),
+                )
+                .await?,
+            )
+        }
+        TlsMode::SelfSigned => {
+            if args.tls_self_signed_for.is_empty() {
+                anyhow::bail!("--tls-mode self-signed needs --tls-self-signed-for HOST[,HOST...]");
+            }
+            tls::self_signed(
+                &args.tls_self_signed_for,
+                Duration::from_secs(args.cert_validity_days * DAY),
+                args.tls_ca_out.as_deref(),
+                &state.resolver,
+                &state.metrics,
+            )?;
+            None
+        }
+        TlsMode::Secret => {
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to the Kubernetes API for the certificate Secret")?;
+            let cfg = SecretConfig {
+                namespace: args.namespace.clone(),
+                secret_name: args.cert_secret.clone(),
+                service_name: args.service_name.clone(),
+                extra_sans: args.cert_extra_sans.clone(),
+                mutating_webhook: non_empty(&args.mutating_webhook_config),
+                validating_webhook: non_empty(&args.validating_webhook_config),
+                ca_validity: Duration::from_secs(args.ca_validity_days * DAY),
+                cert_validity: Duration::from_secs(args.cert_validity_days * DAY),
+                rotate_before: Duration::from_secs(args.rotate_before_days * DAY),
+                check_interval: Duration::from_secs(args.cert_check_interval_secs.max(1)),
+            };
+            Some(
+                secret::start(client, cfg, state.resolver.clone(), state.metrics.clone(), shutdown_rx.clone())
+                    .await?,
+            )
+        }
+    };
+
+    let tls_config = Arc::new(certs::server_config(state.resolver.clone())?);
+    let addr = SocketAddr::new(args.bind_address, args.port);
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let health_addr = SocketAddr::new(args.health_bind_address, args.health_port);
+    let health_listener = TcpListener::bind(health_addr)
+        .await
+        .with_context(|| format!("binding {health_addr}"))?;
+    tracing::info!(
+        https = %listener.local_addr()?,
+        health = %health_listener.local_addr()?,
+        cloud = %args.cloud,
+        provisioner = ?args.provisioner,
+        tls_mode = ?mode,
+        "kaito-webhook serving"
+    );
+
+    tokio::spawn(shutdown_signal(shutdown_tx));
+    let health = tokio::spawn(server::serve_plain(
+        health_listener,
+        server::health_router(state.clone()),
+        shutdown_rx.clone(),
+    ));
+    server::serve_tls(
+        listener,
+        tls_config,
+        server::admission_router(state),
+        shutdown_rx,
+        Duration::from_secs(args.shutdown_grace_secs),
+    )
+    .await;
+    health.await.context("health server task")?.context("health server")?;
+    if let Some(task) = cert_task {
+        task.abort();
+    }
+    tracing::info!("kaito-webhook stopped");
+    Ok(())
+}

@@ -1,0 +1,405 @@
+//! AdmissionReview in, AdmissionReview out: the pure request/response part of the webhook.
+//!
+//! The HTTP layer ([`crate::router`]) hands the raw body to [`mutate`] or [`validate`], which
+//! never panic and always answer with an `admission.k8s.io` AdmissionReview:
+//!
+//! - a body that is not an AdmissionReview (malformed JSON, no `request`) is an
+//!   [`Outcome::BadRequest`]: HTTP 400 with an AdmissionReview whose response is denied and names
+//!   the problem, so a human reading the apiserver log sees why;
+//! - a request for a kind other than `kaito.sh` `Workspace` is allowed unchanged with a warning
+//!   (a misconfigured webhook registration must not block unrelated objects);
+//! - DELETE and CONNECT, and subresources (`workspaces/status`), are allowed unchanged;
+//! - a Workspace that does not deserialize is denied (422 Invalid) with the JSON path serde
+//!   complains about;
+//! - `/mutate` answers with a JSONPatch from the defaults of [`kaito_api::admission`];
+//! - `/validate` answers allowed (with the verdict's warnings) or denied with every error, one
+//!   per line, in `status.message`, `status.code` 422 and `status.reason` `Invalid`.
+
+use std::time::Instant;
+
+use kaito_api::Workspace;
+use kaito_api::admission::{AdmissionConfig, apply_defaults, validate as validate_workspace};
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use serde_json::Value;
+
+/// The API group this webhook handles.
+pub const GROUP: &str = "kaito.sh";
+/// The kind this webhook handles.
+pub const KIND: &str = "Workspace";
+
+/// Which endpoint was called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `POST /mutate`: defaulting.
+    Mutate,
+    /// `POST /validate`: validation.
+    Validate,
+}
+
+impl Endpoint {
+    /// `mutate` or `validate`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mutate => "mutate",
+            Self::Validate => "validate",
+        }
+    }
+}
+
+/// What the webhook decided, for metrics and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VerdictKind {
+    /// Allowed without changes.
+    Allowed,
+    /// Allowed with a JSONPatch (defaults filled).
+    Patched,
+    /// Denied: the object is invalid.
+    Denied,
+    /// The body was not an AdmissionReview (HTTP 400).
+    BadRequest,
+}
+
+impl VerdictKind {
+    /// Label value for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Patched => "patched",
+            Self::Denied => "denied",
+            Self::BadRequest => "bad_request",
+        }
+    }
+}
+
+/// The answer to one admission call.
+#[derive(Debug)]
+pub struct Outcome {
+    /// HTTP status to answer with: 200, or 400 for a body that is not an AdmissionReview.
+    pub http_status: u16,
+    /// The AdmissionReview to send back (serialized JSON).
+    pub body: Vec<u8>,
+    /// For metrics: the operation (`CREATE`, `UPDATE`, `DELETE`, `CONNECT`, or `unknown`).
+    pub operation: &'static str,
+    /// For metrics: `Workspace`, `other`, or `unknown` when the body did not decode.
+    pub kind: &'static str,
+    /// For metrics and logs.
+    pub verdict: VerdictKind,
+}
+
+/// Handles one admission call for `endpoint` with the raw request body.
+pub fn handle(endpoint: Endpoint, body: &[u8], cfg: &AdmissionConfig) -> Outcome {
+    let started = Instant::now();
+    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
+        Ok(review) => review,
+        Err(err) => {
+            return bad_request(format!(
+                "the request body is not an admission.k8s.io AdmissionReview: {err}"
+            ));
+        }
+    };
+    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(request) => request,
+        Err(_) => return bad_request("the AdmissionReview has no request".to_owned()),
+    };
+    let operation = operation_name(&request.operation);
+    let is_workspace = request.kind.group == GROUP && request.kind.kind == KIND;
+    let kind = if is_workspace { KIND } else { "other" };
+    let response = AdmissionResponse::from(&request);
+
+    let (response, verdict) = if !is_workspace {
+        let warning = format!(
+            "kaito-webhook handles only {GROUP} {KIND}; {}/{} {} was allowed unchanged \
+             (check the webhook configuration's rules)",
+            request.kind.group, request.kind.version, request.kind.kind
+        );
+        tracing::warn!(
+            group = %request.kind.group,
+            kind = %request.kind.kind,
+            namespace = request.namespace.as_deref().unwrap_or(""),
+            name = %request.name,
+            "admission request for an unhandled kind: allowed"
+        );
+        (with_warnings(response, vec![warning]), VerdictKind::Allowed)
+    } else if matches!(request.operation, Operation::Delete | Operation::Connect)
+        || request.sub_resource.as_deref().is_some_and(|s| !s.is_empty())
+    {
+        (response, VerdictKind::Allowed)
+    } else {
+        match endpoint {
+            Endpoint::Mutate => mutate_request(&request, response, cfg),
+            Endpoint::Validate => validate_request(&request, response, cfg),
+        }
+    };
+
+    let ns = request.namespace.as_deref().unwrap_or("");
+    let elapsed_us = started.elapsed().as_micros() as u64;
+    match verdict {
+        VerdictKind::Denied => tracing::info!(
+            namespace = ns,
+            workspace = %request.name,
+            operation,
+            endpoint = endpoint.as_str(),
+            dry_run = request.dry_run,
+            message = %response.result.message,
+            elapsed_us,
+            "admission denied"
+        ),
+        _ => tracing::debug!(
+            namespace = ns,
+            workspace = %request.name,
+            operation,
+            endpoint = endpoint.as_str(),
+            verdict = verdict.as_str(),
+            elapsed_us,
+            "admission"
+        ),
+    }
+
+    let body = match serde_json::to_vec(&response.into_review()) {
+        Ok(body) => body,
+        Err(err) => {
+            // Serializing our own response cannot fail for valid UTF-8 strings; answer
+            // something the apiserver can read anyway.
+            return Outcome {
+                http_status: 500,
+                body: fallback_body(&format!("cannot serialize the response: {err}")),
+                operation,
+                kind,
+                verdict: VerdictKind::BadRequest,
+            };
+        }
+    };
+    Outcome {
+        http_status: 200,
+        body,
+        operation,
+        kind,
+        verdict,
+    }
+}
+
+fn operation_name(op: &Operation) -> &'static str {
+    match op {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
+/// A 400 answer: the body is not a usable AdmissionReview.
+pub fn bad_request(message: String) -> Outcome {
+    let mut response = AdmissionResponse::invalid(&message);
+    response.result.code = 400;
+    let body = serde_json::to_vec(&response.into_review()).unwrap_or_else(|_| fallback_body(&message));
+    Outcome {
+        http_status: 400,
+        body,
+        operation: "unknown",
+        kind: "unknown",
+        verdict: VerdictKind::BadRequest,
+    }
+}
+
+/// A hand-built AdmissionReview, for the one case where serde_json could not write ours.
+fn fallback_body(message: &str) -> Vec<u8> {
+    let value = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "response": {"uid": "", "allowed": false,
+                     "status": {"status": "Failure", "code": 400, "message": message}},
+    });
+    value.to_string().into_bytes()
+}
+
+fn with_warnings(mut response: AdmissionResponse, warnings: Vec<String>) -> AdmissionResponse {
+    if !warnings.is_empty() {
+        response.warnings.get_or_insert_with(Vec::new).extend(warnings);
+    }
+    response
+}
+
+/// Denies with 422 Invalid, the way the apiserver reports invalid objects.
+fn deny_invalid(response: AdmissionResponse, message: String) -> AdmissionResponse {
+    let mut response = response.deny(message);
+    response.result.code = 422;
+    response.result.reason = "Invalid".to_owned();
+    response.result.status = Some(kube::core::response::StatusSummary::Failure);
+    response
+}
+
+/// The object of a request as JSON, and as a Workspace (or the deserialization error, with
+/// the path serde complained about).
+fn decode_workspace(object: &DynamicObject) -> Result<(Value, Workspace), String> {
+    let raw = serde_json::to_value(object).map_err(|e| format!("the object is not JSON: {e}"))?;
+    let ws = workspace_from_value(&raw)?;
+    Ok((raw, ws))
+}
+
+/// Deserializes a Workspace from JSON; the error names the field path (`inference.adapters[0].strength: ...`).
+pub fn workspace_from_value(raw: &Value) -> Result<Workspace, String> {
+    serde_path_to_error::deserialize::<_, Workspace>(raw).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if path.is_empty() || path == "." {
+            format!("the object is not a valid Workspace: {inner}")
+        } else {
+            format!("{path}: {inner}")
+        }
+    })
+}
+
+fn mutate_request(
+    request: &AdmissionRequest<DynamicObject>,
+    response: AdmissionResponse,
+    cfg: &AdmissionConfig,
+) -> (AdmissionResponse, VerdictKind) {
+    let Some(object) = request.object.as_ref() else {
+        return (
+            deny_invalid(response, "the admission request has no object".to_owned()),
+            VerdictKind::Denied,
+        );
+    };
+    let (raw, ws) = match decode_workspace(object) {
+        Ok(decoded) => decoded,
+        Err(message) => return (deny_invalid(response, message), VerdictKind::Denied),
+    };
+    match default_patch(&raw, &ws, cfg) {
+        Ok(None) => (response, VerdictKind::Allowed),
+        Ok(Some(patch)) => match response.clone().with_patch(patch) {
+            Ok(patched) => (patched, VerdictKind::Patched),
+            Err(err) => (
+                deny_invalid(response, format!("cannot encode the defaults as a JSON patch: {err}")),
+                VerdictKind::Denied,
+            ),
+        },
+        Err(message) => (deny_invalid(response, message), VerdictKind::Denied),
+    }
+}
+
+/// The JSONPatch that turns `raw` (the object as the apiserver sent it; `ws` is its decoded
+/// form) into its defaulted form, or `None` when the defaults change nothing.
+///
+/// The patch is computed against the raw object, not against a re-serialized Workspace, so
+/// fields this version of the types does not know are never removed: the defaulted Workspace
+/// is merged onto the raw object (keys the defaults removed are removed, others overwritten).
+pub fn default_patch(
+    raw: &Value,
+    ws: &Workspace,
+    cfg: &AdmissionConfig,
+) -> Result<Option<json_patch::Patch>, String> {
+    let mut defaulted = ws.clone();
+    apply_defaults(&mut defaulted, cfg);
+    if &defaulted == ws {
+        return Ok(None);
+    }
+    let before =
+        serde_json::to_value(ws).map_err(|e| format!("cannot serialize the workspace: {e}"))?;
+    let after = serde_json::to_value(&defaulted)
+        .map_err(|e| format!("cannot serialize the defaulted workspace: {e}"))?;
+    let mut target = raw.clone();
+    merge_changes(&mut target, &before, &after);
+    let patch = json_patch::diff(raw, &target);
+    if patch.0.is_empty() {
+        Ok(None)
+    } else {
+        Ok(Some(patch))
+    }
+}
+
+/// Applies the change `before -> after` onto `target` (which holds `before` plus fields the
+/// typed model does not know).
+fn merge_changes(target: &mut Value, before: &Value, after: &Value) {
+    match (target, before, after) {
+        (Value::Object(t), Value::Object(b), Value::Object(a)) => {
+            for key in b.keys() {
+                if !a.contains_key(key) {
+                    t.remove(key);
+                }
+            }
+            for (key, a_val) in a {
+                match (t.get_mut(key), b.get(key)) {
+                    (Some(t_val), Some(b_val)) => {
+                        if b_val != a_val {
+                            merge_changes(t_val, b_val, a_val);
+                        }
+                    }
+                    (Some(t_val), None) => *t_val = a_val.clone(),
+                    (None, _) => {
+                        t.insert(key.clone(), a_val.clone());
+                    }
+                }
+            }
+        }
+        (t, _, a) => *t = a.clone(),
+    }
+}
+
+fn validate_request(
+    request: &AdmissionRequest<DynamicObject>,
+    response: AdmissionResponse,
+    cfg: &AdmissionConfig,
+) -> (AdmissionResponse, VerdictKind) {
+    let Some(object) = request.object.as_ref() else {
+        return (
+            deny_invalid(response, "the admission request has no object".to_owned()),
+            VerdictKind::Denied,
+        );
+    };
+    let new = match decode_workspace(object) {
+        Ok((_, ws)) => ws,
+        Err(message) => return (deny_invalid(response, message), VerdictKind::Denied),
+    };
+    let mut warnings = Vec::new();
+    let old = match (&request.operation, request.old_object.as_ref()) {
+        (Operation::Update, Some(old)) => match decode_workspace(old) {
+            Ok((_, ws)) => Some(ws),
+            Err(message) => {
+                // The stored object predates these types; immutability cannot be checked.
+                warnings.push(format!(
+                    "the stored workspace does not decode ({message}); update rules were not checked"
+                ));
+                None
+            }
+        },
+        _ => None,
+    };
+    let verdict = validate_workspace(old.as_ref(), &new, cfg);
+    warnings.extend(verdict.warnings.iter().cloned());
+    if verdict.is_allowed() {
+        (with_warnings(response, warnings), VerdictKind::Allowed)
+    } else {
+        (
+            with_warnings(deny_invalid(response, verdict.message()), warnings),
+            VerdictKind::Denied,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_keeps_unknown_fields_and_applies_changes() {
+        let raw = json!({"a": 1, "unknown": {"x": 1}, "r": {"c": null, "keep": true}, "gone": 1});
+        let before = json!({"a": 1, "r": {}, "gone": 1});
+        let after = json!({"a": 1, "r": {"c": 1}, "n": {"m": 2}});
+        let mut target = raw.clone();
+        merge_changes(&mut target, &before, &after);
+        assert_eq!(
+            target,
+            json!({"a": 1, "unknown": {"x": 1}, "r": {"c": 1, "keep": true}, "n": {"m": 2}})
+        );
+    }
+
+    #[test]
+    fn workspace_errors_name_the_path() {
+        let raw = json!({"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace",
+                         "metadata": {"name": "x"}, "resource": {"count": "two"}});
+        let err = workspace_from_value(&raw).err().unwrap_or_default();
+        assert!(err.starts_with("resource.count: "), "{err}");
+    }
+}
