@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Benchmark: N workspaces (default 500) applied at once in the local simulated cluster, byo
+# mode → seconds until all are WorkspaceSucceeded=True, the controller's peak RSS, and
+# reconciles per second once idle.
+#
+#   controller/bench/bench.sh [N]
+#
+# Environment: KAITO_CONTROLLER_BIN (default: cargo build --release -p kaito-controller),
+# KAITO_CLUSTER_DIR (default: a fresh temp dir, torn down afterwards), IDLE_SECONDS (30).
+#
+# Nodes: ceil(N/8) kwok nodes, each with 8 allocatable GPUs and GPU-feature-discovery labels
+# describing 1-GPU V100 nodes (so each workspace's single replica asks for 1 GPU and 8
+# workspaces share a node); workspace i selects node i/8 by label.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+n=${1:-500}
+idle=${IDLE_SECONDS:-30}
+cluster="$root/tests/cluster/cluster.sh"
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
+export NO_PROXY=127.0.0.1,localhost
+
+own=0
+if [ -z "${KAITO_CLUSTER_DIR:-}" ]; then
+  KAITO_CLUSTER_DIR=$(mktemp -d "${TMPDIR:-/tmp}/kaito-bench-XXXXXX"); own=1
+fi
+export KAITO_CLUSTER_DIR
+bin=${KAITO_CONTROLLER_BIN:-}
+if [ -z "$bin" ]; then
+  (cd "$root" && cargo build --release -p kaito-controller --bin kaito-controller >&2)
+  bin="${CARGO_TARGET_DIR:-$root/target}/release/kaito-controller"
+fi
+ctl_pid=""
+ns="kaito-bench-$$"
+cleanup() {
+  if [ -n "$ctl_pid" ]; then
+    kubectl delete namespace "$ns" --wait=false >/dev/null 2>&1 || true
+    kubectl delete workspaces -n "$ns" --all --timeout=120s >/dev/null 2>&1 || true
+    kill "$ctl_pid" 2>/dev/null || true
+  fi
+  kubectl delete nodes -l kaito-bench=1 --wait=false >/dev/null 2>&1 || true
+  if [ "$own" = 1 ]; then bash "$cluster" down >/dev/null 2>&1 || true; rm -rf "$KAITO_CLUSTER_DIR"; fi
+}
+trap cleanup EXIT
+
+bash "$cluster" up >&2
+eval "$(bash "$cluster" env)"
+kubectl apply --server-side --force-conflicts -f "$root/charts/kaito/crds/" >/dev/null
+kubectl wait --for=condition=Established --timeout=60s crd/workspaces.kaito.sh >/dev/null
+kubectl create namespace "$ns" >/dev/null
+
+nodes=$(( (n + 7) / 8 ))
+{
+  for i in $(seq 0 $((nodes - 1))); do
+    cat <<YAML
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: bench-$$-$i
+  annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
+  labels:
+    kubernetes.io/hostname: bench-$$-$i
+    type: kwok
+    kaito-bench: "1"
+    bench-node: "n$i"
+    node.kubernetes.io/instance-type: Standard_NC6s_v3
+    nvidia.com/gpu.product: Tesla-V100-PCIE-16GB
+    nvidia.com/gpu.count: "1"
+    nvidia.com/gpu.memory: "16384"
+    nvidia.com/cuda.compute.major: "7"
+    nvidia.com/cuda.compute.minor: "0"
+spec:
+  taints: [{key: sku, value: gpu, effect: NoSchedule}]
+status:
+  capacity: {cpu: "96", memory: 1Ti, pods: "110", nvidia.com/gpu: "8"}
+  allocatable: {cpu: "96", memory: 1Ti, pods: "110", nvidia.com/gpu: "8"}
+YAML
+  done
+} | kubectl apply -f - >/dev/null
+kubectl wait --for=condition=Ready nodes -l kaito-bench=1 --timeout=120s >/dev/null
+echo "[bench] $nodes nodes Ready" >&2
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+log="$KAITO_CLUSTER_DIR/bench-controller.log"
+RUST_LOG=warn "$bin" --provisioner byo --namespace "$ns" --no-leader-election \
+  --metrics-addr "127.0.0.1:$port" >"$log" 2>&1 &
+ctl_pid=$!
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
+
+{
+  for i in $(seq 0 $((n - 1))); do
+    cat <<YAML
+---
+apiVersion: kaito.sh/v1beta1
+kind: Workspace
+metadata: {name: ws-$i, namespace: $ns}
+resource:
+  instanceType: Standard_NC6s_v3
+  count: 1
+  labelSelector: {matchLabels: {bench-node: "n$((i / 8))"}}
+inference:
+  preset: {name: phi-3-mini-4k-instruct}
+YAML
+  done
+} > "$KAITO_CLUSTER_DIR/bench-workspaces.yaml"
+t0=$(date +%s.%N)
+kubectl apply --server-side -f "$KAITO_CLUSTER_DIR/bench-workspaces.yaml" >/dev/null
+echo "[bench] $n workspaces applied" >&2
+while :; do
+  done_n=$(kubectl get workspaces -n "$ns" -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="WorkspaceSucceeded")].status}{"\n"}{end}' | grep -c '^True$' || true)
+  now=$(date +%s.%N)
+  if [ "$done_n" -ge "$n" ]; then break; fi
+  if awk -v a="$now" -v b="$t0" 'BEGIN{exit !(a-b>900)}'; then echo "[bench] timeout: $done_n/$n" >&2; exit 1; fi
+  sleep 1
+done
+secs=$(awk -v a="$now" -v b="$t0" 'BEGIN{printf "%.1f", a-b}')
+r1=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^kaito_controller_reconciles_total/{print $2}')
+sleep "$idle"
+r2=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^kaito_controller_reconciles_total/{print $2}')
+rss=$(awk '/VmHWM/{print $2}' "/proc/$ctl_pid/status")
+echo "workspaces=$n all_WorkspaceSucceeded_s=$secs controller_peak_rss_MiB=$((rss / 1024)) reconciles_total=$r2 idle_reconciles_per_s=$(awk -v a="$r2" -v b="$r1" -v t="$idle" 'BEGIN{printf "%.2f", (a-b)/t}')"

@@ -1,0 +1,149 @@
+//! Controller configuration: which provisioner, which images, which commands. Everything that
+//! names an image or a binary of another component is configurable here, because those
+//! components (the runtime, the tuning trainer, the adapter publisher/puller) are built
+//! separately.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Which node provisioner creates the GPU nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProvisionerKind {
+    /// One AKS agent pool per workspace, created through Azure Resource Manager.
+    Aks,
+    /// One `karpenter.sh/v1` NodeClaim per node.
+    Karpenter,
+    /// Bring your own nodes: nothing is provisioned.
+    Byo,
+}
+
+impl FromStr for ProvisionerKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "aks" | "azure" => Ok(Self::Aks),
+            "karpenter" => Ok(Self::Karpenter),
+            "byo" | "none" => Ok(Self::Byo),
+            other => Err(format!(
+                "unknown provisioner {other:?}; expected aks, karpenter or byo"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for ProvisionerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Aks => "aks",
+            Self::Karpenter => "karpenter",
+            Self::Byo => "byo",
+        })
+    }
+}
+
+/// Images and commands of the workloads the controller builds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkloadConfig {
+    /// Serving image; `{preset}` is replaced by the preset name.
+    pub runtime_image: String,
+    /// Command of the serving container (the runtime binary).
+    pub runtime_command: Vec<String>,
+    /// Directory inside the serving image that holds the model.
+    pub model_dir: String,
+    /// Image of the init container that copies an adapter out of its image
+    /// (needs `sh` and `cp`; the adapter image's own files are read through a shared volume).
+    pub adapter_puller_image: String,
+    /// Command of the adapter puller; gets `--image <ref> --output <dir>` appended.
+    pub adapter_puller_command: Vec<String>,
+    /// Image of the data-download init container (needs `sh` and `curl`).
+    pub data_downloader_image: String,
+    /// Tuning image; `{preset}` is replaced by the preset name.
+    pub trainer_image: String,
+    /// Command of the trainer container; gets `--config <path>` appended.
+    pub trainer_command: Vec<String>,
+    /// Image of the adapter publisher container.
+    pub publisher_image: String,
+    /// Command of the publisher; gets `--source /mnt/results --target <image>` appended.
+    pub publisher_command: Vec<String>,
+    /// Karpenter NodeClass reference: group, kind, name.
+    pub node_class: (String, String, String),
+}
+
+impl Default for WorkloadConfig {
+    fn default() -> Self {
+        Self {
+            runtime_image: "ghcr.io/kaito-rs/kaito-runtime:0.1.0".into(),
+            runtime_command: vec!["kaito-runtime".into(), "serve".into()],
+            model_dir: "/workspace/model".into(),
+            adapter_puller_image: "ghcr.io/kaito-rs/kaito-adapter-puller:0.1.0".into(),
+            adapter_puller_command: vec!["kaito-adapter".into(), "pull".into()],
+            data_downloader_image: "curlimages/curl:8.11.1".into(),
+            trainer_image: "ghcr.io/kaito-rs/kaito-tuning-{preset}:0.1.0".into(),
+            trainer_command: vec!["kaito-tune".into()],
+            publisher_image: "ghcr.io/kaito-rs/kaito-publisher:0.1.0".into(),
+            publisher_command: vec!["kaito-publish".into()],
+            node_class: (
+                "karpenter.azure.com".into(),
+                "AKSNodeClass".into(),
+                "default".into(),
+            ),
+        }
+    }
+}
+
+impl WorkloadConfig {
+    /// The serving image for `preset`.
+    pub fn runtime_image_for(&self, preset: &str) -> String {
+        self.runtime_image.replace("{preset}", preset)
+    }
+    /// The tuning image for `preset`.
+    pub fn trainer_image_for(&self, preset: &str) -> String {
+        self.trainer_image.replace("{preset}", preset)
+    }
+}
+
+/// Whole-controller configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// The node provisioner.
+    pub provisioner: ProvisionerKind,
+    /// Images and commands of the workloads.
+    pub workload: WorkloadConfig,
+}
+
+impl Config {
+    /// Defaults for `provisioner`.
+    pub fn new(provisioner: ProvisionerKind) -> Self {
+        Self {
+            provisioner,
+            workload: WorkloadConfig::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provisioner_names_parse() {
+        assert_eq!("AKS".parse(), Ok(ProvisionerKind::Aks));
+        assert_eq!("karpenter".parse(), Ok(ProvisionerKind::Karpenter));
+        assert_eq!("byo".parse(), Ok(ProvisionerKind::Byo));
+        assert!("gcp".parse::<ProvisionerKind>().is_err());
+        assert_eq!(ProvisionerKind::Karpenter.to_string(), "karpenter");
+    }
+
+    #[test]
+    fn images_take_the_preset_name() {
+        let w = WorkloadConfig {
+            runtime_image: "r/{preset}:1".into(),
+            ..WorkloadConfig::default()
+        };
+        assert_eq!(w.runtime_image_for("phi-3"), "r/phi-3:1");
+        assert_eq!(
+            w.trainer_image_for("phi-3"),
+            "ghcr.io/kaito-rs/kaito-tuning-phi-3:0.1.0"
+        );
+    }
+}

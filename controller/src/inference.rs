@@ -1,0 +1,450 @@
+//! Serving workload builders: the StatefulSet and the two Services (pure).
+//!
+//! A StatefulSet rather than a Deployment: replicas get stable names and DNS entries through
+//! `<ws>-headless` (multi-node serving needs to find its peers), `Parallel` pod management
+//! starts all replicas at once like a Deployment would, and a rolling update replaces one
+//! replica at a time so the model stays served while adapters change.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PodTemplateSpec, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kaito_api::{ANNOTATION_ENABLE_LB, LABEL_WORKSPACE, Workspace};
+use serde_json::{Value, json};
+
+use crate::config::{ProvisionerKind, WorkloadConfig};
+use crate::naming::{self, RUNTIME_PORT, headless_service};
+use crate::plan::WorkspacePlan;
+
+/// A builder produced something the API types reject (a bug, or a user template that does
+/// not fit a pod spec).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The JSON did not deserialize into the typed object.
+    #[error("building {what}: {source}")]
+    Shape {
+        /// Which object.
+        what: &'static str,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+pub(crate) fn typed<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    v: Value,
+) -> Result<T, BuildError> {
+    serde_json::from_value(v).map_err(|source| BuildError::Shape { what, source })
+}
+
+/// The controller owner reference to `ws`.
+pub fn owner_reference(ws: &Workspace) -> OwnerReference {
+    OwnerReference {
+        api_version: format!("{}/{}", kaito_api::GROUP, kaito_api::V1BETA1),
+        kind: kaito_api::KIND.into(),
+        name: naming::name(ws).into(),
+        uid: ws.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// Seconds the startup probe allows: 5 minutes plus 1 minute per GiB of weights (download
+/// or copy plus load), at most 2 hours.
+pub fn startup_budget_seconds(plan: &WorkspacePlan) -> i64 {
+    let gib = plan.preset.map(|p| p.weights.as_gib()).unwrap_or(0.0);
+    let secs = 300.0 + 60.0 * gib.ceil();
+    (secs as i64).clamp(300, 7200)
+}
+
+/// Tolerations every GPU pod carries.
+pub fn gpu_tolerations() -> Value {
+    json!([
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}
+    ])
+}
+
+/// Required node affinity: the user's selector (matchLabels and matchExpressions), plus
+/// `kaito.sh/workspace=<ws>` for provisioned nodes. Bring-your-own nodes do not carry the
+/// workspace label (the controller never labels nodes it did not create), so there the
+/// user's selector alone picks them.
+pub fn node_affinity(ws: &Workspace, provisioner: ProvisionerKind) -> Value {
+    let mut exprs: Vec<Value> = ws
+        .match_labels()
+        .into_iter()
+        .map(|(k, v)| json!({"key": k, "operator": "In", "values": [v]}))
+        .collect();
+    if let Some(extra) = ws
+        .resource
+        .label_selector
+        .as_ref()
+        .and_then(|s| s.match_expressions.as_ref())
+    {
+        for e in extra {
+            exprs.push(json!({"key": e.key, "operator": e.operator, "values": e.values}));
+        }
+    }
+    if provisioner != ProvisionerKind::Byo {
+        exprs.push(json!({"key": LABEL_WORKSPACE, "operator": "In", "values": [naming::name(ws)]}));
+    }
+    json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": exprs}]
+    }}})
+}
+
+fn selector_labels(ws: &Workspace) -> BTreeMap<String, String> {
+    BTreeMap::from([(LABEL_WORKSPACE.to_string(), naming::name(ws).to_string())])
+}
+
+/// Adapter names (DNS labels) with their strength, in spec order.
+pub fn adapters(ws: &Workspace) -> Vec<(String, String, Option<String>)> {
+    ws.inference
+        .as_ref()
+        .and_then(|i| i.adapters.as_ref())
+        .map(|list| {
+            list.iter()
+                .filter_map(|a| {
+                    let src = a.source.as_ref()?;
+                    Some((
+                        src.name.clone()?,
+                        a.strength.clone().unwrap_or_else(|| "1.0".into()),
+                        src.image.clone(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The serving StatefulSet `<ws>`.
+pub fn statefulset(
+    ws: &Workspace,
+    plan: &WorkspacePlan,
+    cfg: &WorkloadConfig,
+    provisioner: ProvisionerKind,
+) -> Result<StatefulSet, BuildError> {
+    let name = naming::name(ws);
+    let gpus = plan.gpus_per_node.max(1).to_string();
+    let mut labels = naming::workspace_labels(ws);
+    labels.extend(selector_labels(ws));
+    let template = match ws.inference.as_ref().and_then(|i| i.template.as_ref()) {
+        Some(user) if plan.preset.is_none() => template_pod(ws, user, &gpus, provisioner)?,
+        _ => preset_pod(ws, plan, cfg, provisioner, &gpus)?,
+    };
+    let mut template = serde_json::to_value(template).map_err(|source| BuildError::Shape {
+        what: "pod template",
+        source,
+    })?;
+    template["metadata"]["labels"] = json!(labels);
+    typed(
+        "StatefulSet",
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {
+                "name": name,
+                "namespace": naming::namespace(ws),
+                "labels": naming::workspace_labels(ws),
+                "ownerReferences": [owner_reference(ws)],
+            },
+            "spec": {
+                "replicas": plan.node_count,
+                "podManagementPolicy": "Parallel",
+                "serviceName": headless_service(name),
+                "selector": {"matchLabels": selector_labels(ws)},
+                "updateStrategy": {"type": "RollingUpdate"},
+                "template": template,
+            }
+        }),
+    )
+}
+
+fn preset_pod(
+    ws: &Workspace,
+    plan: &WorkspacePlan,
+    cfg: &WorkloadConfig,
+    provisioner: ProvisionerKind,
+    gpus: &str,
+) -> Result<PodTemplateSpec, BuildError> {
+    let preset = ws.preset().map(|p| p.name.clone()).unwrap_or_default();
+    let options = ws.preset().and_then(|p| p.preset_options.as_ref());
+    let private = ws.preset().and_then(|p| p.access_mode.as_deref()) == Some("private");
+    let image = match options.and_then(|o| o.image.clone()) {
+        Some(img) if private => img,
+        _ => cfg.runtime_image_for(&preset),
+    };
+    let sizing = plan.sizing.as_ref();
+    let dtype = sizing.map(|s| s.dtype.as_str()).unwrap_or("auto");
+    let (command, base_args) = match cfg.runtime_command.split_first() {
+        Some((c, rest)) => (vec![c.clone()], rest.to_vec()),
+        None => (Vec::new(), Vec::new()),
+    };
+    let mut args: Vec<String> = base_args;
+    args.extend(
+        [
+            "--model-dir",
+            &cfg.model_dir,
+            "--served-model-name",
+            &preset,
+            "--port",
+            &RUNTIME_PORT.to_string(),
+            "--dtype",
+            dtype,
+            "--adapters-dir",
+            "/mnt/adapter",
+        ]
+        .map(String::from),
+    );
+    let mut env = vec![json!({"name": "SERVED_MODEL_NAME", "value": preset})];
+    if let Some(len) = sizing.and_then(|s| s.max_model_len) {
+        env.push(json!({"name": "MAX_MODEL_LEN", "value": len.to_string()}));
+    }
+    if let Some(secret) = options.and_then(|o| o.model_access_secret.as_ref()) {
+        env.push(json!({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
+            "name": secret, "key": "HF_TOKEN", "optional": false}}}));
+    }
+    let adapters = adapters(ws);
+    let mut init = Vec::new();
+    let mut pull_secrets: Vec<Value> = options
+        .and_then(|o| o.image_pull_secrets.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|n| json!({"name": n}))
+        .collect();
+    for (adapter, strength, image) in &adapters {
+        env.push(json!({"name": adapter, "value": strength}));
+        if let Some(image) = image {
+            let mut args = cfg.adapter_puller_command.clone();
+            args.extend([
+                "--image".into(),
+                image.clone(),
+                "--output".into(),
+                format!("/mnt/adapter/{adapter}"),
+            ]);
+            init.push(json!({
+                "name": format!("adapter-{adapter}"),
+                "image": cfg.adapter_puller_image,
+                "command": args,
+                "volumeMounts": [{"name": "adapters", "mountPath": "/mnt/adapter"}],
+            }));
+        }
+    }
+    for a in ws
+        .inference
+        .as_ref()
+        .and_then(|i| i.adapters.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        for s in a
+            .source
+            .as_ref()
+            .and_then(|s| s.image_pull_secrets.as_ref())
+            .into_iter()
+            .flatten()
+        {
+            let v = json!({"name": s});
+            if !pull_secrets.contains(&v) {
+                pull_secrets.push(v);
+            }
+        }
+    }
+    let probe = |path: &str, period: i64, failures: i64| {
+        json!({"httpGet": {"path": path, "port": RUNTIME_PORT}, "periodSeconds": period,
+               "failureThreshold": failures, "timeoutSeconds": 5})
+    };
+    let budget = startup_budget_seconds(plan);
+    let mut volumes = vec![json!({"name": "dshm", "emptyDir": {"medium": "Memory"}})];
+    let mut mounts = vec![json!({"name": "dshm", "mountPath": "/dev/shm"})];
+    if !adapters.is_empty() {
+        volumes.push(json!({"name": "adapters", "emptyDir": {}}));
+        mounts.push(json!({"name": "adapters", "mountPath": "/mnt/adapter"}));
+    }
+    let mut pod = json!({
+        "spec": {
+            "affinity": node_affinity(ws, provisioner),
+            "tolerations": gpu_tolerations(),
+            "initContainers": init,
+            "containers": [{
+                "name": "model",
+                "image": image,
+                "command": command,
+                "args": args,
+                "env": env,
+                "ports": [{"name": "http", "containerPort": RUNTIME_PORT}],
+                "resources": {"requests": {"nvidia.com/gpu": gpus}, "limits": {"nvidia.com/gpu": gpus}},
+                "startupProbe": probe("/health", 10, budget / 10),
+                "livenessProbe": probe("/health", 10, 3),
+                "readinessProbe": probe("/health", 5, 2),
+                "volumeMounts": mounts,
+            }],
+            "volumes": volumes,
+        }
+    });
+    if !pull_secrets.is_empty() {
+        pod["spec"]["imagePullSecrets"] = json!(pull_secrets);
+    }
+    typed("pod template", pod)
+}
+
+fn template_pod(
+    ws: &Workspace,
+    user: &PodTemplateSpec,
+    gpus: &str,
+    provisioner: ProvisionerKind,
+) -> Result<PodTemplateSpec, BuildError> {
+    let mut pod = serde_json::to_value(user).map_err(|source| BuildError::Shape {
+        what: "inference.template",
+        source,
+    })?;
+    let spec = &mut pod["spec"];
+    spec["affinity"] = node_affinity(ws, provisioner);
+    let mut tol = spec["tolerations"].as_array().cloned().unwrap_or_default();
+    tol.extend(gpu_tolerations().as_array().cloned().unwrap_or_default());
+    spec["tolerations"] = Value::Array(tol);
+    if let Some(c) = spec["containers"].get_mut(0) {
+        if c["resources"]["limits"]["nvidia.com/gpu"].is_null() {
+            c["resources"]["limits"]["nvidia.com/gpu"] = json!(gpus);
+            c["resources"]["requests"]["nvidia.com/gpu"] = json!(gpus);
+        }
+    }
+    typed("inference.template", pod)
+}
+
+/// The Services `<ws>` (ClusterIP, or LoadBalancer with `kaito.sh/enablelb: "True"`; port
+/// 80 → 5000) and `<ws>-headless`.
+pub fn services(ws: &Workspace) -> Result<[Service; 2], BuildError> {
+    let name = naming::name(ws);
+    let lb = ws
+        .annotation(ANNOTATION_ENABLE_LB)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let meta = |n: String| {
+        json!({"name": n, "namespace": naming::namespace(ws), "labels": naming::workspace_labels(ws),
+               "ownerReferences": [owner_reference(ws)]})
+    };
+    let main = typed(
+        "Service",
+        json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": meta(name.to_string()),
+            "spec": {
+                "type": if lb { "LoadBalancer" } else { "ClusterIP" },
+                "selector": selector_labels(ws),
+                "ports": [{"name": "http", "port": 80, "targetPort": RUNTIME_PORT, "protocol": "TCP"}],
+            }
+        }),
+    )?;
+    let headless = typed(
+        "Service",
+        json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": meta(headless_service(name)),
+            "spec": {
+                "clusterIP": "None",
+                "publishNotReadyAddresses": true,
+                "selector": selector_labels(ws),
+                "ports": [{"name": "http", "port": RUNTIME_PORT, "targetPort": RUNTIME_PORT, "protocol": "TCP"}],
+            }
+        }),
+    )?;
+    Ok([main, headless])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::plan;
+    use crate::testutil::ws;
+
+    fn sts_json(yaml: &str, provisioner: ProvisionerKind) -> Value {
+        sts_of(ws(yaml), provisioner)
+    }
+
+    fn sts_of(w: Workspace, provisioner: ProvisionerKind) -> Value {
+        let p = plan(&w, None).expect("plans");
+        let s = statefulset(&w, &p, &WorkloadConfig::default(), provisioner).expect("builds");
+        serde_json::to_value(s).expect("json")
+    }
+
+    #[test]
+    fn seed_statefulset_follows_the_contract() {
+        let mut w = ws(include_str!("../../examples/inference-phi-3.yaml"));
+        w.resource.count = Some(2);
+        let s = sts_of(w, ProvisionerKind::Karpenter);
+        assert_eq!(s["spec"]["replicas"], 2);
+        let spec = &s["spec"];
+        assert_eq!(s["metadata"]["name"], "workspace-phi-3-mini");
+        assert_eq!(s["metadata"]["ownerReferences"][0]["kind"], "Workspace");
+        assert_eq!(s["metadata"]["ownerReferences"][0]["controller"], true);
+        assert_eq!(spec["podManagementPolicy"], "Parallel");
+        assert_eq!(spec["serviceName"], "workspace-phi-3-mini-headless");
+        let c = &spec["template"]["spec"]["containers"][0];
+        assert_eq!(c["resources"]["requests"]["nvidia.com/gpu"], "1");
+        assert_eq!(c["resources"]["limits"], c["resources"]["requests"]);
+        assert_eq!(c["startupProbe"]["httpGet"]["path"], "/health");
+        assert_eq!(c["startupProbe"]["httpGet"]["port"], 5000);
+        let args = c["args"].as_array().expect("args");
+        let pos = |flag: &str| args.iter().position(|a| a == flag).expect(flag);
+        assert_eq!(args[pos("--served-model-name") + 1], "phi-3-mini-4k-instruct");
+        assert_eq!(args[pos("--dtype") + 1], "f16", "V100 has no bf16");
+        assert_eq!(args[pos("--port") + 1], "5000");
+        let tol = &spec["template"]["spec"]["tolerations"];
+        assert!(tol.as_array().expect("tol").iter().any(|t| t["key"] == "sku" && t["value"] == "gpu"));
+        assert!(tol.as_array().expect("tol").iter().any(|t| t["key"] == "nvidia.com/gpu" && t["operator"] == "Exists"));
+        let exprs = &spec["template"]["spec"]["affinity"]["nodeAffinity"]
+            ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchExpressions"];
+        assert!(exprs.as_array().expect("exprs").contains(&json!({"key": "apps", "operator": "In", "values": ["phi-3"]})));
+        assert!(exprs.as_array().expect("exprs").contains(&json!({"key": "kaito.sh/workspace", "operator": "In", "values": ["workspace-phi-3-mini"]})));
+        let vols = &spec["template"]["spec"]["volumes"];
+        assert_eq!(vols[0]["emptyDir"]["medium"], "Memory");
+        assert_eq!(spec["template"]["metadata"]["labels"]["kaito.sh/workspace"], "workspace-phi-3-mini");
+    }
+
+    #[test]
+    fn byo_affinity_uses_only_the_user_selector() {
+        let s = sts_json(include_str!("../../examples/inference-phi-3.yaml"), ProvisionerKind::Byo);
+        assert_eq!(s["spec"]["replicas"], 1);
+        let exprs = &s["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+            ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchExpressions"];
+        assert_eq!(exprs, &json!([{"key": "apps", "operator": "In", "values": ["phi-3"]}]));
+    }
+
+    #[test]
+    fn adapters_get_an_init_container_and_a_strength_env() {
+        let s = sts_json(include_str!("../../examples/inference-phi-3-adapter.yaml"), ProvisionerKind::Aks);
+        let pod = &s["spec"]["template"]["spec"];
+        let init = &pod["initContainers"][0];
+        assert_eq!(init["name"], "adapter-phi-3-adapter");
+        let cmd: Vec<&str> = init["command"].as_array().expect("cmd").iter().filter_map(Value::as_str).collect();
+        assert!(cmd.ends_with(&["--image", "ACR_REPO_HERE.azurecr.io/ADAPTER_HERE:0.0.1", "--output", "/mnt/adapter/phi-3-adapter"]));
+        let env = pod["containers"][0]["env"].as_array().expect("env");
+        assert!(env.contains(&json!({"name": "phi-3-adapter", "value": "1.0"})));
+        assert!(pod["containers"][0]["volumeMounts"].as_array().expect("m").iter().any(|m| m["mountPath"] == "/mnt/adapter"));
+    }
+
+    #[test]
+    fn services_expose_port_80_and_a_headless_twin() {
+        for (annotation, want) in [("", "ClusterIP"), ("  annotations: {kaito.sh/enablelb: \"True\"}\n", "LoadBalancer")] {
+            let w = ws(&format!("metadata:\n  name: w\n{annotation}inference: {{preset: {{name: phi-3-mini-4k-instruct}}}}"));
+            let [main, headless] = services(&w).expect("builds");
+            let main = serde_json::to_value(main).expect("json");
+            let headless = serde_json::to_value(headless).expect("json");
+            assert_eq!(main["spec"]["type"], want);
+            assert_eq!(main["spec"]["ports"][0]["port"], 80);
+            assert_eq!(main["spec"]["ports"][0]["targetPort"], 5000);
+            assert_eq!(headless["metadata"]["name"], "w-headless");
+            assert_eq!(headless["spec"]["clusterIP"], "None");
+        }
+    }
+
+    #[test]
+    fn startup_budget_grows_with_the_model() {
+        let small = plan(&ws(include_str!("../../examples/inference-phi-3.yaml")), None).expect("plan");
+        let big = ws("metadata: {name: b}\nresource: {instanceType: Standard_ND96asr_A100_v4}\ninference: {preset: {name: llama-3.3-70b-instruct}}");
+        let base = startup_budget_seconds(&small);
+        assert!(base > 300, "{base}");
+        let big = plan(&big, None).expect("70b fits 8x A100 40 GiB");
+        assert!(startup_budget_seconds(&big) > base + 60 * 100);
+    }
+}

@@ -1,0 +1,26 @@
+//! The lean KAITO controller.
+//!
+//! Each Workspace goes through one pipeline: **fetch** (async, in [`reconcile`]) → **plan**
+//! (pure: [`plan`], the sizing code the webhook uses) → **build** the desired children (pure
+//! functions of workspace + plan + observed state: [`inference`], [`tuning`], [`nodes`]) →
+//! **apply** (server-side apply with one field manager, deterministic names, owner references)
+//! → **status** (recomputed from observed objects every time: [`status`]).
+//!
+//! Everything that talks to the API server or a cloud lives in [`reconcile`], [`provision`],
+//! [`aks`], [`leader`] and [`telemetry`]; everything else is pure and unit-tested.
+
+pub mod aks;
+pub mod config;
+pub mod inference;
+pub mod leader;
+pub mod naming;
+pub mod nodes;
+pub mod plan;
+pub mod provision;
+pub mod reconcile;
+pub mod status;
+pub mod telemetry;
+pub mod tuning;
+
+#[cfg(test)]
+pub(crate) mod testutil;

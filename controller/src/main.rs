@@ -1,0 +1,151 @@
+//! `kaito-controller`: leader election, the reconcile loop, and the metrics/health server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use k8s_openapi::api::coordination::v1::Lease;
+use kaito_controller::config::{Config, ProvisionerKind, WorkloadConfig};
+use kaito_controller::leader::LeaderElector;
+use kaito_controller::telemetry::{Health, Metrics, router};
+use kaito_controller::reconcile;
+use kube::{Api, Client};
+use tracing::{error, info, warn};
+
+/// Turns KAITO Workspaces into GPU nodes and serving/tuning workloads.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Node provisioner: aks, karpenter or byo.
+    #[arg(long, env = "KAITO_PROVISIONER", default_value = "karpenter")]
+    provisioner: ProvisionerKind,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "KAITO_METRICS_ADDR", default_value = "127.0.0.1:8080")]
+    metrics_addr: SocketAddr,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "KAITO_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "KAITO_LEADER_NAMESPACE", default_value = "default")]
+    leader_election_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "kaito-controller")]
+    leader_election_name: String,
+    /// Disable leader election (single replica).
+    #[arg(long)]
+    no_leader_election: bool,
+    /// Identity in the Lease (default: hostname-pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Serving image (`{preset}` is replaced by the preset name).
+    #[arg(long, env = "KAITO_RUNTIME_IMAGE")]
+    runtime_image: Option<String>,
+    /// Serving command (space-separated).
+    #[arg(long, env = "KAITO_RUNTIME_COMMAND")]
+    runtime_command: Option<String>,
+    /// Adapter puller image.
+    #[arg(long, env = "KAITO_ADAPTER_PULLER_IMAGE")]
+    adapter_puller_image: Option<String>,
+    /// Trainer image (`{preset}` is replaced).
+    #[arg(long, env = "KAITO_TRAINER_IMAGE")]
+    trainer_image: Option<String>,
+    /// Publisher image.
+    #[arg(long, env = "KAITO_PUBLISHER_IMAGE")]
+    publisher_image: Option<String>,
+    /// Data downloader image.
+    #[arg(long, env = "KAITO_DATA_DOWNLOADER_IMAGE")]
+    data_downloader_image: Option<String>,
+    /// JSON logs.
+    #[arg(long, env = "KAITO_LOG_JSON")]
+    log_json: bool,
+}
+
+fn workload(args: &Args) -> WorkloadConfig {
+    let mut w = WorkloadConfig::default();
+    let set = |dst: &mut String, v: &Option<String>| {
+        if let Some(v) = v {
+            dst.clone_from(v);
+        }
+    };
+    set(&mut w.runtime_image, &args.runtime_image);
+    set(&mut w.adapter_puller_image, &args.adapter_puller_image);
+    set(&mut w.trainer_image, &args.trainer_image);
+    set(&mut w.publisher_image, &args.publisher_image);
+    set(&mut w.data_downloader_image, &args.data_downloader_image);
+    if let Some(c) = &args.runtime_command {
+        w.runtime_command = c.split_whitespace().map(String::from).collect();
+    }
+    w
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    if args.log_json {
+        tracing_subscriber::fmt().json().with_current_span(true).with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let config = Config { provisioner: args.provisioner, workload: workload(&args) };
+    let client = Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("binding {}", args.metrics_addr))?;
+    info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving /metrics /healthz /readyz");
+    let app = router(Health { metrics: metrics.clone(), ready: ready.clone() });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            error!(error = %e, "metrics server stopped");
+        }
+    });
+
+    if !args.no_leader_election {
+        let identity = args.identity.clone().unwrap_or_else(|| {
+            format!(
+                "{}-{}",
+                std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim(),
+                std::process::id()
+            )
+        });
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &args.leader_election_namespace);
+        let elector = Arc::new(LeaderElector::new(leases, &args.leader_election_name, &identity, Duration::from_secs(15)));
+        info!(%identity, "waiting for leadership");
+        loop {
+            match elector.try_acquire_or_renew().await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "leader election"),
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        info!(%identity, "leading");
+        let renewer = elector.clone();
+        tokio::spawn(async move {
+            let mut last_ok = std::time::Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                match renewer.try_acquire_or_renew().await {
+                    Ok(true) => last_ok = std::time::Instant::now(),
+                    Ok(false) => {
+                        error!("lost the leader lease; exiting");
+                        std::process::exit(1);
+                    }
+                    Err(e) => warn!(error = %e, "renewing the leader lease"),
+                }
+                if last_ok.elapsed() > renewer.lease_duration {
+                    error!("could not renew the leader lease in time; exiting");
+                    std::process::exit(1);
+                }
+            }
+        });
+    }
+    reconcile::run(client, config, args.namespace.clone(), metrics, ready).await.map_err(anyhow::Error::msg)?;
+    Ok(())
+}

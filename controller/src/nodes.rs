@@ -1,0 +1,238 @@
+//! Nodes: which nodes belong to a workspace, which are ready, and the Karpenter NodeClaim
+//! builder (pure).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Node;
+use kaito_api::{LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, Workspace};
+use kaito_presets::skus::{LABEL_GPU_COUNT, LABEL_GPU_PRODUCT};
+use serde_json::{Value, json};
+
+use crate::config::WorkloadConfig;
+use crate::naming;
+use crate::plan::WorkspacePlan;
+
+/// The GPU extended resource.
+pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
+/// NodePool label every claim carries.
+pub const NODEPOOL_LABEL: &str = "karpenter.sh/nodepool";
+/// The NodePool name used for workspace claims.
+pub const NODEPOOL: &str = "kaito";
+
+/// GPUs a node offers to pods (`allocatable["nvidia.com/gpu"]`), 0 when absent or unparsable.
+pub fn allocatable_gpus(node: &Node) -> u64 {
+    node.status
+        .as_ref()
+        .and_then(|s| s.allocatable.as_ref())
+        .and_then(|a| a.get(GPU_RESOURCE))
+        .and_then(|q| q.0.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A node is ready for a workspace when its `Ready` condition is True, it is not being
+/// deleted or cordoned, and it has allocatable GPUs.
+pub fn node_ready(node: &Node) -> bool {
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let cordoned = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false);
+    ready && !cordoned && node.metadata.deletion_timestamp.is_none() && allocatable_gpus(node) > 0
+}
+
+/// Whether `labels` satisfy the workspace's label selector (matchLabels and
+/// matchExpressions).
+pub fn selector_matches(ws: &Workspace, labels: &BTreeMap<String, String>) -> bool {
+    let Some(sel) = &ws.resource.label_selector else {
+        return false;
+    };
+    let labels_ok = sel
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let exprs_ok = sel.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.clone().unwrap_or_default();
+        let have = labels.get(&e.key);
+        match e.operator.as_str() {
+            "In" => have.is_some_and(|v| values.contains(v)),
+            "NotIn" => have.is_none_or(|v| !values.contains(v)),
+            "Exists" => have.is_some(),
+            "DoesNotExist" => have.is_none(),
+            _ => false,
+        }
+    });
+    let non_empty = sel.match_labels.as_ref().is_some_and(|m| !m.is_empty())
+        || sel.match_expressions.as_ref().is_some_and(|m| !m.is_empty());
+    non_empty && labels_ok && exprs_ok
+}
+
+/// Whether a node was provisioned for `ws` (carries both workspace labels).
+pub fn provisioned_for(ws: &Workspace, labels: &BTreeMap<String, String>) -> bool {
+    labels.get(LABEL_WORKSPACE).map(String::as_str) == Some(naming::name(ws))
+        && labels.get(LABEL_WORKSPACE_NAMESPACE).map(String::as_str) == Some(naming::namespace(ws))
+}
+
+/// Whether a node carries the GPU-feature-discovery labels sizing reads.
+pub fn has_gfd_labels(labels: &BTreeMap<String, String>) -> bool {
+    labels.contains_key(LABEL_GPU_PRODUCT) && labels.contains_key(LABEL_GPU_COUNT)
+}
+
+/// Node census for one workspace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeCensus {
+    /// Names of matching nodes that are ready, sorted.
+    pub ready: Vec<String>,
+    /// Matching nodes that are not ready, with why, sorted by name.
+    pub not_ready: Vec<(String, String)>,
+    /// Nodes matching the selector but without GPU-feature-discovery labels (byo only).
+    pub unlabelled: Vec<String>,
+}
+
+/// Sorts `nodes` into ready / not ready for `ws`. `byo`: match the user's selector and require
+/// GFD labels; otherwise: match the workspace labels the provisioner put on its nodes.
+pub fn census<'a>(ws: &Workspace, nodes: impl IntoIterator<Item = &'a Node>, byo: bool) -> NodeCensus {
+    let mut c = NodeCensus::default();
+    for node in nodes {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let labels = node.metadata.labels.clone().unwrap_or_default();
+        let mine = if byo {
+            selector_matches(ws, &labels)
+        } else {
+            provisioned_for(ws, &labels)
+        };
+        if !mine {
+            continue;
+        }
+        if byo && !has_gfd_labels(&labels) {
+            c.unlabelled.push(name);
+            continue;
+        }
+        if node_ready(node) {
+            c.ready.push(name);
+        } else {
+            let why = if allocatable_gpus(node) == 0 {
+                "no allocatable nvidia.com/gpu (is the NVIDIA device plugin running?)"
+            } else {
+                "not Ready"
+            };
+            c.not_ready.push((name, why.into()));
+        }
+    }
+    c.ready.sort();
+    c.not_ready.sort();
+    c.unlabelled.sort();
+    c
+}
+
+/// The NodeClaim API group/version.
+pub const NODECLAIM_API_VERSION: &str = "karpenter.sh/v1";
+
+/// The `index`-th `karpenter.sh/v1` NodeClaim of a workspace. Cluster-scoped, so it cannot
+/// carry an owner reference to the namespaced Workspace: the finalizer deletes it instead.
+pub fn nodeclaim(ws: &Workspace, plan: &WorkspacePlan, cfg: &WorkloadConfig, index: u32) -> Value {
+    let mut labels = ws.match_labels();
+    labels.extend(naming::workspace_labels(ws));
+    labels.insert(NODEPOOL_LABEL.into(), NODEPOOL.into());
+    let disk_gib = plan
+        .preset
+        .map(|p| p.disk.as_gib().ceil() as u64)
+        .unwrap_or(0)
+        .max(128);
+    let (group, kind, name) = &cfg.node_class;
+    json!({
+        "apiVersion": NODECLAIM_API_VERSION,
+        "kind": "NodeClaim",
+        "metadata": {
+            "name": naming::nodeclaim_name(naming::namespace(ws), naming::name(ws), index),
+            "labels": labels,
+        },
+        "spec": {
+            "nodeClassRef": {"group": group, "kind": kind, "name": name},
+            "requirements": [
+                {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": [plan.instance_type]},
+                {"key": NODEPOOL_LABEL, "operator": "In", "values": [NODEPOOL]},
+            ],
+            "taints": [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}],
+            "resources": {"requests": {"storage": format!("{disk_gib}Gi")}},
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::plan;
+    use crate::testutil::{obj, ws};
+
+    fn node(yaml: &str) -> Node {
+        obj(yaml)
+    }
+
+    const READY: &str = "status:\n  conditions: [{type: Ready, status: \"True\"}]\n  allocatable: {nvidia.com/gpu: \"1\"}";
+
+    #[test]
+    fn readiness_needs_ready_and_gpus() {
+        let table = [
+            (format!("metadata: {{name: a}}\n{READY}"), true),
+            ("metadata: {name: a}\nstatus:\n  conditions: [{type: Ready, status: \"False\"}]\n  allocatable: {nvidia.com/gpu: \"1\"}".to_string(), false),
+            ("metadata: {name: a}\nstatus:\n  conditions: [{type: Ready, status: \"True\"}]\n  allocatable: {cpu: \"4\"}".to_string(), false),
+            (format!("metadata: {{name: a}}\nspec: {{unschedulable: true}}\n{READY}"), false),
+        ];
+        for (y, want) in table {
+            assert_eq!(node_ready(&node(&y)), want, "{y}");
+        }
+    }
+
+    #[test]
+    fn byo_census_needs_selector_and_gfd_labels() {
+        let w = ws(include_str!("../../examples/inference-phi-3.yaml"));
+        let gfd = "nvidia.com/gpu.product: V100, nvidia.com/gpu.count: \"1\"";
+        let nodes = [
+            node(&format!("metadata: {{name: n2, labels: {{apps: phi-3, {gfd}}}}}\n{READY}")),
+            node(&format!("metadata: {{name: n1, labels: {{apps: phi-3, {gfd}}}}}\n{READY}")),
+            node(&format!("metadata: {{name: other, labels: {{apps: x, {gfd}}}}}\n{READY}")),
+            node(&format!("metadata: {{name: plain, labels: {{apps: phi-3}}}}\n{READY}")),
+            node(&format!("metadata: {{name: cold, labels: {{apps: phi-3, {gfd}}}}}\nstatus: {{allocatable: {{nvidia.com/gpu: \"1\"}}}}")),
+        ];
+        let c = census(&w, &nodes, true);
+        assert_eq!(c.ready, ["n1", "n2"]);
+        assert_eq!(c.unlabelled, ["plain"]);
+        assert_eq!(c.not_ready, [("cold".to_string(), "not Ready".to_string())]);
+        let c = census(&w, &nodes, false);
+        assert_eq!(c, NodeCensus::default(), "byo nodes are not provisioned nodes");
+    }
+
+    #[test]
+    fn selector_expressions_are_honoured() {
+        let w = ws("metadata: {name: w}\nresource:\n  labelSelector:\n    matchExpressions: [{key: tier, operator: In, values: [gpu]}, {key: bad, operator: DoesNotExist}]");
+        let l = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
+        assert!(selector_matches(&w, &l(&[("tier", "gpu")])));
+        assert!(!selector_matches(&w, &l(&[("tier", "gpu"), ("bad", "1")])));
+        assert!(!selector_matches(&w, &l(&[("tier", "cpu")])));
+        let empty = ws("metadata: {name: w}");
+        assert!(!selector_matches(&empty, &l(&[("tier", "gpu")])), "no selector matches nothing");
+    }
+
+    #[test]
+    fn nodeclaim_follows_the_contract() {
+        let w = ws(include_str!("../../examples/inference-phi-3.yaml"));
+        let p = plan(&w, None).expect("plan");
+        let c = nodeclaim(&w, &p, &WorkloadConfig::default(), 0);
+        assert_eq!(c["apiVersion"], "karpenter.sh/v1");
+        assert_eq!(c["metadata"]["name"], naming::nodeclaim_name("default", "workspace-phi-3-mini", 0));
+        assert_eq!(c["metadata"]["labels"]["karpenter.sh/nodepool"], "kaito");
+        assert_eq!(c["metadata"]["labels"]["kaito.sh/workspace"], "workspace-phi-3-mini");
+        assert_eq!(c["metadata"]["labels"]["kaito.sh/workspacenamespace"], "default");
+        assert_eq!(c["metadata"]["labels"]["apps"], "phi-3");
+        assert_eq!(c["spec"]["requirements"][0], json!({"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["Standard_NC6s_v3"]}));
+        assert_eq!(c["spec"]["taints"][0], json!({"key": "sku", "value": "gpu", "effect": "NoSchedule"}));
+        assert!(c["spec"]["resources"]["requests"]["storage"].as_str().is_some_and(|s| s.ends_with("Gi")));
+        assert!(c["metadata"].get("ownerReferences").is_none());
+    }
+}

@@ -1,0 +1,215 @@
+//! Plan: the pure step between fetching and building. Decides what the workspace runs, on
+//! which GPU shape, in which precision, with how many GPUs per node, using the same sizing
+//! code as the admission webhook (`kaito_presets::sizing`).
+
+use kaito_api::Workspace;
+use kaito_presets::{
+    Cloud, GpuShape, Mode, Plan, Preset, PresetCatalog, RuntimeParams, SkuCatalog, sizing,
+};
+
+/// What a workspace asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkloadKind {
+    /// Serve a model.
+    Inference,
+    /// Fine-tune a model.
+    Tuning,
+}
+
+/// Why a spec cannot be planned. Every message says what to change; these wait for a change
+/// of the spec instead of being retried.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum PlanError {
+    /// Neither or both of `inference` and `tuning`.
+    #[error("set exactly one of `inference` and `tuning`")]
+    NoWorkload,
+    /// Neither a preset nor a template.
+    #[error("set `{0}.preset.name` (or `inference.template`)")]
+    NoPreset(&'static str),
+    /// The preset is not in the catalog.
+    #[error("preset {name:?} is not in the catalog{hint}")]
+    UnknownPreset {
+        /// What was asked.
+        name: String,
+        /// ", did you mean ...".
+        hint: String,
+    },
+    /// `resource.instanceType` is unset.
+    #[error("set `resource.instanceType` to an Azure GPU VM size, e.g. Standard_NC24ads_A100_v4")]
+    NoInstanceType,
+    /// The VM size is not a known GPU size.
+    #[error(
+        "instance type {0:?} is not a known Azure GPU VM size; choose one from the SKU catalog"
+    )]
+    UnknownSku(String),
+    /// `resource.count` is below 1.
+    #[error("`resource.count` must be at least 1, is {0}")]
+    BadCount(i32),
+    /// Sizing says the model does not fit.
+    #[error("{0}")]
+    DoesNotFit(String),
+    /// `tuning.method` is not lora or qlora.
+    #[error("`tuning.method` must be lora or qlora, is {0:?}")]
+    BadMethod(String),
+}
+
+/// The plan of one workspace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkspacePlan {
+    /// Inference or tuning.
+    pub kind: WorkloadKind,
+    /// The preset, unless a pod template is served.
+    pub preset: Option<&'static Preset>,
+    /// Sizing of the preset on the shape (None for templates).
+    pub sizing: Option<Plan>,
+    /// Nodes (and serving replicas).
+    pub node_count: i32,
+    /// GPUs each pod requests: all the GPUs of its node.
+    pub gpus_per_node: u32,
+    /// The VM size (may be empty for bring-your-own nodes).
+    pub instance_type: String,
+}
+
+/// The GPU shape of a catalog VM size.
+pub fn sku_shape(instance_type: &str) -> Option<GpuShape> {
+    SkuCatalog::builtin()
+        .get(Cloud::Azure, instance_type)
+        .map(|s| s.shape())
+}
+
+/// The sizing mode a workspace needs.
+pub fn mode(ws: &Workspace) -> Result<Mode, PlanError> {
+    match (&ws.inference, &ws.tuning) {
+        (Some(_), None) => Ok(Mode::Serve),
+        (None, Some(t)) => match t.method.as_deref().unwrap_or("qlora") {
+            "lora" => Ok(Mode::TuneLora),
+            "qlora" => Ok(Mode::TuneQlora),
+            other => Err(PlanError::BadMethod(other.into())),
+        },
+        _ => Err(PlanError::NoWorkload),
+    }
+}
+
+/// Plans `ws`. `observed_shape` is the shape of bring-your-own nodes when known; otherwise
+/// the shape comes from `resource.instanceType` in the SKU catalog.
+pub fn plan(ws: &Workspace, observed_shape: Option<&GpuShape>) -> Result<WorkspacePlan, PlanError> {
+    let mode = mode(ws)?;
+    let kind = if mode == Mode::Serve {
+        WorkloadKind::Inference
+    } else {
+        WorkloadKind::Tuning
+    };
+    let node_count = ws.resource.count.unwrap_or(1);
+    if node_count < 1 {
+        return Err(PlanError::BadCount(node_count));
+    }
+    let instance_type = ws.resource.instance_type.clone().unwrap_or_default();
+    let shape = match observed_shape {
+        Some(s) => s.clone(),
+        None if instance_type.is_empty() => return Err(PlanError::NoInstanceType),
+        None => sku_shape(&instance_type).ok_or_else(|| PlanError::UnknownSku(instance_type.clone()))?,
+    };
+    let template = ws.inference.as_ref().and_then(|i| i.template.as_ref());
+    let Some(preset_spec) = ws.preset() else {
+        if template.is_some() {
+            return Ok(WorkspacePlan {
+                kind,
+                preset: None,
+                sizing: None,
+                node_count,
+                gpus_per_node: shape.gpus,
+                instance_type,
+            });
+        }
+        return Err(PlanError::NoPreset(if kind == WorkloadKind::Inference {
+            "inference"
+        } else {
+            "tuning"
+        }));
+    };
+    let catalog = PresetCatalog::builtin();
+    let preset = catalog.get(&preset_spec.name).ok_or_else(|| {
+        let s = catalog.suggestions(&preset_spec.name, 3);
+        PlanError::UnknownPreset {
+            name: preset_spec.name.clone(),
+            hint: if s.is_empty() {
+                String::new()
+            } else {
+                format!("; did you mean {}?", s.join(", "))
+            },
+        }
+    })?;
+    let sizing = sizing::plan(preset, mode, RuntimeParams::default(), &shape);
+    if !sizing.fits() {
+        let why: Vec<String> = sizing.problems.iter().map(ToString::to_string).collect();
+        return Err(PlanError::DoesNotFit(why.join("; ")));
+    }
+    Ok(WorkspacePlan {
+        kind,
+        preset: Some(preset),
+        gpus_per_node: sizing.gpus_per_node,
+        sizing: Some(sizing),
+        node_count,
+        instance_type,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::ws;
+
+    #[test]
+    fn seeds_plan_on_their_sku() {
+        let w = ws(include_str!("../../examples/inference-phi-3.yaml"));
+        let p = plan(&w, None).expect("plans");
+        assert_eq!(p.kind, WorkloadKind::Inference);
+        assert_eq!(p.node_count, 1);
+        assert_eq!(p.gpus_per_node, 1);
+        assert_eq!(p.sizing.as_ref().map(|s| s.dtype.as_str()), Some("f16"));
+        let t = ws(include_str!("../../examples/tuning-phi-3.yaml"));
+        let p = plan(&t, None).expect("plans");
+        assert_eq!(p.kind, WorkloadKind::Tuning);
+    }
+
+    #[test]
+    fn bad_specs_say_what_to_change() {
+        let table: [(&str, &str); 6] = [
+            (
+                "resource: {instanceType: Standard_Nope_v9}\ninference: {preset: {name: phi-3-mini-4k-instruct}}",
+                "not a known Azure GPU VM size",
+            ),
+            (
+                "resource: {instanceType: Standard_NC6s_v3}\ninference: {preset: {name: phi-3-mini-4k-instruc}}",
+                "did you mean phi-3-mini-4k-instruct",
+            ),
+            (
+                "resource: {instanceType: Standard_D4s_v3}\ninference: {preset: {name: phi-3-mini-4k-instruct}}",
+                "has no GPU; choose a GPU size",
+            ),
+            (
+                "resource: {instanceType: Standard_NC6s_v3, count: 0}\ninference: {preset: {name: phi-3-mini-4k-instruct}}",
+                "at least 1",
+            ),
+            ("resource: {instanceType: Standard_NC6s_v3}", "exactly one"),
+            (
+                "resource: {instanceType: Standard_NC6s_v3}\ntuning: {method: full, preset: {name: phi-3-mini-4k-instruct}}",
+                "lora or qlora",
+            ),
+        ];
+        for (spec, want) in table {
+            let w = ws(&format!("metadata: {{name: w, namespace: n}}\n{spec}"));
+            let err = plan(&w, None).expect_err(spec).to_string();
+            assert!(err.contains(want), "{spec}: {err}");
+        }
+    }
+
+    #[test]
+    fn byo_shape_overrides_the_sku_and_picks_bf16_on_ampere() {
+        let w = ws("metadata: {name: w, namespace: n}\nresource: {labelSelector: {matchLabels: {a: b}}}\ninference: {preset: {name: phi-3-mini-4k-instruct}}");
+        assert_eq!(plan(&w, None), Err(PlanError::NoInstanceType));
+        let shape = sku_shape("Standard_NC24ads_A100_v4").expect("catalog has A100");
+        let p = plan(&w, Some(&shape)).expect("plans");
+        assert_eq!(p.sizing.map(|s| s.dtype.as_str()), Some("bf16"));
+    }
+}

@@ -1,0 +1,407 @@
+//! The reconcile loop: fetch → plan → build → apply → status, with the finalizer, watches,
+//! Events and metrics.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kaito_api::{
+    CONDITION_RESOURCE_READY, FINALIZER, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, Workspace,
+};
+use kaito_presets::GpuShape;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::config::{Config, ProvisionerKind};
+use crate::inference::{self, BuildError};
+use crate::naming::{self, FIELD_MANAGER};
+use crate::nodes;
+use crate::plan::{self, WorkloadKind};
+use crate::provision::{NodeProvisioner, ProvisionError, Provisioner, nodeclaim_resource};
+use crate::status::{self, Observed, ProvisionReport};
+use crate::telemetry::{ErrorLabels, Metrics};
+use crate::tuning;
+
+/// A reconcile failed for a reason worth retrying.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The Kubernetes API failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// A builder failed.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The provisioner failed.
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    /// Serialization failed.
+    #[error("serializing: {0}")]
+    Serde(#[from] serde_json::Error),
+}
+
+impl ReconcileError {
+    /// Category label for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube",
+            Self::Build(_) => "build",
+            Self::Provision(_) => "provision",
+            Self::Serde(_) => "serde",
+        }
+    }
+}
+
+/// Shared state of the reconciler.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Configuration.
+    pub config: Config,
+    /// The node provisioner.
+    pub provisioner: Provisioner,
+    /// All nodes (reflector store).
+    pub nodes: Store<Node>,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A context.
+    pub fn new(client: Client, config: Config, provisioner: Provisioner, nodes: Store<Node>, metrics: Arc<Metrics>) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() },
+        );
+        Self { client, config, provisioner, nodes, recorder, metrics, failures: Mutex::new(HashMap::new()) }
+    }
+
+    fn backoff(&self, key: &str, failed: bool) -> Duration {
+        let Ok(mut m) = self.failures.lock() else { return Duration::from_secs(5) };
+        if !failed {
+            m.remove(key);
+            return Duration::ZERO;
+        }
+        let n = m.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        Duration::from_secs((1u64 << (*n).min(8)).min(300))
+    }
+}
+
+async fn publish(ctx: &Context, ws: &Workspace, warning: bool, reason: &str, note: String, action: &str) {
+    let ev = Event {
+        type_: if warning { EventType::Warning } else { EventType::Normal },
+        reason: reason.chars().take(128).collect(),
+        note: Some(note.chars().take(1000).collect()),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &ws.object_ref(&())).await {
+        warn!(error = %e, "could not publish event");
+    }
+}
+
+/// Reconciles one workspace.
+pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let name = naming::name(&ws).to_string();
+    let ns = naming::namespace(&ws).to_string();
+    let span = info_span!("reconcile", workspace = %name, namespace = %ns);
+    let started = Instant::now();
+    ctx.metrics.reconciles.inc();
+    let result = reconcile_inner(&ws, &ctx).instrument(span.clone()).await;
+    ctx.metrics.duration.observe(started.elapsed().as_secs_f64());
+    let key = format!("{ns}/{name}");
+    if let Err(e) = &result {
+        ctx.metrics.errors.get_or_create(&ErrorLabels { category: e.category().into() }).inc();
+        span.in_scope(|| warn!(error = %e, "reconcile failed; retrying with backoff"));
+    } else {
+        ctx.backoff(&key, false);
+    }
+    result
+}
+
+/// Requeue with per-workspace exponential backoff (1 s … 5 min) on transient errors.
+pub fn error_policy(ws: Arc<Workspace>, _err: &ReconcileError, ctx: Arc<Context>) -> Action {
+    let key = format!("{}/{}", naming::namespace(&ws), naming::name(&ws));
+    Action::requeue(ctx.backoff(&key, true))
+}
+
+async fn reconcile_inner(ws: &Workspace, ctx: &Context) -> Result<Action, ReconcileError> {
+    let name = naming::name(ws);
+    let ns = naming::namespace(ws);
+    let api: Api<Workspace> = Api::namespaced(ctx.client.clone(), ns);
+    if ws.metadata.deletion_timestamp.is_some() {
+        return finalize(ws, ctx, &api).await;
+    }
+    if !ws.finalizers().iter().any(|f| f == FINALIZER) {
+        let mut fins = ws.finalizers().to_vec();
+        fins.push(FINALIZER.into());
+        let patch = json!({"metadata": {"finalizers": fins, "resourceVersion": ws.resource_version()}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        info!("finalizer added");
+        return Ok(Action::await_change());
+    }
+
+    // Fetch: nodes from the reflector, the byo shape from their labels.
+    let byo = ctx.config.provisioner == ProvisionerKind::Byo;
+    let all_nodes = ctx.nodes.state();
+    let census = nodes::census(ws, all_nodes.iter().map(|n| n.as_ref()), byo);
+    let byo_shape = if byo {
+        let labelled: Vec<(String, std::collections::BTreeMap<String, String>)> = all_nodes
+            .iter()
+            .filter(|n| census.ready.iter().any(|r| Some(r) == n.metadata.name.as_ref()))
+            .map(|n| (n.name_any(), n.labels().clone()))
+            .collect();
+        GpuShape::uniform(&labelled).ok()
+    } else {
+        None
+    };
+
+    // Plan (pure).
+    let planned = plan::plan(ws, byo_shape.as_ref());
+    let target = ws.resource.count.unwrap_or(1);
+    let (plan, invalid) = match planned {
+        Ok(p) => (Some(p), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+
+    // Provision.
+    let report = match &plan {
+        Some(p) => ctx.provisioner.ensure(ws, p).await?,
+        None => ProvisionReport::default(),
+    };
+
+    // Build and apply the workload once the nodes are ready (and keep it afterwards).
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let resources_ready = census.ready.len() >= usize::try_from(target.max(1)).unwrap_or(1);
+    let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
+    let job_api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    let mut sts = None;
+    let mut job = None;
+    if let Some(p) = &plan {
+        match p.kind {
+            WorkloadKind::Inference => {
+                let existing = sts_api.get_opt(name).await?;
+                if resources_ready || existing.is_some() {
+                    let svc_api: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+                    for svc in inference::services(ws)? {
+                        let n = svc.name_any();
+                        svc_api.patch(&n, &pp, &Patch::Apply(&svc)).await?;
+                    }
+                    let want = inference::statefulset(ws, p, &ctx.config.workload, ctx.config.provisioner)?;
+                    let applied = sts_api.patch(name, &pp, &Patch::Apply(&want)).await?;
+                    if existing.is_none() {
+                        publish(ctx, ws, false, "WorkloadCreated", format!("created StatefulSet {name} and Services {name}, {name}-headless"), "Create").await;
+                    }
+                    sts = Some(applied);
+                }
+            }
+            WorkloadKind::Tuning => {
+                let existing = job_api.get_opt(name).await?;
+                match existing {
+                    Some(j) => job = Some(j),
+                    None if resources_ready => {
+                        if let Some(cm) = tuning::default_config_map(ws, p)? {
+                            let cm_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+                            cm_api.patch(&cm.name_any(), &pp, &Patch::Apply(&cm)).await?;
+                        }
+                        // Job templates are immutable: create once.
+                        let want = tuning::job(ws, p, &ctx.config.workload, ctx.config.provisioner)?;
+                        job = Some(job_api.patch(name, &pp, &Patch::Apply(&want)).await?);
+                        publish(ctx, ws, false, "JobCreated", format!("created tuning Job {name}"), "Create").await;
+                    }
+                    None => {}
+                }
+            }
+        }
+    } else if let Some(existing) = sts_api.get_opt(name).await? {
+        sts = Some(existing);
+    }
+    let pods = if sts.is_some() || job.is_some() {
+        let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+        pod_api.list(&ListParams::default().labels(&format!("{LABEL_WORKSPACE}={name}"))).await?.items
+    } else {
+        Vec::new()
+    };
+
+    // Status (recomputed from what was observed).
+    let observed = Observed {
+        provisioner: ctx.config.provisioner,
+        kind: plan.as_ref().map(|p| p.kind),
+        invalid: invalid.clone(),
+        target,
+        census: &census,
+        provision: &report,
+        statefulset: sts.as_ref(),
+        job: job.as_ref(),
+        pods: &pods,
+    };
+    let now = Time(jiff::Timestamp::now());
+    let new = status::compute(ws, &observed, &now);
+    let old = ws.status.clone().unwrap_or_default();
+    if new != old {
+        let old_conds = old.conditions.clone().unwrap_or_default();
+        let new_conds = new.conditions.clone().unwrap_or_default();
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&json!({"status": new}))).await?;
+        for (type_, reason, message, warning) in status::transitions(&old_conds, &new_conds) {
+            if type_ == CONDITION_RESOURCE_READY && reason == kaito_api::reason::READY {
+                if let Some(created) = &ws.metadata.creation_timestamp {
+                    let secs = (now.0.as_second() - created.0.as_second()).max(0);
+                    ctx.metrics.provisioning.observe(secs as f64);
+                }
+            }
+            publish(ctx, ws, warning, &reason, format!("{type_}: {message}"), "Reconcile").await;
+        }
+        info!(state = ?new.state, "status updated");
+    }
+    let done = matches!(new.state.as_deref(), Some(kaito_api::state::READY) | Some(kaito_api::state::SUCCEEDED));
+    Ok(if done || invalid.is_some() {
+        // Converged, or an invalid spec: wait for a change instead of looping.
+        Action::await_change()
+    } else {
+        // Watches wake us on every change; this is only a safety net.
+        Action::requeue(Duration::from_secs(300))
+    })
+}
+
+async fn finalize(ws: &Workspace, ctx: &Context, api: &Api<Workspace>) -> Result<Action, ReconcileError> {
+    if !ws.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let gone = ctx.provisioner.release(ws).await?;
+    if !gone {
+        info!("waiting for the workspace's nodes to be removed");
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
+    let fins: Vec<String> = ws.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    let patch = json!({"metadata": {"finalizers": fins, "resourceVersion": ws.resource_version()}});
+    match api.patch(naming::name(ws), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    info!("cloud nodes released; finalizer removed");
+    Ok(Action::await_change())
+}
+
+/// The workspace a labelled object belongs to.
+fn owner_from_labels(labels: &std::collections::BTreeMap<String, String>) -> Option<ObjectRef<Workspace>> {
+    let name = labels.get(LABEL_WORKSPACE)?;
+    let ns = labels.get(LABEL_WORKSPACE_NAMESPACE)?;
+    Some(ObjectRef::new(name).within(ns))
+}
+
+/// Runs the controller until shutdown.
+///
+/// `namespace`: watch only that namespace's workspaces (and their children); None: all.
+pub async fn run(
+    client: Client,
+    config: Config,
+    namespace: Option<String>,
+    metrics: Arc<Metrics>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), String> {
+    let provisioner = Provisioner::new(config.provisioner, client.clone(), &config.workload)?;
+    let nodes_api: Api<Node> = Api::all(client.clone());
+    let (node_store, writer) = reflector::store();
+    let node_stream = reflector(writer, watcher(nodes_api, watcher::Config::default().any_semantic()))
+        .default_backoff()
+        .touched_objects();
+    fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let ns = namespace.as_deref();
+    let workspaces: Api<Workspace> = scoped(&client, ns);
+    let controller = Controller::new(workspaces, watcher::Config::default().any_semantic());
+    let ws_store = controller.store();
+    let byo = config.provisioner == ProvisionerKind::Byo;
+    let node_mapper = move |node: Node| -> Vec<ObjectRef<Workspace>> {
+        if let Some(r) = owner_from_labels(node.labels()) {
+            return vec![r];
+        }
+        if !byo {
+            return Vec::new();
+        }
+        ws_store
+            .state()
+            .iter()
+            .filter(|w| nodes::selector_matches(w, node.labels()))
+            .map(|w| ObjectRef::from_obj(w.as_ref()))
+            .collect()
+    };
+    // The node reflector feeds the census store; its events also wake the workspaces they
+    // concern (provisioned nodes by label, bring-your-own nodes by selector).
+    let (tx, node_triggers) = futures::channel::mpsc::unbounded::<ObjectRef<Workspace>>();
+    tokio::spawn(async move {
+        let mut s = std::pin::pin!(node_stream);
+        while let Some(ev) = s.next().await {
+            if let Ok(node) = ev {
+                for r in node_mapper(node) {
+                    if tx.unbounded_send(r).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let ctx = Arc::new(Context::new(client.clone(), config.clone(), provisioner, node_store.clone(), metrics));
+    let pods: Api<Pod> = scoped(&client, ns);
+    let mut controller = controller
+        .owns(scoped::<StatefulSet>(&client, ns), watcher::Config::default().any_semantic())
+        .owns(scoped::<Job>(&client, ns), watcher::Config::default().any_semantic())
+        .owns(scoped::<Service>(&client, ns), watcher::Config::default().labels(LABEL_WORKSPACE).any_semantic())
+        .watches(pods, watcher::Config::default().labels(LABEL_WORKSPACE).any_semantic(), |pod: Pod| {
+            let ns = pod.namespace()?;
+            let name = pod.labels().get(LABEL_WORKSPACE)?.clone();
+            Some(ObjectRef::new(&name).within(&ns))
+        });
+    if config.provisioner == ProvisionerKind::Karpenter {
+        let ar = nodeclaim_resource();
+        let claims: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &ar);
+        let selector = match ns {
+            Some(ns) => format!("{LABEL_WORKSPACE_NAMESPACE}={ns}"),
+            None => LABEL_WORKSPACE.to_string(),
+        };
+        controller = controller.watches_with(
+            claims,
+            ar,
+            watcher::Config::default().labels(&selector).any_semantic(),
+            |c: kube::api::DynamicObject| owner_from_labels(c.labels()),
+        );
+    }
+    let _ = node_store.wait_until_ready().await;
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    info!(provisioner = %config.provisioner, "controller started");
+    controller
+        .reconcile_on(node_triggers)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "controller event");
+            }
+            futures::future::ready(())
+        })
+        .await;
+    Ok(())
+}

@@ -1,0 +1,549 @@
+//! Status: conditions, state and node lists recomputed from observed objects on every
+//! reconcile (pure), pod-failure classification, and condition merging that keeps
+//! `lastTransitionTime` unless the status flips.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kaito_api::{
+    CONDITION_INFERENCE_READY, CONDITION_JOB_STARTED, CONDITION_RESOURCE_READY,
+    CONDITION_WORKSPACE_SUCCEEDED, Workspace, WorkspaceStatus, reason, state,
+};
+
+use crate::config::ProvisionerKind;
+use crate::naming;
+use crate::nodes::NodeCensus;
+use crate::plan::WorkloadKind;
+
+/// Reason: the tuning Job runs.
+pub const REASON_JOB_RUNNING: &str = "JobRunning";
+/// Reason: a container's configuration refers to something missing (Secret, ConfigMap).
+pub const REASON_CONTAINER_CONFIG: &str = "ContainerConfigError";
+
+/// A desired condition before merging with the stored one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cond {
+    /// Condition type.
+    pub type_: &'static str,
+    /// True or False.
+    pub ok: bool,
+    /// Machine-readable reason.
+    pub reason: String,
+    /// What is true, or what is wrong and what to do.
+    pub message: String,
+}
+
+impl Cond {
+    fn yes(type_: &'static str, reason: &str, message: impl Into<String>) -> Self {
+        Self { type_, ok: true, reason: reason.into(), message: message.into() }
+    }
+    fn no(type_: &'static str, reason: &str, message: impl Into<String>) -> Self {
+        Self { type_, ok: false, reason: reason.into(), message: message.into() }
+    }
+}
+
+/// Why a pod does not run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodFailure {
+    /// One of the `reason` constants.
+    pub reason: &'static str,
+    /// Names the pod and container, says what happened and what to do.
+    pub message: String,
+}
+
+/// Classifies one pod: image pull errors, crash loops, OOM kills, config errors,
+/// unschedulable. None when nothing is known to be wrong.
+pub fn classify_pod(pod: &Pod) -> Option<PodFailure> {
+    let pod_name = pod.metadata.name.as_deref().unwrap_or("?");
+    let status = pod.status.as_ref()?;
+    let containers = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten());
+    for c in containers {
+        let waiting = c.state.as_ref().and_then(|s| s.waiting.as_ref());
+        let terminated = c.state.as_ref().and_then(|s| s.terminated.as_ref());
+        let last = c.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+        let w_reason = waiting.and_then(|w| w.reason.as_deref()).unwrap_or("");
+        let w_msg = waiting.and_then(|w| w.message.as_deref()).unwrap_or("");
+        match w_reason {
+            "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "ErrImageNeverPull" => {
+                return Some(PodFailure {
+                    reason: reason::IMAGE_PULL_ERROR,
+                    message: format!(
+                        "pod {pod_name}: container {} cannot pull image {} ({w_reason}{}); check the image name, that it exists, and the image pull secrets",
+                        c.name, c.image, if w_msg.is_empty() { String::new() } else { format!(": {w_msg}") }
+                    ),
+                });
+            }
+            "CreateContainerConfigError" | "CreateContainerError" => {
+                return Some(PodFailure {
+                    reason: REASON_CONTAINER_CONFIG,
+                    message: format!("pod {pod_name}: container {} cannot be created: {w_msg}; create the Secret or ConfigMap it refers to", c.name),
+                });
+            }
+            "CrashLoopBackOff" => {
+                let oom = last.and_then(|t| t.reason.as_deref()) == Some("OOMKilled");
+                if oom {
+                    return Some(oom_failure(pod_name, &c.name, c.restart_count));
+                }
+                let code = last.map(|t| t.exit_code).unwrap_or_default();
+                let why = last.and_then(|t| t.reason.clone()).unwrap_or_else(|| "Error".into());
+                return Some(PodFailure {
+                    reason: reason::CRASH_LOOP_BACK_OFF,
+                    message: format!(
+                        "pod {pod_name}: container {} keeps crashing ({} restarts, last exit code {code}: {why}); see `kubectl logs {pod_name} -c {} --previous`",
+                        c.name, c.restart_count, c.name
+                    ),
+                });
+            }
+            _ => {}
+        }
+        if terminated.and_then(|t| t.reason.as_deref()) == Some("OOMKilled") {
+            return Some(oom_failure(pod_name, &c.name, c.restart_count));
+        }
+    }
+    let unschedulable = status.conditions.iter().flatten().find(|c| {
+        c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")
+    });
+    unschedulable.map(|c| PodFailure {
+        reason: reason::UNSCHEDULABLE,
+        message: format!(
+            "pod {pod_name} cannot be scheduled: {}",
+            c.message.as_deref().unwrap_or("the scheduler found no fitting node")
+        ),
+    })
+}
+
+fn oom_failure(pod: &str, container: &str, restarts: i32) -> PodFailure {
+    PodFailure {
+        reason: reason::OOM_KILLED,
+        message: format!(
+            "pod {pod}: container {container} was killed for running out of memory ({restarts} restarts); choose an instance type with more memory or a shorter max model length"
+        ),
+    }
+}
+
+/// The first failure among `pods`, by pod name.
+pub fn first_failure(pods: &[Pod]) -> Option<PodFailure> {
+    let mut sorted: Vec<&Pod> = pods.iter().collect();
+    sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    sorted.into_iter().find_map(classify_pod)
+}
+
+/// What the provisioner reports about the nodes it manages.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProvisionReport {
+    /// A cloud failure: reason (QuotaExceeded, SKUNotAvailable, CloudError) and message.
+    pub failure: Option<(String, String)>,
+    /// What the provisioner is doing, for the message while nodes are not ready.
+    pub progress: Option<String>,
+}
+
+/// Everything status is computed from.
+#[derive(Clone, Debug)]
+pub struct Observed<'a> {
+    /// The provisioner in use.
+    pub provisioner: ProvisionerKind,
+    /// Inference or tuning (None when the spec names neither).
+    pub kind: Option<WorkloadKind>,
+    /// The plan error, when the spec cannot be planned.
+    pub invalid: Option<String>,
+    /// Nodes the workspace needs.
+    pub target: i32,
+    /// Nodes observed.
+    pub census: &'a NodeCensus,
+    /// Provisioner report.
+    pub provision: &'a ProvisionReport,
+    /// The serving StatefulSet.
+    pub statefulset: Option<&'a StatefulSet>,
+    /// The tuning Job.
+    pub job: Option<&'a Job>,
+    /// Pods of the workload.
+    pub pods: &'a [Pod],
+}
+
+/// The desired conditions (in display order) and state.
+pub fn desired(ws: &Workspace, o: &Observed<'_>) -> (Vec<Cond>, &'static str) {
+    let kind = o.kind.unwrap_or(if ws.tuning.is_some() { WorkloadKind::Tuning } else { WorkloadKind::Inference });
+    let work_type = if kind == WorkloadKind::Tuning { CONDITION_JOB_STARTED } else { CONDITION_INFERENCE_READY };
+    if let Some(err) = &o.invalid {
+        let msg = format!("the spec cannot be satisfied: {err}; edit the workspace");
+        return (
+            vec![
+                Cond::no(CONDITION_RESOURCE_READY, reason::INVALID_SPEC, msg.clone()),
+                Cond::no(work_type, reason::INVALID_SPEC, msg.clone()),
+                Cond::no(CONDITION_WORKSPACE_SUCCEEDED, reason::INVALID_SPEC, msg),
+            ],
+            state::FAILED,
+        );
+    }
+    let resource = resource_condition(ws, o);
+    let work = match kind {
+        WorkloadKind::Inference => inference_condition(ws, o, &resource),
+        WorkloadKind::Tuning => job_started_condition(o, &resource),
+    };
+    let (summary, st) = match kind {
+        WorkloadKind::Inference => {
+            if resource.ok && work.ok {
+                (
+                    Cond::yes(
+                        CONDITION_WORKSPACE_SUCCEEDED,
+                        reason::READY,
+                        format!(
+                            "serving {} at http://{}.{}.svc (port 80)",
+                            ws.preset().map(|p| p.name.as_str()).unwrap_or("the model"),
+                            naming::name(ws),
+                            naming::namespace(ws)
+                        ),
+                    ),
+                    state::READY,
+                )
+            } else {
+                let blocking = if resource.ok { &work } else { &resource };
+                let was_ready = ws.status.as_ref().and_then(|s| s.state.as_deref())
+                    .is_some_and(|s| s == state::READY || s == state::NOT_READY);
+                (
+                    Cond::no(CONDITION_WORKSPACE_SUCCEEDED, &blocking.reason, format!("{}: {}", blocking.type_, blocking.message)),
+                    if was_ready { state::NOT_READY } else { state::PENDING },
+                )
+            }
+        }
+        WorkloadKind::Tuning => job_summary(o, &resource, &work),
+    };
+    (vec![resource, work, summary], st)
+}
+
+fn resource_condition(ws: &Workspace, o: &Observed<'_>) -> Cond {
+    let target = usize::try_from(o.target.max(1)).unwrap_or(1);
+    let ready = o.census.ready.len();
+    if ready >= target {
+        return Cond::yes(
+            CONDITION_RESOURCE_READY,
+            reason::READY,
+            format!("{ready} of {target} GPU node(s) ready: {}", o.census.ready.join(", ")),
+        );
+    }
+    if let Some((r, m)) = &o.provision.failure {
+        return Cond::no(CONDITION_RESOURCE_READY, r, m.clone());
+    }
+    let not_ready = if o.census.not_ready.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = o.census.not_ready.iter().map(|(n, why)| format!("{n}: {why}")).collect();
+        format!("; not ready: {}", list.join(", "))
+    };
+    match o.provisioner {
+        ProvisionerKind::Byo => {
+            let selector = selector_text(ws);
+            let mut msg = if ready == 0 && o.census.not_ready.is_empty() {
+                format!(
+                    "no GPU nodes match the label selector {selector}; label {target} GPU node(s) with it, or change resource.labelSelector"
+                )
+            } else {
+                format!(
+                    "{ready} of {target} matching GPU node(s) ready{not_ready}; add {} GPU node(s) matching {selector} or lower resource.count",
+                    target - ready
+                )
+            };
+            if !o.census.unlabelled.is_empty() {
+                msg.push_str(&format!(
+                    "; node(s) {} match but have no GPU feature discovery labels (nvidia.com/gpu.product, nvidia.com/gpu.count): install NVIDIA GPU feature discovery",
+                    o.census.unlabelled.join(", ")
+                ));
+            }
+            Cond::no(CONDITION_RESOURCE_READY, reason::NODES_NOT_READY, msg)
+        }
+        p => Cond::no(
+            CONDITION_RESOURCE_READY,
+            reason::PROVISIONING,
+            format!(
+                "{ready} of {target} GPU node(s) ready{not_ready}; {}",
+                o.provision.progress.clone().unwrap_or_else(|| format!("waiting for the {p} provisioner to create them"))
+            ),
+        ),
+    }
+}
+
+fn selector_text(ws: &Workspace) -> String {
+    let labels: Vec<String> = ws.match_labels().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if labels.is_empty() { "(resource.labelSelector)".into() } else { labels.join(",") }
+}
+
+fn waiting_for_nodes(type_: &'static str) -> Cond {
+    Cond::no(
+        type_,
+        reason::NODES_NOT_READY,
+        "waiting for ResourceReady: the workload is created once the GPU nodes are ready",
+    )
+}
+
+fn inference_condition(ws: &Workspace, o: &Observed<'_>, resource: &Cond) -> Cond {
+    let Some(sts) = o.statefulset else {
+        return waiting_for_nodes(CONDITION_INFERENCE_READY);
+    };
+    let want = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let st = sts.status.clone().unwrap_or_default();
+    let ready = st.ready_replicas.unwrap_or(0);
+    let current = st.observed_generation == sts.metadata.generation
+        && st.updated_replicas.unwrap_or(0) >= want;
+    if ready >= want && current && o.pods.iter().all(|p| classify_pod(p).is_none()) {
+        return Cond::yes(
+            CONDITION_INFERENCE_READY,
+            reason::READY,
+            format!("{ready} of {want} replica(s) pass the runtime health check"),
+        );
+    }
+    if let Some(f) = first_failure(o.pods) {
+        return Cond::no(CONDITION_INFERENCE_READY, f.reason, f.message);
+    }
+    let _ = (ws, resource);
+    Cond::no(
+        CONDITION_INFERENCE_READY,
+        reason::LOADING,
+        format!(
+            "{ready} of {want} replica(s) ready{}; the model is loading (the startup probe allows for the model's size)",
+            if current { "" } else { ", rolling out a new revision" }
+        ),
+    )
+}
+
+fn job_condition(job: &Job, type_: &str) -> Option<(bool, String)> {
+    job.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_ && c.status == "True")
+        .map(|c| (true, c.message.clone().unwrap_or_default()))
+}
+
+fn job_started_condition(o: &Observed<'_>, _resource: &Cond) -> Cond {
+    let Some(job) = o.job else {
+        return waiting_for_nodes(CONDITION_JOB_STARTED);
+    };
+    let st = job.status.clone().unwrap_or_default();
+    let finished = job_condition(job, "Complete").is_some() || job_condition(job, "Failed").is_some();
+    if !finished {
+        if let Some(f) = first_failure(o.pods) {
+            return Cond::no(CONDITION_JOB_STARTED, f.reason, f.message);
+        }
+    }
+    let running_pod = o.pods.iter().any(|p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(|ph| ph != "Pending")
+    });
+    if st.start_time.is_some() && (running_pod || finished || st.active.unwrap_or(0) > 0) {
+        Cond::yes(CONDITION_JOB_STARTED, reason::READY, format!("Job {} started", job.metadata.name.as_deref().unwrap_or("")))
+    } else {
+        Cond::no(CONDITION_JOB_STARTED, reason::PROVISIONING, "the tuning pod is being scheduled and its input downloaded")
+    }
+}
+
+fn job_summary(o: &Observed<'_>, resource: &Cond, started: &Cond) -> (Cond, &'static str) {
+    if let Some(job) = o.job {
+        if let Some((_, _)) = job_condition(job, "Complete") {
+            return (Cond::yes(CONDITION_WORKSPACE_SUCCEEDED, reason::JOB_SUCCEEDED, "the tuning Job completed and the adapter was published"), state::SUCCEEDED);
+        }
+        if let Some((_, msg)) = job_condition(job, "Failed") {
+            let name = job.metadata.name.as_deref().unwrap_or("");
+            let detail = first_failure(o.pods).map(|f| format!(" ({})", f.message)).unwrap_or_default();
+            return (
+                Cond::no(CONDITION_WORKSPACE_SUCCEEDED, reason::JOB_FAILED, format!("the tuning Job failed: {msg}{detail}; see `kubectl logs job/{name} -c trainer`, fix the input or config, and recreate the workspace")),
+                state::FAILED,
+            );
+        }
+    }
+    let blocking = if !resource.ok { resource } else { started };
+    if blocking.ok {
+        (Cond::no(CONDITION_WORKSPACE_SUCCEEDED, REASON_JOB_RUNNING, "the tuning Job is running"), state::RUNNING)
+    } else {
+        (Cond::no(CONDITION_WORKSPACE_SUCCEEDED, &blocking.reason, format!("{}: {}", blocking.type_, blocking.message)), state::PENDING)
+    }
+}
+
+/// Merges desired conditions into stored ones: `lastTransitionTime` moves only when the
+/// status flips; conditions not desired (e.g. from another workload kind) are dropped.
+pub fn merge(old: &[Condition], desired: &[Cond], now: &Time, generation: Option<i64>) -> Vec<Condition> {
+    desired
+        .iter()
+        .map(|d| {
+            let status = if d.ok { "True" } else { "False" };
+            let prev = old.iter().find(|c| c.type_ == d.type_);
+            Condition {
+                type_: d.type_.into(),
+                status: status.into(),
+                reason: d.reason.clone(),
+                message: d.message.chars().take(32_000).collect(),
+                observed_generation: generation,
+                last_transition_time: match prev {
+                    Some(p) if p.status == status => p.last_transition_time.clone(),
+                    _ => now.clone(),
+                },
+            }
+        })
+        .collect()
+}
+
+/// The new status of `ws`.
+pub fn compute(ws: &Workspace, o: &Observed<'_>, now: &Time) -> WorkspaceStatus {
+    let (conds, st) = desired(ws, o);
+    let old = ws.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    WorkspaceStatus {
+        worker_nodes: Some(o.census.ready.clone()),
+        conditions: Some(merge(&old, &conds, now, ws.metadata.generation)),
+        state: Some(st.into()),
+        target_node_count: Some(o.target),
+    }
+}
+
+/// Condition changes worth an Event: (type, reason, message, is_warning) for each condition
+/// whose status or reason changed.
+pub fn transitions(old: &[Condition], new: &[Condition]) -> Vec<(String, String, String, bool)> {
+    new.iter()
+        .filter(|n| {
+            old.iter().find(|o| o.type_ == n.type_).is_none_or(|o| o.status != n.status || o.reason != n.reason)
+        })
+        .map(|n| (n.type_.clone(), n.reason.clone(), n.message.clone(), n.status != "True" && !matches!(n.reason.as_str(), "Provisioning" | "Loading" | "NodesNotReady" | "JobRunning")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{obj, ws};
+
+    fn time(s: &str) -> Time {
+        Time(s.parse().expect("timestamp"))
+    }
+
+    #[test]
+    fn pod_failures_are_classified() {
+        let table: [(&str, Option<&str>, &str); 7] = [
+            ("status: {containerStatuses: [{name: model, image: bad:1, imageID: '', ready: false, restartCount: 0, state: {waiting: {reason: ImagePullBackOff, message: 'not found'}}}]}", Some("ImagePullError"), "cannot pull image bad:1"),
+            ("status: {containerStatuses: [{name: model, image: i, imageID: '', ready: false, restartCount: 4, state: {waiting: {reason: CrashLoopBackOff}}, lastState: {terminated: {exitCode: 1, reason: Error}}}]}", Some("CrashLoopBackOff"), "4 restarts, last exit code 1"),
+            ("status: {containerStatuses: [{name: model, image: i, imageID: '', ready: false, restartCount: 2, state: {waiting: {reason: CrashLoopBackOff}}, lastState: {terminated: {exitCode: 137, reason: OOMKilled}}}]}", Some("OOMKilled"), "out of memory"),
+            ("status: {initContainerStatuses: [{name: adapter-a, image: a, imageID: '', ready: false, restartCount: 0, state: {waiting: {reason: ErrImagePull}}}]}", Some("ImagePullError"), "container adapter-a"),
+            ("status: {conditions: [{type: PodScheduled, status: 'False', reason: Unschedulable, message: '0/3 nodes are available: 3 Insufficient nvidia.com/gpu.'}]}", Some("Unschedulable"), "3 Insufficient nvidia.com/gpu"),
+            ("status: {phase: Running, containerStatuses: [{name: model, image: i, imageID: '', ready: false, restartCount: 0, state: {running: {}}}]}", None, ""),
+            ("status: {containerStatuses: [{name: model, image: i, imageID: '', ready: false, restartCount: 0, state: {waiting: {reason: CreateContainerConfigError, message: 'secret \"hf\" not found'}}}]}", Some("ContainerConfigError"), "secret \"hf\" not found"),
+        ];
+        for (y, want, text) in table {
+            let pod: Pod = obj(&format!("metadata: {{name: p-0}}\n{y}"));
+            let got = classify_pod(&pod);
+            assert_eq!(got.as_ref().map(|f| f.reason), want, "{y}");
+            if let Some(f) = got {
+                assert!(f.message.contains(text), "{}", f.message);
+                assert!(f.message.contains("p-0"), "{}", f.message);
+            }
+        }
+    }
+
+    #[test]
+    fn last_transition_time_moves_only_on_a_flip() {
+        let t0 = time("2026-01-01T00:00:00Z");
+        let t1 = time("2026-01-01T00:05:00Z");
+        let first = merge(&[], &[Cond::no("ResourceReady", "Provisioning", "0 of 1")], &t0, Some(1));
+        let same = merge(&first, &[Cond::no("ResourceReady", "QuotaExceeded", "quota")], &t1, Some(1));
+        assert_eq!(same[0].last_transition_time, t0);
+        assert_eq!(same[0].reason, "QuotaExceeded");
+        let flipped = merge(&same, &[Cond::yes("ResourceReady", "Ready", "1 of 1")], &t1, Some(2));
+        assert_eq!(flipped[0].last_transition_time, t1);
+        assert_eq!(flipped[0].observed_generation, Some(2));
+        let ev = transitions(&first, &same);
+        assert_eq!(ev.len(), 1);
+        assert!(ev[0].3, "quota is a warning");
+        assert!(transitions(&same, &same).is_empty());
+    }
+
+    fn census(ready: &[&str]) -> NodeCensus {
+        NodeCensus { ready: ready.iter().map(|s| s.to_string()).collect(), ..NodeCensus::default() }
+    }
+
+    fn observed<'a>(p: ProvisionerKind, c: &'a NodeCensus, r: &'a ProvisionReport, sts: Option<&'a StatefulSet>, pods: &'a [Pod]) -> Observed<'a> {
+        Observed { provisioner: p, kind: Some(WorkloadKind::Inference), invalid: None, target: 1, census: c, provision: r, statefulset: sts, job: None, pods }
+    }
+
+    #[test]
+    fn inference_status_table() {
+        let w = ws(include_str!("../../examples/inference-phi-3.yaml"));
+        let now = time("2026-01-01T00:00:00Z");
+        let ready_sts: StatefulSet = obj("metadata: {name: w, generation: 2}\nspec: {replicas: 1, serviceName: h, selector: {}, template: {}}\nstatus: {replicas: 1, readyReplicas: 1, updatedReplicas: 1, observedGeneration: 2}");
+        let loading_sts: StatefulSet = obj("metadata: {name: w, generation: 2}\nspec: {replicas: 1, serviceName: h, selector: {}, template: {}}\nstatus: {replicas: 1, readyReplicas: 0, updatedReplicas: 1, observedGeneration: 2}");
+        let crash: Pod = obj("metadata: {name: w-0}\nstatus: {containerStatuses: [{name: model, image: i, imageID: '', ready: false, restartCount: 3, state: {waiting: {reason: CrashLoopBackOff}}, lastState: {terminated: {exitCode: 2}}}]}");
+        let none = NodeCensus::default();
+        let one = census(&["n1"]);
+        let quota = ProvisionReport { failure: Some(("QuotaExceeded".into(), "Operation could not be completed as it results in exceeding approved standardNCSv3Family Cores quota".into())), progress: None };
+        let ok = ProvisionReport::default();
+        let crash_pods = [crash];
+        // (observed, ResourceReady, InferenceReady, WorkspaceSucceeded reason, state, text in a message)
+        let table: Vec<(Observed<'_>, bool, bool, &str, &str, &str)> = vec![
+            (observed(ProvisionerKind::Byo, &none, &ok, None, &[]), false, false, "NodesNotReady", "Pending", "no GPU nodes match the label selector apps=phi-3"),
+            (observed(ProvisionerKind::Aks, &none, &quota, None, &[]), false, false, "QuotaExceeded", "Pending", "exceeding approved"),
+            (observed(ProvisionerKind::Karpenter, &none, &ok, None, &[]), false, false, "Provisioning", "Pending", "karpenter provisioner"),
+            (observed(ProvisionerKind::Karpenter, &one, &ok, Some(&loading_sts), &[]), true, false, "Loading", "Pending", "model is loading"),
+            (observed(ProvisionerKind::Karpenter, &one, &ok, Some(&loading_sts), &crash_pods), true, false, "CrashLoopBackOff", "Pending", "keeps crashing"),
+            (observed(ProvisionerKind::Karpenter, &one, &ok, Some(&ready_sts), &[]), true, true, "Ready", "Ready", "serving phi-3-mini-4k-instruct"),
+        ];
+        for (i, (o, rr, ir, reason, st, text)) in table.into_iter().enumerate() {
+            let s = compute(&w, &o, &now);
+            let conds = s.conditions.expect("conditions");
+            assert_eq!(conds.len(), 3);
+            assert_eq!(conds[0].type_, "ResourceReady");
+            assert_eq!(conds[0].status == "True", rr, "case {i}: {:?}", conds[0]);
+            assert_eq!(conds[1].type_, "InferenceReady");
+            assert_eq!(conds[1].status == "True", ir, "case {i}: {:?}", conds[1]);
+            assert_eq!(conds[2].reason, reason, "case {i}: {:?}", conds[2]);
+            assert_eq!(s.state.as_deref(), Some(st), "case {i}");
+            assert!(conds.iter().any(|c| c.message.contains(text)), "case {i}: {conds:?}");
+            for c in &conds {
+                assert!(!c.reason.is_empty() && !c.message.is_empty(), "case {i}: {c:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn ready_then_broken_is_not_ready() {
+        let mut w = ws(include_str!("../../examples/inference-phi-3.yaml"));
+        w.status = Some(WorkspaceStatus { state: Some("Ready".into()), ..WorkspaceStatus::default() });
+        let none = NodeCensus::default();
+        let ok = ProvisionReport::default();
+        let s = compute(&w, &observed(ProvisionerKind::Byo, &none, &ok, None, &[]), &time("2026-01-01T00:00:00Z"));
+        assert_eq!(s.state.as_deref(), Some("NotReady"));
+    }
+
+    #[test]
+    fn invalid_spec_fails_every_condition_with_the_reason() {
+        let w = ws(include_str!("../../examples/inference-phi-3.yaml"));
+        let none = NodeCensus::default();
+        let ok = ProvisionReport::default();
+        let mut o = observed(ProvisionerKind::Byo, &none, &ok, None, &[]);
+        o.invalid = Some("preset \"x\" is not in the catalog".into());
+        let s = compute(&w, &o, &time("2026-01-01T00:00:00Z"));
+        assert_eq!(s.state.as_deref(), Some("Failed"));
+        assert!(s.conditions.expect("c").iter().all(|c| c.reason == "InvalidSpec" && c.message.contains("edit the workspace")));
+    }
+
+    #[test]
+    fn tuning_status_table() {
+        let w = ws(include_str!("../../examples/tuning-phi-3.yaml"));
+        let now = time("2026-01-01T00:00:00Z");
+        let one = census(&["n1"]);
+        let ok = ProvisionReport::default();
+        let running: Job = obj("metadata: {name: j}\nstatus: {startTime: '2026-01-01T00:00:00Z', active: 1}");
+        let done: Job = obj("metadata: {name: j}\nstatus: {startTime: '2026-01-01T00:00:00Z', succeeded: 1, conditions: [{type: Complete, status: 'True'}]}");
+        let failed: Job = obj("metadata: {name: j}\nstatus: {startTime: '2026-01-01T00:00:00Z', failed: 3, conditions: [{type: Failed, status: 'True', message: 'Job has reached the specified backoff limit'}]}");
+        let table = [
+            (None, false, "NodesNotReady", "Pending"),
+            (Some(&running), true, "JobRunning", "Running"),
+            (Some(&done), true, "JobSucceeded", "Succeeded"),
+            (Some(&failed), true, "JobFailed", "Failed"),
+        ];
+        for (job, started, reason, st) in table {
+            let o = Observed { provisioner: ProvisionerKind::Karpenter, kind: Some(WorkloadKind::Tuning), invalid: None, target: 1, census: &one, provision: &ok, statefulset: None, job, pods: &[] };
+            let s = compute(&w, &o, &now);
+            let c = s.conditions.expect("c");
+            assert_eq!(c[1].type_, "JobStarted");
+            assert_eq!(c[1].status == "True", started, "{reason}: {:?}", c[1]);
+            assert_eq!(c[2].reason, reason);
+            assert_eq!(c[2].status == "True", reason == "JobSucceeded");
+            assert_eq!(s.state.as_deref(), Some(st));
+        }
+    }
+}
