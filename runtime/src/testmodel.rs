@@ -101,9 +101,9 @@ impl ModelSpec {
     fn validate(&self) -> Result<(), GenError> {
         if self.num_heads == 0
             || self.num_kv_heads == 0
-            || self.hidden_size % self.num_heads != 0
-            || self.num_heads % self.num_kv_heads != 0
-            || self.head_dim() % 2 != 0
+            || !self.hidden_size.is_multiple_of(self.num_heads)
+            || !self.num_heads.is_multiple_of(self.num_kv_heads)
+            || !self.head_dim().is_multiple_of(2)
         {
             return Err(GenError::Shape(format!(
                 "hidden_size {} must split into {} heads of even size, divisible by {} kv heads",
