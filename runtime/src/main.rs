@@ -8,15 +8,11 @@ use kaito_runtime::testmodel::{self, Arch, ModelSpec};
 use kaito_runtime::{ServeArgs, run};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "kaito-runtime",
-    version,
-    about,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "kaito-runtime", version, about)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Serving flags (used when no subcommand is given).
     #[command(flatten)]
     serve: ServeArgs,
     /// Log as JSON lines.
@@ -26,8 +22,6 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve the model (the default).
-    Serve(ServeArgs),
     /// Write a random-weight test model (and optionally a PEFT adapter) in Hugging Face layout.
     GenModel {
         /// Output directory of the model.
@@ -96,9 +90,6 @@ async fn main() -> ExitCode {
                 })
                 .map_err(anyhow::Error::from)
         }
-        Some(Command::Serve(args)) => run(args, kaito_runtime::cli::termination_signal())
-            .await
-            .map_err(anyhow::Error::from),
         None => run(cli.serve, kaito_runtime::cli::termination_signal())
             .await
             .map_err(anyhow::Error::from),
