@@ -3,7 +3,7 @@
 # Pinned so a run is repeatable; the cache dir survives between runs on one machine.
 set -euo pipefail
 venv="$HOME/.cache/kaito-rs/venv"
-want="openai==1.109.1"
+want="openai==3.54.0"
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import openai' 2>/dev/null \
    || [ "$("$venv/bin/pip" freeze 2>/dev/null | grep -i '^openai==')" != "$want" ]; then
   python3 -m venv "$venv"
