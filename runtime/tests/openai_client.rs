@@ -1,7 +1,7 @@
 //! The official `openai` Python client against `kaito-runtime` (see `openai_client.py`).
 //!
 //! Python comes from `KAITO_PYTHON` (default `python3`). When it cannot import `openai` the test
-//! is skipped with a message, unless `KAITO_REQUIRE_OPENAI=1` (set by `runtime/ci.sh`, which
+//! is skipped with a message, unless `KAITO_REQUIRE_OPENAI=1` (set by `scripts/test.sh`, which
 //! installs the client in a venv first), in which case it fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -38,7 +38,7 @@ async fn official_openai_python_client() {
             );
             eprintln!(
                 "SKIPPED official_openai_python_client: `{python}` cannot import openai \
-                 (pip install openai, or run runtime/ci.sh): {why}"
+                 (pip install openai, or run scripts/test.sh): {why}"
             );
             return;
         }
