@@ -47,19 +47,36 @@ pub fn agent_pool_body(ws: &Workspace, plan: &WorkspacePlan) -> Value {
 /// reason and message.
 pub fn classify_error(status: u16, body: &str) -> (&'static str, String) {
     let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-    let err = if v["error"].is_object() { &v["error"] } else { &v };
+    let err = if v["error"].is_object() {
+        &v["error"]
+    } else {
+        &v
+    };
     let code = err["code"].as_str().unwrap_or("");
-    let message = err["message"].as_str().map(str::to_string).unwrap_or_else(|| body.trim().to_string());
+    let message = err["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| body.trim().to_string());
     let lower = format!("{code} {message}").to_ascii_lowercase();
     let r = if lower.contains("quota") {
         reason::QUOTA_EXCEEDED
-    } else if lower.contains("skunotavailable") || lower.contains("sku not available") || lower.contains("not available in location") {
+    } else if lower.contains("skunotavailable")
+        || lower.contains("sku not available")
+        || lower.contains("not available in location")
+    {
         reason::SKU_NOT_AVAILABLE
     } else {
         reason::CLOUD_ERROR
     };
-    let code = if code.is_empty() { format!("HTTP {status}") } else { code.to_string() };
-    (r, format!("Azure refused the agent pool ({code}): {message}"))
+    let code = if code.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        code.to_string()
+    };
+    (
+        r,
+        format!("Azure refused the agent pool ({code}): {message}"),
+    )
 }
 
 #[cfg(test)]
@@ -79,7 +96,10 @@ mod tests {
         assert_eq!(props["mode"], "User");
         assert_eq!(props["nodeTaints"], json!(["sku=gpu:NoSchedule"]));
         assert_eq!(props["nodeLabels"]["apps"], "phi-3");
-        assert_eq!(props["nodeLabels"]["kaito.sh/workspace"], "workspace-phi-3-mini");
+        assert_eq!(
+            props["nodeLabels"]["kaito.sh/workspace"],
+            "workspace-phi-3-mini"
+        );
         assert_eq!(props["tags"]["kaito.sh/workspacenamespace"], "default");
         assert!(props["osDiskSizeGB"].as_u64().is_some_and(|d| d >= 128));
     }
@@ -87,9 +107,24 @@ mod tests {
     #[test]
     fn arm_errors_become_reasons() {
         let table = [
-            (409, r#"{"error":{"code":"QuotaExceeded","message":"Operation could not be completed as it results in exceeding approved standardNCSv3Family Cores quota."}}"#, "QuotaExceeded", "exceeding approved"),
-            (400, r#"{"error":{"code":"SkuNotAvailable","message":"The requested VM size Standard_NC6s_v3 is not available in location westus."}}"#, "SKUNotAvailable", "Standard_NC6s_v3"),
-            (500, r#"{"error":{"code":"InternalServerError","message":"boom"}}"#, "CloudError", "InternalServerError"),
+            (
+                409,
+                r#"{"error":{"code":"QuotaExceeded","message":"Operation could not be completed as it results in exceeding approved standardNCSv3Family Cores quota."}}"#,
+                "QuotaExceeded",
+                "exceeding approved",
+            ),
+            (
+                400,
+                r#"{"error":{"code":"SkuNotAvailable","message":"The requested VM size Standard_NC6s_v3 is not available in location westus."}}"#,
+                "SKUNotAvailable",
+                "Standard_NC6s_v3",
+            ),
+            (
+                500,
+                r#"{"error":{"code":"InternalServerError","message":"boom"}}"#,
+                "CloudError",
+                "InternalServerError",
+            ),
             (502, "bad gateway", "CloudError", "HTTP 502"),
         ];
         for (status, body, want, text) in table {

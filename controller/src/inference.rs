@@ -386,47 +386,101 @@ mod tests {
         assert_eq!(c["startupProbe"]["httpGet"]["port"], 5000);
         let args = c["args"].as_array().expect("args");
         let pos = |flag: &str| args.iter().position(|a| a == flag).expect(flag);
-        assert_eq!(args[pos("--served-model-name") + 1], "phi-3-mini-4k-instruct");
+        assert_eq!(
+            args[pos("--served-model-name") + 1],
+            "phi-3-mini-4k-instruct"
+        );
         assert_eq!(args[pos("--dtype") + 1], "f16", "V100 has no bf16");
         assert_eq!(args[pos("--port") + 1], "5000");
         let tol = &spec["template"]["spec"]["tolerations"];
-        assert!(tol.as_array().expect("tol").iter().any(|t| t["key"] == "sku" && t["value"] == "gpu"));
-        assert!(tol.as_array().expect("tol").iter().any(|t| t["key"] == "nvidia.com/gpu" && t["operator"] == "Exists"));
-        let exprs = &spec["template"]["spec"]["affinity"]["nodeAffinity"]
-            ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchExpressions"];
-        assert!(exprs.as_array().expect("exprs").contains(&json!({"key": "apps", "operator": "In", "values": ["phi-3"]})));
+        assert!(
+            tol.as_array()
+                .expect("tol")
+                .iter()
+                .any(|t| t["key"] == "sku" && t["value"] == "gpu")
+        );
+        assert!(
+            tol.as_array()
+                .expect("tol")
+                .iter()
+                .any(|t| t["key"] == "nvidia.com/gpu" && t["operator"] == "Exists")
+        );
+        let exprs = &spec["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"][0]["matchExpressions"];
+        assert!(
+            exprs
+                .as_array()
+                .expect("exprs")
+                .contains(&json!({"key": "apps", "operator": "In", "values": ["phi-3"]}))
+        );
         assert!(exprs.as_array().expect("exprs").contains(&json!({"key": "kaito.sh/workspace", "operator": "In", "values": ["workspace-phi-3-mini"]})));
         let vols = &spec["template"]["spec"]["volumes"];
         assert_eq!(vols[0]["emptyDir"]["medium"], "Memory");
-        assert_eq!(spec["template"]["metadata"]["labels"]["kaito.sh/workspace"], "workspace-phi-3-mini");
+        assert_eq!(
+            spec["template"]["metadata"]["labels"]["kaito.sh/workspace"],
+            "workspace-phi-3-mini"
+        );
     }
 
     #[test]
     fn byo_affinity_uses_only_the_user_selector() {
-        let s = sts_json(include_str!("../../examples/inference-phi-3.yaml"), ProvisionerKind::Byo);
+        let s = sts_json(
+            include_str!("../../examples/inference-phi-3.yaml"),
+            ProvisionerKind::Byo,
+        );
         assert_eq!(s["spec"]["replicas"], 1);
-        let exprs = &s["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
-            ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchExpressions"];
-        assert_eq!(exprs, &json!([{"key": "apps", "operator": "In", "values": ["phi-3"]}]));
+        let exprs = &s["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"][0]["matchExpressions"];
+        assert_eq!(
+            exprs,
+            &json!([{"key": "apps", "operator": "In", "values": ["phi-3"]}])
+        );
     }
 
     #[test]
     fn adapters_get_an_init_container_and_a_strength_env() {
-        let s = sts_json(include_str!("../../examples/inference-phi-3-adapter.yaml"), ProvisionerKind::Aks);
+        let s = sts_json(
+            include_str!("../../examples/inference-phi-3-adapter.yaml"),
+            ProvisionerKind::Aks,
+        );
         let pod = &s["spec"]["template"]["spec"];
         let init = &pod["initContainers"][0];
         assert_eq!(init["name"], "adapter-phi-3-adapter");
-        let cmd: Vec<&str> = init["command"].as_array().expect("cmd").iter().filter_map(Value::as_str).collect();
-        assert!(cmd.ends_with(&["--image", "ACR_REPO_HERE.azurecr.io/ADAPTER_HERE:0.0.1", "--output", "/mnt/adapter/phi-3-adapter"]));
+        let cmd: Vec<&str> = init["command"]
+            .as_array()
+            .expect("cmd")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(cmd.ends_with(&[
+            "--image",
+            "ACR_REPO_HERE.azurecr.io/ADAPTER_HERE:0.0.1",
+            "--output",
+            "/mnt/adapter/phi-3-adapter"
+        ]));
         let env = pod["containers"][0]["env"].as_array().expect("env");
         assert!(env.contains(&json!({"name": "phi-3-adapter", "value": "1.0"})));
-        assert!(pod["containers"][0]["volumeMounts"].as_array().expect("m").iter().any(|m| m["mountPath"] == "/mnt/adapter"));
+        assert!(
+            pod["containers"][0]["volumeMounts"]
+                .as_array()
+                .expect("m")
+                .iter()
+                .any(|m| m["mountPath"] == "/mnt/adapter")
+        );
     }
 
     #[test]
     fn services_expose_port_80_and_a_headless_twin() {
-        for (annotation, want) in [("", "ClusterIP"), ("  annotations: {kaito.sh/enablelb: \"True\"}\n", "LoadBalancer")] {
-            let w = ws(&format!("metadata:\n  name: w\n{annotation}inference: {{preset: {{name: phi-3-mini-4k-instruct}}}}"));
+        for (annotation, want) in [
+            ("", "ClusterIP"),
+            (
+                "  annotations: {kaito.sh/enablelb: \"True\"}\n",
+                "LoadBalancer",
+            ),
+        ] {
+            let w = ws(&format!(
+                "metadata:\n  name: w\n{annotation}inference: {{preset: {{name: phi-3-mini-4k-instruct}}}}"
+            ));
             let [main, headless] = services(&w).expect("builds");
             let main = serde_json::to_value(main).expect("json");
             let headless = serde_json::to_value(headless).expect("json");
@@ -440,8 +494,14 @@ mod tests {
 
     #[test]
     fn startup_budget_grows_with_the_model() {
-        let small = plan(&ws(include_str!("../../examples/inference-phi-3.yaml")), None).expect("plan");
-        let big = ws("metadata: {name: b}\nresource: {instanceType: Standard_ND96asr_A100_v4}\ninference: {preset: {name: llama-3.3-70b-instruct}}");
+        let small = plan(
+            &ws(include_str!("../../examples/inference-phi-3.yaml")),
+            None,
+        )
+        .expect("plan");
+        let big = ws(
+            "metadata: {name: b}\nresource: {instanceType: Standard_ND96asr_A100_v4}\ninference: {preset: {name: llama-3.3-70b-instruct}}",
+        );
         let base = startup_budget_seconds(&small);
         assert!(base > 300, "{base}");
         let big = plan(&big, None).expect("70b fits 8x A100 40 GiB");

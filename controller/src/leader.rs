@@ -19,7 +19,9 @@ pub struct LeaderElector {
 
 /// Whether `lease` is held by someone else who renewed it recently enough, at `now`.
 pub fn held_by_other(lease: &Lease, identity: &str, now: jiff::Timestamp) -> bool {
-    let Some(spec) = &lease.spec else { return false };
+    let Some(spec) = &lease.spec else {
+        return false;
+    };
     let holder = spec.holder_identity.as_deref().unwrap_or("");
     if holder.is_empty() || holder == identity {
         return false;
@@ -34,7 +36,12 @@ pub fn held_by_other(lease: &Lease, identity: &str, now: jiff::Timestamp) -> boo
 impl LeaderElector {
     /// A candidate `identity` for lease `name` in `api`'s namespace.
     pub fn new(api: Api<Lease>, name: &str, identity: &str, lease_duration: Duration) -> Self {
-        Self { api, name: name.into(), identity: identity.into(), lease_duration }
+        Self {
+            api,
+            name: name.into(),
+            identity: identity.into(),
+            lease_duration,
+        }
     }
 
     /// Takes or renews the lease; Ok(true) when this candidate holds it afterwards.
@@ -45,7 +52,10 @@ impl LeaderElector {
         let result = match existing {
             None => {
                 let lease = Lease {
-                    metadata: ObjectMeta { name: Some(self.name.clone()), ..ObjectMeta::default() },
+                    metadata: ObjectMeta {
+                        name: Some(self.name.clone()),
+                        ..ObjectMeta::default()
+                    },
                     spec: Some(LeaseSpec {
                         holder_identity: Some(self.identity.clone()),
                         lease_duration_seconds: Some(secs),
@@ -55,7 +65,10 @@ impl LeaderElector {
                         ..LeaseSpec::default()
                     }),
                 };
-                self.api.create(&PostParams::default(), &lease).await.map(|_| true)
+                self.api
+                    .create(&PostParams::default(), &lease)
+                    .await
+                    .map(|_| true)
             }
             Some(lease) if held_by_other(&lease, &self.identity, now) => Ok(false),
             Some(mut lease) => {
@@ -68,7 +81,10 @@ impl LeaderElector {
                 spec.renew_time = Some(MicroTime(now));
                 spec.lease_duration_seconds = Some(secs);
                 // resourceVersion from the get makes this a compare-and-swap.
-                self.api.replace(&self.name, &PostParams::default(), &lease).await.map(|_| true)
+                self.api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await
+                    .map(|_| true)
             }
         };
         match result {
@@ -86,10 +102,18 @@ mod tests {
 
     #[test]
     fn expiry_decides_who_may_take_the_lease() {
-        let lease: Lease = obj("metadata: {name: l}\nspec: {holderIdentity: a, leaseDurationSeconds: 15, renewTime: '2026-01-01T00:00:00.000000Z'}");
+        let lease: Lease = obj(
+            "metadata: {name: l}\nspec: {holderIdentity: a, leaseDurationSeconds: 15, renewTime: '2026-01-01T00:00:00.000000Z'}",
+        );
         let at = |s: &str| s.parse::<jiff::Timestamp>().expect("ts");
         assert!(held_by_other(&lease, "b", at("2026-01-01T00:00:10Z")));
-        assert!(!held_by_other(&lease, "b", at("2026-01-01T00:00:16Z")), "expired");
-        assert!(!held_by_other(&lease, "a", at("2026-01-01T00:00:10Z")), "own lease");
+        assert!(
+            !held_by_other(&lease, "b", at("2026-01-01T00:00:16Z")),
+            "expired"
+        );
+        assert!(
+            !held_by_other(&lease, "a", at("2026-01-01T00:00:10Z")),
+            "own lease"
+        );
     }
 }

@@ -10,8 +10,8 @@ use clap::Parser;
 use k8s_openapi::api::coordination::v1::Lease;
 use kaito_controller::config::{Config, ProvisionerKind, WorkloadConfig};
 use kaito_controller::leader::LeaderElector;
-use kaito_controller::telemetry::{Health, Metrics, router};
 use kaito_controller::reconcile;
+use kaito_controller::telemetry::{Health, Metrics, router};
 use kube::{Api, Client};
 use tracing::{error, info, warn};
 
@@ -87,19 +87,31 @@ async fn main() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
     if args.log_json {
-        tracing_subscriber::fmt().json().with_current_span(true).with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_env_filter(filter)
+            .init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
-    let config = Config { provisioner: args.provisioner, workload: workload(&args) };
-    let client = Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let config = Config {
+        provisioner: args.provisioner,
+        workload: workload(&args),
+    };
+    let client = Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("binding {}", args.metrics_addr))?;
     info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving /metrics /healthz /readyz");
-    let app = router(Health { metrics: metrics.clone(), ready: ready.clone() });
+    let app = router(Health {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             error!(error = %e, "metrics server stopped");
@@ -110,12 +122,19 @@ async fn main() -> anyhow::Result<()> {
         let identity = args.identity.clone().unwrap_or_else(|| {
             format!(
                 "{}-{}",
-                std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim(),
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .unwrap_or_default()
+                    .trim(),
                 std::process::id()
             )
         });
         let leases: Api<Lease> = Api::namespaced(client.clone(), &args.leader_election_namespace);
-        let elector = Arc::new(LeaderElector::new(leases, &args.leader_election_name, &identity, Duration::from_secs(15)));
+        let elector = Arc::new(LeaderElector::new(
+            leases,
+            &args.leader_election_name,
+            &identity,
+            Duration::from_secs(15),
+        ));
         info!(%identity, "waiting for leadership");
         loop {
             match elector.try_acquire_or_renew().await {
@@ -146,6 +165,8 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
-    reconcile::run(client, config, args.namespace.clone(), metrics, ready).await.map_err(anyhow::Error::msg)?;
+    reconcile::run(client, config, args.namespace.clone(), metrics, ready)
+        .await
+        .map_err(anyhow::Error::msg)?;
     Ok(())
 }

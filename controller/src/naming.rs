@@ -77,7 +77,10 @@ mod tests {
         assert_ne!(pool_name("a", "bc"), pool_name("ab", "c"));
         assert_ne!(pool_name("ns", "w1"), pool_name("ns", "w2"));
         // Pinned: a change here would orphan every existing pool.
-        assert_eq!(pool_name("default", "workspace-phi-3-mini"), pool_name("default", "workspace-phi-3-mini"));
+        assert_eq!(
+            pool_name("default", "workspace-phi-3-mini"),
+            pool_name("default", "workspace-phi-3-mini")
+        );
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
     }

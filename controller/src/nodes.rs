@@ -68,7 +68,10 @@ pub fn selector_matches(ws: &Workspace, labels: &BTreeMap<String, String>) -> bo
         }
     });
     let non_empty = sel.match_labels.as_ref().is_some_and(|m| !m.is_empty())
-        || sel.match_expressions.as_ref().is_some_and(|m| !m.is_empty());
+        || sel
+            .match_expressions
+            .as_ref()
+            .is_some_and(|m| !m.is_empty());
     non_empty && labels_ok && exprs_ok
 }
 
@@ -96,7 +99,11 @@ pub struct NodeCensus {
 
 /// Sorts `nodes` into ready / not ready for `ws`. `byo`: match the user's selector and require
 /// GFD labels; otherwise: match the workspace labels the provisioner put on its nodes.
-pub fn census<'a>(ws: &Workspace, nodes: impl IntoIterator<Item = &'a Node>, byo: bool) -> NodeCensus {
+pub fn census<'a>(
+    ws: &Workspace,
+    nodes: impl IntoIterator<Item = &'a Node>,
+    byo: bool,
+) -> NodeCensus {
     let mut c = NodeCensus::default();
     for node in nodes {
         let name = node.metadata.name.clone().unwrap_or_default();
@@ -194,29 +201,53 @@ mod tests {
         let w = ws(include_str!("../../examples/inference-phi-3.yaml"));
         let gfd = "nvidia.com/gpu.product: V100, nvidia.com/gpu.count: \"1\"";
         let nodes = [
-            node(&format!("metadata: {{name: n2, labels: {{apps: phi-3, {gfd}}}}}\n{READY}")),
-            node(&format!("metadata: {{name: n1, labels: {{apps: phi-3, {gfd}}}}}\n{READY}")),
-            node(&format!("metadata: {{name: other, labels: {{apps: x, {gfd}}}}}\n{READY}")),
-            node(&format!("metadata: {{name: plain, labels: {{apps: phi-3}}}}\n{READY}")),
-            node(&format!("metadata: {{name: cold, labels: {{apps: phi-3, {gfd}}}}}\nstatus: {{allocatable: {{nvidia.com/gpu: \"1\"}}}}")),
+            node(&format!(
+                "metadata: {{name: n2, labels: {{apps: phi-3, {gfd}}}}}\n{READY}"
+            )),
+            node(&format!(
+                "metadata: {{name: n1, labels: {{apps: phi-3, {gfd}}}}}\n{READY}"
+            )),
+            node(&format!(
+                "metadata: {{name: other, labels: {{apps: x, {gfd}}}}}\n{READY}"
+            )),
+            node(&format!(
+                "metadata: {{name: plain, labels: {{apps: phi-3}}}}\n{READY}"
+            )),
+            node(&format!(
+                "metadata: {{name: cold, labels: {{apps: phi-3, {gfd}}}}}\nstatus: {{allocatable: {{nvidia.com/gpu: \"1\"}}}}"
+            )),
         ];
         let c = census(&w, &nodes, true);
         assert_eq!(c.ready, ["n1", "n2"]);
         assert_eq!(c.unlabelled, ["plain"]);
         assert_eq!(c.not_ready, [("cold".to_string(), "not Ready".to_string())]);
         let c = census(&w, &nodes, false);
-        assert_eq!(c, NodeCensus::default(), "byo nodes are not provisioned nodes");
+        assert_eq!(
+            c,
+            NodeCensus::default(),
+            "byo nodes are not provisioned nodes"
+        );
     }
 
     #[test]
     fn selector_expressions_are_honoured() {
-        let w = ws("metadata: {name: w}\nresource:\n  labelSelector:\n    matchExpressions: [{key: tier, operator: In, values: [gpu]}, {key: bad, operator: DoesNotExist}]");
-        let l = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
+        let w = ws(
+            "metadata: {name: w}\nresource:\n  labelSelector:\n    matchExpressions: [{key: tier, operator: In, values: [gpu]}, {key: bad, operator: DoesNotExist}]",
+        );
+        let l = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
         assert!(selector_matches(&w, &l(&[("tier", "gpu")])));
         assert!(!selector_matches(&w, &l(&[("tier", "gpu"), ("bad", "1")])));
         assert!(!selector_matches(&w, &l(&[("tier", "cpu")])));
         let empty = ws("metadata: {name: w}");
-        assert!(!selector_matches(&empty, &l(&[("tier", "gpu")])), "no selector matches nothing");
+        assert!(
+            !selector_matches(&empty, &l(&[("tier", "gpu")])),
+            "no selector matches nothing"
+        );
     }
 
     #[test]
@@ -225,14 +256,33 @@ mod tests {
         let p = plan(&w, None).expect("plan");
         let c = nodeclaim(&w, &p, &WorkloadConfig::default(), 0);
         assert_eq!(c["apiVersion"], "karpenter.sh/v1");
-        assert_eq!(c["metadata"]["name"], naming::nodeclaim_name("default", "workspace-phi-3-mini", 0));
+        assert_eq!(
+            c["metadata"]["name"],
+            naming::nodeclaim_name("default", "workspace-phi-3-mini", 0)
+        );
         assert_eq!(c["metadata"]["labels"]["karpenter.sh/nodepool"], "kaito");
-        assert_eq!(c["metadata"]["labels"]["kaito.sh/workspace"], "workspace-phi-3-mini");
-        assert_eq!(c["metadata"]["labels"]["kaito.sh/workspacenamespace"], "default");
+        assert_eq!(
+            c["metadata"]["labels"]["kaito.sh/workspace"],
+            "workspace-phi-3-mini"
+        );
+        assert_eq!(
+            c["metadata"]["labels"]["kaito.sh/workspacenamespace"],
+            "default"
+        );
         assert_eq!(c["metadata"]["labels"]["apps"], "phi-3");
-        assert_eq!(c["spec"]["requirements"][0], json!({"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["Standard_NC6s_v3"]}));
-        assert_eq!(c["spec"]["taints"][0], json!({"key": "sku", "value": "gpu", "effect": "NoSchedule"}));
-        assert!(c["spec"]["resources"]["requests"]["storage"].as_str().is_some_and(|s| s.ends_with("Gi")));
+        assert_eq!(
+            c["spec"]["requirements"][0],
+            json!({"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["Standard_NC6s_v3"]})
+        );
+        assert_eq!(
+            c["spec"]["taints"][0],
+            json!({"key": "sku", "value": "gpu", "effect": "NoSchedule"})
+        );
+        assert!(
+            c["spec"]["resources"]["requests"]["storage"]
+                .as_str()
+                .is_some_and(|s| s.ends_with("Gi"))
+        );
         assert!(c["metadata"].get("ownerReferences").is_none());
     }
 }

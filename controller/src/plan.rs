@@ -107,7 +107,9 @@ pub fn plan(ws: &Workspace, observed_shape: Option<&GpuShape>) -> Result<Workspa
     let shape = match observed_shape {
         Some(s) => s.clone(),
         None if instance_type.is_empty() => return Err(PlanError::NoInstanceType),
-        None => sku_shape(&instance_type).ok_or_else(|| PlanError::UnknownSku(instance_type.clone()))?,
+        None => {
+            sku_shape(&instance_type).ok_or_else(|| PlanError::UnknownSku(instance_type.clone()))?
+        }
     };
     let template = ws.inference.as_ref().and_then(|i| i.template.as_ref());
     let Some(preset_spec) = ws.preset() else {
@@ -206,7 +208,9 @@ mod tests {
 
     #[test]
     fn byo_shape_overrides_the_sku_and_picks_bf16_on_ampere() {
-        let w = ws("metadata: {name: w, namespace: n}\nresource: {labelSelector: {matchLabels: {a: b}}}\ninference: {preset: {name: phi-3-mini-4k-instruct}}");
+        let w = ws(
+            "metadata: {name: w, namespace: n}\nresource: {labelSelector: {matchLabels: {a: b}}}\ninference: {preset: {name: phi-3-mini-4k-instruct}}",
+        );
         assert_eq!(plan(&w, None), Err(PlanError::NoInstanceType));
         let shape = sku_shape("Standard_NC24ads_A100_v4").expect("catalog has A100");
         let p = plan(&w, Some(&shape)).expect("plans");

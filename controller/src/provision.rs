@@ -1,9 +1,11 @@
 //! Node provisioners behind one trait: `byo` (nothing to create) and `karpenter` (NodeClaims).
 //! The `aks` provisioner's pure parts live in [`crate::aks`].
 
-use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
-use kube::{Api, Client};
 use kaito_api::{LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, Workspace};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
+use kube::{Api, Client};
 
 use crate::config::{ProvisionerKind, WorkloadConfig};
 use crate::naming::{self, FIELD_MANAGER};
@@ -40,7 +42,11 @@ pub trait NodeProvisioner {
 pub struct Byo;
 
 impl NodeProvisioner for Byo {
-    async fn ensure(&self, _: &Workspace, _: &WorkspacePlan) -> Result<ProvisionReport, ProvisionError> {
+    async fn ensure(
+        &self,
+        _: &Workspace,
+        _: &WorkspacePlan,
+    ) -> Result<ProvisionReport, ProvisionError> {
         Ok(ProvisionReport::default())
     }
     async fn release(&self, _: &Workspace) -> Result<bool, ProvisionError> {
@@ -57,7 +63,10 @@ pub struct Karpenter {
 
 /// The NodeClaim API resource.
 pub fn nodeclaim_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("karpenter.sh", "v1", "NodeClaim"), "nodeclaims")
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("karpenter.sh", "v1", "NodeClaim"),
+        "nodeclaims",
+    )
 }
 
 /// Label selector of everything made for `ws`.
@@ -72,16 +81,27 @@ pub fn workspace_selector(ws: &Workspace) -> String {
 impl Karpenter {
     /// A provisioner using `client`.
     pub fn new(client: Client, cfg: WorkloadConfig) -> Self {
-        Self { api: Api::all_with(client, &nodeclaim_resource()), cfg }
+        Self {
+            api: Api::all_with(client, &nodeclaim_resource()),
+            cfg,
+        }
     }
 
     async fn claims(&self, ws: &Workspace) -> Result<Vec<DynamicObject>, kube::Error> {
-        Ok(self.api.list(&ListParams::default().labels(&workspace_selector(ws))).await?.items)
+        Ok(self
+            .api
+            .list(&ListParams::default().labels(&workspace_selector(ws)))
+            .await?
+            .items)
     }
 }
 
 impl NodeProvisioner for Karpenter {
-    async fn ensure(&self, ws: &Workspace, plan: &WorkspacePlan) -> Result<ProvisionReport, ProvisionError> {
+    async fn ensure(
+        &self,
+        ws: &Workspace,
+        plan: &WorkspacePlan,
+    ) -> Result<ProvisionReport, ProvisionError> {
         let count = u32::try_from(plan.node_count).unwrap_or(1);
         let existing = self.claims(ws).await?;
         let pp = PatchParams::apply(FIELD_MANAGER).force();
@@ -90,7 +110,10 @@ impl NodeProvisioner for Karpenter {
             let want = nodes::nodeclaim(ws, plan, &self.cfg, i);
             let name = naming::nodeclaim_name(naming::namespace(ws), naming::name(ws), i);
             // NodeClaim specs are immutable in Karpenter: create once, never re-apply.
-            if existing.iter().any(|c| c.metadata.name.as_deref() == Some(name.as_str())) {
+            if existing
+                .iter()
+                .any(|c| c.metadata.name.as_deref() == Some(name.as_str()))
+            {
                 continue;
             }
             self.api.patch(&name, &pp, &Patch::Apply(&want)).await?;
@@ -104,11 +127,17 @@ impl NodeProvisioner for Karpenter {
                 self.api.delete(&name, &DeleteParams::background()).await?;
                 continue;
             }
-            for cond in c.data["status"]["conditions"].as_array().into_iter().flatten() {
+            for cond in c.data["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
                 if cond["status"] == "False" && cond["type"] == "Launched" {
                     problems.push(format!(
                         "NodeClaim {name} not launched: {}",
-                        cond["message"].as_str().unwrap_or_else(|| cond["reason"].as_str().unwrap_or("unknown"))
+                        cond["message"]
+                            .as_str()
+                            .unwrap_or_else(|| cond["reason"].as_str().unwrap_or("unknown"))
                     ));
                 }
             }
@@ -116,12 +145,19 @@ impl NodeProvisioner for Karpenter {
         let progress = if problems.is_empty() {
             format!(
                 "{count} NodeClaim(s) requested{}; waiting for Karpenter to launch and register the nodes",
-                if created > 0 { format!(" ({created} new)") } else { String::new() }
+                if created > 0 {
+                    format!(" ({created} new)")
+                } else {
+                    String::new()
+                }
             )
         } else {
             problems.join("; ")
         };
-        Ok(ProvisionReport { failure: None, progress: Some(progress) })
+        Ok(ProvisionReport {
+            failure: None,
+            progress: Some(progress),
+        })
     }
 
     async fn release(&self, ws: &Workspace) -> Result<bool, ProvisionError> {
@@ -152,7 +188,11 @@ pub enum Provisioner {
 
 impl Provisioner {
     /// The provisioner for `kind`.
-    pub fn new(kind: ProvisionerKind, client: Client, cfg: &WorkloadConfig) -> Result<Self, String> {
+    pub fn new(
+        kind: ProvisionerKind,
+        client: Client,
+        cfg: &WorkloadConfig,
+    ) -> Result<Self, String> {
         match kind {
             ProvisionerKind::Byo => Ok(Self::Byo(Byo)),
             ProvisionerKind::Karpenter => Ok(Self::Karpenter(Karpenter::new(client, cfg.clone()))),
@@ -164,7 +204,11 @@ impl Provisioner {
 }
 
 impl NodeProvisioner for Provisioner {
-    async fn ensure(&self, ws: &Workspace, plan: &WorkspacePlan) -> Result<ProvisionReport, ProvisionError> {
+    async fn ensure(
+        &self,
+        ws: &Workspace,
+        plan: &WorkspacePlan,
+    ) -> Result<ProvisionReport, ProvisionError> {
         match self {
             Self::Byo(p) => p.ensure(ws, plan).await,
             Self::Karpenter(p) => p.ensure(ws, plan).await,

@@ -82,16 +82,35 @@ pub struct Context {
 
 impl Context {
     /// A context.
-    pub fn new(client: Client, config: Config, provisioner: Provisioner, nodes: Store<Node>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        client: Client,
+        config: Config,
+        provisioner: Provisioner,
+        nodes: Store<Node>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let recorder = Recorder::new(
             client.clone(),
-            Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() },
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
         );
-        Self { client, config, provisioner, nodes, recorder, metrics, failures: Mutex::new(HashMap::new()) }
+        Self {
+            client,
+            config,
+            provisioner,
+            nodes,
+            recorder,
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+        }
     }
 
     fn backoff(&self, key: &str, failed: bool) -> Duration {
-        let Ok(mut m) = self.failures.lock() else { return Duration::from_secs(5) };
+        let Ok(mut m) = self.failures.lock() else {
+            return Duration::from_secs(5);
+        };
         if !failed {
             m.remove(key);
             return Duration::ZERO;
@@ -102,9 +121,20 @@ impl Context {
     }
 }
 
-async fn publish(ctx: &Context, ws: &Workspace, warning: bool, reason: &str, note: String, action: &str) {
+async fn publish(
+    ctx: &Context,
+    ws: &Workspace,
+    warning: bool,
+    reason: &str,
+    note: String,
+    action: &str,
+) {
     let ev = Event {
-        type_: if warning { EventType::Warning } else { EventType::Normal },
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
         reason: reason.chars().take(128).collect(),
         note: Some(note.chars().take(1000).collect()),
         action: action.into(),
@@ -123,10 +153,17 @@ pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, 
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
     let result = reconcile_inner(&ws, &ctx).instrument(span.clone()).await;
-    ctx.metrics.duration.observe(started.elapsed().as_secs_f64());
+    ctx.metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
     let key = format!("{ns}/{name}");
     if let Err(e) = &result {
-        ctx.metrics.errors.get_or_create(&ErrorLabels { category: e.category().into() }).inc();
+        ctx.metrics
+            .errors
+            .get_or_create(&ErrorLabels {
+                category: e.category().into(),
+            })
+            .inc();
         span.in_scope(|| warn!(error = %e, "reconcile failed; retrying with backoff"));
     } else {
         ctx.backoff(&key, false);
@@ -150,8 +187,10 @@ async fn reconcile_inner(ws: &Workspace, ctx: &Context) -> Result<Action, Reconc
     if !ws.finalizers().iter().any(|f| f == FINALIZER) {
         let mut fins = ws.finalizers().to_vec();
         fins.push(FINALIZER.into());
-        let patch = json!({"metadata": {"finalizers": fins, "resourceVersion": ws.resource_version()}});
-        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        let patch =
+            json!({"metadata": {"finalizers": fins, "resourceVersion": ws.resource_version()}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
         info!("finalizer added");
         return Ok(Action::await_change());
     }
@@ -163,7 +202,12 @@ async fn reconcile_inner(ws: &Workspace, ctx: &Context) -> Result<Action, Reconc
     let byo_shape = if byo {
         let labelled: Vec<(String, std::collections::BTreeMap<String, String>)> = all_nodes
             .iter()
-            .filter(|n| census.ready.iter().any(|r| Some(r) == n.metadata.name.as_ref()))
+            .filter(|n| {
+                census
+                    .ready
+                    .iter()
+                    .any(|r| Some(r) == n.metadata.name.as_ref())
+            })
             .map(|n| (n.name_any(), n.labels().clone()))
             .collect();
         GpuShape::uniform(&labelled).ok()
@@ -202,10 +246,25 @@ async fn reconcile_inner(ws: &Workspace, ctx: &Context) -> Result<Action, Reconc
                         let n = svc.name_any();
                         svc_api.patch(&n, &pp, &Patch::Apply(&svc)).await?;
                     }
-                    let want = inference::statefulset(ws, p, &ctx.config.workload, ctx.config.provisioner)?;
+                    let want = inference::statefulset(
+                        ws,
+                        p,
+                        &ctx.config.workload,
+                        ctx.config.provisioner,
+                    )?;
                     let applied = sts_api.patch(name, &pp, &Patch::Apply(&want)).await?;
                     if existing.is_none() {
-                        publish(ctx, ws, false, "WorkloadCreated", format!("created StatefulSet {name} and Services {name}, {name}-headless"), "Create").await;
+                        publish(
+                            ctx,
+                            ws,
+                            false,
+                            "WorkloadCreated",
+                            format!(
+                                "created StatefulSet {name} and Services {name}, {name}-headless"
+                            ),
+                            "Create",
+                        )
+                        .await;
                     }
                     sts = Some(applied);
                 }
@@ -217,12 +276,23 @@ async fn reconcile_inner(ws: &Workspace, ctx: &Context) -> Result<Action, Reconc
                     None if resources_ready => {
                         if let Some(cm) = tuning::default_config_map(ws, p)? {
                             let cm_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-                            cm_api.patch(&cm.name_any(), &pp, &Patch::Apply(&cm)).await?;
+                            cm_api
+                                .patch(&cm.name_any(), &pp, &Patch::Apply(&cm))
+                                .await?;
                         }
                         // Job templates are immutable: create once.
-                        let want = tuning::job(ws, p, &ctx.config.workload, ctx.config.provisioner)?;
+                        let want =
+                            tuning::job(ws, p, &ctx.config.workload, ctx.config.provisioner)?;
                         job = Some(job_api.patch(name, &pp, &Patch::Apply(&want)).await?);
-                        publish(ctx, ws, false, "JobCreated", format!("created tuning Job {name}"), "Create").await;
+                        publish(
+                            ctx,
+                            ws,
+                            false,
+                            "JobCreated",
+                            format!("created tuning Job {name}"),
+                            "Create",
+                        )
+                        .await;
                     }
                     None => {}
                 }
@@ -233,7 +303,10 @@ async fn reconcile_inner(ws: &Workspace, ctx: &Context) -> Result<Action, Reconc
     }
     let pods = if sts.is_some() || job.is_some() {
         let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-        pod_api.list(&ListParams::default().labels(&format!("{LABEL_WORKSPACE}={name}"))).await?.items
+        pod_api
+            .list(&ListParams::default().labels(&format!("{LABEL_WORKSPACE}={name}")))
+            .await?
+            .items
     } else {
         Vec::new()
     };
@@ -256,7 +329,12 @@ async fn reconcile_inner(ws: &Workspace, ctx: &Context) -> Result<Action, Reconc
     if new != old {
         let old_conds = old.conditions.clone().unwrap_or_default();
         let new_conds = new.conditions.clone().unwrap_or_default();
-        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&json!({"status": new}))).await?;
+        api.patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": new})),
+        )
+        .await?;
         for (type_, reason, message, warning) in status::transitions(&old_conds, &new_conds) {
             if type_ == CONDITION_RESOURCE_READY && reason == kaito_api::reason::READY {
                 if let Some(created) = &ws.metadata.creation_timestamp {
@@ -264,11 +342,22 @@ async fn reconcile_inner(ws: &Workspace, ctx: &Context) -> Result<Action, Reconc
                     ctx.metrics.provisioning.observe(secs as f64);
                 }
             }
-            publish(ctx, ws, warning, &reason, format!("{type_}: {message}"), "Reconcile").await;
+            publish(
+                ctx,
+                ws,
+                warning,
+                &reason,
+                format!("{type_}: {message}"),
+                "Reconcile",
+            )
+            .await;
         }
         info!(state = ?new.state, "status updated");
     }
-    let done = matches!(new.state.as_deref(), Some(kaito_api::state::READY) | Some(kaito_api::state::SUCCEEDED));
+    let done = matches!(
+        new.state.as_deref(),
+        Some(kaito_api::state::READY) | Some(kaito_api::state::SUCCEEDED)
+    );
     Ok(if done || invalid.is_some() {
         // Converged, or an invalid spec: wait for a change instead of looping.
         Action::await_change()
@@ -278,7 +367,11 @@ async fn reconcile_inner(ws: &Workspace, ctx: &Context) -> Result<Action, Reconc
     })
 }
 
-async fn finalize(ws: &Workspace, ctx: &Context, api: &Api<Workspace>) -> Result<Action, ReconcileError> {
+async fn finalize(
+    ws: &Workspace,
+    ctx: &Context,
+    api: &Api<Workspace>,
+) -> Result<Action, ReconcileError> {
     if !ws.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }
@@ -287,9 +380,21 @@ async fn finalize(ws: &Workspace, ctx: &Context, api: &Api<Workspace>) -> Result
         info!("waiting for the workspace's nodes to be removed");
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
-    let fins: Vec<String> = ws.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    let fins: Vec<String> = ws
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
     let patch = json!({"metadata": {"finalizers": fins, "resourceVersion": ws.resource_version()}});
-    match api.patch(naming::name(ws), &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api
+        .patch(
+            naming::name(ws),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 404 => {}
         Err(e) => return Err(e.into()),
@@ -299,7 +404,9 @@ async fn finalize(ws: &Workspace, ctx: &Context, api: &Api<Workspace>) -> Result
 }
 
 /// The workspace a labelled object belongs to.
-fn owner_from_labels(labels: &std::collections::BTreeMap<String, String>) -> Option<ObjectRef<Workspace>> {
+fn owner_from_labels(
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Option<ObjectRef<Workspace>> {
     let name = labels.get(LABEL_WORKSPACE)?;
     let ns = labels.get(LABEL_WORKSPACE_NAMESPACE)?;
     Some(ObjectRef::new(name).within(ns))
@@ -318,9 +425,12 @@ pub async fn run(
     let provisioner = Provisioner::new(config.provisioner, client.clone(), &config.workload)?;
     let nodes_api: Api<Node> = Api::all(client.clone());
     let (node_store, writer) = reflector::store();
-    let node_stream = reflector(writer, watcher(nodes_api, watcher::Config::default().any_semantic()))
-        .default_backoff()
-        .touched_objects();
+    let node_stream = reflector(
+        writer,
+        watcher(nodes_api, watcher::Config::default().any_semantic()),
+    )
+    .default_backoff()
+    .touched_objects();
     fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -364,17 +474,40 @@ pub async fn run(
             }
         }
     });
-    let ctx = Arc::new(Context::new(client.clone(), config.clone(), provisioner, node_store.clone(), metrics));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config.clone(),
+        provisioner,
+        node_store.clone(),
+        metrics,
+    ));
     let pods: Api<Pod> = scoped(&client, ns);
     let mut controller = controller
-        .owns(scoped::<StatefulSet>(&client, ns), watcher::Config::default().any_semantic())
-        .owns(scoped::<Job>(&client, ns), watcher::Config::default().any_semantic())
-        .owns(scoped::<Service>(&client, ns), watcher::Config::default().labels(LABEL_WORKSPACE).any_semantic())
-        .watches(pods, watcher::Config::default().labels(LABEL_WORKSPACE).any_semantic(), |pod: Pod| {
-            let ns = pod.namespace()?;
-            let name = pod.labels().get(LABEL_WORKSPACE)?.clone();
-            Some(ObjectRef::new(&name).within(&ns))
-        });
+        .owns(
+            scoped::<StatefulSet>(&client, ns),
+            watcher::Config::default().any_semantic(),
+        )
+        .owns(
+            scoped::<Job>(&client, ns),
+            watcher::Config::default().any_semantic(),
+        )
+        .owns(
+            scoped::<Service>(&client, ns),
+            watcher::Config::default()
+                .labels(LABEL_WORKSPACE)
+                .any_semantic(),
+        )
+        .watches(
+            pods,
+            watcher::Config::default()
+                .labels(LABEL_WORKSPACE)
+                .any_semantic(),
+            |pod: Pod| {
+                let ns = pod.namespace()?;
+                let name = pod.labels().get(LABEL_WORKSPACE)?.clone();
+                Some(ObjectRef::new(&name).within(&ns))
+            },
+        );
     if config.provisioner == ProvisionerKind::Karpenter {
         let ar = nodeclaim_resource();
         let claims: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &ar);

@@ -36,10 +36,20 @@ pub struct Cond {
 
 impl Cond {
     fn yes(type_: &'static str, reason: &str, message: impl Into<String>) -> Self {
-        Self { type_, ok: true, reason: reason.into(), message: message.into() }
+        Self {
+            type_,
+            ok: true,
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
     fn no(type_: &'static str, reason: &str, message: impl Into<String>) -> Self {
-        Self { type_, ok: false, reason: reason.into(), message: message.into() }
+        Self {
+            type_,
+            ok: false,
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -74,14 +84,23 @@ pub fn classify_pod(pod: &Pod) -> Option<PodFailure> {
                     reason: reason::IMAGE_PULL_ERROR,
                     message: format!(
                         "pod {pod_name}: container {} cannot pull image {} ({w_reason}{}); check the image name, that it exists, and the image pull secrets",
-                        c.name, c.image, if w_msg.is_empty() { String::new() } else { format!(": {w_msg}") }
+                        c.name,
+                        c.image,
+                        if w_msg.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {w_msg}")
+                        }
                     ),
                 });
             }
             "CreateContainerConfigError" | "CreateContainerError" => {
                 return Some(PodFailure {
                     reason: REASON_CONTAINER_CONFIG,
-                    message: format!("pod {pod_name}: container {} cannot be created: {w_msg}; create the Secret or ConfigMap it refers to", c.name),
+                    message: format!(
+                        "pod {pod_name}: container {} cannot be created: {w_msg}; create the Secret or ConfigMap it refers to",
+                        c.name
+                    ),
                 });
             }
             "CrashLoopBackOff" => {
@@ -90,7 +109,9 @@ pub fn classify_pod(pod: &Pod) -> Option<PodFailure> {
                     return Some(oom_failure(pod_name, &c.name, c.restart_count));
                 }
                 let code = last.map(|t| t.exit_code).unwrap_or_default();
-                let why = last.and_then(|t| t.reason.clone()).unwrap_or_else(|| "Error".into());
+                let why = last
+                    .and_then(|t| t.reason.clone())
+                    .unwrap_or_else(|| "Error".into());
                 return Some(PodFailure {
                     reason: reason::CRASH_LOOP_BACK_OFF,
                     message: format!(
@@ -106,13 +127,17 @@ pub fn classify_pod(pod: &Pod) -> Option<PodFailure> {
         }
     }
     let unschedulable = status.conditions.iter().flatten().find(|c| {
-        c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")
+        c.type_ == "PodScheduled"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("Unschedulable")
     });
     unschedulable.map(|c| PodFailure {
         reason: reason::UNSCHEDULABLE,
         message: format!(
             "pod {pod_name} cannot be scheduled: {}",
-            c.message.as_deref().unwrap_or("the scheduler found no fitting node")
+            c.message
+                .as_deref()
+                .unwrap_or("the scheduler found no fitting node")
         ),
     })
 }
@@ -167,8 +192,16 @@ pub struct Observed<'a> {
 
 /// The desired conditions (in display order) and state.
 pub fn desired(ws: &Workspace, o: &Observed<'_>) -> (Vec<Cond>, &'static str) {
-    let kind = o.kind.unwrap_or(if ws.tuning.is_some() { WorkloadKind::Tuning } else { WorkloadKind::Inference });
-    let work_type = if kind == WorkloadKind::Tuning { CONDITION_JOB_STARTED } else { CONDITION_INFERENCE_READY };
+    let kind = o.kind.unwrap_or(if ws.tuning.is_some() {
+        WorkloadKind::Tuning
+    } else {
+        WorkloadKind::Inference
+    });
+    let work_type = if kind == WorkloadKind::Tuning {
+        CONDITION_JOB_STARTED
+    } else {
+        CONDITION_INFERENCE_READY
+    };
     if let Some(err) = &o.invalid {
         let msg = format!("the spec cannot be satisfied: {err}; edit the workspace");
         return (
@@ -203,11 +236,22 @@ pub fn desired(ws: &Workspace, o: &Observed<'_>) -> (Vec<Cond>, &'static str) {
                 )
             } else {
                 let blocking = if resource.ok { &work } else { &resource };
-                let was_ready = ws.status.as_ref().and_then(|s| s.state.as_deref())
+                let was_ready = ws
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.state.as_deref())
                     .is_some_and(|s| s == state::READY || s == state::NOT_READY);
                 (
-                    Cond::no(CONDITION_WORKSPACE_SUCCEEDED, &blocking.reason, format!("{}: {}", blocking.type_, blocking.message)),
-                    if was_ready { state::NOT_READY } else { state::PENDING },
+                    Cond::no(
+                        CONDITION_WORKSPACE_SUCCEEDED,
+                        &blocking.reason,
+                        format!("{}: {}", blocking.type_, blocking.message),
+                    ),
+                    if was_ready {
+                        state::NOT_READY
+                    } else {
+                        state::PENDING
+                    },
                 )
             }
         }
@@ -223,7 +267,10 @@ fn resource_condition(ws: &Workspace, o: &Observed<'_>) -> Cond {
         return Cond::yes(
             CONDITION_RESOURCE_READY,
             reason::READY,
-            format!("{ready} of {target} GPU node(s) ready: {}", o.census.ready.join(", ")),
+            format!(
+                "{ready} of {target} GPU node(s) ready: {}",
+                o.census.ready.join(", ")
+            ),
         );
     }
     if let Some((r, m)) = &o.provision.failure {
@@ -232,7 +279,12 @@ fn resource_condition(ws: &Workspace, o: &Observed<'_>) -> Cond {
     let not_ready = if o.census.not_ready.is_empty() {
         String::new()
     } else {
-        let list: Vec<String> = o.census.not_ready.iter().map(|(n, why)| format!("{n}: {why}")).collect();
+        let list: Vec<String> = o
+            .census
+            .not_ready
+            .iter()
+            .map(|(n, why)| format!("{n}: {why}"))
+            .collect();
         format!("; not ready: {}", list.join(", "))
     };
     match o.provisioner {
@@ -261,15 +313,26 @@ fn resource_condition(ws: &Workspace, o: &Observed<'_>) -> Cond {
             reason::PROVISIONING,
             format!(
                 "{ready} of {target} GPU node(s) ready{not_ready}; {}",
-                o.provision.progress.clone().unwrap_or_else(|| format!("waiting for the {p} provisioner to create them"))
+                o.provision
+                    .progress
+                    .clone()
+                    .unwrap_or_else(|| format!("waiting for the {p} provisioner to create them"))
             ),
         ),
     }
 }
 
 fn selector_text(ws: &Workspace) -> String {
-    let labels: Vec<String> = ws.match_labels().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
-    if labels.is_empty() { "(resource.labelSelector)".into() } else { labels.join(",") }
+    let labels: Vec<String> = ws
+        .match_labels()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if labels.is_empty() {
+        "(resource.labelSelector)".into()
+    } else {
+        labels.join(",")
+    }
 }
 
 fn waiting_for_nodes(type_: &'static str) -> Cond {
@@ -305,13 +368,22 @@ fn inference_condition(ws: &Workspace, o: &Observed<'_>, resource: &Cond) -> Con
         reason::LOADING,
         format!(
             "{ready} of {want} replica(s) ready{}; the model is loading (the startup probe allows for the model's size)",
-            if current { "" } else { ", rolling out a new revision" }
+            if current {
+                ""
+            } else {
+                ", rolling out a new revision"
+            }
         ),
     )
 }
 
 fn job_condition(job: &Job, type_: &str) -> Option<(bool, String)> {
-    job.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_ && c.status == "True")
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")
         .map(|c| (true, c.message.clone().unwrap_or_default()))
 }
 
@@ -320,47 +392,93 @@ fn job_started_condition(o: &Observed<'_>, _resource: &Cond) -> Cond {
         return waiting_for_nodes(CONDITION_JOB_STARTED);
     };
     let st = job.status.clone().unwrap_or_default();
-    let finished = job_condition(job, "Complete").is_some() || job_condition(job, "Failed").is_some();
+    let finished =
+        job_condition(job, "Complete").is_some() || job_condition(job, "Failed").is_some();
     if !finished {
         if let Some(f) = first_failure(o.pods) {
             return Cond::no(CONDITION_JOB_STARTED, f.reason, f.message);
         }
     }
     let running_pod = o.pods.iter().any(|p| {
-        p.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(|ph| ph != "Pending")
+        p.status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|ph| ph != "Pending")
     });
     if st.start_time.is_some() && (running_pod || finished || st.active.unwrap_or(0) > 0) {
-        Cond::yes(CONDITION_JOB_STARTED, reason::READY, format!("Job {} started", job.metadata.name.as_deref().unwrap_or("")))
+        Cond::yes(
+            CONDITION_JOB_STARTED,
+            reason::READY,
+            format!("Job {} started", job.metadata.name.as_deref().unwrap_or("")),
+        )
     } else {
-        Cond::no(CONDITION_JOB_STARTED, reason::PROVISIONING, "the tuning pod is being scheduled and its input downloaded")
+        Cond::no(
+            CONDITION_JOB_STARTED,
+            reason::PROVISIONING,
+            "the tuning pod is being scheduled and its input downloaded",
+        )
     }
 }
 
 fn job_summary(o: &Observed<'_>, resource: &Cond, started: &Cond) -> (Cond, &'static str) {
     if let Some(job) = o.job {
         if let Some((_, _)) = job_condition(job, "Complete") {
-            return (Cond::yes(CONDITION_WORKSPACE_SUCCEEDED, reason::JOB_SUCCEEDED, "the tuning Job completed and the adapter was published"), state::SUCCEEDED);
+            return (
+                Cond::yes(
+                    CONDITION_WORKSPACE_SUCCEEDED,
+                    reason::JOB_SUCCEEDED,
+                    "the tuning Job completed and the adapter was published",
+                ),
+                state::SUCCEEDED,
+            );
         }
         if let Some((_, msg)) = job_condition(job, "Failed") {
             let name = job.metadata.name.as_deref().unwrap_or("");
-            let detail = first_failure(o.pods).map(|f| format!(" ({})", f.message)).unwrap_or_default();
+            let detail = first_failure(o.pods)
+                .map(|f| format!(" ({})", f.message))
+                .unwrap_or_default();
             return (
-                Cond::no(CONDITION_WORKSPACE_SUCCEEDED, reason::JOB_FAILED, format!("the tuning Job failed: {msg}{detail}; see `kubectl logs job/{name} -c trainer`, fix the input or config, and recreate the workspace")),
+                Cond::no(
+                    CONDITION_WORKSPACE_SUCCEEDED,
+                    reason::JOB_FAILED,
+                    format!(
+                        "the tuning Job failed: {msg}{detail}; see `kubectl logs job/{name} -c trainer`, fix the input or config, and recreate the workspace"
+                    ),
+                ),
                 state::FAILED,
             );
         }
     }
     let blocking = if !resource.ok { resource } else { started };
     if blocking.ok {
-        (Cond::no(CONDITION_WORKSPACE_SUCCEEDED, REASON_JOB_RUNNING, "the tuning Job is running"), state::RUNNING)
+        (
+            Cond::no(
+                CONDITION_WORKSPACE_SUCCEEDED,
+                REASON_JOB_RUNNING,
+                "the tuning Job is running",
+            ),
+            state::RUNNING,
+        )
     } else {
-        (Cond::no(CONDITION_WORKSPACE_SUCCEEDED, &blocking.reason, format!("{}: {}", blocking.type_, blocking.message)), state::PENDING)
+        (
+            Cond::no(
+                CONDITION_WORKSPACE_SUCCEEDED,
+                &blocking.reason,
+                format!("{}: {}", blocking.type_, blocking.message),
+            ),
+            state::PENDING,
+        )
     }
 }
 
 /// Merges desired conditions into stored ones: `lastTransitionTime` moves only when the
 /// status flips; conditions not desired (e.g. from another workload kind) are dropped.
-pub fn merge(old: &[Condition], desired: &[Cond], now: &Time, generation: Option<i64>) -> Vec<Condition> {
+pub fn merge(
+    old: &[Condition],
+    desired: &[Cond],
+    now: &Time,
+    generation: Option<i64>,
+) -> Vec<Condition> {
     desired
         .iter()
         .map(|d| {
@@ -384,7 +502,11 @@ pub fn merge(old: &[Condition], desired: &[Cond], now: &Time, generation: Option
 /// The new status of `ws`.
 pub fn compute(ws: &Workspace, o: &Observed<'_>, now: &Time) -> WorkspaceStatus {
     let (conds, st) = desired(ws, o);
-    let old = ws.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let old = ws
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
     WorkspaceStatus {
         worker_nodes: Some(o.census.ready.clone()),
         conditions: Some(merge(&old, &conds, now, ws.metadata.generation)),
@@ -398,9 +520,22 @@ pub fn compute(ws: &Workspace, o: &Observed<'_>, now: &Time) -> WorkspaceStatus 
 pub fn transitions(old: &[Condition], new: &[Condition]) -> Vec<(String, String, String, bool)> {
     new.iter()
         .filter(|n| {
-            old.iter().find(|o| o.type_ == n.type_).is_none_or(|o| o.status != n.status || o.reason != n.reason)
+            old.iter()
+                .find(|o| o.type_ == n.type_)
+                .is_none_or(|o| o.status != n.status || o.reason != n.reason)
         })
-        .map(|n| (n.type_.clone(), n.reason.clone(), n.message.clone(), n.status != "True" && !matches!(n.reason.as_str(), "Provisioning" | "Loading" | "NodesNotReady" | "JobRunning")))
+        .map(|n| {
+            (
+                n.type_.clone(),
+                n.reason.clone(),
+                n.message.clone(),
+                n.status != "True"
+                    && !matches!(
+                        n.reason.as_str(),
+                        "Provisioning" | "Loading" | "NodesNotReady" | "JobRunning"
+                    ),
+            )
+        })
         .collect()
 }
 
@@ -416,13 +551,41 @@ mod tests {
     #[test]
     fn pod_failures_are_classified() {
         let table: [(&str, Option<&str>, &str); 7] = [
-            ("status: {containerStatuses: [{name: model, image: bad:1, imageID: '', ready: false, restartCount: 0, state: {waiting: {reason: ImagePullBackOff, message: 'not found'}}}]}", Some("ImagePullError"), "cannot pull image bad:1"),
-            ("status: {containerStatuses: [{name: model, image: i, imageID: '', ready: false, restartCount: 4, state: {waiting: {reason: CrashLoopBackOff}}, lastState: {terminated: {exitCode: 1, reason: Error}}}]}", Some("CrashLoopBackOff"), "4 restarts, last exit code 1"),
-            ("status: {containerStatuses: [{name: model, image: i, imageID: '', ready: false, restartCount: 2, state: {waiting: {reason: CrashLoopBackOff}}, lastState: {terminated: {exitCode: 137, reason: OOMKilled}}}]}", Some("OOMKilled"), "out of memory"),
-            ("status: {initContainerStatuses: [{name: adapter-a, image: a, imageID: '', ready: false, restartCount: 0, state: {waiting: {reason: ErrImagePull}}}]}", Some("ImagePullError"), "container adapter-a"),
-            ("status: {conditions: [{type: PodScheduled, status: 'False', reason: Unschedulable, message: '0/3 nodes are available: 3 Insufficient nvidia.com/gpu.'}]}", Some("Unschedulable"), "3 Insufficient nvidia.com/gpu"),
-            ("status: {phase: Running, containerStatuses: [{name: model, image: i, imageID: '', ready: false, restartCount: 0, state: {running: {}}}]}", None, ""),
-            ("status: {containerStatuses: [{name: model, image: i, imageID: '', ready: false, restartCount: 0, state: {waiting: {reason: CreateContainerConfigError, message: 'secret \"hf\" not found'}}}]}", Some("ContainerConfigError"), "secret \"hf\" not found"),
+            (
+                "status: {containerStatuses: [{name: model, image: bad:1, imageID: '', ready: false, restartCount: 0, state: {waiting: {reason: ImagePullBackOff, message: 'not found'}}}]}",
+                Some("ImagePullError"),
+                "cannot pull image bad:1",
+            ),
+            (
+                "status: {containerStatuses: [{name: model, image: i, imageID: '', ready: false, restartCount: 4, state: {waiting: {reason: CrashLoopBackOff}}, lastState: {terminated: {exitCode: 1, reason: Error}}}]}",
+                Some("CrashLoopBackOff"),
+                "4 restarts, last exit code 1",
+            ),
+            (
+                "status: {containerStatuses: [{name: model, image: i, imageID: '', ready: false, restartCount: 2, state: {waiting: {reason: CrashLoopBackOff}}, lastState: {terminated: {exitCode: 137, reason: OOMKilled}}}]}",
+                Some("OOMKilled"),
+                "out of memory",
+            ),
+            (
+                "status: {initContainerStatuses: [{name: adapter-a, image: a, imageID: '', ready: false, restartCount: 0, state: {waiting: {reason: ErrImagePull}}}]}",
+                Some("ImagePullError"),
+                "container adapter-a",
+            ),
+            (
+                "status: {conditions: [{type: PodScheduled, status: 'False', reason: Unschedulable, message: '0/3 nodes are available: 3 Insufficient nvidia.com/gpu.'}]}",
+                Some("Unschedulable"),
+                "3 Insufficient nvidia.com/gpu",
+            ),
+            (
+                "status: {phase: Running, containerStatuses: [{name: model, image: i, imageID: '', ready: false, restartCount: 0, state: {running: {}}}]}",
+                None,
+                "",
+            ),
+            (
+                "status: {containerStatuses: [{name: model, image: i, imageID: '', ready: false, restartCount: 0, state: {waiting: {reason: CreateContainerConfigError, message: 'secret \"hf\" not found'}}}]}",
+                Some("ContainerConfigError"),
+                "secret \"hf\" not found",
+            ),
         ];
         for (y, want, text) in table {
             let pod: Pod = obj(&format!("metadata: {{name: p-0}}\n{y}"));
@@ -439,11 +602,26 @@ mod tests {
     fn last_transition_time_moves_only_on_a_flip() {
         let t0 = time("2026-01-01T00:00:00Z");
         let t1 = time("2026-01-01T00:05:00Z");
-        let first = merge(&[], &[Cond::no("ResourceReady", "Provisioning", "0 of 1")], &t0, Some(1));
-        let same = merge(&first, &[Cond::no("ResourceReady", "QuotaExceeded", "quota")], &t1, Some(1));
+        let first = merge(
+            &[],
+            &[Cond::no("ResourceReady", "Provisioning", "0 of 1")],
+            &t0,
+            Some(1),
+        );
+        let same = merge(
+            &first,
+            &[Cond::no("ResourceReady", "QuotaExceeded", "quota")],
+            &t1,
+            Some(1),
+        );
         assert_eq!(same[0].last_transition_time, t0);
         assert_eq!(same[0].reason, "QuotaExceeded");
-        let flipped = merge(&same, &[Cond::yes("ResourceReady", "Ready", "1 of 1")], &t1, Some(2));
+        let flipped = merge(
+            &same,
+            &[Cond::yes("ResourceReady", "Ready", "1 of 1")],
+            &t1,
+            Some(2),
+        );
         assert_eq!(flipped[0].last_transition_time, t1);
         assert_eq!(flipped[0].observed_generation, Some(2));
         let ev = transitions(&first, &same);
@@ -453,20 +631,45 @@ mod tests {
     }
 
     fn census(ready: &[&str]) -> NodeCensus {
-        NodeCensus { ready: ready.iter().map(|s| s.to_string()).collect(), ..NodeCensus::default() }
+        NodeCensus {
+            ready: ready.iter().map(|s| s.to_string()).collect(),
+            ..NodeCensus::default()
+        }
     }
 
-    fn observed<'a>(p: ProvisionerKind, c: &'a NodeCensus, r: &'a ProvisionReport, sts: Option<&'a StatefulSet>, pods: &'a [Pod]) -> Observed<'a> {
-        Observed { provisioner: p, kind: Some(WorkloadKind::Inference), invalid: None, target: 1, census: c, provision: r, statefulset: sts, job: None, pods }
+    fn observed<'a>(
+        p: ProvisionerKind,
+        c: &'a NodeCensus,
+        r: &'a ProvisionReport,
+        sts: Option<&'a StatefulSet>,
+        pods: &'a [Pod],
+    ) -> Observed<'a> {
+        Observed {
+            provisioner: p,
+            kind: Some(WorkloadKind::Inference),
+            invalid: None,
+            target: 1,
+            census: c,
+            provision: r,
+            statefulset: sts,
+            job: None,
+            pods,
+        }
     }
 
     #[test]
     fn inference_status_table() {
         let w = ws(include_str!("../../examples/inference-phi-3.yaml"));
         let now = time("2026-01-01T00:00:00Z");
-        let ready_sts: StatefulSet = obj("metadata: {name: w, generation: 2}\nspec: {replicas: 1, serviceName: h, selector: {}, template: {}}\nstatus: {replicas: 1, readyReplicas: 1, updatedReplicas: 1, observedGeneration: 2}");
-        let loading_sts: StatefulSet = obj("metadata: {name: w, generation: 2}\nspec: {replicas: 1, serviceName: h, selector: {}, template: {}}\nstatus: {replicas: 1, readyReplicas: 0, updatedReplicas: 1, observedGeneration: 2}");
-        let crash: Pod = obj("metadata: {name: w-0}\nstatus: {containerStatuses: [{name: model, image: i, imageID: '', ready: false, restartCount: 3, state: {waiting: {reason: CrashLoopBackOff}}, lastState: {terminated: {exitCode: 2}}}]}");
+        let ready_sts: StatefulSet = obj(
+            "metadata: {name: w, generation: 2}\nspec: {replicas: 1, serviceName: h, selector: {}, template: {}}\nstatus: {replicas: 1, readyReplicas: 1, updatedReplicas: 1, observedGeneration: 2}",
+        );
+        let loading_sts: StatefulSet = obj(
+            "metadata: {name: w, generation: 2}\nspec: {replicas: 1, serviceName: h, selector: {}, template: {}}\nstatus: {replicas: 1, readyReplicas: 0, updatedReplicas: 1, observedGeneration: 2}",
+        );
+        let crash: Pod = obj(
+            "metadata: {name: w-0}\nstatus: {containerStatuses: [{name: model, image: i, imageID: '', ready: false, restartCount: 3, state: {waiting: {reason: CrashLoopBackOff}}, lastState: {terminated: {exitCode: 2}}}]}",
+        );
         let none = NodeCensus::default();
         let one = census(&["n1"]);
         let quota = ProvisionReport { failure: Some(("QuotaExceeded".into(), "Operation could not be completed as it results in exceeding approved standardNCSv3Family Cores quota".into())), progress: None };
@@ -474,12 +677,66 @@ mod tests {
         let crash_pods = [crash];
         // (observed, ResourceReady, InferenceReady, WorkspaceSucceeded reason, state, text in a message)
         let table: Vec<(Observed<'_>, bool, bool, &str, &str, &str)> = vec![
-            (observed(ProvisionerKind::Byo, &none, &ok, None, &[]), false, false, "NodesNotReady", "Pending", "no GPU nodes match the label selector apps=phi-3"),
-            (observed(ProvisionerKind::Aks, &none, &quota, None, &[]), false, false, "QuotaExceeded", "Pending", "exceeding approved"),
-            (observed(ProvisionerKind::Karpenter, &none, &ok, None, &[]), false, false, "Provisioning", "Pending", "karpenter provisioner"),
-            (observed(ProvisionerKind::Karpenter, &one, &ok, Some(&loading_sts), &[]), true, false, "Loading", "Pending", "model is loading"),
-            (observed(ProvisionerKind::Karpenter, &one, &ok, Some(&loading_sts), &crash_pods), true, false, "CrashLoopBackOff", "Pending", "keeps crashing"),
-            (observed(ProvisionerKind::Karpenter, &one, &ok, Some(&ready_sts), &[]), true, true, "Ready", "Ready", "serving phi-3-mini-4k-instruct"),
+            (
+                observed(ProvisionerKind::Byo, &none, &ok, None, &[]),
+                false,
+                false,
+                "NodesNotReady",
+                "Pending",
+                "no GPU nodes match the label selector apps=phi-3",
+            ),
+            (
+                observed(ProvisionerKind::Aks, &none, &quota, None, &[]),
+                false,
+                false,
+                "QuotaExceeded",
+                "Pending",
+                "exceeding approved",
+            ),
+            (
+                observed(ProvisionerKind::Karpenter, &none, &ok, None, &[]),
+                false,
+                false,
+                "Provisioning",
+                "Pending",
+                "karpenter provisioner",
+            ),
+            (
+                observed(
+                    ProvisionerKind::Karpenter,
+                    &one,
+                    &ok,
+                    Some(&loading_sts),
+                    &[],
+                ),
+                true,
+                false,
+                "Loading",
+                "Pending",
+                "model is loading",
+            ),
+            (
+                observed(
+                    ProvisionerKind::Karpenter,
+                    &one,
+                    &ok,
+                    Some(&loading_sts),
+                    &crash_pods,
+                ),
+                true,
+                false,
+                "CrashLoopBackOff",
+                "Pending",
+                "keeps crashing",
+            ),
+            (
+                observed(ProvisionerKind::Karpenter, &one, &ok, Some(&ready_sts), &[]),
+                true,
+                true,
+                "Ready",
+                "Ready",
+                "serving phi-3-mini-4k-instruct",
+            ),
         ];
         for (i, (o, rr, ir, reason, st, text)) in table.into_iter().enumerate() {
             let s = compute(&w, &o, &now);
@@ -491,9 +748,15 @@ mod tests {
             assert_eq!(conds[1].status == "True", ir, "case {i}: {:?}", conds[1]);
             assert_eq!(conds[2].reason, reason, "case {i}: {:?}", conds[2]);
             assert_eq!(s.state.as_deref(), Some(st), "case {i}");
-            assert!(conds.iter().any(|c| c.message.contains(text)), "case {i}: {conds:?}");
+            assert!(
+                conds.iter().any(|c| c.message.contains(text)),
+                "case {i}: {conds:?}"
+            );
             for c in &conds {
-                assert!(!c.reason.is_empty() && !c.message.is_empty(), "case {i}: {c:?}");
+                assert!(
+                    !c.reason.is_empty() && !c.message.is_empty(),
+                    "case {i}: {c:?}"
+                );
             }
         }
     }
@@ -501,10 +764,17 @@ mod tests {
     #[test]
     fn ready_then_broken_is_not_ready() {
         let mut w = ws(include_str!("../../examples/inference-phi-3.yaml"));
-        w.status = Some(WorkspaceStatus { state: Some("Ready".into()), ..WorkspaceStatus::default() });
+        w.status = Some(WorkspaceStatus {
+            state: Some("Ready".into()),
+            ..WorkspaceStatus::default()
+        });
         let none = NodeCensus::default();
         let ok = ProvisionReport::default();
-        let s = compute(&w, &observed(ProvisionerKind::Byo, &none, &ok, None, &[]), &time("2026-01-01T00:00:00Z"));
+        let s = compute(
+            &w,
+            &observed(ProvisionerKind::Byo, &none, &ok, None, &[]),
+            &time("2026-01-01T00:00:00Z"),
+        );
         assert_eq!(s.state.as_deref(), Some("NotReady"));
     }
 
@@ -517,7 +787,12 @@ mod tests {
         o.invalid = Some("preset \"x\" is not in the catalog".into());
         let s = compute(&w, &o, &time("2026-01-01T00:00:00Z"));
         assert_eq!(s.state.as_deref(), Some("Failed"));
-        assert!(s.conditions.expect("c").iter().all(|c| c.reason == "InvalidSpec" && c.message.contains("edit the workspace")));
+        assert!(
+            s.conditions
+                .expect("c")
+                .iter()
+                .all(|c| c.reason == "InvalidSpec" && c.message.contains("edit the workspace"))
+        );
     }
 
     #[test]
@@ -526,9 +801,14 @@ mod tests {
         let now = time("2026-01-01T00:00:00Z");
         let one = census(&["n1"]);
         let ok = ProvisionReport::default();
-        let running: Job = obj("metadata: {name: j}\nstatus: {startTime: '2026-01-01T00:00:00Z', active: 1}");
-        let done: Job = obj("metadata: {name: j}\nstatus: {startTime: '2026-01-01T00:00:00Z', succeeded: 1, conditions: [{type: Complete, status: 'True'}]}");
-        let failed: Job = obj("metadata: {name: j}\nstatus: {startTime: '2026-01-01T00:00:00Z', failed: 3, conditions: [{type: Failed, status: 'True', message: 'Job has reached the specified backoff limit'}]}");
+        let running: Job =
+            obj("metadata: {name: j}\nstatus: {startTime: '2026-01-01T00:00:00Z', active: 1}");
+        let done: Job = obj(
+            "metadata: {name: j}\nstatus: {startTime: '2026-01-01T00:00:00Z', succeeded: 1, conditions: [{type: Complete, status: 'True'}]}",
+        );
+        let failed: Job = obj(
+            "metadata: {name: j}\nstatus: {startTime: '2026-01-01T00:00:00Z', failed: 3, conditions: [{type: Failed, status: 'True', message: 'Job has reached the specified backoff limit'}]}",
+        );
         let table = [
             (None, false, "NodesNotReady", "Pending"),
             (Some(&running), true, "JobRunning", "Running"),
@@ -536,7 +816,17 @@ mod tests {
             (Some(&failed), true, "JobFailed", "Failed"),
         ];
         for (job, started, reason, st) in table {
-            let o = Observed { provisioner: ProvisionerKind::Karpenter, kind: Some(WorkloadKind::Tuning), invalid: None, target: 1, census: &one, provision: &ok, statefulset: None, job, pods: &[] };
+            let o = Observed {
+                provisioner: ProvisionerKind::Karpenter,
+                kind: Some(WorkloadKind::Tuning),
+                invalid: None,
+                target: 1,
+                census: &one,
+                provision: &ok,
+                statefulset: None,
+                job,
+                pods: &[],
+            };
             let s = compute(&w, &o, &now);
             let c = s.conditions.expect("c");
             assert_eq!(c[1].type_, "JobStarted");

@@ -49,14 +49,28 @@ impl Metrics {
         let duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         let provisioning = Histogram::new(exponential_buckets(1.0, 2.0, 14));
         registry.register("reconciles", "Workspace reconciles run", reconciles.clone());
-        registry.register("reconcile_errors", "Failed workspace reconciles by category", errors.clone());
-        registry.register("reconcile_duration_seconds", "Duration of one reconcile", duration.clone());
+        registry.register(
+            "reconcile_errors",
+            "Failed workspace reconciles by category",
+            errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of one reconcile",
+            duration.clone(),
+        );
         registry.register(
             "provisioning_seconds",
             "Seconds from workspace creation until its GPU nodes were ready",
             provisioning.clone(),
         );
-        Self { reconciles, errors, duration, provisioning, registry }
+        Self {
+            reconciles,
+            errors,
+            duration,
+            provisioning,
+            registry,
+        }
     }
 
     /// Text exposition.
@@ -80,7 +94,10 @@ pub struct Health {
 
 async fn metrics(State(h): State<Health>) -> impl IntoResponse {
     (
-        [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         h.metrics.encode(),
     )
 }
@@ -110,10 +127,23 @@ mod tests {
     fn metrics_are_exposed_by_name() {
         let m = Metrics::new();
         m.reconciles.inc();
-        m.errors.get_or_create(&ErrorLabels { category: "kube".into() }).inc();
+        m.errors
+            .get_or_create(&ErrorLabels {
+                category: "kube".into(),
+            })
+            .inc();
         let text = m.encode();
-        assert!(text.contains("kaito_controller_reconciles_total 1"), "{text}");
-        assert!(text.contains("kaito_controller_reconcile_errors_total{category=\"kube\"} 1"), "{text}");
-        assert!(text.contains("kaito_controller_provisioning_seconds_bucket"), "{text}");
+        assert!(
+            text.contains("kaito_controller_reconciles_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kaito_controller_reconcile_errors_total{category=\"kube\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kaito_controller_provisioning_seconds_bucket"),
+            "{text}"
+        );
     }
 }

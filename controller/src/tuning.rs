@@ -50,7 +50,10 @@ pub fn training_config(qlora: bool, dtype: Dtype) -> String {
 }
 
 /// The ConfigMap with the built-in training config, or None when the user named one.
-pub fn default_config_map(ws: &Workspace, plan: &WorkspacePlan) -> Result<Option<ConfigMap>, BuildError> {
+pub fn default_config_map(
+    ws: &Workspace,
+    plan: &WorkspacePlan,
+) -> Result<Option<ConfigMap>, BuildError> {
     let Some(t) = &ws.tuning else { return Ok(None) };
     if t.config.is_some() {
         return Ok(None);
@@ -96,7 +99,11 @@ pub fn job(
 ) -> Result<Job, BuildError> {
     let name = naming::name(ws);
     let t = ws.tuning.clone().unwrap_or_default();
-    let preset = t.preset.as_ref().map(|p| p.name.clone()).unwrap_or_default();
+    let preset = t
+        .preset
+        .as_ref()
+        .map(|p| p.name.clone())
+        .unwrap_or_default();
     let gpus = plan.gpus_per_node.max(1).to_string();
     let config_map = t
         .config
@@ -135,7 +142,12 @@ pub fn job(
         (None, Some(image), None) => {
             volumes.push(json!({"name": "data", "emptyDir": {}}));
             let mut cmd = cfg.adapter_puller_command.clone();
-            cmd.extend(["--image".into(), image.clone(), "--output".into(), "/mnt/data".into()]);
+            cmd.extend([
+                "--image".into(),
+                image.clone(),
+                "--output".into(),
+                "/mnt/data".into(),
+            ]);
             init.push(json!({
                 "name": "data-downloader",
                 "image": cfg.adapter_puller_image,
@@ -198,11 +210,16 @@ pub fn job(
             "--wait-for".into(),
             DONE_MARKER.into(),
         ]);
-        let mut mounts = vec![json!({"name": "results", "mountPath": "/mnt/results", "readOnly": true})];
+        let mut mounts =
+            vec![json!({"name": "results", "mountPath": "/mnt/results", "readOnly": true})];
         if let Some(secret) = &output.image_push_secret {
-            volumes.push(json!({"name": "push-secret", "secret": {"secretName": secret,
-                "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}}));
-            mounts.push(json!({"name": "push-secret", "mountPath": "/root/.docker", "readOnly": true}));
+            volumes.push(
+                json!({"name": "push-secret", "secret": {"secretName": secret,
+                "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}}),
+            );
+            mounts.push(
+                json!({"name": "push-secret", "mountPath": "/root/.docker", "readOnly": true}),
+            );
         }
         containers.push(json!({
             "name": "publisher",
@@ -251,21 +268,45 @@ mod tests {
     fn seed_job_has_downloader_trainer_and_publisher() {
         let w = seed();
         let p = plan(&w, None).expect("plan");
-        let j = serde_json::to_value(job(&w, &p, &WorkloadConfig::default(), ProvisionerKind::Karpenter).expect("job")).expect("json");
+        let j = serde_json::to_value(
+            job(
+                &w,
+                &p,
+                &WorkloadConfig::default(),
+                ProvisionerKind::Karpenter,
+            )
+            .expect("job"),
+        )
+        .expect("json");
         assert_eq!(j["metadata"]["name"], "workspace-tuning-phi-3");
         let pod = &j["spec"]["template"]["spec"];
         assert_eq!(pod["restartPolicy"], "Never");
         assert_eq!(pod["initContainers"][0]["name"], "data-downloader");
         let cmd = pod["initContainers"][0]["command"].as_array().expect("cmd");
-        assert!(cmd.last().and_then(Value::as_str).is_some_and(|u| u.starts_with("https://huggingface.co/")));
-        let names: Vec<&str> = pod["containers"].as_array().expect("c").iter().filter_map(|c| c["name"].as_str()).collect();
+        assert!(
+            cmd.last()
+                .and_then(Value::as_str)
+                .is_some_and(|u| u.starts_with("https://huggingface.co/"))
+        );
+        let names: Vec<&str> = pod["containers"]
+            .as_array()
+            .expect("c")
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
         assert_eq!(names, ["trainer", "publisher"]);
-        assert_eq!(pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"], "1");
+        assert_eq!(
+            pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"],
+            "1"
+        );
         let pubcmd = pod["containers"][1]["command"].as_array().expect("cmd");
         assert!(pubcmd.contains(&json!("ACR_REPO_HERE.azurecr.io/IMAGE_NAME_HERE:0.0.1")));
         let vols = pod["volumes"].as_array().expect("vols");
         assert!(vols.contains(&json!({"name": "config", "configMap": {"name": "workspace-tuning-phi-3-tuning-config"}})));
-        assert!(vols.iter().any(|v| v["secret"]["secretName"] == "ACR_REGISTRY_SECRET_HERE"));
+        assert!(
+            vols.iter()
+                .any(|v| v["secret"]["secretName"] == "ACR_REGISTRY_SECRET_HERE")
+        );
     }
 
     #[test]
@@ -274,16 +315,47 @@ mod tests {
         w.tuning.as_mut().expect("tuning").config = Some("mine".into());
         let p = plan(&w, None).expect("plan");
         assert!(default_config_map(&w, &p).expect("ok").is_none());
-        let j = serde_json::to_value(job(&w, &p, &WorkloadConfig::default(), ProvisionerKind::Byo).expect("job")).expect("json");
-        assert!(j["spec"]["template"]["spec"]["volumes"].as_array().expect("v").iter().any(|v| v["configMap"]["name"] == "mine"));
+        let j = serde_json::to_value(
+            job(&w, &p, &WorkloadConfig::default(), ProvisionerKind::Byo).expect("job"),
+        )
+        .expect("json");
+        assert!(
+            j["spec"]["template"]["spec"]["volumes"]
+                .as_array()
+                .expect("v")
+                .iter()
+                .any(|v| v["configMap"]["name"] == "mine")
+        );
     }
 
     #[test]
     fn template_defaults_follow_method_and_gpu() {
         let table = [
-            (true, Dtype::F16, vec!["bnb_4bit_quant_type: \"nf4\"", "bnb_4bit_compute_dtype: \"float16\"", "bnb_4bit_use_double_quant: true", "fp16: true"]),
-            (true, Dtype::Bf16, vec!["bnb_4bit_compute_dtype: \"bfloat16\"", "bf16: true"]),
-            (false, Dtype::Bf16, vec!["r: 8", "lora_alpha: 8", "lora_dropout: 0.0", "output_dir: \"/mnt/results\""]),
+            (
+                true,
+                Dtype::F16,
+                vec![
+                    "bnb_4bit_quant_type: \"nf4\"",
+                    "bnb_4bit_compute_dtype: \"float16\"",
+                    "bnb_4bit_use_double_quant: true",
+                    "fp16: true",
+                ],
+            ),
+            (
+                true,
+                Dtype::Bf16,
+                vec!["bnb_4bit_compute_dtype: \"bfloat16\"", "bf16: true"],
+            ),
+            (
+                false,
+                Dtype::Bf16,
+                vec![
+                    "r: 8",
+                    "lora_alpha: 8",
+                    "lora_dropout: 0.0",
+                    "output_dir: \"/mnt/results\"",
+                ],
+            ),
         ];
         for (qlora, dtype, want) in table {
             let text = training_config(qlora, dtype);
@@ -296,14 +368,23 @@ mod tests {
         let w = seed();
         let p = plan(&w, None).expect("plan");
         let cm = default_config_map(&w, &p).expect("ok").expect("built-in");
-        let text = cm.data.expect("data").remove(TRAINING_CONFIG_KEY).expect("key");
+        let text = cm
+            .data
+            .expect("data")
+            .remove(TRAINING_CONFIG_KEY)
+            .expect("key");
         assert!(text.contains("float16"), "V100 computes in f16");
     }
 
     #[test]
     fn the_downloader_refuses_non_http_urls() {
         let out = std::process::Command::new("sh")
-            .args(["-c", DOWNLOAD_SCRIPT, "download", "ftp://example.invalid/data.parquet"])
+            .args([
+                "-c",
+                DOWNLOAD_SCRIPT,
+                "download",
+                "ftp://example.invalid/data.parquet",
+            ])
             .output()
             .expect("sh runs");
         assert_eq!(out.status.code(), Some(2));

@@ -19,7 +19,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use kaito_e2e::{Cluster, GpuNode, NodeGuard, TestNamespace, repo_root, run_command, unique_name, wait_for};
+use kaito_e2e::{
+    Cluster, GpuNode, NodeGuard, TestNamespace, repo_root, run_command, unique_name, wait_for,
+};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -33,11 +35,21 @@ fn controller_binary() -> Result<PathBuf> {
             return Ok(PathBuf::from(p));
         }
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.current_dir(repo_root())
-            .args(["build", "-p", "kaito-controller", "--bin", "kaito-controller", "--message-format=short"]);
-        let out = run_command(cmd, None, Duration::from_secs(3000)).map_err(|e| format!("{e:#}"))?;
+        cmd.current_dir(repo_root()).args([
+            "build",
+            "-p",
+            "kaito-controller",
+            "--bin",
+            "kaito-controller",
+            "--message-format=short",
+        ]);
+        let out =
+            run_command(cmd, None, Duration::from_secs(3000)).map_err(|e| format!("{e:#}"))?;
         if !out.success() {
-            return Err(format!("cargo build -p kaito-controller failed:\n{}", out.stderr));
+            return Err(format!(
+                "cargo build -p kaito-controller failed:\n{}",
+                out.stderr
+            ));
         }
         let target = std::env::var("CARGO_TARGET_DIR")
             .map(PathBuf::from)
@@ -49,7 +61,9 @@ fn controller_binary() -> Result<PathBuf> {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// A controller process for one namespace; on drop it first lets the controller delete the
@@ -68,7 +82,14 @@ impl<'a> ControllerProcess<'a> {
         let log = std::env::temp_dir().join(format!("{}-controller.log", ns.name()));
         let file = std::fs::File::create(&log)?;
         let child = Command::new(&bin)
-            .args(["--provisioner", provisioner, "--namespace", ns.name(), "--leader-election-namespace", ns.name()])
+            .args([
+                "--provisioner",
+                provisioner,
+                "--namespace",
+                ns.name(),
+                "--leader-election-namespace",
+                ns.name(),
+            ])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .env("KUBECONFIG", ns.cluster().kubeconfig())
             .env("RUST_LOG", "info,kube=warn")
@@ -80,9 +101,17 @@ impl<'a> ControllerProcess<'a> {
             .stderr(Stdio::from(file))
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        let p = Self { child, ns, log, port };
+        let p = Self {
+            child,
+            ns,
+            log,
+            port,
+        };
         wait_for("the controller's /readyz", WAIT, POLL, || {
-            Ok(p.http_get("/readyz").ok().filter(|b| b.starts_with("HTTP/1.1 200")).map(|_| ()))
+            Ok(p.http_get("/readyz")
+                .ok()
+                .filter(|b| b.starts_with("HTTP/1.1 200"))
+                .map(|_| ()))
         })
         .with_context(|| p.log_tail())?;
         Ok(p)
@@ -91,7 +120,10 @@ impl<'a> ControllerProcess<'a> {
     fn http_get(&self, path: &str) -> Result<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )?;
         let mut out = String::new();
         s.read_to_string(&mut out)?;
         Ok(out)
@@ -100,20 +132,44 @@ impl<'a> ControllerProcess<'a> {
     fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        format!("controller log (last lines):\n{}", lines[lines.len().saturating_sub(40)..].join("\n"))
+        format!(
+            "controller log (last lines):\n{}",
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        )
     }
 }
 
 impl Drop for ControllerProcess<'_> {
     fn drop(&mut self) {
-        let _ = self.ns.kubectl(["delete", "workspaces", "--all", "--timeout=60s"]);
+        let _ = self
+            .ns
+            .kubectl(["delete", "workspaces", "--all", "--timeout=60s"]);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
+/// The cluster: the running one named by `KAITO_CLUSTER_DIR` (as `tests/e2e.sh` starts it),
+/// read without calling `cluster.sh up` again — the control-plane processes inherit the
+/// `up` lock's descriptor, so a second `up` waits forever — else [`Cluster::shared`].
+fn cluster() -> &'static Cluster {
+    static RUNNING: OnceLock<Option<Cluster>> = OnceLock::new();
+    let running = RUNNING.get_or_init(|| {
+        let dir = std::env::var("KAITO_CLUSTER_DIR").ok()?;
+        std::path::Path::new(&dir)
+            .join("kubeconfig")
+            .exists()
+            .then(|| Cluster::from_script().ok())
+            .flatten()
+    });
+    match running {
+        Some(c) => c,
+        None => Cluster::shared(),
+    }
+}
+
 fn cluster_with_crds() -> Result<&'static Cluster> {
-    let cluster = Cluster::shared();
+    let cluster = cluster();
     cluster.install_kaito_crds()?;
     Ok(cluster)
 }
@@ -131,7 +187,10 @@ fn seed(file: &str, name: &str, label: &str) -> Result<String> {
 
 fn conditions(ns: &TestNamespace<'_>, name: &str) -> Result<Vec<Value>> {
     let ws = ns.get_json(["workspace", name])?;
-    Ok(ws["status"]["conditions"].as_array().cloned().unwrap_or_default())
+    Ok(ws["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
 }
 
 fn condition(conds: &[Value], type_: &str) -> Option<Value> {
@@ -139,12 +198,25 @@ fn condition(conds: &[Value], type_: &str) -> Option<Value> {
 }
 
 /// Waits until `kubectl get workspace` prints True in the named columns.
-fn wait_columns_true(ns: &TestNamespace<'_>, name: &str, columns: &[&str], ctl: &ControllerProcess<'_>) -> Result<String> {
+fn wait_columns_true(
+    ns: &TestNamespace<'_>,
+    name: &str,
+    columns: &[&str],
+    ctl: &ControllerProcess<'_>,
+) -> Result<String> {
     wait_for(&format!("{columns:?} True for {name}"), WAIT, POLL, || {
         let table = ns.kubectl_ok(["get", "workspace", name])?;
-        let header = kaito_e2e::table_header(&table);
-        let row: Vec<&str> = table.lines().nth(1).unwrap_or_default().split_whitespace().collect();
-        let ok = columns.iter().all(|c| header.iter().position(|h| h == c).and_then(|i| row.get(i)) == Some(&"True"));
+        // Columns are read by their offset in the header: empty cells (JobStarted of an
+        // inference workspace) would shift a whitespace split.
+        let header = table.lines().next().unwrap_or_default();
+        let row = table.lines().nth(1).unwrap_or_default();
+        let ok = columns.iter().all(|c| {
+            header
+                .find(&format!(" {c} "))
+                .or_else(|| header.find(&format!(" {c}")))
+                .and_then(|i| row.get(i + 1..))
+                .is_some_and(|cell| cell.starts_with("True"))
+        });
         Ok(ok.then_some(table))
     })
     .with_context(|| format!("{}\n{:?}", ctl.log_tail(), conditions(ns, name)))
@@ -152,9 +224,12 @@ fn wait_columns_true(ns: &TestNamespace<'_>, name: &str, columns: &[&str], ctl: 
 
 fn wait_deleted(ns: &TestNamespace<'_>, name: &str) -> Result<()> {
     ns.kubectl_ok(["delete", "workspace", name, "--wait=false"])?;
-    wait_for("the workspace to be gone (finalizer released)", WAIT, POLL, || {
-        Ok((!ns.kubectl(["get", "workspace", name])?.success()).then_some(()))
-    })
+    wait_for(
+        "the workspace to be gone (finalizer released)",
+        WAIT,
+        POLL,
+        || Ok((!ns.kubectl(["get", "workspace", name])?.success()).then_some(())),
+    )
 }
 
 #[test]
@@ -163,33 +238,57 @@ fn controller_byo_seed_inference_becomes_ready_and_deletes_cleanly() -> Result<(
     let cluster = cluster_with_crds()?;
     let ns = cluster.namespace("ctl-byo")?;
     let label = unique_name("byo");
-    let _node = cluster.add_gpu_node(&GpuNode::new(unique_name("gpu")).sku("Standard_NC6s_v3").label("apps", &label))?;
+    let _node = cluster.add_gpu_node(
+        &GpuNode::new(unique_name("gpu"))
+            .sku("Standard_NC6s_v3")
+            .label("apps", &label),
+    )?;
     let ctl = ControllerProcess::start(&ns, "byo")?;
     let name = "workspace-phi-3-mini";
     ns.apply(&seed("inference-phi-3.yaml", name, &label)?)?;
-    let table = wait_columns_true(&ns, name, &["RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY"], &ctl)?;
+    let table = wait_columns_true(
+        &ns,
+        name,
+        &["RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY"],
+        &ctl,
+    )?;
     assert!(table.contains("Standard_NC6s_v3"), "{table}");
 
     let ws = ns.get_json(["workspace", name])?;
     assert_eq!(ws["status"]["state"], "Ready");
-    assert_eq!(ws["status"]["workerNodes"], serde_json::json!([_node.name()]));
+    assert_eq!(
+        ws["status"]["workerNodes"],
+        serde_json::json!([_node.name()])
+    );
     assert_eq!(ws["status"]["targetNodeCount"], 1);
-    assert!(ws["metadata"]["finalizers"].as_array().is_some_and(|f| f.contains(&Value::from("workspace.finalizer.kaito.sh"))));
+    assert!(
+        ws["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| f.contains(&Value::from("workspace.finalizer.kaito.sh")))
+    );
     let sts = ns.get_json(["statefulset", name])?;
     assert_eq!(sts["spec"]["podManagementPolicy"], "Parallel");
     assert_eq!(sts["spec"]["serviceName"], format!("{name}-headless"));
-    assert_eq!(sts["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"], "1");
+    assert_eq!(
+        sts["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"],
+        "1"
+    );
     assert_eq!(sts["metadata"]["ownerReferences"][0]["kind"], "Workspace");
     let pod = ns.get_json(["pod", &format!("{name}-0")])?;
     assert_eq!(pod["spec"]["nodeName"], _node.name());
     let svc = ns.get_json(["service", name])?;
     assert_eq!(svc["spec"]["ports"][0]["port"], 80);
     ns.get_json(["service", &format!("{name}-headless")])?;
-    let events = ns.kubectl_ok(["get", "events", "--field-selector", &format!("regarding.name={name}"), "-o", "json"]);
-    let events = events.unwrap_or_default();
-    assert!(events.contains("WorkloadCreated"), "no WorkloadCreated event: {events}");
+    let events = wait_for("the WorkloadCreated event", WAIT, POLL, || {
+        let events = ns.kubectl_ok(["get", "events", "-o", "json"])?;
+        Ok(events.contains("WorkloadCreated").then_some(events))
+    })?;
+    assert!(events.contains(name), "{events}");
     let metrics = ctl.http_get("/metrics")?;
-    assert!(metrics.contains("kaito_controller_reconciles_total"), "{metrics}");
+    assert!(
+        metrics.contains("kaito_controller_reconciles_total"),
+        "{metrics}"
+    );
     assert!(ctl.http_get("/healthz")?.starts_with("HTTP/1.1 200"));
 
     wait_deleted(&ns, name)?;
@@ -204,20 +303,30 @@ fn controller_reports_a_pod_the_scheduler_cannot_place() -> Result<()> {
     let label = unique_name("unsched");
     // A Ready GPU node that matches, but with a taint the workload does not tolerate.
     let _node = cluster.add_gpu_node(
-        &GpuNode::new(unique_name("gpu")).sku("Standard_NC6s_v3").label("apps", &label).taint("dedicated=other:NoSchedule"),
+        &GpuNode::new(unique_name("gpu"))
+            .sku("Standard_NC6s_v3")
+            .label("apps", &label)
+            .taint("dedicated=other:NoSchedule"),
     )?;
     let ctl = ControllerProcess::start(&ns, "byo")?;
     let name = "unschedulable";
     ns.apply(&seed("inference-phi-3.yaml", name, &label)?)?;
     let cond = wait_for("InferenceReady=False/Unschedulable", WAIT, POLL, || {
-        Ok(condition(&conditions(&ns, name)?, "InferenceReady").filter(|c| c["reason"] == "Unschedulable"))
+        Ok(condition(&conditions(&ns, name)?, "InferenceReady")
+            .filter(|c| c["reason"] == "Unschedulable"))
     })
     .with_context(|| ctl.log_tail())?;
     assert_eq!(cond["status"], "False");
     let msg = cond["message"].as_str().unwrap_or_default();
-    assert!(msg.contains("untolerated taint"), "the scheduler's message is passed on: {msg}");
+    assert!(
+        msg.contains("untolerated taint"),
+        "the scheduler's message is passed on: {msg}"
+    );
     let conds = conditions(&ns, name)?;
-    assert_eq!(condition(&conds, "ResourceReady").map(|c| c["status"].clone()), Some(Value::from("True")));
+    assert_eq!(
+        condition(&conds, "ResourceReady").map(|c| c["status"].clone()),
+        Some(Value::from("True"))
+    );
     let ws = condition(&conds, "WorkspaceSucceeded").context("WorkspaceSucceeded")?;
     assert_eq!(ws["reason"], "Unschedulable");
     wait_deleted(&ns, name)?;
@@ -230,21 +339,42 @@ fn controller_seed_tuning_runs_a_job_to_success() -> Result<()> {
     let cluster = cluster_with_crds()?;
     let ns = cluster.namespace("ctl-tune")?;
     let label = unique_name("tune");
-    let _node = cluster.add_gpu_node(&GpuNode::new(unique_name("gpu")).sku("Standard_NC6s_v3").label("apps", &label))?;
+    let _node = cluster.add_gpu_node(
+        &GpuNode::new(unique_name("gpu"))
+            .sku("Standard_NC6s_v3")
+            .label("apps", &label),
+    )?;
     let ctl = ControllerProcess::start(&ns, "byo")?;
     let name = "workspace-tuning-phi-3";
     ns.apply(&seed("tuning-phi-3.yaml", name, &label)?)?;
-    let job = wait_for("the tuning Job", WAIT, POLL, || Ok(ns.get_json(["job", name]).ok()))
-        .with_context(|| ctl.log_tail())?;
+    let job = wait_for("the tuning Job", WAIT, POLL, || {
+        Ok(ns.get_json(["job", name]).ok())
+    })
+    .with_context(|| ctl.log_tail())?;
     let pod = &job["spec"]["template"]["spec"];
     assert_eq!(pod["restartPolicy"], "Never");
     assert_eq!(pod["initContainers"][0]["name"], "data-downloader");
-    let names: Vec<&str> = pod["containers"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
+    let names: Vec<&str> = pod["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
     assert_eq!(names, ["trainer", "publisher"]);
     let cm = ns.get_json(["configmap", &format!("{name}-tuning-config")])?;
-    let cfg = cm["data"]["training_config.yaml"].as_str().unwrap_or_default();
-    assert!(cfg.contains("bnb_4bit_quant_type: \"nf4\"") && cfg.contains("r: 8"), "{cfg}");
-    wait_columns_true(&ns, name, &["RESOURCEREADY", "JOBSTARTED", "WORKSPACEREADY"], &ctl)?;
+    let cfg = cm["data"]["training_config.yaml"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        cfg.contains("bnb_4bit_quant_type: \"nf4\"") && cfg.contains("r: 8"),
+        "{cfg}"
+    );
+    wait_columns_true(
+        &ns,
+        name,
+        &["RESOURCEREADY", "JOBSTARTED", "WORKSPACEREADY"],
+        &ctl,
+    )?;
     let ws = ns.get_json(["workspace", name])?;
     assert_eq!(ws["status"]["state"], "Succeeded");
     wait_deleted(&ns, name)?;
@@ -253,17 +383,33 @@ fn controller_seed_tuning_runs_a_job_to_success() -> Result<()> {
 
 /// Stands in for Karpenter: every NodeClaim of `namespace` without a node gets a kwok GPU node
 /// of the requested instance type with the claim's labels; nodes whose claim is gone go too.
-fn karpenter_pass<'c>(cluster: &'c Cluster, namespace: &str, nodes: &mut Vec<NodeGuard<'c>>) -> Result<Vec<Value>> {
-    let claims = cluster.get_json(["nodeclaims", "-l", &format!("kaito.sh/workspacenamespace={namespace}")])?;
+fn karpenter_pass<'c>(
+    cluster: &'c Cluster,
+    namespace: &str,
+    nodes: &mut Vec<NodeGuard<'c>>,
+) -> Result<Vec<Value>> {
+    let claims = cluster.get_json([
+        "nodeclaims",
+        "-l",
+        &format!("kaito.sh/workspacenamespace={namespace}"),
+    ])?;
     let claims = claims["items"].as_array().cloned().unwrap_or_default();
-    let names: Vec<String> = claims.iter().filter_map(|c| c["metadata"]["name"].as_str().map(String::from)).collect();
+    let names: Vec<String> = claims
+        .iter()
+        .filter_map(|c| c["metadata"]["name"].as_str().map(String::from))
+        .collect();
     nodes.retain(|n| names.iter().any(|c| c == n.name()));
     for c in &claims {
-        let Some(name) = c["metadata"]["name"].as_str() else { continue };
+        let Some(name) = c["metadata"]["name"].as_str() else {
+            continue;
+        };
         if nodes.iter().any(|n| n.name() == name) {
             continue;
         }
-        let sku = c["spec"]["requirements"].as_array().into_iter().flatten()
+        let sku = c["spec"]["requirements"]
+            .as_array()
+            .into_iter()
+            .flatten()
             .find(|r| r["key"] == "node.kubernetes.io/instance-type")
             .and_then(|r| r["values"][0].as_str())
             .context("claim without an instance type")?;
@@ -272,8 +418,15 @@ fn karpenter_pass<'c>(cluster: &'c Cluster, namespace: &str, nodes: &mut Vec<Nod
             node = node.label(k, v.as_str().unwrap_or_default());
         }
         nodes.push(cluster.add_gpu_node(&node)?);
-        cluster.kubectl_ok(["patch", "nodeclaim", name, "--subresource=status", "--type=merge", "-p",
-            &format!(r#"{{"status":{{"nodeName":"{name}"}}}}"#)])?;
+        cluster.kubectl_ok([
+            "patch",
+            "nodeclaim",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"status":{{"nodeName":"{name}"}}}}"#),
+        ])?;
     }
     Ok(claims)
 }
@@ -282,9 +435,22 @@ fn karpenter_pass<'c>(cluster: &'c Cluster, namespace: &str, nodes: &mut Vec<Nod
 #[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
 fn controller_karpenter_nodeclaims_become_nodes_and_are_removed_on_delete() -> Result<()> {
     let cluster = cluster_with_crds()?;
-    cluster.kubectl_ok(["apply", "--server-side", "--force-conflicts", "-f",
-        &repo_root().join("controller/testdata/karpenter-nodeclaim-crd.yaml").display().to_string()])?;
-    cluster.kubectl_ok(["wait", "--for=condition=Established", "--timeout=60s", "crd/nodeclaims.karpenter.sh"])?;
+    cluster.kubectl_ok([
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        &repo_root()
+            .join("controller/testdata/karpenter-nodeclaim-crd.yaml")
+            .display()
+            .to_string(),
+    ])?;
+    cluster.kubectl_ok([
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/nodeclaims.karpenter.sh",
+    ])?;
     let ns = cluster.namespace("ctl-karp")?;
     let ctl = ControllerProcess::start(&ns, "karpenter")?;
     let name = "workspace-phi-3-mini";
@@ -298,24 +464,50 @@ fn controller_karpenter_nodeclaims_become_nodes_and_are_removed_on_delete() -> R
     .with_context(|| ctl.log_tail())?;
     assert_eq!(claims.len(), 1);
     let claim = &claims[0];
-    assert_eq!(claim["metadata"]["labels"]["karpenter.sh/nodepool"], "kaito");
+    assert_eq!(
+        claim["metadata"]["labels"]["karpenter.sh/nodepool"],
+        "kaito"
+    );
     assert_eq!(claim["metadata"]["labels"]["kaito.sh/workspace"], name);
     assert_eq!(claim["metadata"]["labels"]["apps"], label.as_str());
-    assert_eq!(claim["spec"]["taints"][0], serde_json::json!({"key": "sku", "value": "gpu", "effect": "NoSchedule"}));
-    assert!(claim["spec"]["resources"]["requests"]["storage"].as_str().is_some_and(|s| s.ends_with("Gi")));
-    wait_columns_true(&ns, name, &["RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY"], &ctl)?;
+    assert_eq!(
+        claim["spec"]["taints"][0],
+        serde_json::json!({"key": "sku", "value": "gpu", "effect": "NoSchedule"})
+    );
+    assert!(
+        claim["spec"]["resources"]["requests"]["storage"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("Gi"))
+    );
+    wait_columns_true(
+        &ns,
+        name,
+        &["RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY"],
+        &ctl,
+    )?;
     let pod = ns.get_json(["pod", &format!("{name}-0")])?;
     assert_eq!(pod["spec"]["nodeName"], claim["metadata"]["name"]);
 
     ns.kubectl_ok(["delete", "workspace", name, "--wait=false"])?;
-    wait_for("the claims removed and the finalizer released", WAIT, POLL, || {
-        let claims = karpenter_pass(cluster, ns.name(), &mut nodes)?;
-        let gone = !ns.kubectl(["get", "workspace", name])?.success();
-        Ok((claims.is_empty() && gone).then_some(()))
-    })
+    wait_for(
+        "the claims removed and the finalizer released",
+        WAIT,
+        POLL,
+        || {
+            let claims = karpenter_pass(cluster, ns.name(), &mut nodes)?;
+            let gone = !ns.kubectl(["get", "workspace", name])?.success();
+            Ok((claims.is_empty() && gone).then_some(()))
+        },
+    )
     .with_context(|| ctl.log_tail())?;
     if !nodes.is_empty() {
-        bail!("nodes left behind: {:?}", nodes.iter().map(|n| n.name().to_string()).collect::<Vec<_>>());
+        bail!(
+            "nodes left behind: {:?}",
+            nodes
+                .iter()
+                .map(|n| n.name().to_string())
+                .collect::<Vec<_>>()
+        );
     }
     Ok(())
 }
