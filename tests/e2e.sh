@@ -44,7 +44,7 @@ cleanup() {
       bash "$cluster" down || rc=1
     fi
   fi
-  if [ "$own_dir" = 1 ] && [ "${KAITO_E2E_KEEP_CLUSTER:-0}" != 1 ]; then rm -rf "$KAITO_CLUSTER_DIR"; fi
+  if [ "$own_dir" = 1 ] && [ "${KAITO_E2E_KEEP_CLUSTER:-0}" != 1 ]; then rm -rf "$KAITO_CLUSTER_DIR" "$KAITO_CLUSTER_DIR.lock"; fi
   exit "$rc"
 }
 trap cleanup EXIT

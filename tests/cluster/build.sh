@@ -41,6 +41,21 @@ go_install() {
   mv "$tmp/$name" "$bin/$name"; rmdir "$tmp"
 }
 
+# kwok's CRDs (Logs, PortForward, ...) from the same module version, for cluster.sh.
+install_kwok_crds() {
+  local dest="$bin/../share/kwok/crd"
+  [ -f "$dest/kwok.x-k8s.io_logs.yaml" ] && return 0
+  log "copying kwok $KWOK_VERSION CRDs"
+  local dir tmp; tmp=$(mktemp -d)
+  dir=$(cd "$tmp" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  rmdir "$tmp"
+  [ -d "$dir/kustomize/crd/bases" ] || { echo "kwok module source not found (got '$dir')" >&2; return 1; }
+  rm -rf "$dest.tmp"; mkdir -p "$dest.tmp"
+  cp "$dir"/kustomize/crd/bases/*.yaml "$dest.tmp/"
+  chmod -R u+w "$dest.tmp"
+  mv "$dest.tmp" "$dest"
+}
+
 command -v go >/dev/null || { echo "go is required to build the local control plane" >&2; exit 1; }
 mkdir -p "$bin"
 start=$(date +%s)
@@ -51,6 +66,7 @@ build_k8s kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler
 build_k8s kubectl k8s.io/kubernetes/cmd/kubectl
 go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+install_kwok_crds
 took=$(( $(date +%s) - start ))
 [ "$took" -gt 5 ] && log "control-plane binaries ready in ${took}s: $bin"
 echo "$bin"
