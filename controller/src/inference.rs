@@ -305,11 +305,11 @@ fn template_pod(
     let mut tol = spec["tolerations"].as_array().cloned().unwrap_or_default();
     tol.extend(gpu_tolerations().as_array().cloned().unwrap_or_default());
     spec["tolerations"] = Value::Array(tol);
-    if let Some(c) = spec["containers"].get_mut(0) {
-        if c["resources"]["limits"]["nvidia.com/gpu"].is_null() {
-            c["resources"]["limits"]["nvidia.com/gpu"] = json!(gpus);
-            c["resources"]["requests"]["nvidia.com/gpu"] = json!(gpus);
-        }
+    if let Some(c) = spec["containers"].get_mut(0)
+        && c["resources"]["limits"]["nvidia.com/gpu"].is_null()
+    {
+        c["resources"]["limits"]["nvidia.com/gpu"] = json!(gpus);
+        c["resources"]["requests"]["nvidia.com/gpu"] = json!(gpus);
     }
     typed("inference.template", pod)
 }

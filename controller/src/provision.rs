@@ -163,13 +163,13 @@ impl NodeProvisioner for Karpenter {
     async fn release(&self, ws: &Workspace) -> Result<bool, ProvisionError> {
         let claims = self.claims(ws).await?;
         for c in &claims {
-            if c.metadata.deletion_timestamp.is_none() {
-                if let Some(name) = &c.metadata.name {
-                    match self.api.delete(name, &DeleteParams::background()).await {
-                        Ok(_) => {}
-                        Err(kube::Error::Api(e)) if e.code == 404 => {}
-                        Err(e) => return Err(e.into()),
-                    }
+            if c.metadata.deletion_timestamp.is_none()
+                && let Some(name) = &c.metadata.name
+            {
+                match self.api.delete(name, &DeleteParams::background()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(e.into()),
                 }
             }
         }
@@ -183,7 +183,7 @@ pub enum Provisioner {
     /// Bring your own nodes.
     Byo(Byo),
     /// Karpenter NodeClaims.
-    Karpenter(Karpenter),
+    Karpenter(Box<Karpenter>),
 }
 
 impl Provisioner {
@@ -195,7 +195,7 @@ impl Provisioner {
     ) -> Result<Self, String> {
         match kind {
             ProvisionerKind::Byo => Ok(Self::Byo(Byo)),
-            ProvisionerKind::Karpenter => Ok(Self::Karpenter(Karpenter::new(client, cfg.clone()))),
+            ProvisionerKind::Karpenter => Ok(Self::Karpenter(Box::new(Karpenter::new(client, cfg.clone())))),
             ProvisionerKind::Aks => Err(
                 "the aks provisioner is not wired into this build yet (see controller/README.md); use karpenter or byo".into(),
             ),

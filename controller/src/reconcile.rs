@@ -336,11 +336,12 @@ async fn reconcile_inner(ws: &Workspace, ctx: &Context) -> Result<Action, Reconc
         )
         .await?;
         for (type_, reason, message, warning) in status::transitions(&old_conds, &new_conds) {
-            if type_ == CONDITION_RESOURCE_READY && reason == kaito_api::reason::READY {
-                if let Some(created) = &ws.metadata.creation_timestamp {
-                    let secs = (now.0.as_second() - created.0.as_second()).max(0);
-                    ctx.metrics.provisioning.observe(secs as f64);
-                }
+            if type_ == CONDITION_RESOURCE_READY
+                && reason == kaito_api::reason::READY
+                && let Some(created) = &ws.metadata.creation_timestamp
+            {
+                let secs = (now.0.as_second() - created.0.as_second()).max(0);
+                ctx.metrics.provisioning.observe(secs as f64);
             }
             publish(
                 ctx,

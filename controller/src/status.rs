@@ -394,10 +394,8 @@ fn job_started_condition(o: &Observed<'_>, _resource: &Cond) -> Cond {
     let st = job.status.clone().unwrap_or_default();
     let finished =
         job_condition(job, "Complete").is_some() || job_condition(job, "Failed").is_some();
-    if !finished {
-        if let Some(f) = first_failure(o.pods) {
-            return Cond::no(CONDITION_JOB_STARTED, f.reason, f.message);
-        }
+    if !finished && let Some(f) = first_failure(o.pods) {
+        return Cond::no(CONDITION_JOB_STARTED, f.reason, f.message);
     }
     let running_pod = o.pods.iter().any(|p| {
         p.status

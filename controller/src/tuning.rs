@@ -196,9 +196,9 @@ pub fn job(
         let mut v = vs.clone();
         v["name"] = json!("output");
         volumes.push(v);
-        containers[0]["volumeMounts"]
-            .as_array_mut()
-            .map(|m| m.push(json!({"name": "output", "mountPath": "/mnt/output"})));
+        if let Some(m) = containers[0]["volumeMounts"].as_array_mut() {
+            m.push(json!({"name": "output", "mountPath": "/mnt/output"}));
+        }
     }
     if let Some(image) = &output.image {
         let mut cmd = cfg.publisher_command.clone();
