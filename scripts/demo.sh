@@ -1,0 +1,277 @@
+#!/usr/bin/env bash
+# The local demo (README "Local demo"): one command, no Docker, no GPU, no cloud.
+#
+#   scripts/demo.sh
+#
+# It builds what is needed (the four binaries with cargo, the control plane with
+# tests/cluster/build.sh), starts a local Kubernetes control plane with a simulated GPU node,
+# installs the Workspace CRD, runs kaito-webhook (self-signed certificate on 127.0.0.1, wired in
+# with Mutating/Validating webhook configurations) and kaito-controller (byo provisioner) as
+# local processes, generates a tiny random-weight model and serves it with a real kaito-runtime
+# that stands in for the serving pod (kwok PortForward: the pod's port 5000 is that runtime;
+# kwok Logs: `kubectl logs` shows its output). Then the seed flow:
+#   kubectl apply -f examples/inference-phi-3.yaml → ready → kubectl get workspace →
+#   kubectl kaito chat → delete → cleanup.
+#
+# Re-running is safe: what a previous run left behind (in $KAITO_DEMO_DIR) is stopped first.
+# Ctrl-C stops everything it started. The reply comes from random weights, so it is gibberish:
+# the point is that every hop is real.
+#
+# Environment:
+#   KAITO_DEMO_DIR         state dir (default ~/.cache/kaito-rs/demo)
+#   KAITO_DEMO_KEEP=1      leave everything running at the end (stop with: scripts/demo.sh down)
+#   KAITO_DEMO_RELEASE=1   build release binaries (slower build, faster runtime)
+#   KAITO_{CONTROLLER,WEBHOOK,RUNTIME}_BIN, KUBECTL_KAITO_BIN   use these binaries, skip cargo
+#   CARGO_TARGET_DIR       default ~/.cache/kaito-rs/target (shared with scripts/test.sh)
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+STATE=${KAITO_DEMO_DIR:-$HOME/.cache/kaito-rs/demo}
+export KAITO_CLUSTER_DIR="$STATE/cluster"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/kaito-rs/target}
+NS=kaito-demo
+WS=workspace-phi-3-mini
+POD=$WS-0
+NODE=kaito-demo-gpu-1
+HOOK=kaito-demo-webhook
+cluster="$root/tests/cluster/cluster.sh"
+
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
+export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
+
+t0=$(date +%s%3N)
+n=0
+elapsed() { local d=$(( $(date +%s%3N) - t0 )); printf '%d.%ds' $((d / 1000)) $(((d % 1000) / 100)); }
+step() { n=$((n + 1)); printf '\n\033[1m[%2d] %s\033[0m  (%s)\n' "$n" "$*" "$(elapsed)"; }
+info() { printf '     %s\n' "$*"; }
+die() { printf '\n[demo] FAILED: %s\n' "$*" >&2; exit 1; }
+
+# --- process bookkeeping: every process we start runs in its own session (setsid); its
+# process-group id is recorded in $STATE/pids/NAME and only those groups are ever signalled.
+stop_recorded() {
+  local f pg
+  for f in "$STATE"/pids/*; do
+    [ -e "$f" ] || continue
+    pg=$(cat "$f")
+    if [ -n "$pg" ] && kill -0 -- "-$pg" 2>/dev/null; then
+      kill -TERM -- "-$pg" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 -- "-$pg" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL -- "-$pg" 2>/dev/null || true
+    fi
+    rm -f "$f"
+  done
+}
+teardown() {
+  # Webhook configurations first: with failurePolicy Fail and the webhook gone, they would
+  # block Workspace writes in a cluster that is kept.
+  if [ -f "$KAITO_CLUSTER_DIR/kubeconfig" ] && bash "$cluster" status >/dev/null 2>&1; then
+    k delete mutatingwebhookconfiguration,validatingwebhookconfiguration "$HOOK" --ignore-not-found >/dev/null 2>&1 || true
+  fi
+  stop_recorded
+  bash "$cluster" down >/dev/null 2>&1 || true
+  rm -rf "$KAITO_CLUSTER_DIR" "$KAITO_CLUSTER_DIR.lock"
+}
+finished=0
+on_exit() {
+  local rc=$?
+  if [ "$finished" = 1 ] && [ "${KAITO_DEMO_KEEP:-0}" = 1 ]; then
+    info "kept running; stop with: scripts/demo.sh down"
+    exit "$rc"
+  fi
+  [ "$rc" = 0 ] || { printf '\n[demo] logs: %s/logs\n' "$STATE" >&2; for l in "$STATE"/logs/*.log; do [ -f "$l" ] && { echo "--- $l" >&2; tail -5 "$l" >&2; }; done; }
+  printf '\n[demo] cleaning up ...\n'
+  teardown
+  printf '[demo] stopped everything the demo started (%s)\n' "$(elapsed)"
+  exit "$rc"
+}
+
+if [ "${1:-}" = down ]; then teardown; echo "[demo] stopped"; exit 0; fi
+
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+wait_http() { # URL, what, seconds, pid-file
+  local url=$1 what=$2 secs=$3 pidf=$4
+  for _ in $(seq 1 $((secs * 4))); do
+    curl -fsS -k --max-time 2 "$url" >/dev/null 2>&1 && return 0
+    kill -0 -- "-$(cat "$pidf")" 2>/dev/null || die "$what exited (log: $STATE/logs)"
+    sleep 0.25
+  done
+  die "$what not ready after ${secs}s ($url)"
+}
+start_bg() { # NAME LOGFILE CMD... : in its own session, output to LOGFILE
+  local name=$1 logf=$2; shift 2
+  setsid "$@" >"$logf" 2>&1 < /dev/null &
+  echo $! >"$STATE/pids/$name"
+}
+
+# ---------------------------------------------------------------------------------------
+step "cleaning up what a previous run left (if anything)"
+teardown
+mkdir -p "$STATE/pids" "$STATE/logs"
+trap on_exit EXIT
+trap 'exit 130' INT TERM
+
+step "building kaito-controller, kaito-webhook, kaito-runtime, kubectl-kaito (cargo)"
+profile=debug; flags=()
+[ "${KAITO_DEMO_RELEASE:-0}" = 1 ] && { profile=release; flags=(--release); }
+need_build=()
+for pair in kaito-controller:KAITO_CONTROLLER_BIN kaito-webhook:KAITO_WEBHOOK_BIN kaito-runtime:KAITO_RUNTIME_BIN kubectl-kaito:KUBECTL_KAITO_BIN; do
+  var=${pair#*:}
+  [ -n "${!var:-}" ] || need_build+=(-p "${pair%%:*}")
+done
+if [ "${#need_build[@]}" -gt 0 ]; then
+  tb=$(date +%s)
+  cargo build --locked "${flags[@]}" "${need_build[@]}" --bins >"$STATE/logs/cargo.log" 2>&1 \
+    || { tail -30 "$STATE/logs/cargo.log" >&2; die "cargo build"; }
+  info "cargo build ($profile) took $(( $(date +%s) - tb ))s"
+fi
+CONTROLLER=${KAITO_CONTROLLER_BIN:-$CARGO_TARGET_DIR/$profile/kaito-controller}
+WEBHOOK=${KAITO_WEBHOOK_BIN:-$CARGO_TARGET_DIR/$profile/kaito-webhook}
+RUNTIME=${KAITO_RUNTIME_BIN:-$CARGO_TARGET_DIR/$profile/kaito-runtime}
+PLUGIN=${KUBECTL_KAITO_BIN:-$CARGO_TARGET_DIR/$profile/kubectl-kaito}
+for b in "$CONTROLLER" "$WEBHOOK" "$RUNTIME" "$PLUGIN"; do [ -x "$b" ] || die "missing binary $b"; done
+mkdir -p "$STATE/bin"
+ln -sf "$PLUGIN" "$STATE/bin/kubectl-kaito"
+
+step "building the local control plane (Go modules; cached after the first run)"
+bin=$("$root/tests/cluster/build.sh" 2>"$STATE/logs/cluster-build.log") || { tail -20 "$STATE/logs/cluster-build.log" >&2; die "tests/cluster/build.sh"; }
+export KAITO_CLUSTER_BIN=$bin
+export PATH="$STATE/bin:$bin:$PATH"
+info "kube-apiserver, controller-manager, scheduler, etcd, kwok, kubectl, helm in $bin"
+k() { kubectl --request-timeout=60s "$@"; }
+
+step "starting the control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)"
+bash "$cluster" up >"$STATE/logs/cluster-up.log" 2>&1 || { tail -20 "$STATE/logs/cluster-up.log" >&2; die "cluster.sh up"; }
+export KUBECONFIG="$KAITO_CLUSTER_DIR/kubeconfig"
+info "KUBECONFIG=$KUBECONFIG"
+
+step "adding a simulated GPU node ($NODE: Standard_NC6s_v3, 1x V100 16 GiB, label apps=phi-3)"
+bash "$cluster" add-gpu-node "$NODE" --sku Standard_NC6s_v3 --label apps=phi-3 >"$STATE/logs/node.log" 2>&1 \
+  || { cat "$STATE/logs/node.log" >&2; die "add-gpu-node"; }
+k get nodes -L node.kubernetes.io/instance-type,nvidia.com/gpu.product | sed 's/^/     /'
+
+step "installing the Workspace CRD (charts/kaito/crds)"
+k apply -f charts/kaito/crds/ | sed 's/^/     /'
+k wait --for=condition=Established --timeout=60s crd/workspaces.kaito.sh >/dev/null
+
+step "starting kaito-webhook on 127.0.0.1 (self-signed certificate) and registering it"
+hook_port=$(free_port); hook_health=$(free_port)
+start_bg webhook "$STATE/logs/webhook.log" "$WEBHOOK" --bind-address 127.0.0.1 --port "$hook_port" \
+  --health-bind-address 127.0.0.1 --health-port "$hook_health" \
+  --tls-self-signed-for 127.0.0.1,localhost --tls-ca-out "$STATE/webhook-ca.pem" \
+  --mutating-webhook-config "" --validating-webhook-config "" \
+  --cloud azure --provisioner byo --log-format text
+wait_http "http://127.0.0.1:$hook_health/readyz" kaito-webhook 60 "$STATE/pids/webhook"
+for _ in $(seq 1 40); do [ -s "$STATE/webhook-ca.pem" ] && break; sleep 0.25; done
+ca=$(base64 -w0 <"$STATE/webhook-ca.pem")
+rules='[{apiGroups: [kaito.sh], apiVersions: [v1alpha1, v1beta1], operations: [CREATE, UPDATE], resources: [workspaces], scope: Namespaced}]'
+k apply -f - <<EOF | sed 's/^/     /'
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata: {name: $HOOK}
+webhooks:
+- name: mutate.workspaces.kaito.sh
+  admissionReviewVersions: [v1]
+  sideEffects: None
+  failurePolicy: Fail
+  clientConfig: {url: "https://127.0.0.1:$hook_port/mutate", caBundle: "$ca"}
+  rules: $rules
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {name: $HOOK}
+webhooks:
+- name: validate.workspaces.kaito.sh
+  admissionReviewVersions: [v1]
+  sideEffects: None
+  failurePolicy: Fail
+  clientConfig: {url: "https://127.0.0.1:$hook_port/validate", caBundle: "$ca"}
+  rules: $rules
+EOF
+info "https://127.0.0.1:$hook_port/{mutate,validate}  (pid group $(cat "$STATE/pids/webhook"))"
+
+step "starting kaito-controller (provisioner byo: the simulated node is the GPU node)"
+ctrl_port=$(free_port)
+start_bg controller "$STATE/logs/controller.log" env RUST_LOG=info,kube=warn KAITO_RUNTIME_COMMAND=kaito-runtime \
+  "$CONTROLLER" --provisioner byo --metrics-addr "127.0.0.1:$ctrl_port" --leader-election-namespace default
+wait_http "http://127.0.0.1:$ctrl_port/readyz" kaito-controller 90 "$STATE/pids/controller"
+info "leading; metrics on http://127.0.0.1:$ctrl_port/metrics"
+
+step "generating a tiny random-weight phi3 model and starting a real kaito-runtime for it"
+"$RUNTIME" gen-model --out "$STATE/model" --arch phi3 >"$STATE/logs/gen-model.log" 2>&1 || { cat "$STATE/logs/gen-model.log" >&2; die "gen-model"; }
+rt_port=$(free_port)
+# The runtime's output goes to a CRI-format file, which kwok serves as the pod's log.
+: >"$STATE/logs/runtime.cri.log"
+# shellcheck disable=SC2016
+start_bg runtime "$STATE/logs/runtime.log" env NO_COLOR=1 TZ=UTC CRI_LOG="$STATE/logs/runtime.cri.log" bash -c '
+  "$@" 2>&1 | while IFS= read -r line; do
+    printf "%(%Y-%m-%dT%H:%M:%S)T.000000000Z stdout F %s\n" -1 "$line" >>"$CRI_LOG"
+    printf "%s\n" "$line"
+  done' runtime "$RUNTIME" \
+  --model-dir "$STATE/model" --served-model-name phi-3-mini-4k-instruct --host 127.0.0.1 --port "$rt_port"
+wait_http "http://127.0.0.1:$rt_port/health" kaito-runtime 180 "$STATE/pids/runtime"
+info "kaito-runtime on 127.0.0.1:$rt_port; it is pod $NS/$POD's port 5000 (kwok PortForward) and log (kwok Logs)"
+k create namespace "$NS" >/dev/null
+k apply -f - <<EOF | sed 's/^/     /'
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: PortForward
+metadata: {name: $POD, namespace: $NS}
+spec:
+  forwards:
+  - ports: [5000]
+    target: {address: 127.0.0.1, port: $rt_port}
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Logs
+metadata: {name: $POD, namespace: $NS}
+spec:
+  logs:
+  - containers: [model]
+    logsFile: $STATE/logs/runtime.cri.log
+EOF
+
+step "kubectl apply -f examples/inference-phi-3.yaml  (the seed workspace, unchanged)"
+k -n "$NS" apply -f examples/inference-phi-3.yaml | sed 's/^/     /'
+info "as stored after the webhook: $(k -n "$NS" get workspace "$WS" -o jsonpath='resource={.resource}' | cut -c1-200)"
+
+step "waiting for the workspace to turn ready"
+last=""
+for i in $(seq 1 180); do
+  line=$(k -n "$NS" get workspace "$WS" -o jsonpath='{range .status.conditions[*]}{.type}={.status} {end}' 2>/dev/null || true)
+  [ "$line" != "$last" ] && { info "${line:-(no conditions yet)}"; last=$line; }
+  cond=$(k -n "$NS" get workspace "$WS" -o jsonpath='{.status.conditions[?(@.type=="WorkspaceSucceeded")].status}' 2>/dev/null || true)
+  [ "$cond" = True ] && break
+  [ "$i" = 180 ] && { k -n "$NS" describe workspace "$WS" >&2 || true; die "workspace not ready after 180s"; }
+  sleep 1
+done
+info "ready"
+
+step "kubectl get workspace"
+k -n "$NS" get workspace | sed 's/^/     /'
+k -n "$NS" get statefulset,pods,services -o wide | sed 's/^/     /'
+
+step "kubectl kaito chat $WS --prompt \"What is Kubernetes?\"  (port-forward through the API server)"
+if kubectl kaito chat "$WS" -n "$NS" --prompt "What is Kubernetes?" --max-tokens 24 >"$STATE/logs/chat.out" 2>"$STATE/logs/chat.err" \
+  || kubectl kaito chat "$WS" -n "$NS" --prompt "What is Kubernetes?" >"$STATE/logs/chat.out" 2>"$STATE/logs/chat.err"; then
+  info "reply (random weights, so gibberish; every hop is real):"
+  sed 's/^/       /' "$STATE/logs/chat.out" | head -c 2000; echo
+  [ -s "$STATE/logs/chat.out" ] || die "kubectl kaito chat printed no reply"
+else
+  info "kubectl kaito chat failed: $(tail -3 "$STATE/logs/chat.err")"
+  info "falling back to kubectl port-forward + curl /chat"
+  pf_port=$(free_port)
+  start_bg port-forward "$STATE/logs/port-forward.log" kubectl -n "$NS" port-forward "pod/$POD" "$pf_port:5000"
+  wait_http "http://127.0.0.1:$pf_port/health" "kubectl port-forward" 30 "$STATE/pids/port-forward"
+  curl -fsS --max-time 120 "http://127.0.0.1:$pf_port/chat" -H 'content-type: application/json' \
+    -d '{"prompt": "What is Kubernetes?", "generate_kwargs": {"max_length": 24}}' | tee "$STATE/logs/chat.out" | sed 's/^/       /'; echo
+  [ -s "$STATE/logs/chat.out" ] || die "no reply through the port-forward"
+fi
+
+step "kubectl logs $POD  (the runtime's output, through kwok Logs)"
+k -n "$NS" logs "$POD" --tail 5 | cut -c1-160 | sed 's/^/     /'
+
+step "kubectl delete workspace $WS  (the controller releases its finalizer)"
+k -n "$NS" delete workspace "$WS" --timeout=90s | sed 's/^/     /'
+
+finished=1
+printf '\n[demo] done in %s\n' "$(elapsed)"
