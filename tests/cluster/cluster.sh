@@ -313,6 +313,7 @@ EOF
     --kubelet-client-certificate="$pki/apiserver-kubelet-client.crt" \
     --kubelet-client-key="$pki/apiserver-kubelet-client.key" \
     --enable-aggregator-routing=true \
+    --endpoint-reconciler-type=none \
     --profiling=false --v=1
   wait_for kube-apiserver "kube-apiserver /readyz" \
     curl_ok --cacert "$pki/ca.crt" "https://127.0.0.1:${PORTS[kube-apiserver]}/readyz"

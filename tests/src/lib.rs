@@ -326,7 +326,12 @@ impl Cluster {
             "the namespace's default ServiceAccount",
             Duration::from_secs(60),
             Duration::from_millis(200),
-            || Ok(self.kubectl(["get", "serviceaccount", "default", "-n", &name])?.success().then_some(())),
+            || {
+                Ok(self
+                    .kubectl(["get", "serviceaccount", "default", "-n", &name])?
+                    .success()
+                    .then_some(()))
+            },
         )?;
         Ok(TestNamespace {
             cluster: self,
@@ -366,7 +371,11 @@ impl Cluster {
                 "-f",
                 &file.display().to_string(),
             ])?;
-            names.extend(out.lines().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()));
+            names.extend(
+                out.lines()
+                    .map(|l| l.trim().to_owned())
+                    .filter(|l| !l.is_empty()),
+            );
         }
         if names.is_empty() {
             bail!("charts/kaito/crds/*.yaml created nothing");
@@ -645,7 +654,10 @@ mod tests {
     fn json_subset_finds_missing_and_changed_values() {
         let stored = json!({"a": {"b": 1, "c": [1, 2]}, "d": "x", "extra": true});
         assert_eq!(json_subset(&json!({"a": {"b": 1}}), &stored), None);
-        assert_eq!(json_subset(&json!({"a": {"c": [1, 2]}, "d": "x"}), &stored), None);
+        assert_eq!(
+            json_subset(&json!({"a": {"c": [1, 2]}, "d": "x"}), &stored),
+            None
+        );
         assert_eq!(
             json_subset(&json!({"a": {"b": 2}}), &stored).as_deref(),
             Some(".a.b: expected 2, stored 1")

@@ -29,13 +29,21 @@ fn kaito_crds_install_and_become_established() -> anyhow::Result<()> {
             .into_iter()
             .flatten()
             .any(|c| c["type"] == "Established" && c["status"] == "True");
-        assert!(established, "{name} is not Established: {:#}", crd["status"]);
+        assert!(
+            established,
+            "{name} is not Established: {:#}",
+            crd["status"]
+        );
         let names_accepted = crd["status"]["conditions"]
             .as_array()
             .into_iter()
             .flatten()
             .any(|c| c["type"] == "NamesAccepted" && c["status"] == "True");
-        assert!(names_accepted, "{name}: names not accepted: {:#}", crd["status"]);
+        assert!(
+            names_accepted,
+            "{name}: names not accepted: {:#}",
+            crd["status"]
+        );
     }
 
     let crd = cluster.get_json(["crd", "workspaces.kaito.sh"])?;

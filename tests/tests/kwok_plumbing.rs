@@ -3,7 +3,7 @@
 //! real server on loopback (kwok PortForward). Both go kubectl -> kube-apiserver -> kwok's
 //! kubelet-like server over TLS, as with a real kubelet.
 
-use kaito_e2e::{GpuNode, Cluster, TestNamespace, unique_name, wait_for};
+use kaito_e2e::{Cluster, GpuNode, TestNamespace, unique_name, wait_for};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Stdio};
@@ -27,7 +27,12 @@ spec:
     image: registry.invalid/sidecar:latest
 "#
     ))?;
-    ns.kubectl_ok(["wait", "--for=condition=Ready", &format!("pod/{name}"), "--timeout=90s"])?;
+    ns.kubectl_ok([
+        "wait",
+        "--for=condition=Ready",
+        &format!("pod/{name}"),
+        "--timeout=90s",
+    ])?;
     Ok(())
 }
 
@@ -37,7 +42,8 @@ fn kubectl_logs_reads_the_log_file_named_by_a_kwok_logs_object() -> anyhow::Resu
     let cluster = Cluster::shared();
     let ns = cluster.namespace("logs")?;
     let group = ns.name().to_owned();
-    let _node = cluster.add_gpu_node(&GpuNode::new(unique_name("gpu-logs")).label("kaito-e2e/group", &group))?;
+    let _node = cluster
+        .add_gpu_node(&GpuNode::new(unique_name("gpu-logs")).label("kaito-e2e/group", &group))?;
     ready_pod(&ns, "inference", &group, 5000)?;
 
     // A container log file in the CRI format a kubelet reads.
@@ -57,7 +63,10 @@ fn kubectl_logs_reads_the_log_file_named_by_a_kwok_logs_object() -> anyhow::Resu
     text.push_str("2026-01-01T00:00:09.100000000Z stderr F line\n");
     std::fs::write(&file, text)?;
     let other = dir.join("sidecar.log");
-    std::fs::write(&other, "2026-01-01T00:00:00.000000000Z stdout F sidecar says hi\n")?;
+    std::fs::write(
+        &other,
+        "2026-01-01T00:00:00.000000000Z stdout F sidecar says hi\n",
+    )?;
 
     ns.apply(&format!(
         r#"apiVersion: kwok.x-k8s.io/v1alpha1
@@ -84,16 +93,20 @@ spec:
         Duration::from_millis(300),
         || {
             let out = ns.kubectl(["logs", "pod/inference", "-c", "server"])?;
-            Ok((out.success() && out.stdout.lines().count() >= expected.len()).then_some(out.stdout))
+            Ok(
+                (out.success() && out.stdout.lines().count() >= expected.len())
+                    .then_some(out.stdout),
+            )
         },
     )?;
     assert_eq!(got.lines().collect::<Vec<_>>(), expected, "{got}");
 
-    let tail = ns.kubectl_ok(["logs", "pod/inference", "-c", "server", "--tail=1"])?;
-    assert_eq!(tail.trim_end(), "partial line");
-    let stamped = ns.kubectl_ok(["logs", "pod/inference", "-c", "server", "--timestamps", "--tail=2"])?;
+    // --tail counts the file's CRI entries; the last two make up the one "partial line".
+    let tail = ns.kubectl_ok(["logs", "pod/inference", "-c", "server", "--tail=3"])?;
+    assert_eq!(tail.lines().collect::<Vec<_>>(), expected[2..], "{tail}");
+    let stamped = ns.kubectl_ok(["logs", "pod/inference", "-c", "server", "--timestamps"])?;
     assert!(
-        stamped.starts_with("2026-01-01T00:00:02"),
+        stamped.starts_with("2026-01-01T00:00:00.000000000Z INFO: loading model"),
         "timestamps come from the CRI file: {stamped}"
     );
     let sidecar = ns.kubectl_ok(["logs", "pod/inference", "-c", "sidecar"])?;
@@ -146,7 +159,12 @@ impl Drop for KillOnDrop {
 /// Starts `kubectl port-forward pod/NAME :PORT` and returns it with the local port it chose.
 fn port_forward(ns: &TestNamespace<'_>, pod: &str, port: u16) -> anyhow::Result<(KillOnDrop, u16)> {
     let mut child = ns
-        .kubectl_command(["port-forward", &format!("pod/{pod}"), &format!(":{port}"), "--address=127.0.0.1"])
+        .kubectl_command([
+            "port-forward",
+            &format!("pod/{pod}"),
+            &format!(":{port}"),
+            "--address=127.0.0.1",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -158,7 +176,10 @@ fn port_forward(ns: &TestNamespace<'_>, pod: &str, port: u16) -> anyhow::Result<
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             // "Forwarding from 127.0.0.1:41234 -> 5000"
             if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
-                let local = rest.split_whitespace().next().and_then(|p| p.parse::<u16>().ok());
+                let local = rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|p| p.parse::<u16>().ok());
                 let _ = tx.send(local);
             }
         }
@@ -170,13 +191,36 @@ fn port_forward(ns: &TestNamespace<'_>, pod: &str, port: u16) -> anyhow::Result<
     Ok((child, local))
 }
 
-fn http_get(port: u16) -> anyhow::Result<String> {
+/// One HTTP/1.1 GET through `port`; returns the status line and the body. Reads exactly
+/// Content-Length bytes: kubectl port-forward does not pass the server's close on as EOF.
+fn http_get(port: u16, timeout: Duration) -> anyhow::Result<(String, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET /v1/models HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
-    let mut response = String::new();
-    s.read_to_string(&mut response)?;
-    Ok(response)
+    s.set_read_timeout(Some(timeout))?;
+    write!(
+        s,
+        "GET /v1/models HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut reader = BufReader::new(s);
+    let mut status = String::new();
+    reader.read_line(&mut status)?;
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            anyhow::bail!("connection closed in the response head");
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse()?;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok((status.trim_end().to_owned(), String::from_utf8(body)?))
 }
 
 #[test]
@@ -185,10 +229,14 @@ fn kubectl_port_forward_reaches_a_local_server_through_a_kwok_port_forward() -> 
     let cluster = Cluster::shared();
     let ns = cluster.namespace("port-forward")?;
     let group = ns.name().to_owned();
-    let _node = cluster.add_gpu_node(&GpuNode::new(unique_name("gpu-pf")).label("kaito-e2e/group", &group))?;
+    let _node = cluster
+        .add_gpu_node(&GpuNode::new(unique_name("gpu-pf")).label("kaito-e2e/group", &group))?;
     ready_pod(&ns, "inference", &group, 5000)?;
 
-    let body = format!("{{\"object\":\"list\",\"data\":[{{\"id\":\"{}\"}}]}}", ns.name());
+    let body = format!(
+        "{{\"object\":\"list\",\"data\":[{{\"id\":\"{}\"}}]}}",
+        ns.name()
+    );
     let target = serve_http(body.clone())?;
     ns.apply(&format!(
         r#"apiVersion: kwok.x-k8s.io/v1alpha1
@@ -203,30 +251,34 @@ spec:
     ))?;
 
     // kwok sees the PortForward object through its informer; retry until a request gets through.
-    let response = wait_for(
+    let (status, got) = wait_for(
         "an HTTP response through kubectl port-forward",
         Duration::from_secs(60),
         Duration::from_millis(500),
         || {
             let (_pf, local) = port_forward(&ns, "inference", 5000)?;
-            match http_get(local) {
-                Ok(r) if r.starts_with("HTTP/1.1 200") => Ok(Some(r)),
-                _ => Ok(None),
-            }
+            Ok(http_get(local, Duration::from_secs(5)).ok())
         },
     )?;
-    assert!(response.ends_with(&body), "{response}");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(got, body);
 
     // Several requests over one port-forward session.
     let (_pf, local) = port_forward(&ns, "inference", 5000)?;
     for _ in 0..3 {
-        let r = http_get(local)?;
-        assert!(r.starts_with("HTTP/1.1 200") && r.ends_with(&body), "{r}");
+        let (status, got) = http_get(local, Duration::from_secs(10))?;
+        assert_eq!(
+            (status.as_str(), got.as_str()),
+            ("HTTP/1.1 200 OK", body.as_str())
+        );
     }
 
-    // A port without a forward rule is refused.
+    // A port without a forward rule gets no answer.
     let (_pf2, local2) = port_forward(&ns, "inference", 6000)?;
-    let refused = http_get(local2).unwrap_or_default();
-    assert!(refused.is_empty(), "port 6000 has no forward rule but answered: {refused}");
+    let refused = http_get(local2, Duration::from_secs(3));
+    assert!(
+        refused.is_err(),
+        "port 6000 has no forward rule but answered: {refused:?}"
+    );
     Ok(())
 }

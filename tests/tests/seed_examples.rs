@@ -15,7 +15,10 @@ fn seed_examples_apply_store_and_print_columns() -> anyhow::Result<()> {
     for file in &files {
         let text = std::fs::read_to_string(file)?;
         let seed: serde_json::Value = serde_yaml::from_str(&text)?;
-        let name = seed["metadata"]["name"].as_str().expect("seed has a name").to_owned();
+        let name = seed["metadata"]["name"]
+            .as_str()
+            .expect("seed has a name")
+            .to_owned();
         let api_version = seed["apiVersion"].as_str().expect("seed has an apiVersion");
         let version = api_version.rsplit('/').next().expect("group/version");
         let path = file.display().to_string();
@@ -33,7 +36,10 @@ fn seed_examples_apply_store_and_print_columns() -> anyhow::Result<()> {
                 if out.stderr.contains("no matches for kind") {
                     return Ok(None);
                 }
-                anyhow::bail!("kubectl apply -f {path} was rejected: {}", out.stderr.trim())
+                anyhow::bail!(
+                    "kubectl apply -f {path} was rejected: {}",
+                    out.stderr.trim()
+                )
             },
         )?;
         assert!(
@@ -55,15 +61,32 @@ fn seed_examples_apply_store_and_print_columns() -> anyhow::Result<()> {
         // `kubectl get workspace NAME` prints the seed's columns.
         let table = ns.kubectl_ok(["get", "workspace", &name])?;
         let header = table_header(&table);
-        let want = ["NAME", "INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY", "AGE"];
+        let want = [
+            "NAME",
+            "INSTANCE",
+            "RESOURCEREADY",
+            "INFERENCEREADY",
+            "WORKSPACEREADY",
+            "AGE",
+        ];
         assert!(
             in_order(&header, &want),
             "{path}: header {header:?} lacks {want:?} in order:\n{table}"
         );
-        let row: Vec<&str> = table.lines().nth(1).unwrap_or_default().split_whitespace().collect();
+        let row: Vec<&str> = table
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
         assert_eq!(row.first().copied(), Some(name.as_str()), "{table}");
-        let instance = seed["resource"]["instanceType"].as_str().expect("seed has an instanceType");
-        let col = header.iter().position(|h| h == "INSTANCE").expect("INSTANCE column");
+        let instance = seed["resource"]["instanceType"]
+            .as_str()
+            .expect("seed has an instanceType");
+        let col = header
+            .iter()
+            .position(|h| h == "INSTANCE")
+            .expect("INSTANCE column");
         assert_eq!(row.get(col).copied(), Some(instance), "{path}:\n{table}");
         assert_eq!(instance, "Standard_NC6s_v3");
     }
