@@ -5,11 +5,22 @@
 //! `api-version=2023-01-02-preview` to
 //! `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerService/managedClusters/{cluster}/agentPools/{pool}`.
 
-use kaito_api::{LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, Workspace, reason};
-use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use azure_mgmt_containerservice::models::AgentPool;
+use futures::StreamExt;
+use kaito_api::{LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, Workspace, reason};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use crate::azure::{Arm, AzureSettings, http_failure};
 use crate::naming;
 use crate::plan::WorkspacePlan;
+use crate::provision::ProvisionError;
+use crate::status::ProvisionReport;
 
 /// The api-version `azure_mgmt_containerservice` 0.10 uses by default.
 pub const API_VERSION: &str = "2023-01-02-preview";
@@ -57,6 +68,11 @@ pub fn classify_error(status: u16, body: &str) -> (&'static str, String) {
         .as_str()
         .map(str::to_string)
         .unwrap_or_else(|| body.trim().to_string());
+    classify(status, code, &message)
+}
+
+/// Maps an ARM error code and message to a condition reason and message.
+pub fn classify(status: u16, code: &str, message: &str) -> (&'static str, String) {
     let lower = format!("{code} {message}").to_ascii_lowercase();
     let r = if lower.contains("quota") {
         reason::QUOTA_EXCEEDED
@@ -77,6 +93,282 @@ pub fn classify_error(status: u16, body: &str) -> (&'static str, String) {
         r,
         format!("Azure refused the agent pool ({code}): {message}"),
     )
+}
+
+/// Whether an ARM status is worth retrying (throttling, timeouts, server errors).
+fn transient(status: u16) -> bool {
+    status == 408 || status == 429 || status >= 500
+}
+
+/// One AKS agent pool per workspace, through `azure_mgmt_containerservice`.
+#[derive(Clone)]
+pub struct Aks {
+    arm: Arm,
+    settings: AzureSettings,
+    /// `Azure-AsyncOperation` URLs of the PUTs this process sent, by pool name.
+    operations: Arc<Mutex<HashMap<String, String>>>,
+}
+
+/// Provisioning state of a pool that is still changing.
+fn in_progress(state: &str) -> bool {
+    !matches!(state, "Succeeded" | "Failed" | "Canceled")
+}
+
+impl Aks {
+    /// A provisioner talking to ARM with `settings`.
+    pub fn new(settings: AzureSettings) -> Result<Self, crate::azure::AzureSetupError> {
+        Ok(Self {
+            arm: crate::azure::agent_pools_client(&settings)?,
+            settings,
+            operations: Arc::default(),
+        })
+    }
+
+    fn azure_error(&self, e: azure_core::Error) -> Result<ProvisionReport, ProvisionError> {
+        match http_failure(&e) {
+            Some((status, code, message)) if !transient(status) => {
+                let (r, m) = classify(
+                    status,
+                    code.as_deref().unwrap_or(""),
+                    message.as_deref().unwrap_or("no message"),
+                );
+                Ok(ProvisionReport {
+                    failure: Some((r.to_owned(), m)),
+                    progress: None,
+                    // The cause is outside the spec (quota, region): look again later.
+                    requeue_after: Some(Duration::from_secs(15)),
+                })
+            }
+            _ => Err(ProvisionError::Azure(e.to_string())),
+        }
+    }
+
+    /// The pool, or None when ARM answers 404.
+    pub async fn get(&self, pool: &str) -> Result<Option<AgentPool>, azure_core::Error> {
+        let s = &self.settings;
+        match self
+            .arm
+            .pools
+            .get(&s.subscription_id, &s.resource_group, &s.cluster_name, pool)
+            .await
+        {
+            Ok(p) => Ok(Some(p)),
+            Err(e) if http_failure(&e).is_some_and(|(st, ..)| st == 404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn put(&self, pool: &str, body: &Value) -> Result<(), azure_core::Error> {
+        let s = &self.settings;
+        let model: AgentPool = serde_json::from_value(body.clone())?;
+        let rsp = self
+            .arm
+            .pools
+            .create_or_update(
+                &s.subscription_id,
+                &s.resource_group,
+                &s.cluster_name,
+                pool,
+                model,
+            )
+            .send()
+            .await?;
+        let raw = rsp.into_raw_response();
+        if let Some(url) = raw
+            .headers()
+            .get_optional_str(&azure_core::headers::HeaderName::from_static(
+                "azure-asyncoperation",
+            ))
+            && let Ok(mut ops) = self.operations.lock()
+        {
+            ops.insert(pool.to_owned(), url.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Every pool of the cluster.
+    pub async fn list(&self) -> Result<Vec<AgentPool>, azure_core::Error> {
+        let s = &self.settings;
+        let mut stream = self
+            .arm
+            .pools
+            .list(&s.subscription_id, &s.resource_group, &s.cluster_name)
+            .into_stream();
+        let mut out = Vec::new();
+        while let Some(page) = stream.next().await {
+            out.extend(page?.value);
+        }
+        Ok(out)
+    }
+
+    /// Starts deleting `pool`; true once it is gone.
+    pub async fn delete(&self, pool: &str) -> Result<bool, azure_core::Error> {
+        let s = &self.settings;
+        match self.get(pool).await? {
+            None => return Ok(true),
+            Some(p) => {
+                let state = p
+                    .properties
+                    .as_ref()
+                    .and_then(|p| p.provisioning_state.as_deref())
+                    .unwrap_or("");
+                if state == "Deleting" {
+                    return Ok(false);
+                }
+            }
+        }
+        match self
+            .arm
+            .pools
+            .delete(&s.subscription_id, &s.resource_group, &s.cluster_name, pool)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(false),
+            Err(e) if http_failure(&e).is_some_and(|(st, ..)| st == 404) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Why a Failed pool failed, from the operation this process started, if any.
+    async fn failure_of(&self, pool: &str) -> (String, String) {
+        let url = self
+            .operations
+            .lock()
+            .ok()
+            .and_then(|ops| ops.get(pool).cloned());
+        if let Some(url) = url
+            && let Ok((_, Some(code), message)) = self.arm.operation(&url).await
+        {
+            let (r, m) = classify(200, &code, message.as_deref().unwrap_or("no message"));
+            return (r.to_owned(), m);
+        }
+        (
+            reason::CLOUD_ERROR.to_owned(),
+            format!("Azure reports agent pool {pool} in provisioningState Failed"),
+        )
+    }
+
+    /// Deletes pools tagged with a workspace that no longer exists; returns their names.
+    pub async fn delete_orphans(&self, client: &Client) -> Result<Vec<String>, ProvisionError> {
+        let pools = self
+            .list()
+            .await
+            .map_err(|e| ProvisionError::Azure(e.to_string()))?;
+        let mut deleted = Vec::new();
+        for p in pools {
+            let Some(name) = p.sub_resource.name.clone() else {
+                continue;
+            };
+            let tags = p.properties.as_ref().and_then(|p| p.tags.as_ref());
+            let (Some(ws), Some(ns)) = (
+                tags.and_then(|t| t[LABEL_WORKSPACE].as_str()),
+                tags.and_then(|t| t[LABEL_WORKSPACE_NAMESPACE].as_str()),
+            ) else {
+                continue;
+            };
+            let api: Api<Workspace> = Api::namespaced(client.clone(), ns);
+            if api.get_opt(ws).await?.is_none() {
+                info!(pool = %name, workspace = %ws, namespace = %ns, "deleting orphaned agent pool");
+                self.delete(&name)
+                    .await
+                    .map_err(|e| ProvisionError::Azure(e.to_string()))?;
+                deleted.push(name);
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Looks for orphaned pools every `orphan_interval`, forever.
+    pub fn spawn_orphan_sweeper(&self, client: Client) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(me.settings.orphan_interval).await;
+                if let Err(e) = me.delete_orphans(&client).await {
+                    warn!(error = %e, "sweeping orphaned agent pools");
+                }
+            }
+        });
+    }
+}
+
+impl crate::provision::NodeProvisioner for Aks {
+    async fn ensure(
+        &self,
+        ws: &Workspace,
+        plan: &WorkspacePlan,
+    ) -> Result<ProvisionReport, ProvisionError> {
+        let pool = naming::pool_name(naming::namespace(ws), naming::name(ws));
+        let body = agent_pool_body(ws, plan);
+        let existing = match self.get(&pool).await {
+            Ok(p) => p,
+            Err(e) => return self.azure_error(e),
+        };
+        let Some(existing) = existing else {
+            info!(%pool, vm_size = %plan.instance_type, count = plan.node_count, "creating agent pool");
+            if let Err(e) = self.put(&pool, &body).await {
+                return self.azure_error(e);
+            }
+            return Ok(ProvisionReport {
+                failure: None,
+                progress: Some(format!(
+                    "creating AKS agent pool {pool} ({} x {})",
+                    plan.node_count, plan.instance_type
+                )),
+                requeue_after: Some(Duration::from_secs(2)),
+            });
+        };
+        let props = existing.properties.unwrap_or_default();
+        let state = props.provisioning_state.unwrap_or_default();
+        if in_progress(&state) {
+            return Ok(ProvisionReport {
+                failure: None,
+                progress: Some(format!("AKS agent pool {pool} is {state}")),
+                requeue_after: Some(Duration::from_secs(2)),
+            });
+        }
+        if state == "Failed" {
+            let (r, m) = self.failure_of(&pool).await;
+            // Retry the PUT: a failed pool can be re-put once the cause is gone.
+            if let Err(e) = self.put(&pool, &body).await {
+                return self.azure_error(e);
+            }
+            return Ok(ProvisionReport {
+                failure: Some((r, m)),
+                progress: None,
+                requeue_after: Some(Duration::from_secs(5)),
+            });
+        }
+        if props.count != Some(plan.node_count) {
+            info!(%pool, count = plan.node_count, "scaling agent pool");
+            if let Err(e) = self.put(&pool, &body).await {
+                return self.azure_error(e);
+            }
+            return Ok(ProvisionReport {
+                failure: None,
+                progress: Some(format!(
+                    "scaling AKS agent pool {pool} to {}",
+                    plan.node_count
+                )),
+                requeue_after: Some(Duration::from_secs(2)),
+            });
+        }
+        Ok(ProvisionReport {
+            failure: None,
+            progress: Some(format!(
+                "AKS agent pool {pool} is Succeeded; waiting for its nodes to be Ready"
+            )),
+            requeue_after: None,
+        })
+    }
+
+    async fn release(&self, ws: &Workspace) -> Result<bool, ProvisionError> {
+        let pool = naming::pool_name(naming::namespace(ws), naming::name(ws));
+        self.delete(&pool)
+            .await
+            .map_err(|e| ProvisionError::Azure(e.to_string()))
+    }
 }
 
 #[cfg(test)]
@@ -102,6 +394,13 @@ mod tests {
         );
         assert_eq!(props["tags"]["kaito.sh/workspacenamespace"], "default");
         assert!(props["osDiskSizeGB"].as_u64().is_some_and(|d| d >= 128));
+        // The body survives the crate's model: nothing the contract needs is dropped.
+        let model: AgentPool = serde_json::from_value(b.clone()).expect("model");
+        let back = serde_json::to_value(&model).expect("json");
+        assert_eq!(back["properties"]["nodeTaints"], props["nodeTaints"]);
+        assert_eq!(back["properties"]["tags"], props["tags"]);
+        assert_eq!(back["properties"]["nodeLabels"], props["nodeLabels"]);
+        assert_eq!(back["properties"]["mode"], "User");
     }
 
     #[test]

@@ -109,6 +109,8 @@ pub struct Config {
     pub provisioner: ProvisionerKind,
     /// Images and commands of the workloads.
     pub workload: WorkloadConfig,
+    /// Azure settings of the aks provisioner.
+    pub azure: crate::azure::AzureSettings,
 }
 
 impl Config {
@@ -117,6 +119,7 @@ impl Config {
         Self {
             provisioner,
             workload: WorkloadConfig::default(),
+            azure: crate::azure::AzureSettings::default(),
         }
     }
 }

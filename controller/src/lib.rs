@@ -10,6 +10,8 @@
 //! [`aks`], [`leader`] and [`telemetry`]; everything else is pure and unit-tested.
 
 pub mod aks;
+pub mod azure;
+pub mod fake_arm;
 pub mod config;
 pub mod inference;
 pub mod leader;

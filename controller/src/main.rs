@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use k8s_openapi::api::coordination::v1::Lease;
+use kaito_controller::azure::AzureSettings;
 use kaito_controller::config::{Config, ProvisionerKind, WorkloadConfig};
 use kaito_controller::leader::LeaderElector;
 use kaito_controller::reconcile;
@@ -61,6 +62,49 @@ struct Args {
     /// JSON logs.
     #[arg(long, env = "KAITO_LOG_JSON")]
     log_json: bool,
+    /// aks: subscription of the cluster.
+    #[arg(long, env = "AZURE_SUBSCRIPTION_ID", default_value = "")]
+    azure_subscription_id: String,
+    /// aks: resource group of the cluster.
+    #[arg(long, env = "AZURE_RESOURCE_GROUP", default_value = "")]
+    azure_resource_group: String,
+    /// aks: name of the AKS cluster.
+    #[arg(long, env = "AKS_CLUSTER_NAME", default_value = "")]
+    azure_cluster_name: String,
+    /// aks: Azure Resource Manager endpoint (tests: a local ARM endpoint).
+    #[arg(long, env = "KAITO_AZURE_ENDPOINT")]
+    azure_endpoint: Option<String>,
+    /// aks: file holding a static bearer token, for a local ARM test endpoint only (default:
+    /// workload identity when AZURE_FEDERATED_TOKEN_FILE is set, else managed identity).
+    #[arg(long, env = "KAITO_AZURE_TOKEN_FILE")]
+    azure_token_file: Option<std::path::PathBuf>,
+    /// aks: PEM file of an extra CA trusted for the ARM endpoint.
+    #[arg(long, env = "KAITO_AZURE_CA_FILE")]
+    azure_ca_file: Option<std::path::PathBuf>,
+    /// aks: seconds between sweeps for orphaned agent pools.
+    #[arg(long, env = "KAITO_AZURE_ORPHAN_INTERVAL", default_value_t = 60)]
+    azure_orphan_interval_secs: u64,
+}
+
+fn azure(args: &Args) -> anyhow::Result<AzureSettings> {
+    let read = |p: &Option<std::path::PathBuf>| -> anyhow::Result<Option<String>> {
+        p.as_ref()
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .map(|s| s.trim().to_owned())
+                    .with_context(|| format!("reading {}", p.display()))
+            })
+            .transpose()
+    };
+    Ok(AzureSettings {
+        subscription_id: args.azure_subscription_id.clone(),
+        resource_group: args.azure_resource_group.clone(),
+        cluster_name: args.azure_cluster_name.clone(),
+        endpoint: args.azure_endpoint.clone(),
+        static_token: read(&args.azure_token_file)?,
+        ca_pem: read(&args.azure_ca_file)?,
+        orphan_interval: Duration::from_secs(args.azure_orphan_interval_secs.max(1)),
+    })
 }
 
 fn workload(args: &Args) -> WorkloadConfig {
@@ -98,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Config {
         provisioner: args.provisioner,
         workload: workload(&args),
+        azure: azure(&args)?,
     };
     let client = Client::try_default()
         .await

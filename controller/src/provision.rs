@@ -22,6 +22,9 @@ pub enum ProvisionError {
     /// A built object did not serialize.
     #[error("node claims: {0}")]
     Serde(#[from] serde_json::Error),
+    /// Azure Resource Manager failed transiently (throttling, 5xx, network).
+    #[error("azure: {0}")]
+    Azure(String),
 }
 
 /// Creates and removes the GPU nodes of workspaces.
@@ -157,6 +160,7 @@ impl NodeProvisioner for Karpenter {
         Ok(ProvisionReport {
             failure: None,
             progress: Some(progress),
+            requeue_after: None,
         })
     }
 
@@ -184,6 +188,8 @@ pub enum Provisioner {
     Byo(Byo),
     /// Karpenter NodeClaims.
     Karpenter(Box<Karpenter>),
+    /// AKS agent pools.
+    Aks(Box<crate::aks::Aks>),
 }
 
 impl Provisioner {
@@ -192,13 +198,19 @@ impl Provisioner {
         kind: ProvisionerKind,
         client: Client,
         cfg: &WorkloadConfig,
+        azure: &crate::azure::AzureSettings,
     ) -> Result<Self, String> {
         match kind {
             ProvisionerKind::Byo => Ok(Self::Byo(Byo)),
-            ProvisionerKind::Karpenter => Ok(Self::Karpenter(Box::new(Karpenter::new(client, cfg.clone())))),
-            ProvisionerKind::Aks => Err(
-                "the aks provisioner is not wired into this build yet (see controller/README.md); use karpenter or byo".into(),
-            ),
+            ProvisionerKind::Karpenter => Ok(Self::Karpenter(Box::new(Karpenter::new(
+                client,
+                cfg.clone(),
+            )))),
+            ProvisionerKind::Aks => {
+                let aks = crate::aks::Aks::new(azure.clone()).map_err(|e| e.to_string())?;
+                aks.spawn_orphan_sweeper(client);
+                Ok(Self::Aks(Box::new(aks)))
+            }
         }
     }
 }
@@ -212,12 +224,14 @@ impl NodeProvisioner for Provisioner {
         match self {
             Self::Byo(p) => p.ensure(ws, plan).await,
             Self::Karpenter(p) => p.ensure(ws, plan).await,
+            Self::Aks(p) => p.ensure(ws, plan).await,
         }
     }
     async fn release(&self, ws: &Workspace) -> Result<bool, ProvisionError> {
         match self {
             Self::Byo(p) => p.release(ws).await,
             Self::Karpenter(p) => p.release(ws).await,
+            Self::Aks(p) => p.release(ws).await,
         }
     }
 }

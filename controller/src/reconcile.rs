@@ -359,7 +359,10 @@ async fn reconcile_inner(ws: &Workspace, ctx: &Context) -> Result<Action, Reconc
         new.state.as_deref(),
         Some(kaito_api::state::READY) | Some(kaito_api::state::SUCCEEDED)
     );
-    Ok(if done || invalid.is_some() {
+    Ok(if let Some(after) = report.requeue_after {
+        // A cloud operation in progress, or a cloud failure whose cause is outside the spec.
+        Action::requeue(after)
+    } else if done || invalid.is_some() {
         // Converged, or an invalid spec: wait for a change instead of looping.
         Action::await_change()
     } else {
@@ -423,7 +426,12 @@ pub async fn run(
     metrics: Arc<Metrics>,
     ready: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<(), String> {
-    let provisioner = Provisioner::new(config.provisioner, client.clone(), &config.workload)?;
+    let provisioner = Provisioner::new(
+        config.provisioner,
+        client.clone(),
+        &config.workload,
+        &config.azure,
+    )?;
     let nodes_api: Api<Node> = Api::all(client.clone());
     let (node_store, writer) = reflector::store();
     let node_stream = reflector(

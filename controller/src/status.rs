@@ -165,6 +165,9 @@ pub struct ProvisionReport {
     pub failure: Option<(String, String)>,
     /// What the provisioner is doing, for the message while nodes are not ready.
     pub progress: Option<String>,
+    /// Look again after this long (a cloud operation in progress, or a cloud failure whose
+    /// cause lies outside the spec); None: watches suffice.
+    pub requeue_after: Option<std::time::Duration>,
 }
 
 /// Everything status is computed from.
@@ -670,7 +673,7 @@ mod tests {
         );
         let none = NodeCensus::default();
         let one = census(&["n1"]);
-        let quota = ProvisionReport { failure: Some(("QuotaExceeded".into(), "Operation could not be completed as it results in exceeding approved standardNCSv3Family Cores quota".into())), progress: None };
+        let quota = ProvisionReport { failure: Some(("QuotaExceeded".into(), "Operation could not be completed as it results in exceeding approved standardNCSv3Family Cores quota".into())), progress: None, requeue_after: None };
         let ok = ProvisionReport::default();
         let crash_pods = [crash];
         // (observed, ResourceReady, InferenceReady, WorkspaceSucceeded reason, state, text in a message)
