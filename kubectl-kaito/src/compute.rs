@@ -1,0 +1,384 @@
+//! Pure computation: flags → Workspace, durations, ages, table rows, the next step.
+//! Nothing here does I/O, so all of it is unit-tested without a cluster.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kaito_api::{
+    ANNOTATION_ENABLE_LB, AdapterSpec, DataDestination, DataSource, GROUP, InferenceSpec,
+    PresetOptions, PresetSpec, TuningSpec, Workspace, reason,
+};
+use kaito_presets::Plan;
+
+use crate::cli::WorkspaceFlags;
+use crate::error::{Error, Result};
+
+/// Parses `30s`, `10m`, `2h`, `1d` or plain seconds into seconds.
+pub fn parse_duration(s: &str) -> std::result::Result<i64, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: use e.g. 30s, 10m, 2h or 1d"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("invalid duration {s:?}: use e.g. 30s, 10m, 2h or 1d")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("duration {s:?} is too large"))
+}
+
+/// kubectl's age: `45s`, `3m`, `5h`, `2d`, `1y`; `<unknown>` without a time.
+pub fn age(then: Option<jiff::Timestamp>, now: jiff::Timestamp) -> String {
+    let Some(then) = then else {
+        return "<unknown>".into();
+    };
+    let secs = (now.as_second() - then.as_second()).max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 3600 * 3 => format!("{}m", s / 60),
+        s if s < 86400 * 2 => format!("{}h", s / 3600),
+        s if s < 86400 * 365 => format!("{}d", s / 86400),
+        s => format!("{}y", s / (86400 * 365)),
+    }
+}
+
+fn key_value(s: &str, what: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(Error::Usage(format!(
+            "invalid {what} {s:?}: write it as key=value"
+        ))),
+    }
+}
+
+/// Parses `--adapter name=image[,strength=0.8]`.
+pub fn parse_adapter(s: &str) -> Result<AdapterSpec> {
+    let mut parts = s.split(',');
+    let first = parts.next().unwrap_or_default();
+    let (name, image) = key_value(first, "--adapter").map_err(|_| {
+        Error::Usage(format!(
+            "invalid --adapter {s:?}: write it as name=image[,strength=0.8]"
+        ))
+    })?;
+    let mut strength = None;
+    for p in parts {
+        match p.split_once('=') {
+            Some(("strength", v)) => {
+                let f: f64 = v.parse().map_err(|_| {
+                    Error::Usage(format!(
+                        "invalid adapter strength {v:?} in {s:?}: use a number from 0.0 to 1.0"
+                    ))
+                })?;
+                if !(0.0..=1.0).contains(&f) {
+                    return Err(Error::Usage(format!(
+                        "adapter strength {v} in {s:?} is out of range: use 0.0 to 1.0"
+                    )));
+                }
+                strength = Some(v.to_string());
+            }
+            _ => {
+                return Err(Error::Usage(format!(
+                    "unknown adapter option {p:?} in {s:?}: only strength=S is allowed"
+                )));
+            }
+        }
+    }
+    Ok(AdapterSpec {
+        source: Some(DataSource {
+            name: Some(name),
+            image: Some(image),
+            ..DataSource::default()
+        }),
+        strength,
+    })
+}
+
+fn pvc_source(claim: &str) -> serde_json::Value {
+    serde_json::json!({"persistentVolumeClaim": {"claimName": claim}})
+}
+
+/// Builds the Workspace the flags describe (not defaulted: that is the webhook's job).
+/// `namespace` is written only when given explicitly, as `kubectl create -o yaml` does.
+pub fn build_workspace(f: &WorkspaceFlags, namespace: Option<&str>) -> Result<Workspace> {
+    let mut ws = Workspace::new(&f.name, namespace.unwrap_or_default());
+    if namespace.is_none() {
+        ws.metadata.namespace = None;
+    }
+    ws.api_version = format!("{GROUP}/{}", f.api_version);
+    if f.enable_load_balancer {
+        ws.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(ANNOTATION_ENABLE_LB.into(), "True".into());
+    }
+    ws.resource.instance_type = f.instance_type.clone();
+    ws.resource.count = f.count;
+    if !f.labels.is_empty() {
+        let labels = f
+            .labels
+            .iter()
+            .map(|l| key_value(l, "--label"))
+            .collect::<Result<BTreeMap<_, _>>>()?;
+        ws.resource.label_selector = Some(LabelSelector {
+            match_labels: Some(labels),
+            ..LabelSelector::default()
+        });
+    }
+    let preset = PresetSpec {
+        name: f.preset.clone(),
+        access_mode: None,
+        preset_options: f.model_access_secret.as_ref().map(|s| PresetOptions {
+            model_access_secret: Some(s.clone()),
+            ..PresetOptions::default()
+        }),
+    };
+    if f.tuning {
+        if !f.adapters.is_empty() {
+            return Err(Error::Usage(
+                "--adapter serves adapters and cannot be combined with --tuning".into(),
+            ));
+        }
+        let Some(method) = f.method else {
+            return Err(Error::Usage(
+                "--tuning needs --method lora or --method qlora".into(),
+            ));
+        };
+        let inputs = usize::from(!f.input_urls.is_empty())
+            + usize::from(f.input_image.is_some())
+            + usize::from(f.input_pvc.is_some());
+        if inputs != 1 {
+            return Err(Error::Usage(
+                "--tuning needs exactly one input: --input-url URL (repeatable), --input-image IMAGE or --input-pvc PVC".into(),
+            ));
+        }
+        let output = match (&f.output_image, &f.output_pvc) {
+            (Some(image), None) => {
+                let Some(secret) = &f.output_secret else {
+                    return Err(Error::Usage(
+                        "--output-image needs --output-secret SECRET (the docker-config Secret used to push)".into(),
+                    ));
+                };
+                DataDestination {
+                    image: Some(image.clone()),
+                    image_push_secret: Some(secret.clone()),
+                    volume_source: None,
+                }
+            }
+            (None, Some(pvc)) => DataDestination {
+                volume_source: Some(pvc_source(pvc)),
+                ..DataDestination::default()
+            },
+            _ => {
+                return Err(Error::Usage(
+                    "--tuning needs exactly one output: --output-image IMAGE --output-secret SECRET, or --output-pvc PVC".into(),
+                ));
+            }
+        };
+        ws.tuning = Some(TuningSpec {
+            preset: Some(preset),
+            method: Some(method.as_str().into()),
+            config: f.config.clone(),
+            input: Some(DataSource {
+                urls: (!f.input_urls.is_empty()).then(|| f.input_urls.clone()),
+                image: f.input_image.clone(),
+                volume_source: f.input_pvc.as_deref().map(pvc_source),
+                ..DataSource::default()
+            }),
+            output: Some(output),
+        });
+    } else {
+        if f.method.is_some()
+            || !f.input_urls.is_empty()
+            || f.input_image.is_some()
+            || f.input_pvc.is_some()
+            || f.output_image.is_some()
+            || f.output_pvc.is_some()
+        {
+            return Err(Error::Usage(
+                "--method, --input-* and --output-* are tuning flags: add --tuning".into(),
+            ));
+        }
+        let adapters = f
+            .adapters
+            .iter()
+            .map(|a| parse_adapter(a))
+            .collect::<Result<Vec<_>>>()?;
+        ws.inference = Some(InferenceSpec {
+            preset: Some(preset),
+            template: None,
+            config: f.config.clone(),
+            adapters: (!adapters.is_empty()).then_some(adapters),
+        });
+    }
+    Ok(ws)
+}
+
+/// The one-line human summary of a plan for `count` nodes, e.g.
+/// `1 × Standard_NC6s_v3 (V100 16 GiB), f16, fits: needs 9 GiB`.
+pub fn plan_headline(count: i32, plan: &Plan) -> String {
+    let shape = &plan.shape;
+    let gpus = if shape.gpus == 0 {
+        "no GPU".to_string()
+    } else if shape.gpus == 1 {
+        format!("{} {}", shape.gpu_model, shape.per_gpu_memory())
+    } else {
+        format!("{}× {} {}", shape.gpus, shape.gpu_model, shape.per_gpu_memory())
+    };
+    let verdict = if plan.fits() {
+        format!("fits: needs {}", plan.needs)
+    } else {
+        let problems = plan
+            .problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        format!("does not fit: {problems}")
+    };
+    let mut s = format!(
+        "{count} × {} ({gpus}), {}, {verdict}",
+        shape.source, plan.dtype
+    );
+    if let Some(len) = plan.max_model_len {
+        s.push_str(&format!(", context {len}"));
+    }
+    s
+}
+
+/// One row of `get`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkspaceRow {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `resource.instanceType`.
+    pub instance: String,
+    /// ResourceReady's status.
+    pub resource_ready: String,
+    /// InferenceReady's (or, for tuning, JobStarted's) status.
+    pub inference_ready: String,
+    /// WorkspaceSucceeded's status.
+    pub workspace_ready: String,
+    /// Age.
+    pub age: String,
+    /// Preset name.
+    pub preset: String,
+    /// Worker nodes.
+    pub nodes: String,
+    /// Where the model answers.
+    pub endpoint: String,
+}
+
+fn cond_status(ws: &Workspace, t: &str) -> String {
+    ws.condition(t)
+        .map(|c| c.status.clone())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The `get` row of a workspace; `endpoint` comes from its Service, if any.
+pub fn workspace_row(ws: &Workspace, endpoint: Option<&str>, now: jiff::Timestamp) -> WorkspaceRow {
+    let second = if ws.tuning.is_some() {
+        kaito_api::CONDITION_JOB_STARTED
+    } else {
+        kaito_api::CONDITION_INFERENCE_READY
+    };
+    let nodes = ws
+        .status
+        .as_ref()
+        .and_then(|s| s.worker_nodes.as_ref())
+        .filter(|n| !n.is_empty())
+        .map(|n| n.join(","))
+        .unwrap_or_else(|| "-".into());
+    WorkspaceRow {
+        namespace: ws.metadata.namespace.clone().unwrap_or_default(),
+        name: ws.metadata.name.clone().unwrap_or_default(),
+        instance: ws
+            .resource
+            .instance_type
+            .clone()
+            .unwrap_or_else(|| "-".into()),
+        resource_ready: cond_status(ws, kaito_api::CONDITION_RESOURCE_READY),
+        inference_ready: cond_status(ws, second),
+        workspace_ready: cond_status(ws, kaito_api::CONDITION_WORKSPACE_SUCCEEDED),
+        age: age(ws.metadata.creation_timestamp.as_ref().map(|t| t.0), now),
+        preset: ws
+            .preset()
+            .map(|p| p.name.clone())
+            .unwrap_or_else(|| "-".into()),
+        nodes,
+        endpoint: endpoint.unwrap_or("-").to_string(),
+    }
+}
+
+/// True when the workspace serves (or has finished tuning).
+pub fn is_ready(ws: &Workspace) -> bool {
+    ws.condition(kaito_api::CONDITION_WORKSPACE_SUCCEEDED)
+        .is_some_and(|c| c.status == "True")
+}
+
+/// The one thing to do next when the workspace is not ready; `None` when it is.
+pub fn next_step(ws: &Workspace) -> Option<String> {
+    let name = ws.metadata.name.as_deref().unwrap_or_default();
+    if is_ready(ws) {
+        return None;
+    }
+    if ws.metadata.deletion_timestamp.is_some() {
+        return Some(
+            "the workspace is being deleted; its finalizer waits until its nodes are gone".into(),
+        );
+    }
+    let conds = ws
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .filter(|c| !c.is_empty());
+    let Some(conds) = conds else {
+        return Some(
+            "no status yet: check that kaito-controller is running (kubectl get pods -A -l app.kubernetes.io/name=kaito) and see its logs".into(),
+        );
+    };
+    let order = [
+        kaito_api::CONDITION_RESOURCE_READY,
+        kaito_api::CONDITION_INFERENCE_READY,
+        kaito_api::CONDITION_JOB_STARTED,
+        kaito_api::CONDITION_WORKSPACE_SUCCEEDED,
+    ];
+    let failing = order
+        .iter()
+        .filter_map(|t| conds.iter().find(|c| c.type_ == *t))
+        .find(|c| c.status != "True");
+    let Some(c) = failing else {
+        return Some(format!(
+            "waiting for the controller to mark it ready; run `kubectl kaito status {name}` again"
+        ));
+    };
+    Some(match c.reason.as_str() {
+        reason::UNSCHEDULABLE => "the scheduler cannot place the pod: add a GPU node that matches resource.labelSelector and has enough free nvidia.com/gpu (and tolerates its taints), or recreate the workspace with another --instance-type".to_string(),
+        reason::NODES_NOT_READY | reason::PROVISIONING => format!(
+            "GPU nodes are not ready yet: wait, or check the nodes (kubectl get nodes -l kaito.sh/workspace={name}); with bring-your-own nodes, label GPU nodes to match resource.labelSelector"
+        ),
+        reason::INVALID_SPEC => "the spec cannot work as written: read the message above, then delete and recreate the workspace with the fix".to_string(),
+        reason::QUOTA_EXCEEDED => "the cloud refused for lack of GPU quota: request more quota for this VM family or choose another --instance-type".to_string(),
+        reason::SKU_NOT_AVAILABLE => "the VM size is not offered in this region: recreate the workspace with another --instance-type (see `kubectl kaito models describe`)".to_string(),
+        reason::CLOUD_ERROR => "the cloud API failed: read the message above; the controller retries".to_string(),
+        reason::IMAGE_PULL_ERROR => "an image cannot be pulled: check its name and the pull secrets (presetOptions.imagePullSecrets)".to_string(),
+        reason::CRASH_LOOP_BACK_OFF | reason::OOM_KILLED | reason::JOB_FAILED => {
+            format!("the container fails: read `kubectl kaito logs {name}`")
+        }
+        reason::LOADING => format!(
+            "the model is loading; follow it with `kubectl kaito logs {name} -f`"
+        ),
+        _ => format!(
+            "{} is {} ({}): run `kubectl kaito status {name}` again in a moment",
+            c.type_, c.status, c.reason
+        ),
+    })
+}

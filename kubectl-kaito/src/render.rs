@@ -1,0 +1,500 @@
+//! Pure rendering: every function takes data and returns the text to print. Snapshot-tested
+//! with inline expected text.
+
+use std::fmt::Write as _;
+
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use kaito_api::Workspace;
+use kaito_presets::sizing::{self, Mode, RuntimeParams};
+use kaito_presets::{Cloud, Preset, PresetCatalog, SkuCatalog};
+
+use crate::compute::{self, WorkspaceRow};
+
+/// Left-aligned columns separated by three spaces, like kubectl's tables (no trailing
+/// spaces).
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut l = String::new();
+        for (i, cell) in cells.enumerate() {
+            if i > 0 {
+                l.push_str("   ");
+            }
+            l.push_str(cell);
+            let pad = widths
+                .get(i)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(cell.chars().count());
+            l.extend(std::iter::repeat_n(' ', pad));
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&mut header.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+/// `models list`.
+pub fn models_table(catalog: &PresetCatalog) -> String {
+    let rows: Vec<Vec<String>> = catalog
+        .iter()
+        .map(|p| {
+            let tuning = match &p.tuning {
+                Some(t) => format!("lora {} / qlora {}", t.lora_gpu_memory, t.qlora_gpu_memory),
+                None => "-".into(),
+            };
+            let mut notes = Vec::new();
+            if p.download_needs_token {
+                notes.push("gated (needs --model-access-secret)".to_string());
+            }
+            if !p.runtime_supported {
+                notes.push("not served by this runtime".to_string());
+            }
+            if p.deprecated.is_some() {
+                notes.push("deprecated".to_string());
+            }
+            vec![
+                p.name.clone(),
+                p.architecture.clone(),
+                p.weights.to_string(),
+                p.serve.gpu_memory.to_string(),
+                p.context_length.to_string(),
+                tuning,
+                if notes.is_empty() { "-".into() } else { notes.join(", ") },
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "ARCHITECTURE", "WEIGHTS", "SERVE-GPU-MEMORY", "CONTEXT", "TUNING-GPU-MEMORY", "NOTES"],
+        &rows,
+    )
+}
+
+/// `models describe NAME --cloud C`: the preset and every size of the cloud that fits,
+/// smallest first, each with its plan summary.
+pub fn model_describe(preset: &Preset, mode: Mode, skus: &SkuCatalog, cloud: Cloud) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "Name:          {}", preset.name);
+    let _ = writeln!(
+        s,
+        "Source:        huggingface.co/{} @ {}",
+        preset.huggingface.repo, preset.huggingface.revision
+    );
+    let _ = writeln!(s, "Architecture:  {}", preset.architecture);
+    let _ = writeln!(s, "Weights:       {}", preset.weights);
+    let _ = writeln!(
+        s,
+        "Serving needs: {} of GPU memory on one node (at least {} per GPU, {} GPU(s))",
+        preset.serve.gpu_memory, preset.serve.per_gpu_memory, preset.serve.min_gpus
+    );
+    let _ = writeln!(s, "Context:       {} tokens", preset.context_length);
+    let _ = writeln!(s, "Disk:          {}", preset.disk);
+    match &preset.tuning {
+        Some(t) => {
+            let _ = writeln!(
+                s,
+                "Tuning needs:  LoRA {} / QLoRA {} per GPU",
+                t.lora_gpu_memory, t.qlora_gpu_memory
+            );
+        }
+        None => {
+            let _ = writeln!(s, "Tuning:        not supported");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "Gated:         {}",
+        if preset.download_needs_token {
+            "yes: create the workspace with --model-access-secret (a Secret with HF_TOKEN)"
+        } else {
+            "no"
+        }
+    );
+    if let Some(d) = &preset.deprecated {
+        let _ = writeln!(s, "Deprecated:    {d}");
+    }
+    if !preset.runtime_supported {
+        let _ = writeln!(
+            s,
+            "Runtime:       the serving runtime cannot load {}",
+            preset.architecture
+        );
+    }
+    let fits = sizing::fitting_skus(preset, mode, RuntimeParams::default(), skus, cloud);
+    let _ = writeln!(s);
+    if fits.is_empty() {
+        let _ = writeln!(s, "No {cloud} GPU size fits {mode} of {}.", preset.name);
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "{} {cloud} GPU sizes fit {mode}, smallest first (1 node each; more nodes add replicas):",
+        fits.len()
+    );
+    let rows: Vec<Vec<String>> = fits
+        .iter()
+        .map(|(sku, plan)| {
+            let notes = if plan.notes.is_empty() {
+                String::new()
+            } else {
+                format!(" — {}", plan.notes.join("; "))
+            };
+            vec![sku.name.clone(), format!("{}{notes}", plan.summary())]
+        })
+        .collect();
+    for line in table(&["SKU", "PLAN"], &rows).lines() {
+        let _ = writeln!(s, "  {line}");
+    }
+    s
+}
+
+/// `skus`.
+pub fn skus_table(skus: &SkuCatalog, cloud: Cloud) -> String {
+    let rows: Vec<Vec<String>> = skus
+        .list(cloud)
+        .iter()
+        .map(|k| {
+            let shape = k.shape();
+            vec![
+                k.name.clone(),
+                k.gpus.to_string(),
+                k.gpu_model.clone().unwrap_or_else(|| "-".into()),
+                if k.gpus == 0 { "-".into() } else { shape.per_gpu_memory().to_string() },
+                k.gpu_memory.to_string(),
+                k.compute_capability
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                k.vcpus.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "GPUS", "GPU", "MEMORY-PER-GPU", "GPU-MEMORY", "COMPUTE", "VCPUS"],
+        &rows,
+    )
+}
+
+/// `get` as a table; `namespaces` adds the NAMESPACE column, `wide` adds PRESET, NODES,
+/// ENDPOINT. `header` false prints rows only (for watch updates).
+pub fn workspaces_table(rows: &[WorkspaceRow], namespaces: bool, wide: bool, header: bool) -> String {
+    let mut head = Vec::new();
+    if namespaces {
+        head.push("NAMESPACE");
+    }
+    head.extend(["NAME", "INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY", "AGE"]);
+    if wide {
+        head.extend(["PRESET", "NODES", "ENDPOINT"]);
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let mut c = Vec::new();
+            if namespaces {
+                c.push(r.namespace.clone());
+            }
+            c.extend([
+                r.name.clone(),
+                r.instance.clone(),
+                r.resource_ready.clone(),
+                r.inference_ready.clone(),
+                r.workspace_ready.clone(),
+                r.age.clone(),
+            ]);
+            if wide {
+                c.extend([r.preset.clone(), r.nodes.clone(), r.endpoint.clone()]);
+            }
+            c
+        })
+        .collect();
+    let t = table(&head, &cells);
+    if header {
+        t
+    } else {
+        t.lines().skip(1).map(|l| format!("{l}\n")).collect()
+    }
+}
+
+/// Everything `status` shows, as collected.
+pub struct StatusView<'a> {
+    /// The workspace.
+    pub ws: &'a Workspace,
+    /// Its pods.
+    pub pods: &'a [Pod],
+    /// Its nodes (worker nodes and nodes labelled for it).
+    pub nodes: &'a [Node],
+    /// Events about it and its pods, oldest first.
+    pub events: &'a [Event],
+    /// How many events to show.
+    pub max_events: usize,
+    /// The Service endpoint, if any.
+    pub endpoint: Option<String>,
+    /// Now, for ages.
+    pub now: jiff::Timestamp,
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Why a pod is not running, in a word or two (waiting reason, Unschedulable, …).
+fn pod_reason(p: &Pod) -> String {
+    let Some(st) = p.status.as_ref() else {
+        return "-".into();
+    };
+    for cs in st
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(st.container_statuses.iter().flatten())
+    {
+        if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+            return w.reason.clone().unwrap_or_else(|| "Waiting".into());
+        }
+        if let Some(t) = cs.state.as_ref().and_then(|s| s.terminated.as_ref())
+            && t.exit_code != 0
+        {
+            return t.reason.clone().unwrap_or_else(|| format!("exit {}", t.exit_code));
+        }
+    }
+    if let Some(c) = st
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+    {
+        return c.reason.clone().unwrap_or_else(|| "Unschedulable".into());
+    }
+    "-".into()
+}
+
+fn node_ready(n: &Node) -> bool {
+    n.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `status NAME`.
+pub fn status(v: &StatusView<'_>) -> String {
+    let ws = v.ws;
+    let mut s = String::new();
+    let name = ws.metadata.name.as_deref().unwrap_or_default();
+    let _ = writeln!(s, "Name:        {name}");
+    let _ = writeln!(
+        s,
+        "Namespace:   {}",
+        ws.metadata.namespace.as_deref().unwrap_or_default()
+    );
+    let kind = if ws.tuning.is_some() { "tuning" } else { "inference" };
+    let preset = ws.preset().map(|p| p.name.as_str()).unwrap_or("(template)");
+    let method = ws
+        .tuning
+        .as_ref()
+        .and_then(|t| t.method.as_deref())
+        .map(|m| format!(" ({m})"))
+        .unwrap_or_default();
+    let _ = writeln!(s, "Workload:    {kind}{method} of {preset}");
+    let _ = writeln!(
+        s,
+        "Instance:    {} × {}",
+        ws.resource.count.unwrap_or(1),
+        ws.resource.instance_type.as_deref().unwrap_or("(bring-your-own nodes)")
+    );
+    let state = ws
+        .status
+        .as_ref()
+        .and_then(|st| st.state.as_deref())
+        .unwrap_or("(no status yet)");
+    let _ = writeln!(s, "State:       {state}");
+    let _ = writeln!(
+        s,
+        "Age:         {}",
+        compute::age(ws.metadata.creation_timestamp.as_ref().map(|t| t.0), v.now)
+    );
+    if let Some(why) = ws.annotation(kaito_api::ANNOTATION_SIZING) {
+        let _ = writeln!(s, "Sizing:      {why}");
+    }
+    if ws.tuning.is_none() {
+        let _ = writeln!(
+            s,
+            "Endpoint:    {}",
+            v.endpoint.as_deref().unwrap_or("(none yet: the Service is created with the workload)")
+        );
+    }
+
+    let _ = writeln!(s, "\nConditions:");
+    let conds = ws
+        .status
+        .as_ref()
+        .and_then(|st| st.conditions.clone())
+        .unwrap_or_default();
+    if conds.is_empty() {
+        let _ = writeln!(s, "  (none: the controller has not reported on this workspace)");
+    } else {
+        let rows: Vec<Vec<String>> = conds
+            .iter()
+            .map(|c| {
+                vec![
+                    c.type_.clone(),
+                    c.status.clone(),
+                    c.reason.clone(),
+                    compute::age(Some(c.last_transition_time.0), v.now),
+                    one_line(&c.message),
+                ]
+            })
+            .collect();
+        for line in table(&["TYPE", "STATUS", "REASON", "SINCE", "MESSAGE"], &rows).lines() {
+            let _ = writeln!(s, "  {line}");
+        }
+    }
+
+    let _ = writeln!(s, "\nNodes:");
+    if v.nodes.is_empty() {
+        let _ = writeln!(s, "  (none)");
+    } else {
+        let rows: Vec<Vec<String>> = v
+            .nodes
+            .iter()
+            .map(|n| {
+                let labels = n.metadata.labels.clone().unwrap_or_default();
+                let gpus = n
+                    .status
+                    .as_ref()
+                    .and_then(|st| st.allocatable.as_ref())
+                    .and_then(|a| a.get("nvidia.com/gpu"))
+                    .map(|q| q.0.clone())
+                    .unwrap_or_else(|| "0".into());
+                vec![
+                    n.metadata.name.clone().unwrap_or_default(),
+                    if node_ready(n) { "Ready" } else { "NotReady" }.to_string(),
+                    labels
+                        .get("node.kubernetes.io/instance-type")
+                        .cloned()
+                        .unwrap_or_else(|| "-".into()),
+                    gpus,
+                ]
+            })
+            .collect();
+        for line in table(&["NAME", "STATUS", "INSTANCE", "GPUS"], &rows).lines() {
+            let _ = writeln!(s, "  {line}");
+        }
+    }
+
+    let _ = writeln!(s, "\nPods:");
+    if v.pods.is_empty() {
+        let _ = writeln!(s, "  (none)");
+    } else {
+        let rows: Vec<Vec<String>> = v
+            .pods
+            .iter()
+            .map(|p| {
+                let st = p.status.as_ref();
+                vec![
+                    p.metadata.name.clone().unwrap_or_default(),
+                    st.and_then(|st| st.phase.clone()).unwrap_or_else(|| "-".into()),
+                    if pod_ready(p) { "True" } else { "False" }.to_string(),
+                    p.spec
+                        .as_ref()
+                        .and_then(|sp| sp.node_name.clone())
+                        .unwrap_or_else(|| "-".into()),
+                    pod_reason(p),
+                ]
+            })
+            .collect();
+        for line in table(&["NAME", "PHASE", "READY", "NODE", "REASON"], &rows).lines() {
+            let _ = writeln!(s, "  {line}");
+        }
+    }
+
+    let _ = writeln!(s, "\nEvents:");
+    if v.events.is_empty() {
+        let _ = writeln!(s, "  (none)");
+    } else {
+        let skip = v.events.len().saturating_sub(v.max_events);
+        let rows: Vec<Vec<String>> = v.events[skip..]
+            .iter()
+            .map(|e| {
+                let when = e
+                    .last_timestamp
+                    .as_ref()
+                    .or(e.first_timestamp.as_ref())
+                    .map(|t| t.0)
+                    .or_else(|| e.event_time.as_ref().map(|t| t.0))
+                    .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0));
+                vec![
+                    compute::age(when, v.now),
+                    e.type_.clone().unwrap_or_default(),
+                    e.reason.clone().unwrap_or_default(),
+                    format!(
+                        "{}/{}",
+                        e.involved_object.kind.as_deref().unwrap_or_default().to_lowercase(),
+                        e.involved_object.name.as_deref().unwrap_or_default()
+                    ),
+                    one_line(e.message.as_deref().unwrap_or_default()),
+                ]
+            })
+            .collect();
+        for line in table(&["AGE", "TYPE", "REASON", "OBJECT", "MESSAGE"], &rows).lines() {
+            let _ = writeln!(s, "  {line}");
+        }
+    }
+
+    let _ = writeln!(s);
+    match compute::next_step(ws) {
+        Some(step) => {
+            let _ = writeln!(s, "Next step: {step}");
+        }
+        None if ws.tuning.is_some() => {
+            let _ = writeln!(s, "Ready: tuning finished and the adapter was published.");
+        }
+        None => {
+            let _ = writeln!(s, "Ready: try `kubectl kaito chat {name}`.");
+        }
+    }
+    s
+}
+
+/// `create --dry-run=client` trailer: the sizing plan, the human summary and the warnings,
+/// as YAML comments so the whole output stays valid YAML.
+pub fn dry_run_trailer(plan: Option<&sizing::Plan>, count: i32, warnings: &[String]) -> String {
+    let mut s = String::new();
+    match plan {
+        Some(plan) => {
+            let _ = writeln!(s, "# Sizing plan (computed locally by the webhook's code):");
+            let _ = writeln!(s, "#   {}", plan.summary());
+            for note in &plan.notes {
+                let _ = writeln!(s, "#   note: {note}");
+            }
+            let _ = writeln!(s, "# Summary: {}", compute::plan_headline(count, plan));
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "# Sizing plan: none (bring-your-own nodes: sized from the nodes' labels when the controller runs)"
+            );
+        }
+    }
+    for w in warnings {
+        let _ = writeln!(s, "# Warning: {w}");
+    }
+    s
+}
