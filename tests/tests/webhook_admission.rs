@@ -53,7 +53,11 @@ fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -86,8 +90,18 @@ impl<'a> Webhook<'a> {
         let health_port = free_port()?;
         let log = std::fs::File::create(dir.join("webhook.log"))?;
         let child = Command::new(webhook_binary()?)
-            .args(["--bind-address", "127.0.0.1", "--health-bind-address", "127.0.0.1"])
-            .args(["--port", &port.to_string(), "--health-port", &health_port.to_string()])
+            .args([
+                "--bind-address",
+                "127.0.0.1",
+                "--health-bind-address",
+                "127.0.0.1",
+            ])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--health-port",
+                &health_port.to_string(),
+            ])
             .args(["--tls-self-signed-for", "127.0.0.1,localhost"])
             .arg("--tls-ca-out")
             .arg(&ca_file)
@@ -105,12 +119,25 @@ impl<'a> Webhook<'a> {
             health_port,
             dir,
         };
-        wait_for("kaito-webhook /readyz", Duration::from_secs(30), Duration::from_millis(100), || {
-            if let Some(status) = hook.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                bail!("kaito-webhook exited with {status}: {}", hook.log());
-            }
-            Ok(hook.http_get("/readyz").ok().filter(|(code, _)| *code == 200).map(|_| ()))
-        })?;
+        wait_for(
+            "kaito-webhook /readyz",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || {
+                if let Some(status) = hook
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten())
+                {
+                    bail!("kaito-webhook exited with {status}: {}", hook.log());
+                }
+                Ok(hook
+                    .http_get("/readyz")
+                    .ok()
+                    .filter(|(code, _)| *code == 200)
+                    .map(|_| ()))
+            },
+        )?;
         let ca = std::fs::read(&ca_file).context("the webhook wrote no CA file")?;
         let ca_bundle = base64(&ca);
 
@@ -142,8 +169,16 @@ webhooks:
 "#
             )
         };
-        cluster.apply(&hook_yaml("MutatingWebhookConfiguration", "mutate.workspace.kaito.sh", "/mutate"))?;
-        cluster.apply(&hook_yaml("ValidatingWebhookConfiguration", "validate.workspace.kaito.sh", "/validate"))?;
+        cluster.apply(&hook_yaml(
+            "MutatingWebhookConfiguration",
+            "mutate.workspace.kaito.sh",
+            "/mutate",
+        ))?;
+        cluster.apply(&hook_yaml(
+            "ValidatingWebhookConfiguration",
+            "validate.workspace.kaito.sh",
+            "/validate",
+        ))?;
 
         // The apiserver picks webhook configurations up asynchronously: wait until both answer
         // (a dry-run create comes back defaulted, and an invalid one is refused by us).
@@ -151,31 +186,51 @@ webhooks:
                      resource:\n  instanceType: Standard_NC6s_v3\n\
                      inference:\n  preset:\n    name: phi-3-mini-4k-instruct\n";
         let bad_probe = probe.replace("phi-3-mini-4k-instruct", "no-such-model");
-        wait_for("the webhook configurations to take effect", Duration::from_secs(60), Duration::from_millis(300), || {
-            let out = ns.cluster().kubectl_stdin(
-                ["-n", ns.name(), "apply", "--dry-run=server", "-o", "json", "-f", "-"],
-                probe,
-            )?;
-            if out.stderr.contains("no matches for kind") || !out.success() {
-                return Ok(None);
-            }
-            let obj: Value = serde_json::from_str(&out.stdout)?;
-            if obj["resource"]["count"] != 1 {
-                return Ok(None);
-            }
-            let out = ns.cluster().kubectl_stdin(
-                ["-n", ns.name(), "apply", "--dry-run=server", "-f", "-"],
-                &bad_probe,
-            )?;
-            Ok((!out.success() && out.stderr.contains("validate.workspace.kaito.sh")).then_some(()))
-        })?;
+        wait_for(
+            "the webhook configurations to take effect",
+            Duration::from_secs(60),
+            Duration::from_millis(300),
+            || {
+                let out = ns.cluster().kubectl_stdin(
+                    [
+                        "-n",
+                        ns.name(),
+                        "apply",
+                        "--dry-run=server",
+                        "-o",
+                        "json",
+                        "-f",
+                        "-",
+                    ],
+                    probe,
+                )?;
+                if out.stderr.contains("no matches for kind") || !out.success() {
+                    return Ok(None);
+                }
+                let obj: Value = serde_json::from_str(&out.stdout)?;
+                if obj["resource"]["count"] != 1 {
+                    return Ok(None);
+                }
+                let out = ns.cluster().kubectl_stdin(
+                    ["-n", ns.name(), "apply", "--dry-run=server", "-f", "-"],
+                    &bad_probe,
+                )?;
+                Ok(
+                    (!out.success() && out.stderr.contains("validate.workspace.kaito.sh"))
+                        .then_some(()),
+                )
+            },
+        )?;
         Ok(hook)
     }
 
     fn http_get(&self, path: &str) -> Result<(u16, String)> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.health_port))?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(stream, "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n"
+        )?;
         let mut text = String::new();
         stream.read_to_string(&mut text)?;
         let code = text
@@ -183,7 +238,10 @@ webhooks:
             .nth(1)
             .and_then(|c| c.parse().ok())
             .context("no HTTP status")?;
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
         Ok((code, body))
     }
 
@@ -192,16 +250,25 @@ webhooks:
     }
 
     fn unregister(&self) {
-        for kind in ["mutatingwebhookconfiguration", "validatingwebhookconfiguration"] {
-            let _ = self.cluster.kubectl(["delete", kind, &self.name, "--ignore-not-found"]);
+        for kind in [
+            "mutatingwebhookconfiguration",
+            "validatingwebhookconfiguration",
+        ] {
+            let _ = self
+                .cluster
+                .kubectl(["delete", kind, &self.name, "--ignore-not-found"]);
         }
     }
 
     /// SIGTERM, and the exit status once it stopped (graceful shutdown).
     fn stop(&mut self) -> Result<std::process::ExitStatus> {
         self.unregister();
-        let Some(mut child) = self.child.take() else { bail!("already stopped") };
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let Some(mut child) = self.child.take() else {
+            bail!("already stopped")
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Some(status) = child.try_wait()? {
@@ -236,9 +303,17 @@ fn webhook_defaults_seed_examples_sizing_and_dry_run() -> Result<()> {
     for file in example_files()? {
         let path = file.display().to_string();
         let seed: Value = serde_yaml::from_str(&std::fs::read_to_string(&file)?)?;
-        let name = seed["metadata"]["name"].as_str().context("seed has a name")?.to_owned();
+        let name = seed["metadata"]["name"]
+            .as_str()
+            .context("seed has a name")?
+            .to_owned();
         let out = ns.kubectl(["apply", "-f", &path])?;
-        assert!(out.success(), "kubectl apply -f {path} failed: {}\nwebhook log:\n{}", out.stderr, hook.log());
+        assert!(
+            out.success(),
+            "kubectl apply -f {path} failed: {}\nwebhook log:\n{}",
+            out.stderr,
+            hook.log()
+        );
         let stored = ns.get_json(["workspace", &name])?;
         let mut expected = seed.clone();
         if let Some(meta) = expected["metadata"].as_object_mut() {
@@ -249,7 +324,10 @@ fn webhook_defaults_seed_examples_sizing_and_dry_run() -> Result<()> {
         }
         assert_eq!(stored["resource"]["count"], 1, "{path}: {stored:#}");
         if let Some(inference) = stored.get("inference") {
-            assert_eq!(inference["preset"]["accessMode"], "public", "{path}: {stored:#}");
+            assert_eq!(
+                inference["preset"]["accessMode"], "public",
+                "{path}: {stored:#}"
+            );
             for adapter in inference["adapters"].as_array().into_iter().flatten() {
                 assert!(adapter["strength"].is_string(), "{path}: {stored:#}");
             }
@@ -273,21 +351,47 @@ inference:
       name: my-adapter
       image: example.azurecr.io/adapter:0.0.1
 "#;
-    ns.apply(auto).context("applying a workspace with no instanceType")?;
+    ns.apply(auto)
+        .context("applying a workspace with no instanceType")?;
     let stored = ns.get_json(["workspace", "phi-3-auto"])?;
-    let sku = stored["resource"]["instanceType"].as_str().unwrap_or_default();
-    assert!(sku.starts_with("Standard_N"), "no instanceType defaulted: {stored:#}");
-    let why = stored["metadata"]["annotations"]["kaito.sh/sizing"].as_str().unwrap_or_default();
-    assert!(why.contains(sku), "kaito.sh/sizing does not explain {sku}: {stored:#}");
-    assert_eq!(stored["resource"]["labelSelector"]["matchLabels"]["apps"], "phi-3-auto", "{stored:#}");
-    assert_eq!(stored["inference"]["adapters"][0]["strength"], "1.0", "{stored:#}");
+    let sku = stored["resource"]["instanceType"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        sku.starts_with("Standard_N"),
+        "no instanceType defaulted: {stored:#}"
+    );
+    let why = stored["metadata"]["annotations"]["kaito.sh/sizing"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        why.contains(sku),
+        "kaito.sh/sizing does not explain {sku}: {stored:#}"
+    );
+    assert_eq!(
+        stored["resource"]["labelSelector"]["matchLabels"]["apps"], "phi-3-auto",
+        "{stored:#}"
+    );
+    assert_eq!(
+        stored["inference"]["adapters"][0]["strength"], "1.0",
+        "{stored:#}"
+    );
     let yaml = ns.kubectl_ok(["get", "workspace", "phi-3-auto", "-o", "yaml"])?;
     assert!(yaml.contains(&format!("instanceType: {sku}")), "{yaml}");
 
     // --dry-run=server returns the defaulted object and stores nothing.
     let dry = auto.replace("phi-3-auto", "phi-3-dry");
     let out = ns.cluster().kubectl_stdin(
-        ["-n", ns.name(), "apply", "--dry-run=server", "-o", "json", "-f", "-"],
+        [
+            "-n",
+            ns.name(),
+            "apply",
+            "--dry-run=server",
+            "-o",
+            "json",
+            "-f",
+            "-",
+        ],
         &dry,
     )?;
     assert!(out.success(), "{}", out.stderr);
@@ -306,7 +410,11 @@ inference:
         "{metrics}"
     );
     let status = hook.stop()?;
-    assert!(status.success(), "kaito-webhook exited with {status} after SIGTERM: {}", hook.log());
+    assert!(
+        status.success(),
+        "kaito-webhook exited with {status} after SIGTERM: {}",
+        hook.log()
+    );
     Ok(())
 }
 
@@ -319,10 +427,14 @@ fn rejections() -> Vec<(&'static str, String, Vec<&'static str>)> {
         format!("resource:\n  instanceType: {sku}\ninference:\n  preset:\n    name: {preset}\n")
     };
     let adapters = |list: &str| {
-        format!("resource:\n  instanceType: Standard_NC24ads_A100_v4\ninference:\n  preset:\n    name: phi-3-mini-4k-instruct\n  adapters:\n{list}")
+        format!(
+            "resource:\n  instanceType: Standard_NC24ads_A100_v4\ninference:\n  preset:\n    name: phi-3-mini-4k-instruct\n  adapters:\n{list}"
+        )
     };
     let adapter = |name: &str, extra: &str| {
-        format!("  - source:\n      name: {name}\n      image: example.azurecr.io/{name}:1\n{extra}")
+        format!(
+            "  - source:\n      name: {name}\n      image: example.azurecr.io/{name}:1\n{extra}"
+        )
     };
     let tuning = |count: u32, input: &str, output: &str| {
         format!(
@@ -334,19 +446,111 @@ fn rejections() -> Vec<(&'static str, String, Vec<&'static str>)> {
     let good_output = "    image: example.azurecr.io/out:1\n    imagePushSecret: push-secret\n";
     let eleven: String = (0..11).map(|i| adapter(&format!("a{i}"), "")).collect();
     vec![
-        ("unknown-sku", ws("unknown-sku", &inference("Standard_NC6s_v9", "phi-3-mini-4k-instruct")), vec!["resource.instanceType", "Standard_NC6s_v9"]),
-        ("phi-3-medium-small-gpu", ws("phi-3-medium", &inference("Standard_NC6s_v3", "phi-3-medium-4k-instruct")), vec!["resource.instanceType", "Standard_NC6s_v3", "phi-3-medium-4k-instruct", "GiB"]),
-        ("cpu-only-size", ws("cpu-only", &inference("Standard_D4s_v3", "phi-3-mini-4k-instruct")), vec!["resource.instanceType", "Standard_D4s_v3"]),
-        ("falcon-7b", ws("falcon", &inference("Standard_NC24ads_A100_v4", "falcon-7b")), vec!["inference.preset.name", "falcon-7b"]),
-        ("eleven-adapters", ws("eleven", &adapters(&eleven)), vec!["inference.adapters", "10"]),
-        ("duplicate-adapter-names", ws("dup", &adapters(&format!("{}{}", adapter("same", ""), adapter("same", "")))), vec!["inference.adapters[1]", "same"]),
-        ("adapter-from-urls", ws("adapter-urls", &adapters("  - source:\n      name: from-url\n      urls:\n      - https://example.com/adapter.safetensors\n")), vec!["inference.adapters[0].source"]),
-        ("strength-1.5", ws("strength", &adapters(&adapter("strong", "    strength: \"1.5\"\n"))), vec!["inference.adapters[0].strength", "1.5"]),
-        ("tuning-count-2", ws("tuning-count", &tuning(2, &good_input, good_output)), vec!["resource.count"]),
-        ("output-without-push-secret", ws("no-push-secret", &tuning(1, &good_input, "    image: example.azurecr.io/out:1\n")), vec!["tuning.output.imagePushSecret"]),
-        ("input-metadata-ip", ws("url-metadata", &tuning(1, &urls("http://169.254.169.254/x"), good_output)), vec!["tuning.input.urls[0]", "169.254.169.254"]),
-        ("input-localhost", ws("url-localhost", &tuning(1, &urls("http://localhost/x"), good_output)), vec!["tuning.input.urls[0]", "localhost"]),
-        ("input-private-ip", ws("url-private", &tuning(1, &urls("http://10.0.0.1/x"), good_output)), vec!["tuning.input.urls[0]", "10.0.0.1"]),
+        (
+            "unknown-sku",
+            ws(
+                "unknown-sku",
+                &inference("Standard_NC6s_v9", "phi-3-mini-4k-instruct"),
+            ),
+            vec!["resource.instanceType", "Standard_NC6s_v9"],
+        ),
+        (
+            "phi-3-medium-small-gpu",
+            ws(
+                "phi-3-medium",
+                &inference("Standard_NC6s_v3", "phi-3-medium-4k-instruct"),
+            ),
+            vec![
+                "resource.instanceType",
+                "Standard_NC6s_v3",
+                "phi-3-medium-4k-instruct",
+                "GiB",
+            ],
+        ),
+        (
+            "cpu-only-size",
+            ws(
+                "cpu-only",
+                &inference("Standard_D4s_v3", "phi-3-mini-4k-instruct"),
+            ),
+            vec!["resource.instanceType", "Standard_D4s_v3"],
+        ),
+        (
+            "falcon-7b",
+            ws(
+                "falcon",
+                &inference("Standard_NC24ads_A100_v4", "falcon-7b"),
+            ),
+            vec!["inference.preset.name", "falcon-7b"],
+        ),
+        (
+            "eleven-adapters",
+            ws("eleven", &adapters(&eleven)),
+            vec!["inference.adapters", "10"],
+        ),
+        (
+            "duplicate-adapter-names",
+            ws(
+                "dup",
+                &adapters(&format!("{}{}", adapter("same", ""), adapter("same", ""))),
+            ),
+            vec!["inference.adapters[1]", "same"],
+        ),
+        (
+            "adapter-from-urls",
+            ws(
+                "adapter-urls",
+                &adapters(
+                    "  - source:\n      name: from-url\n      urls:\n      - https://example.com/adapter.safetensors\n",
+                ),
+            ),
+            vec!["inference.adapters[0].source"],
+        ),
+        (
+            "strength-1.5",
+            ws(
+                "strength",
+                &adapters(&adapter("strong", "    strength: \"1.5\"\n")),
+            ),
+            vec!["inference.adapters[0].strength", "1.5"],
+        ),
+        (
+            "tuning-count-2",
+            ws("tuning-count", &tuning(2, &good_input, good_output)),
+            vec!["resource.count"],
+        ),
+        (
+            "output-without-push-secret",
+            ws(
+                "no-push-secret",
+                &tuning(1, &good_input, "    image: example.azurecr.io/out:1\n"),
+            ),
+            vec!["tuning.output.imagePushSecret"],
+        ),
+        (
+            "input-metadata-ip",
+            ws(
+                "url-metadata",
+                &tuning(1, &urls("http://169.254.169.254/x"), good_output),
+            ),
+            vec!["tuning.input.urls[0]", "169.254.169.254"],
+        ),
+        (
+            "input-localhost",
+            ws(
+                "url-localhost",
+                &tuning(1, &urls("http://localhost/x"), good_output),
+            ),
+            vec!["tuning.input.urls[0]", "localhost"],
+        ),
+        (
+            "input-private-ip",
+            ws(
+                "url-private",
+                &tuning(1, &urls("http://10.0.0.1/x"), good_output),
+            ),
+            vec!["tuning.input.urls[0]", "10.0.0.1"],
+        ),
     ]
 }
 
@@ -381,15 +585,31 @@ fn webhook_rejections_reach_kubectl_with_the_message() -> Result<()> {
                 inference:\n  preset:\n    name: phi-3-mini-4k-instruct\n";
     ns.apply(base).context("creating the workspace to update")?;
     for (case, yaml, field) in [
-        ("change-preset", base.replace("phi-3-mini-4k-instruct", "phi-3-mini-128k-instruct"), "inference.preset.name"),
-        ("change-instance-type", base.replace("Standard_NC24ads_A100_v4", "Standard_NC48ads_A100_v4"), "resource.instanceType"),
+        (
+            "change-preset",
+            base.replace("phi-3-mini-4k-instruct", "phi-3-mini-128k-instruct"),
+            "inference.preset.name",
+        ),
+        (
+            "change-instance-type",
+            base.replace("Standard_NC24ads_A100_v4", "Standard_NC48ads_A100_v4"),
+            "resource.instanceType",
+        ),
     ] {
         let out = cluster.kubectl_stdin(["-n", ns.name(), "apply", "-f", "-"], &yaml)?;
         if out.success() || !out.stderr.contains(field) {
-            failures.push(format!("{case}: expected a rejection naming {field}, got {:?} / {}", out.stdout, out.stderr));
+            failures.push(format!(
+                "{case}: expected a rejection naming {field}, got {:?} / {}",
+                out.stdout, out.stderr
+            ));
         }
     }
-    assert!(failures.is_empty(), "{}\nwebhook log:\n{}", failures.join("\n"), hook.log());
+    assert!(
+        failures.is_empty(),
+        "{}\nwebhook log:\n{}",
+        failures.join("\n"),
+        hook.log()
+    );
 
     let (code, metrics) = hook.http_get("/metrics")?;
     assert_eq!(code, 200);
@@ -398,6 +618,9 @@ fn webhook_rejections_reach_kubectl_with_the_message() -> Result<()> {
         "{metrics}"
     );
     let status = hook.stop()?;
-    assert!(status.success(), "kaito-webhook exited with {status} after SIGTERM");
+    assert!(
+        status.success(),
+        "kaito-webhook exited with {status} after SIGTERM"
+    );
     Ok(())
 }

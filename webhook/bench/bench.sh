@@ -4,6 +4,7 @@
 #
 #   webhook/bench/bench.sh                 # 15 s per endpoint, 8 connections, 1 wrk thread
 #   DURATION=30s CONNECTIONS=16 webhook/bench/bench.sh
+#   SKIP_BUILD=1 webhook/bench/bench.sh     # use the release binary already built
 #
 # Builds the release binary (CARGO_TARGET_DIR respected), starts it with a self-signed
 # certificate on 127.0.0.1, runs wrk against each endpoint with a recorded AdmissionReview
@@ -22,9 +23,12 @@ HEALTH_PORT=${HEALTH_PORT:-19080}
 FIXTURE=${FIXTURE:-$here/../tests/fixtures/create-seed-phi-3-v1alpha1.json}
 
 command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install -y wrk" >&2; exit 1; }
-(cd "$root" && cargo build --release -p kaito-webhook --bin kaito-webhook) >&2
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  (cd "$root" && cargo build --release -p kaito-webhook --bin kaito-webhook) >&2
+fi
 target=${CARGO_TARGET_DIR:-$root/target}
 bin="$target/release/kaito-webhook"
+[ -x "$bin" ] || { echo "$bin is missing (build: cargo build --release -p kaito-webhook; CARGO_TARGET_DIR?)" >&2; exit 1; }
 
 work=$(mktemp -d)
 pid=

@@ -165,12 +165,11 @@ pub fn certified_key(pair: &PemPair, what: &str) -> Result<Arc<CertifiedKey>, Ce
             what: what.to_owned(),
         });
     }
-    let key = PrivateKeyDer::from_pem_slice(pair.key_pem.as_bytes()).map_err(|e| {
-        CertError::BadKey {
+    let key =
+        PrivateKeyDer::from_pem_slice(pair.key_pem.as_bytes()).map_err(|e| CertError::BadKey {
             what: what.to_owned(),
             detail: e.to_string(),
-        }
-    })?;
+        })?;
     let provider = provider();
     let ck = CertifiedKey::from_der(chain, key, &provider).map_err(|source| CertError::Rustls {
         what: what.to_owned(),

@@ -91,7 +91,11 @@ struct Args {
     #[arg(long, env = "WEBHOOK_SERVICE_NAME", default_value = "kaito-webhook")]
     service_name: String,
     /// Name of the Secret holding the certificates.
-    #[arg(long, env = "WEBHOOK_CERT_SECRET", default_value = "kaito-webhook-cert")]
+    #[arg(
+        long,
+        env = "WEBHOOK_CERT_SECRET",
+        default_value = "kaito-webhook-cert"
+    )]
     cert_secret: String,
     /// More names/IPs in the serving certificate (comma-separated).
     #[arg(long, value_delimiter = ',')]
@@ -100,7 +104,11 @@ struct Args {
     #[arg(long, env = "WEBHOOK_MUTATING_CONFIG", default_value = "kaito-webhook")]
     mutating_webhook_config: String,
     /// ValidatingWebhookConfiguration whose caBundle the webhook keeps up to date ("" for none).
-    #[arg(long, env = "WEBHOOK_VALIDATING_CONFIG", default_value = "kaito-webhook")]
+    #[arg(
+        long,
+        env = "WEBHOOK_VALIDATING_CONFIG",
+        default_value = "kaito-webhook"
+    )]
     validating_webhook_config: String,
     /// Lifetime of a new CA, in days.
     #[arg(long, default_value_t = 3650)]
@@ -127,7 +135,9 @@ fn non_empty(s: &str) -> Option<String> {
 fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -181,7 +191,8 @@ async fn main() -> anyhow::Result<()> {
     });
     let cert_task = match mode {
         TlsMode::Files => {
-            let (Some(cert), Some(key)) = (args.tls_cert_file.clone(), args.tls_key_file.clone()) else {
+            let (Some(cert), Some(key)) = (args.tls_cert_file.clone(), args.tls_key_file.clone())
+            else {
                 anyhow::bail!("--tls-mode files needs --tls-cert-file and --tls-key-file");
             };
             Some(
@@ -226,15 +237,23 @@ async fn main() -> anyhow::Result<()> {
                 check_interval: Duration::from_secs(args.cert_check_interval_secs.max(1)),
             };
             Some(
-                secret::start(client, cfg, state.resolver.clone(), state.metrics.clone(), shutdown_rx.clone())
-                    .await?,
+                secret::start(
+                    client,
+                    cfg,
+                    state.resolver.clone(),
+                    state.metrics.clone(),
+                    shutdown_rx.clone(),
+                )
+                .await?,
             )
         }
     };
 
     let tls_config = Arc::new(certs::server_config(state.resolver.clone())?);
     let addr = SocketAddr::new(args.bind_address, args.port);
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
     let health_addr = SocketAddr::new(args.health_bind_address, args.health_port);
     let health_listener = TcpListener::bind(health_addr)
         .await
@@ -262,7 +281,10 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_secs(args.shutdown_grace_secs),
     )
     .await;
-    health.await.context("health server task")?.context("health server")?;
+    health
+        .await
+        .context("health server task")?
+        .context("health server")?;
     if let Some(task) = cert_task {
         task.abort();
     }

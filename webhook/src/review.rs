@@ -122,7 +122,10 @@ pub fn handle(endpoint: Endpoint, body: &[u8], cfg: &AdmissionConfig) -> Outcome
         );
         (with_warnings(response, vec![warning]), VerdictKind::Allowed)
     } else if matches!(request.operation, Operation::Delete | Operation::Connect)
-        || request.sub_resource.as_deref().is_some_and(|s| !s.is_empty())
+        || request
+            .sub_resource
+            .as_deref()
+            .is_some_and(|s| !s.is_empty())
     {
         (response, VerdictKind::Allowed)
     } else {
@@ -192,7 +195,8 @@ fn operation_name(op: &Operation) -> &'static str {
 pub fn bad_request(message: String) -> Outcome {
     let mut response = AdmissionResponse::invalid(&message);
     response.result.code = 400;
-    let body = serde_json::to_vec(&response.into_review()).unwrap_or_else(|_| fallback_body(&message));
+    let body =
+        serde_json::to_vec(&response.into_review()).unwrap_or_else(|_| fallback_body(&message));
     Outcome {
         http_status: 400,
         body,
@@ -215,7 +219,10 @@ fn fallback_body(message: &str) -> Vec<u8> {
 
 fn with_warnings(mut response: AdmissionResponse, warnings: Vec<String>) -> AdmissionResponse {
     if !warnings.is_empty() {
-        response.warnings.get_or_insert_with(Vec::new).extend(warnings);
+        response
+            .warnings
+            .get_or_insert_with(Vec::new)
+            .extend(warnings);
     }
     response
 }
@@ -270,7 +277,10 @@ fn mutate_request(
         Ok(Some(patch)) => match response.clone().with_patch(patch) {
             Ok(patched) => (patched, VerdictKind::Patched),
             Err(err) => (
-                deny_invalid(response, format!("cannot encode the defaults as a JSON patch: {err}")),
+                deny_invalid(
+                    response,
+                    format!("cannot encode the defaults as a JSON patch: {err}"),
+                ),
                 VerdictKind::Denied,
             ),
         },

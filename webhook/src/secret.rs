@@ -215,10 +215,22 @@ pub fn renew(previous: Option<&StoredCerts>, cfg: &SecretConfig) -> Result<Store
 
 fn to_secret(cfg: &SecretConfig, certs: &StoredCerts, resource_version: Option<String>) -> Secret {
     let mut data = BTreeMap::new();
-    data.insert(SERVER_CERT.to_owned(), ByteString(certs.serving.cert_pem.clone().into_bytes()));
-    data.insert(SERVER_KEY.to_owned(), ByteString(certs.serving.key_pem.clone().into_bytes()));
-    data.insert(CA_CERT.to_owned(), ByteString(certs.ca_bundle.clone().into_bytes()));
-    data.insert(CA_KEY.to_owned(), ByteString(certs.ca_key.clone().into_bytes()));
+    data.insert(
+        SERVER_CERT.to_owned(),
+        ByteString(certs.serving.cert_pem.clone().into_bytes()),
+    );
+    data.insert(
+        SERVER_KEY.to_owned(),
+        ByteString(certs.serving.key_pem.clone().into_bytes()),
+    );
+    data.insert(
+        CA_CERT.to_owned(),
+        ByteString(certs.ca_bundle.clone().into_bytes()),
+    );
+    data.insert(
+        CA_KEY.to_owned(),
+        ByteString(certs.ca_key.clone().into_bytes()),
+    );
     Secret {
         metadata: ObjectMeta {
             name: Some(cfg.secret_name.clone()),
@@ -241,7 +253,10 @@ fn to_secret(cfg: &SecretConfig, certs: &StoredCerts, resource_version: Option<S
 }
 
 /// Makes sure the Secret holds usable certificates (creating or rotating them) and returns them.
-pub async fn ensure_secret(client: &kube::Client, cfg: &SecretConfig) -> Result<StoredCerts, SecretError> {
+pub async fn ensure_secret(
+    client: &kube::Client,
+    cfg: &SecretConfig,
+) -> Result<StoredCerts, SecretError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &cfg.namespace);
     let name = &cfg.secret_name;
     // A few rounds: a conflict means another replica wrote first; its certificates win.
@@ -267,7 +282,10 @@ pub async fn ensure_secret(client: &kube::Client, cfg: &SecretConfig) -> Result<
                 api.replace(name, &PostParams::default(), &to_secret(cfg, &renewed, rv))
                     .await
             }
-            None => api.create(&PostParams::default(), &to_secret(cfg, &renewed, None)).await,
+            None => {
+                api.create(&PostParams::default(), &to_secret(cfg, &renewed, None))
+                    .await
+            }
         };
         match result {
             Ok(_) => return Ok(renewed),
@@ -289,14 +307,17 @@ pub async fn ensure_secret(client: &kube::Client, cfg: &SecretConfig) -> Result<
 }
 
 /// Writes `ca_bundle` into every webhook of the named configurations where it differs.
-pub async fn sync_ca_bundle(client: &kube::Client, cfg: &SecretConfig, ca_bundle: &str) -> Result<(), SecretError> {
+pub async fn sync_ca_bundle(
+    client: &kube::Client,
+    cfg: &SecretConfig,
+    ca_bundle: &str,
+) -> Result<(), SecretError> {
     let bundle = ByteString(ca_bundle.as_bytes().to_vec());
     if let Some(name) = &cfg.mutating_webhook {
         let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-        let mut obj = api
-            .get(name)
-            .await
-            .map_err(kube_err(format!("reading MutatingWebhookConfiguration {name}")))?;
+        let mut obj = api.get(name).await.map_err(kube_err(format!(
+            "reading MutatingWebhookConfiguration {name}"
+        )))?;
         let mut changed = false;
         for hook in obj.webhooks.iter_mut().flatten() {
             if hook.client_config.ca_bundle.as_ref() != Some(&bundle) {
@@ -307,16 +328,17 @@ pub async fn sync_ca_bundle(client: &kube::Client, cfg: &SecretConfig, ca_bundle
         if changed {
             api.replace(name, &PostParams::default(), &obj)
                 .await
-                .map_err(kube_err(format!("writing caBundle of MutatingWebhookConfiguration {name}")))?;
+                .map_err(kube_err(format!(
+                    "writing caBundle of MutatingWebhookConfiguration {name}"
+                )))?;
             tracing::info!(configuration = %name, "caBundle updated");
         }
     }
     if let Some(name) = &cfg.validating_webhook {
         let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-        let mut obj = api
-            .get(name)
-            .await
-            .map_err(kube_err(format!("reading ValidatingWebhookConfiguration {name}")))?;
+        let mut obj = api.get(name).await.map_err(kube_err(format!(
+            "reading ValidatingWebhookConfiguration {name}"
+        )))?;
         let mut changed = false;
         for hook in obj.webhooks.iter_mut().flatten() {
             if hook.client_config.ca_bundle.as_ref() != Some(&bundle) {
@@ -327,7 +349,9 @@ pub async fn sync_ca_bundle(client: &kube::Client, cfg: &SecretConfig, ca_bundle
         if changed {
             api.replace(name, &PostParams::default(), &obj)
                 .await
-                .map_err(kube_err(format!("writing caBundle of ValidatingWebhookConfiguration {name}")))?;
+                .map_err(kube_err(format!(
+                    "writing caBundle of ValidatingWebhookConfiguration {name}"
+                )))?;
             tracing::info!(configuration = %name, "caBundle updated");
         }
     }
@@ -344,7 +368,12 @@ async fn reconcile_once(
 ) -> Result<(), SecretError> {
     let stored = ensure_secret(client, cfg).await?;
     if current.as_ref() != Some(&stored) {
-        install(resolver, metrics, &stored.serving, "certificate from the Secret")?;
+        install(
+            resolver,
+            metrics,
+            &stored.serving,
+            "certificate from the Secret",
+        )?;
         tracing::info!(namespace = %cfg.namespace, secret = %cfg.secret_name, "serving the certificate from the Secret");
     }
     sync_ca_bundle(client, cfg, &stored.ca_bundle).await?;
@@ -370,7 +399,8 @@ pub async fn start(
                 _ = tokio::time::sleep(cfg.check_interval) => {}
                 _ = shutdown.changed() => return,
             }
-            if let Err(err) = reconcile_once(&client, &cfg, &resolver, &metrics, &mut current).await {
+            if let Err(err) = reconcile_once(&client, &cfg, &resolver, &metrics, &mut current).await
+            {
                 tracing::warn!(error = %err, "certificate check failed; retrying later");
             }
         }

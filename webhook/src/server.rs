@@ -132,7 +132,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if state.resolver.is_loaded() {
         (StatusCode::OK, "ok").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no serving certificate loaded yet").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no serving certificate loaded yet",
+        )
+            .into_response()
     }
 }
 
@@ -182,17 +186,18 @@ pub async fn serve_tls(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(err)) => {
-                    tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(err)) => {
+                        tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
             let conn = builder.serve_connection(TokioIo::new(tls), service);
             if let Err(err) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %err, "connection ended with an error");
@@ -201,13 +206,20 @@ pub async fn serve_tls(
     }
     drop(listener);
     tracing::info!("admission server: no longer accepting; draining open connections");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(?grace, "open connections did not finish in time");
     }
 }
 
 /// Serves the plain-HTTP health router until `shutdown` turns true.
-pub async fn serve_plain(listener: TcpListener, app: Router, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+pub async fn serve_plain(
+    listener: TcpListener,
+    app: Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;

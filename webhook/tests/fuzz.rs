@@ -30,16 +30,27 @@ static CONFIGS: LazyLock<Vec<AdmissionConfig>> = LazyLock::new(|| {
 static EXECUTIONS: AtomicU64 = AtomicU64::new(0);
 
 fn presets() -> Vec<String> {
-    let mut names: Vec<String> = PresetCatalog::builtin().iter().map(|p| p.name.clone()).collect();
+    let mut names: Vec<String> = PresetCatalog::builtin()
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
     names.extend(["falcon-7b".into(), "no-such-model".into(), "".into()]);
     names
 }
 
 fn skus() -> Vec<String> {
     let catalog = SkuCatalog::builtin();
-    let mut names: Vec<String> = catalog.list(Cloud::Azure).iter().map(|s| s.name.clone()).collect();
+    let mut names: Vec<String> = catalog
+        .list(Cloud::Azure)
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
     names.extend(catalog.list(Cloud::Aws).iter().map(|s| s.name.clone()));
-    names.extend(["Standard_D4s_v3".into(), "Standard_NC6s_v9".into(), "".into()]);
+    names.extend([
+        "Standard_D4s_v3".into(),
+        "Standard_NC6s_v9".into(),
+        "".into(),
+    ]);
     names
 }
 
@@ -48,7 +59,8 @@ fn arb_json() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         ".{0,12}".prop_map(Value::String),
     ];
     leaf.prop_recursive(3, 24, 4, |inner| {
@@ -60,7 +72,9 @@ fn arb_json() -> impl Strategy<Value = Value> {
     })
 }
 
-fn opt<T: std::fmt::Debug + Clone + 'static>(s: impl Strategy<Value = T> + 'static) -> BoxedStrategy<Option<T>> {
+fn opt<T: std::fmt::Debug + Clone + 'static>(
+    s: impl Strategy<Value = T> + 'static,
+) -> BoxedStrategy<Option<T>> {
     prop::option::weighted(0.7, s).boxed()
 }
 
@@ -139,7 +153,9 @@ fn workspace() -> impl Strategy<Value = Value> {
     let inference = (
         opt(prop::sample::select(presets())),
         opt(prop::collection::vec(adapter(), 0..12)),
-        opt(Just(json!({"spec": {"containers": [{"name": "c", "image": "i"}]}}))),
+        opt(Just(
+            json!({"spec": {"containers": [{"name": "c", "image": "i"}]}}),
+        )),
     )
         .prop_map(|(preset, adapters, template)| {
             let mut i = json!({});
@@ -195,7 +211,14 @@ fn workspace() -> impl Strategy<Value = Value> {
         opt(inference),
         opt(tuning),
         // Arbitrary junk at an arbitrary place, sometimes.
-        prop::option::weighted(0.2, (prop::sample::select(vec!["resource", "inference", "tuning", "metadata", "x"]), "[a-zA-Z]{0,10}", arb_json())),
+        prop::option::weighted(
+            0.2,
+            (
+                prop::sample::select(vec!["resource", "inference", "tuning", "metadata", "x"]),
+                "[a-zA-Z]{0,10}",
+                arb_json(),
+            ),
+        ),
     )
         .prop_map(|(api, bypass, resource, inference, tuning, junk)| {
             let mut annotations = json!({});
@@ -230,7 +253,13 @@ fn workspace() -> impl Strategy<Value = Value> {
 }
 
 fn review_of(op: &str, object: &Value, old: Option<&Value>) -> Value {
-    let version = object["apiVersion"].as_str().unwrap_or("kaito.sh/v1beta1").rsplit('/').next().unwrap_or("v1beta1").to_owned();
+    let version = object["apiVersion"]
+        .as_str()
+        .unwrap_or("kaito.sh/v1beta1")
+        .rsplit('/')
+        .next()
+        .unwrap_or("v1beta1")
+        .to_owned();
     json!({
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
@@ -250,11 +279,20 @@ fn review_of(op: &str, object: &Value, old: Option<&Value>) -> Value {
 }
 
 /// Checks the answer is a well-formed AdmissionReview; returns its response.
-fn answered(endpoint: Endpoint, body: &[u8], cfg: &AdmissionConfig) -> Result<(u16, Value), TestCaseError> {
+fn answered(
+    endpoint: Endpoint,
+    body: &[u8],
+    cfg: &AdmissionConfig,
+) -> Result<(u16, Value), TestCaseError> {
     EXECUTIONS.fetch_add(1, Ordering::Relaxed);
     let out = review::handle(endpoint, body, cfg);
-    prop_assert!(out.http_status == 200 || out.http_status == 400, "status {}", out.http_status);
-    let v: Value = serde_json::from_slice(&out.body).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert!(
+        out.http_status == 200 || out.http_status == 400,
+        "status {}",
+        out.http_status
+    );
+    let v: Value =
+        serde_json::from_slice(&out.body).map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert_eq!(&v["kind"], "AdmissionReview");
     prop_assert!(v["response"]["allowed"].is_boolean());
     Ok((out.http_status, v["response"].clone()))
@@ -264,7 +302,8 @@ fn patch_of(resp: &Value) -> Result<Option<json_patch::Patch>, TestCaseError> {
     if resp.get("patch").is_none() {
         return Ok(None);
     }
-    let bytes: Vec<u8> = serde_json::from_value(resp["patch"].clone()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let bytes: Vec<u8> = serde_json::from_value(resp["patch"].clone())
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
     let patch = serde_json::from_slice(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
     Ok(Some(patch))
 }
@@ -352,5 +391,8 @@ proptest! {
 fn zz_report_executions() {
     // Printed with --nocapture at the end of a long run (test order is alphabetical within a
     // thread only; with --test-threads=1 this runs last).
-    eprintln!("fuzz: handle() executions so far in this process: {}", EXECUTIONS.load(Ordering::Relaxed));
+    eprintln!(
+        "fuzz: handle() executions so far in this process: {}",
+        EXECUTIONS.load(Ordering::Relaxed)
+    );
 }

@@ -18,8 +18,10 @@ fn state() -> AppState {
 }
 
 fn fixture(name: &str) -> anyhow::Result<Vec<u8>> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
-    Ok(std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 async fn call(app: Router, path: &str, body: Vec<u8>) -> anyhow::Result<(StatusCode, Value)> {
@@ -29,8 +31,12 @@ async fn call(app: Router, path: &str, body: Vec<u8>) -> anyhow::Result<(StatusC
     let resp = app.oneshot(req).await?;
     let status = resp.status();
     let bytes = resp.into_body().collect().await?.to_bytes();
-    let value: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| anyhow::anyhow!("response is not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "response is not JSON ({e}): {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    })?;
     Ok((status, value))
 }
 
@@ -67,10 +73,19 @@ async fn mutate_seed_fills_defaults_and_keeps_what_was_written() -> anyhow::Resu
     let object = patched_object("create-seed-phi-3-v1alpha1.json", resp)?;
     assert_eq!(object["resource"]["count"], 1, "{object:#}");
     assert_eq!(object["resource"]["instanceType"], "Standard_NC6s_v3");
-    assert_eq!(object["resource"]["labelSelector"]["matchLabels"]["apps"], "phi-3");
-    assert_eq!(object["inference"]["preset"]["name"], "phi-3-mini-4k-instruct");
+    assert_eq!(
+        object["resource"]["labelSelector"]["matchLabels"]["apps"],
+        "phi-3"
+    );
+    assert_eq!(
+        object["inference"]["preset"]["name"],
+        "phi-3-mini-4k-instruct"
+    );
     // Fields the typed model does not know, and metadata, are untouched.
-    assert_eq!(object["metadata"]["managedFields"][0]["manager"], "kubectl-client-side-apply");
+    assert_eq!(
+        object["metadata"]["managedFields"][0]["manager"],
+        "kubectl-client-side-apply"
+    );
     Ok(())
 }
 
@@ -81,22 +96,36 @@ async fn mutate_without_instance_type_picks_a_size_and_says_why() -> anyhow::Res
     let resp = response(&body);
     assert_eq!(resp["allowed"], true, "{resp:#}");
     let object = patched_object("create-no-instance-type-v1beta1.json", resp)?;
-    let sku = object["resource"]["instanceType"].as_str().unwrap_or_default();
+    let sku = object["resource"]["instanceType"]
+        .as_str()
+        .unwrap_or_default();
     assert!(sku.starts_with("Standard_N"), "{object:#}");
-    let why = object["metadata"]["annotations"]["kaito.sh/sizing"].as_str().unwrap_or_default();
+    let why = object["metadata"]["annotations"]["kaito.sh/sizing"]
+        .as_str()
+        .unwrap_or_default();
     assert!(!why.is_empty(), "no kaito.sh/sizing annotation: {object:#}");
     // The other annotation is kept.
-    assert!(object["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"].is_string());
-    assert!(object["resource"]["labelSelector"].is_object(), "{object:#}");
+    assert!(
+        object["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+            .is_string()
+    );
+    assert!(
+        object["resource"]["labelSelector"].is_object(),
+        "{object:#}"
+    );
 
     // The defaulted object then validates, and defaulting it again changes nothing.
-    let mut again: Value = serde_json::from_slice(&fixture("create-no-instance-type-v1beta1.json")?)?;
+    let mut again: Value =
+        serde_json::from_slice(&fixture("create-no-instance-type-v1beta1.json")?)?;
     again["request"]["object"] = object;
     let bytes = serde_json::to_vec(&again)?;
     let (_, body) = call(admission_router(state()), "/validate", bytes.clone()).await?;
     assert_eq!(response(&body)["allowed"], true, "{body:#}");
     let (_, body) = call(admission_router(state()), "/mutate", bytes).await?;
-    assert!(response(&body).get("patch").is_none(), "defaulting is not idempotent: {body:#}");
+    assert!(
+        response(&body).get("patch").is_none(),
+        "defaulting is not idempotent: {body:#}"
+    );
     Ok(())
 }
 
@@ -168,7 +197,10 @@ async fn unknown_kinds_are_allowed_with_a_warning() -> anyhow::Result<()> {
         assert_eq!(resp["allowed"], true, "{resp:#}");
         assert!(resp.get("patch").is_none());
         let warning = resp["warnings"][0].as_str().unwrap_or_default();
-        assert!(warning.contains("handles only kaito.sh Workspace"), "{resp:#}");
+        assert!(
+            warning.contains("handles only kaito.sh Workspace"),
+            "{resp:#}"
+        );
     }
     Ok(())
 }
@@ -194,7 +226,11 @@ async fn malformed_bodies_get_a_400_admission_review() -> anyhow::Result<()> {
             assert_eq!(status, StatusCode::BAD_REQUEST, "{name}");
             assert_eq!(body["kind"], "AdmissionReview");
             assert_eq!(response(&body)["allowed"], false);
-            assert!(response(&body)["status"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+            assert!(
+                response(&body)["status"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty())
+            );
         }
     }
     for garbage in [&b""[..], b"null", b"[]", b"{\"request\": 5}", b"\xff\xfe"] {
@@ -214,7 +250,9 @@ async fn oversized_bodies_get_a_400_admission_review() -> anyhow::Result<()> {
     big.extend(std::iter::repeat_n(b' ', 8192));
     let (status, body) = call(admission_router(st.clone()), "/mutate", big).await?;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let msg = response(&body)["status"]["message"].as_str().unwrap_or_default();
+    let msg = response(&body)["status"]["message"]
+        .as_str()
+        .unwrap_or_default();
     assert!(msg.contains("larger than"), "{msg}");
     // A body within the limit that declares a larger Content-Length is refused up front.
     let req = Request::post("/validate")
@@ -229,7 +267,12 @@ async fn oversized_bodies_get_a_400_admission_review() -> anyhow::Result<()> {
 async fn admission_review_v1beta1_is_echoed() -> anyhow::Result<()> {
     let mut review: Value = serde_json::from_slice(&fixture("create-seed-phi-3-v1alpha1.json")?)?;
     review["apiVersion"] = Value::String("admission.k8s.io/v1beta1".into());
-    let (status, body) = call(admission_router(state()), "/validate", serde_json::to_vec(&review)?).await?;
+    let (status, body) = call(
+        admission_router(state()),
+        "/validate",
+        serde_json::to_vec(&review)?,
+    )
+    .await?;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["apiVersion"], "admission.k8s.io/v1beta1");
     Ok(())
@@ -239,15 +282,31 @@ async fn admission_review_v1beta1_is_echoed() -> anyhow::Result<()> {
 async fn health_and_metrics() -> anyhow::Result<()> {
     let st = state();
     // Not ready until a certificate is loaded.
-    let resp = health_router(st.clone()).oneshot(Request::get("/readyz").body(Body::empty())?).await?;
+    let resp = health_router(st.clone())
+        .oneshot(Request::get("/readyz").body(Body::empty())?)
+        .await?;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let resp = health_router(st.clone()).oneshot(Request::get("/healthz").body(Body::empty())?).await?;
+    let resp = health_router(st.clone())
+        .oneshot(Request::get("/healthz").body(Body::empty())?)
+        .await?;
     assert_eq!(resp.status(), StatusCode::OK);
 
-    call(admission_router(st.clone()), "/validate", fixture("create-deny-phi-3-medium-on-nc6s-v3.json")?).await?;
-    call(admission_router(st.clone()), "/mutate", fixture("create-seed-phi-3-v1alpha1.json")?).await?;
+    call(
+        admission_router(st.clone()),
+        "/validate",
+        fixture("create-deny-phi-3-medium-on-nc6s-v3.json")?,
+    )
+    .await?;
+    call(
+        admission_router(st.clone()),
+        "/mutate",
+        fixture("create-seed-phi-3-v1alpha1.json")?,
+    )
+    .await?;
     call(admission_router(st.clone()), "/mutate", b"{".to_vec()).await?;
-    let resp = health_router(st).oneshot(Request::get("/metrics").body(Body::empty())?).await?;
+    let resp = health_router(st)
+        .oneshot(Request::get("/metrics").body(Body::empty())?)
+        .await?;
     assert_eq!(resp.status(), StatusCode::OK);
     let text = String::from_utf8(resp.into_body().collect().await?.to_bytes().to_vec())?;
     for want in [

@@ -36,10 +36,7 @@ fn client_config(ca_pem: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
 
 /// One TLS connection and one POST /validate; returns the served certificate (DER) and the
 /// HTTP status line.
-async fn one_request(
-    connector: &TlsConnector,
-    port: u16,
-) -> anyhow::Result<(Vec<u8>, String)> {
+async fn one_request(connector: &TlsConnector, port: u16) -> anyhow::Result<(Vec<u8>, String)> {
     let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
     let name = ServerName::try_from("127.0.0.1")?;
     let mut tls = connector.connect(name, tcp).await?;
@@ -60,7 +57,10 @@ async fn one_request(
     tls.read_to_end(&mut response).await?;
     let text = String::from_utf8_lossy(&response);
     let status = text.lines().next().unwrap_or_default().to_owned();
-    anyhow::ensure!(text.contains("\"allowed\":true"), "unexpected response: {text}");
+    anyhow::ensure!(
+        text.contains("\"allowed\":true"),
+        "unexpected response: {text}"
+    );
     Ok((served, status))
 }
 
@@ -159,9 +159,19 @@ async fn rotated_certificate_files_are_served_without_a_failed_request() -> anyh
     for c in clients {
         errors.extend(c.await?);
     }
-    assert!(seen_second.load(Ordering::Relaxed), "the new certificate was never served");
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "failed requests: {errors:?}");
-    assert!(ok.load(Ordering::Relaxed) >= 10, "too few requests to prove anything");
+    assert!(
+        seen_second.load(Ordering::Relaxed),
+        "the new certificate was never served"
+    );
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "failed requests: {errors:?}"
+    );
+    assert!(
+        ok.load(Ordering::Relaxed) >= 10,
+        "too few requests to prove anything"
+    );
     let (served, _) = one_request(&connector, port).await?;
     assert_eq!(served, second_der);
 
