@@ -3,7 +3,8 @@
 # runs the kaito-e2e tests against it, and tears the cluster down, also on failure.
 #
 #   tests/e2e.sh                      # all end-to-end tests
-#   tests/e2e.sh seed_examples        # extra arguments go to the test binaries (name filters)
+#   tests/e2e.sh seed_examples gpu_   # extra arguments go to the test binaries (name filters,
+#                                     # --skip NAME, ...); every test binary runs (--no-fail-fast)
 #
 # Environment:
 #   KAITO_CLUSTER_DIR        cluster state dir; default: a fresh temp dir, so a developer's
@@ -11,10 +12,12 @@
 #   KAITO_E2E_KEEP_CLUSTER=1 leave the cluster running afterwards (for debugging; then
 #                            `KAITO_CLUSTER_DIR=... tests/cluster/cluster.sh down`)
 #   KAITO_E2E_THREADS        test threads per binary (default 2)
+#   KAITO_E2E_BUILD_BINS=0   skip `cargo build --workspace --bins` before the tests
 #   CARGO_TARGET_DIR etc.    as usual for cargo
 #
-# Exit status: 0 when every test passed; cargo's status (101) when a test failed; 1 when the
-# binaries could not be built or the cluster could not start (the step is named on stderr).
+# Exit status: 0 when every test passed; cargo's status (101) when a test failed (every test
+# binary still runs); 1 when the binaries could not be built or the cluster could not start (the
+# step is named on stderr); 130 when interrupted. The cluster is torn down in every case.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -56,6 +59,14 @@ bin=$("$root/tests/cluster/build.sh") || { log "building the control-plane binar
 export KAITO_CLUSTER_BIN=$bin
 log "control-plane binaries ready in $(secs "$t"): $bin"
 
+# The project's own binaries (webhook, controller, plugin, ...) that the tests start as local
+# processes; KAITO_E2E_BUILD_BINS=0 skips this.
+if [ "${KAITO_E2E_BUILD_BINS:-1}" = 1 ]; then
+  t=$(now_ms)
+  (cd "$root" && cargo build --workspace --bins) || { log "building the workspace's binaries failed"; exit 1; }
+  log "workspace binaries built in $(secs "$t")"
+fi
+
 t=$(now_ms)
 # A cluster that was already running in an explicitly given dir is left running.
 if ! bash "$cluster" status >/dev/null 2>&1; then started=1; fi
@@ -64,7 +75,7 @@ log "cluster ready in $(secs "$t")"
 
 t=$(now_ms)
 rc=0
-(cd "$root" && cargo test -p kaito-e2e --tests -- --include-ignored \
+(cd "$root" && cargo test -p kaito-e2e --tests --no-fail-fast -- --include-ignored \
   --test-threads="${KAITO_E2E_THREADS:-2}" "$@") || rc=$?
 log "end-to-end tests finished in $(secs "$t") (status $rc); whole run $(secs "$t0")"
 exit "$rc"

@@ -245,8 +245,8 @@ cmd_up() {
     print_summary
     return 0
   fi
-  if [ -e "$DIR" ]; then
-    [ -f "$DIR/.kaito-cluster" ] || [ -z "$(ls -A "$DIR")" ] \
+  if [ -e "$DIR" ] && [ -n "$(ls -A "$DIR")" ]; then
+    [ -f "$DIR/.kaito-cluster" ] \
       || die "$DIR exists and is not a cluster state dir; choose another KAITO_CLUSTER_DIR"
     log "cleaning up a stale or partial cluster in $DIR"
     stop_all
