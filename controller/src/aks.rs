@@ -148,7 +148,7 @@ impl Aks {
         let s = &self.settings;
         match self
             .arm
-            .pools
+            .pools()
             .get(&s.subscription_id, &s.resource_group, &s.cluster_name, pool)
             .await
         {
@@ -163,7 +163,7 @@ impl Aks {
         let model: AgentPool = serde_json::from_value(body.clone())?;
         let rsp = self
             .arm
-            .pools
+            .pools()
             .create_or_update(
                 &s.subscription_id,
                 &s.resource_group,
@@ -174,11 +174,11 @@ impl Aks {
             .send()
             .await?;
         let raw = rsp.into_raw_response();
-        if let Some(url) = raw
-            .headers()
-            .get_optional_str(&azure_core::headers::HeaderName::from_static(
-                "azure-asyncoperation",
-            ))
+        if let Some(url) =
+            raw.headers()
+                .get_optional_str(&azure_core::headers::HeaderName::from_static(
+                    "azure-asyncoperation",
+                ))
             && let Ok(mut ops) = self.operations.lock()
         {
             ops.insert(pool.to_owned(), url.to_owned());
@@ -191,7 +191,7 @@ impl Aks {
         let s = &self.settings;
         let mut stream = self
             .arm
-            .pools
+            .pools()
             .list(&s.subscription_id, &s.resource_group, &s.cluster_name)
             .into_stream();
         let mut out = Vec::new();
@@ -219,7 +219,7 @@ impl Aks {
         }
         match self
             .arm
-            .pools
+            .pools()
             .delete(&s.subscription_id, &s.resource_group, &s.cluster_name, pool)
             .send()
             .await

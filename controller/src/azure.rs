@@ -150,7 +150,11 @@ impl HttpClient for Transport {
         let body = rsp
             .bytes_stream()
             .map_err(|e| AzError::full(ErrorKind::Io, e, "reading the ARM response"));
-        Ok(Response::new(status, Headers::from(headers), Box::pin(body)))
+        Ok(Response::new(
+            status,
+            Headers::from(headers),
+            Box::pin(body),
+        ))
     }
 }
 
@@ -259,8 +263,8 @@ impl TokenCredential for WorkloadIdentity {
 /// `Azure-AsyncOperation` URL (the generated code fetches only the first response).
 #[derive(Clone)]
 pub struct Arm {
-    /// `azure_mgmt_containerservice` agent pools.
-    pub pools: azure_mgmt_containerservice::agent_pools::Client,
+    /// The `azure_mgmt_containerservice` client (its agent-pools client is not `Clone`).
+    pub client: azure_mgmt_containerservice::Client,
     /// The transport.
     pub http: Arc<dyn HttpClient>,
     /// The credential.
@@ -270,6 +274,11 @@ pub struct Arm {
 }
 
 impl Arm {
+    /// The agent pools operations.
+    pub fn pools(&self) -> azure_mgmt_containerservice::agent_pools::Client {
+        self.client.agent_pools_client()
+    }
+
     /// GETs an `Azure-AsyncOperation` URL: (status, error code, error message).
     pub async fn operation(
         &self,
@@ -335,7 +344,7 @@ pub fn agent_pools_client(settings: &AzureSettings) -> Result<Arm, AzureSetupErr
     // The scope is the resource ("https://management.azure.com/"), as IMDS expects it; the
     // workload-identity credential turns it into "<resource>/.default".
     let scope = format!("{}/", PUBLIC_ENDPOINT);
-    let client = azure_mgmt_containerservice::Client::builder(credential)
+    let client = azure_mgmt_containerservice::Client::builder(credential.clone())
         .endpoint(endpoint)
         .scopes(&[scope.as_str()])
         .transport(azure_core::TransportOptions::new(http.clone()))
@@ -347,7 +356,7 @@ pub fn agent_pools_client(settings: &AzureSettings) -> Result<Arm, AzureSetupErr
         ))
         .build();
     Ok(Arm {
-        pools: client.agent_pools_client(),
+        client,
         http,
         credential,
         scope,

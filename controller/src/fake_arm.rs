@@ -91,7 +91,12 @@ fn arm_error(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 fn json_response(status: StatusCode, v: &Value, extra: &[(&str, String)]) -> Response {
-    let mut r = (status, [("content-type", "application/json")], v.to_string()).into_response();
+    let mut r = (
+        status,
+        [("content-type", "application/json")],
+        v.to_string(),
+    )
+        .into_response();
     for (k, val) in extra {
         if let (Ok(k), Ok(val)) = (
             axum::http::HeaderName::from_bytes(k.as_bytes()),
@@ -236,9 +241,7 @@ impl FakeArm {
         let parts: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
         if parts.len() == 2 && parts[0] == "operations" {
             return match g.ops.get(parts[1]) {
-                Some((status, _)) => {
-                    json_response(StatusCode::OK, &json!({"status": status}), &[])
-                }
+                Some((status, _)) => json_response(StatusCode::OK, &json!({"status": status}), &[]),
                 None => arm_error(StatusCode::NOT_FOUND, "NotFound", "no such operation"),
             };
         }
@@ -278,16 +281,25 @@ impl FakeArm {
                 let mut want: Value = match serde_json::from_slice(body) {
                     Ok(v) => v,
                     Err(e) => {
-                        return arm_error(StatusCode::BAD_REQUEST, "InvalidRequestContent", &e.to_string());
+                        return arm_error(
+                            StatusCode::BAD_REQUEST,
+                            "InvalidRequestContent",
+                            &e.to_string(),
+                        );
                     }
                 };
                 let exists = g.pools.contains_key(&name);
                 if !exists && g.faults.quota_exceeded {
-                    let vm = want["properties"]["vmSize"].as_str().unwrap_or("?").to_owned();
+                    let vm = want["properties"]["vmSize"]
+                        .as_str()
+                        .unwrap_or("?")
+                        .to_owned();
                     return arm_error(
                         StatusCode::CONFLICT,
                         "QuotaExceeded",
-                        &format!("Operation could not be completed as it results in exceeding approved {vm} Family Cores quota. Current Limit: 0."),
+                        &format!(
+                            "Operation could not be completed as it results in exceeding approved {vm} Family Cores quota. Current Limit: 0."
+                        ),
                     );
                 }
                 if let Some(p) = g.pools.get(&name)
@@ -313,7 +325,11 @@ impl FakeArm {
                     },
                 );
                 json_response(
-                    if exists { StatusCode::OK } else { StatusCode::CREATED },
+                    if exists {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::CREATED
+                    },
                     &pool_view(&id_base, &name, &want),
                     &[("azure-asyncoperation", url)],
                 )
@@ -337,7 +353,11 @@ impl FakeArm {
                 }
                 r
             }
-            _ => arm_error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "unsupported"),
+            _ => arm_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "unsupported",
+            ),
         }
     }
 }

@@ -11,8 +11,8 @@
 
 pub mod aks;
 pub mod azure;
-pub mod fake_arm;
 pub mod config;
+pub mod fake_arm;
 pub mod inference;
 pub mod leader;
 pub mod naming;
