@@ -1,11 +1,15 @@
 //! Plan: the pure step between fetching and building. Decides what the workspace runs, on
 //! which GPU shape, in which precision, with how many GPUs per node, using the same sizing
-//! code as the admission webhook (`kaito_presets::sizing`).
+//! code as the admission webhook (`kaito_api::admission::workspace_plan*`), so the controller
+//! and the webhook size a workspace identically.
+
+use std::sync::OnceLock;
 
 use kaito_api::Workspace;
-use kaito_presets::{
-    Cloud, GpuShape, Mode, Plan, Preset, PresetCatalog, RuntimeParams, SkuCatalog, sizing,
+use kaito_api::admission::{
+    AdmissionConfig, Provisioner, workspace_plan, workspace_plan_for_shape,
 };
+use kaito_presets::{Cloud, GpuShape, Mode, Plan, Preset};
 
 /// What a workspace asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +52,9 @@ pub enum PlanError {
     /// Sizing says the model does not fit.
     #[error("{0}")]
     DoesNotFit(String),
+    /// The shared sizing code rejected the spec.
+    #[error("{0}")]
+    Sizing(String),
     /// `tuning.method` is not lora or qlora.
     #[error("`tuning.method` must be lora or qlora, is {0:?}")]
     BadMethod(String),
@@ -70,11 +77,17 @@ pub struct WorkspacePlan {
     pub instance_type: String,
 }
 
+/// The admission configuration whose catalogs the controller sizes with (Azure SKUs, the
+/// built-in presets): the same one the webhook builds.
+pub fn admission_config() -> &'static AdmissionConfig {
+    static CFG: OnceLock<AdmissionConfig> = OnceLock::new();
+    CFG.get_or_init(|| AdmissionConfig::new(Cloud::Azure, Provisioner::Aks))
+}
+
 /// The GPU shape of a catalog VM size.
 pub fn sku_shape(instance_type: &str) -> Option<GpuShape> {
-    SkuCatalog::builtin()
-        .get(Cloud::Azure, instance_type)
-        .map(|s| s.shape())
+    let cfg = admission_config();
+    cfg.skus.get(cfg.cloud, instance_type).map(|s| s.shape())
 }
 
 /// The sizing mode a workspace needs.
@@ -129,7 +142,8 @@ pub fn plan(ws: &Workspace, observed_shape: Option<&GpuShape>) -> Result<Workspa
             "tuning"
         }));
     };
-    let catalog = PresetCatalog::builtin();
+    let cfg = admission_config();
+    let catalog = &cfg.presets;
     let preset = catalog.get(&preset_spec.name).ok_or_else(|| {
         let s = catalog.suggestions(&preset_spec.name, 3);
         PlanError::UnknownPreset {
@@ -141,7 +155,29 @@ pub fn plan(ws: &Workspace, observed_shape: Option<&GpuShape>) -> Result<Workspa
             },
         }
     })?;
-    let sizing = sizing::plan(preset, mode, RuntimeParams::default(), &shape);
+    // The webhook's sizing entry points: on the VM size's catalog shape, or on the observed
+    // shape of bring-your-own nodes.
+    // An unset `tuning.method` means qlora here; the shared code wants it spelled out.
+    let defaulted;
+    let ws = match &ws.tuning {
+        Some(t) if t.method.is_none() => {
+            let mut w = ws.clone();
+            if let Some(t) = w.tuning.as_mut() {
+                t.method = Some("qlora".into());
+            }
+            defaulted = w;
+            &defaulted
+        }
+        _ => ws,
+    };
+    let sized = match observed_shape {
+        Some(s) => workspace_plan_for_shape(ws, cfg, s),
+        None => workspace_plan(ws, cfg),
+    };
+    let sizing = sized.map_err(|errs| {
+        let why: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        PlanError::Sizing(why.join("; "))
+    })?;
     if !sizing.fits() {
         let why: Vec<String> = sizing.problems.iter().map(ToString::to_string).collect();
         return Err(PlanError::DoesNotFit(why.join("; ")));
