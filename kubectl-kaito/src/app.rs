@@ -193,7 +193,9 @@ pub fn parse_workspaces(text: &str, what: &str) -> Result<Vec<Workspace>> {
         if kind != kaito_api::KIND {
             return Err(Error::Parse {
                 what: format!("{what} (document {})", i + 1),
-                message: format!("kind is {kind:?}; this command creates kind: Workspace only (use kubectl apply for others)"),
+                message: format!(
+                    "kind is {kind:?}; this command creates kind: Workspace only (use kubectl apply for others)"
+                ),
             });
         }
         let ws: Workspace = serde_yaml::from_value(v).map_err(|e| Error::Parse {
@@ -213,7 +215,11 @@ pub fn parse_workspaces(text: &str, what: &str) -> Result<Vec<Workspace>> {
 
 /// `--dry-run=client` for one workspace: the defaulted object and the trailer, or the
 /// webhook's rejection.
-pub fn dry_run_client(ws: &Workspace, cfg: &AdmissionConfig, json: bool) -> Result<(String, String)> {
+pub fn dry_run_client(
+    ws: &Workspace,
+    cfg: &AdmissionConfig,
+    json: bool,
+) -> Result<(String, String)> {
     let mut ws = ws.clone();
     admission::apply_defaults(&mut ws, cfg);
     let verdict = admission::validate(None, &ws, cfg);
@@ -405,14 +411,25 @@ async fn get(g: &GlobalArgs, a: GetArgs) -> Result<()> {
         eprintln!("No workspaces found {where_}.");
         return Ok(());
     }
-    out(&render::workspaces_table(&rows, a.all_namespaces, wide, true))?;
+    out(&render::workspaces_table(
+        &rows,
+        a.all_namespaces,
+        wide,
+        true,
+    ))?;
     if a.watch {
         return watch(&ctx, scope, None, a.all_namespaces, wide).await;
     }
     Ok(())
 }
 
-async fn watch(ctx: &Ctx, scope: Option<&str>, name: Option<&str>, namespaces: bool, wide: bool) -> Result<()> {
+async fn watch(
+    ctx: &Ctx,
+    scope: Option<&str>,
+    name: Option<&str>,
+    namespaces: bool,
+    wide: bool,
+) -> Result<()> {
     let api = collect::workspaces(ctx, scope);
     let mut cfg = watcher::Config::default();
     if let Some(n) = name {
@@ -524,8 +541,17 @@ async fn logs(g: &GlobalArgs, a: LogsArgs) -> Result<()> {
             )),
             other => Error::Unreachable(chain(&other)),
         })?;
-        let tag = if prefix { format!("[{pod}] ") } else { String::new() };
-        streams.push(reader.lines().map_ok(move |l| format!("{tag}{l}\n")).boxed());
+        let tag = if prefix {
+            format!("[{pod}] ")
+        } else {
+            String::new()
+        };
+        streams.push(
+            reader
+                .lines()
+                .map_ok(move |l| format!("{tag}{l}\n"))
+                .boxed(),
+        );
     }
     let mut merged = futures::stream::select_all(streams);
     while let Some(line) = merged.next().await {
@@ -546,8 +572,8 @@ async fn ready_pod(ctx: &Ctx, name: &str) -> Result<String> {
     if let Some(p) = pods.iter().find(|p| pod_is_ready(p)) {
         return Ok(p.metadata.name.clone().unwrap_or_default());
     }
-    let step = compute::next_step(&ws)
-        .unwrap_or_else(|| "wait until a serving pod is Ready".into());
+    let step =
+        compute::next_step(&ws).unwrap_or_else(|| "wait until a serving pod is Ready".into());
     Err(Error::NotReady(format!(
         "workspace {name:?} is not ready to chat yet: no serving pod is Ready ({} pod(s) found).\n  next: {step}\n  watch: kubectl kaito get {name} -n {} -w",
         pods.len(),
@@ -595,7 +621,12 @@ async fn chat_cmd(g: &GlobalArgs, a: ChatArgs) -> Result<()> {
             chat::exchange(&transport, &session, prompt, a.raw_chat, &mut stdout),
         )
         .await
-        .map_err(|_| Error::Timeout(format!("no complete reply within {}s (raise --timeout)", a.timeout)))?
+        .map_err(|_| {
+            Error::Timeout(format!(
+                "no complete reply within {}s (raise --timeout)",
+                a.timeout
+            ))
+        })?
         .map(|_| ());
     }
     eprintln!(
@@ -603,7 +634,8 @@ async fn chat_cmd(g: &GlobalArgs, a: ChatArgs) -> Result<()> {
         a.name,
         transport.describe()
     );
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(tokio::io::stdin()));
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(tokio::io::stdin()));
     loop {
         eprint!("> ");
         let Some(line) = lines.next_line().await? else {
@@ -619,7 +651,14 @@ async fn chat_cmd(g: &GlobalArgs, a: ChatArgs) -> Result<()> {
             }
             ReplCommand::System(s) => {
                 session.system = (!s.is_empty()).then_some(s);
-                eprintln!("(system prompt {})", if session.system.is_some() { "set" } else { "removed" });
+                eprintln!(
+                    "(system prompt {})",
+                    if session.system.is_some() {
+                        "set"
+                    } else {
+                        "removed"
+                    }
+                );
             }
             ReplCommand::Set(k, v) => match session.set(&k, &v) {
                 Ok(msg) => eprintln!("({msg})"),
@@ -651,7 +690,10 @@ async fn delete(g: &GlobalArgs, a: DeleteArgs) -> Result<()> {
         .await
         .map_err(|e| Error::from_kube(e, Some(&a.name), &ctx.namespace))?;
     if !a.wait {
-        return out(&format!("workspace.kaito.sh/{} deleted (not waiting)\n", a.name));
+        return out(&format!(
+            "workspace.kaito.sh/{} deleted (not waiting)\n",
+            a.name
+        ));
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(a.timeout);
     loop {

@@ -2,7 +2,6 @@
 //! the SSE parser are pure; [`Transport`] sends one HTTP/1.1 request either through a
 //! port-forward to a serving pod (through the API server, no cluster DNS needed) or to a URL.
 
-
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -101,7 +100,9 @@ impl Session {
                 Ok(format!("temperature = {v}"))
             }
             "max_tokens" => {
-                let v: u32 = value.parse().map_err(|_| bad("use a whole number, e.g. 256"))?;
+                let v: u32 = value
+                    .parse()
+                    .map_err(|_| bad("use a whole number, e.g. 256"))?;
                 self.max_tokens = Some(v);
                 Ok(format!("max_tokens = {v}"))
             }
@@ -242,6 +243,8 @@ pub fn error_body_message(body: &[u8]) -> String {
 }
 
 /// Where requests go.
+// One value per chat session; the client handle inside is what makes it large.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub enum Transport {
     /// Port-forward through the API server to `pod`'s port 5000.
@@ -274,7 +277,10 @@ pub fn parse_endpoint(url: &str) -> Result<Transport> {
     if hostport.is_empty() {
         return Err(Error::Usage(format!("--endpoint {url:?} has no host")));
     }
-    let addr = if hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+    let addr = if hostport
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
         hostport.to_string()
     } else {
         format!("{hostport}:80")
@@ -289,7 +295,9 @@ impl Transport {
     /// Describes where requests go.
     pub fn describe(&self) -> String {
         match self {
-            Self::PortForward { pod, .. } => format!("pod {pod} port {RUNTIME_PORT} (port-forward through the API server)"),
+            Self::PortForward { pod, .. } => {
+                format!("pod {pod} port {RUNTIME_PORT} (port-forward through the API server)")
+            }
             Self::Endpoint { addr, base } => format!("http://{addr}{base}"),
         }
     }
@@ -322,7 +330,9 @@ impl Transport {
             }
             Self::Endpoint { addr, base } => {
                 let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| {
-                    Error::Chat(format!("cannot connect to {addr}: {e} (is --endpoint right?)"))
+                    Error::Chat(format!(
+                        "cannot connect to {addr}: {e} (is --endpoint right?)"
+                    ))
                 })?;
                 (Io::Tcp(tcp), addr.clone(), format!("{base}{path}"), None)
             }
@@ -332,13 +342,19 @@ impl Transport {
                 let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
                     .await
                     .map_err(|e| Error::Chat(format!("HTTP handshake failed: {}", chain(&e))))?;
-                (sender, tokio::spawn(async move { conn.await.map_err(|e| chain(&e)) }))
+                (
+                    sender,
+                    tokio::spawn(async move { conn.await.map_err(|e| chain(&e)) }),
+                )
             }
             Io::Tcp(s) => {
                 let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
                     .await
                     .map_err(|e| Error::Chat(format!("HTTP handshake failed: {}", chain(&e))))?;
-                (sender, tokio::spawn(async move { conn.await.map_err(|e| chain(&e)) }))
+                (
+                    sender,
+                    tokio::spawn(async move { conn.await.map_err(|e| chain(&e)) }),
+                )
             }
         };
         let bytes = serde_json::to_vec(body).map_err(|e| Error::Chat(e.to_string()))?;
@@ -388,7 +404,9 @@ pub async fn exchange(
     out: &mut dyn std::io::Write,
 ) -> Result<String> {
     if raw_chat {
-        let (status, body) = transport.post("/chat", &session.raw_body(user), |_| {}).await?;
+        let (status, body) = transport
+            .post("/chat", &session.raw_body(user), |_| {})
+            .await?;
         if status >= 300 {
             return Err(Error::Chat(format!(
                 "the model server answered {status}: {}",
@@ -407,20 +425,24 @@ pub async fn exchange(
     let mut stream_error = None;
     let mut write_error = None;
     let (status, body) = transport
-        .post("/v1/chat/completions", &session.openai_body(user), |chunk| {
-            for ev in parser.push(chunk) {
-                match ev {
-                    SseEvent::Token(t) => {
-                        text.push_str(&t);
-                        if let Err(e) = out.write_all(t.as_bytes()).and_then(|()| out.flush()) {
-                            write_error = Some(e);
+        .post(
+            "/v1/chat/completions",
+            &session.openai_body(user),
+            |chunk| {
+                for ev in parser.push(chunk) {
+                    match ev {
+                        SseEvent::Token(t) => {
+                            text.push_str(&t);
+                            if let Err(e) = out.write_all(t.as_bytes()).and_then(|()| out.flush()) {
+                                write_error = Some(e);
+                            }
                         }
+                        SseEvent::Error(e) => stream_error = Some(e),
+                        SseEvent::Done => {}
                     }
-                    SseEvent::Error(e) => stream_error = Some(e),
-                    SseEvent::Done => {}
                 }
-            }
-        })
+            },
+        )
         .await?;
     if let Some(e) = write_error {
         return Err(Error::Io(e));
@@ -434,7 +456,9 @@ pub async fn exchange(
     writeln!(out)?;
     out.flush()?;
     if let Some(e) = stream_error {
-        return Err(Error::Chat(format!("the model server failed mid-reply: {e}")));
+        return Err(Error::Chat(format!(
+            "the model server failed mid-reply: {e}"
+        )));
     }
     Ok(text)
 }

@@ -145,6 +145,8 @@ pub struct GlobalArgs {
 }
 
 /// The commands.
+// Parsed once per process; boxing would only complicate the derive.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a workspace from flags or a file (alias: deploy).
@@ -320,22 +322,48 @@ pub struct WorkspaceFlags {
     #[arg(long, value_enum, requires = "tuning", help_heading = "Tuning")]
     pub method: Option<Method>,
     /// Training data URL, repeatable.
-    #[arg(long = "input-url", value_name = "URL", requires = "tuning", help_heading = "Tuning")]
+    #[arg(
+        long = "input-url",
+        value_name = "URL",
+        requires = "tuning",
+        help_heading = "Tuning"
+    )]
     pub input_urls: Vec<String>,
     /// Training data in an OCI image.
-    #[arg(long, value_name = "IMAGE", requires = "tuning", help_heading = "Tuning")]
+    #[arg(
+        long,
+        value_name = "IMAGE",
+        requires = "tuning",
+        help_heading = "Tuning"
+    )]
     pub input_image: Option<String>,
     /// Training data on a PersistentVolumeClaim.
     #[arg(long, value_name = "PVC", requires = "tuning", help_heading = "Tuning")]
     pub input_pvc: Option<String>,
     /// Image to push the adapter to.
-    #[arg(long, value_name = "IMAGE", requires = "tuning", help_heading = "Tuning")]
+    #[arg(
+        long,
+        value_name = "IMAGE",
+        requires = "tuning",
+        help_heading = "Tuning"
+    )]
     pub output_image: Option<String>,
     /// Secret used to push --output-image.
-    #[arg(long, value_name = "SECRET", requires = "output_image", help_heading = "Tuning")]
+    #[arg(
+        long,
+        value_name = "SECRET",
+        requires = "output_image",
+        help_heading = "Tuning"
+    )]
     pub output_secret: Option<String>,
     /// PersistentVolumeClaim to write the adapter to.
-    #[arg(long, value_name = "PVC", requires = "tuning", conflicts_with = "output_image", help_heading = "Tuning")]
+    #[arg(
+        long,
+        value_name = "PVC",
+        requires = "tuning",
+        conflicts_with = "output_image",
+        help_heading = "Tuning"
+    )]
     pub output_pvc: Option<String>,
 }
 
@@ -435,14 +463,18 @@ pub struct DeleteArgs {
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
     /// List the presets.
-    #[command(after_help = "Examples:\n  kubectl kaito models list\n  kubectl kaito models list -o json")]
+    #[command(
+        after_help = "Examples:\n  kubectl kaito models list\n  kubectl kaito models list -o json"
+    )]
     List {
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,
     },
     /// Show a preset and which GPU sizes of a cloud fit it.
-    #[command(after_help = "Examples:\n  kubectl kaito models describe phi-3-mini-4k-instruct\n  kubectl kaito models describe llama-3.1-8b-instruct --cloud aws")]
+    #[command(
+        after_help = "Examples:\n  kubectl kaito models describe phi-3-mini-4k-instruct\n  kubectl kaito models describe llama-3.1-8b-instruct --cloud aws"
+    )]
     Describe {
         /// The preset.
         name: String,

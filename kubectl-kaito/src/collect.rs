@@ -63,7 +63,12 @@ pub fn workspace_resource(version: &str) -> ApiResource {
 
 /// Creates `ws` in `namespace` through the version it is written in; `dry_run` asks the
 /// server (and so the admission webhook) without persisting.
-pub async fn create_workspace(ctx: &Ctx, ws: &Workspace, namespace: &str, dry_run: bool) -> Result<Workspace> {
+pub async fn create_workspace(
+    ctx: &Ctx,
+    ws: &Workspace,
+    namespace: &str,
+    dry_run: bool,
+) -> Result<Workspace> {
     let name = ws.metadata.name.clone().unwrap_or_default();
     let version = ws
         .api_version
@@ -148,7 +153,10 @@ pub async fn endpoints(ctx: &Ctx, namespace: Option<&str>) -> BTreeMap<(String, 
                 return None;
             }
             Some((
-                (svc.metadata.namespace.clone().unwrap_or_default(), ws.clone()),
+                (
+                    svc.metadata.namespace.clone().unwrap_or_default(),
+                    ws.clone(),
+                ),
                 service_endpoint(svc)?,
             ))
         })
@@ -229,9 +237,14 @@ pub async fn status_data(ctx: &Ctx, name: &str) -> Result<StatusData> {
         .as_ref()
         .and_then(|s| s.worker_nodes.clone())
         .unwrap_or_default();
-    wanted.extend(pods.iter().filter_map(|p| p.spec.as_ref()?.node_name.clone()));
+    wanted.extend(
+        pods.iter()
+            .filter_map(|p| p.spec.as_ref()?.node_name.clone()),
+    );
     for n in wanted {
-        if !nodes.iter().any(|x| x.metadata.name.as_deref() == Some(n.as_str()))
+        if !nodes
+            .iter()
+            .any(|x| x.metadata.name.as_deref() == Some(n.as_str()))
             && let Ok(node) = nodes_api.get(&n).await
         {
             nodes.push(node);
@@ -265,14 +278,10 @@ pub async fn status_data(ctx: &Ctx, name: &str) -> Result<StatusData> {
     });
 
     let svc_api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
-    let endpoint = svc_api
-        .get_opt(name)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|svc| {
-            service_endpoint(&svc).map(|e| format!("{e} (Service {name}; in-cluster: http://{name}.{ns}.svc)"))
-        });
+    let endpoint = svc_api.get_opt(name).await.ok().flatten().and_then(|svc| {
+        service_endpoint(&svc)
+            .map(|e| format!("{e} (Service {name}; in-cluster: http://{name}.{ns}.svc)"))
+    });
     Ok(StatusData {
         ws,
         pods,

@@ -28,7 +28,11 @@ pub fn parse_duration(s: &str) -> std::result::Result<i64, String> {
         "m" => 60,
         "h" => 3600,
         "d" => 86400,
-        _ => return Err(format!("invalid duration {s:?}: use e.g. 30s, 10m, 2h or 1d")),
+        _ => {
+            return Err(format!(
+                "invalid duration {s:?}: use e.g. 30s, 10m, 2h or 1d"
+            ));
+        }
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("duration {s:?} is too large"))
@@ -229,7 +233,12 @@ pub fn plan_headline(count: i32, plan: &Plan) -> String {
     } else if shape.gpus == 1 {
         format!("{} {}", shape.gpu_model, shape.per_gpu_memory())
     } else {
-        format!("{}× {} {}", shape.gpus, shape.gpu_model, shape.per_gpu_memory())
+        format!(
+            "{}× {} {}",
+            shape.gpus,
+            shape.gpu_model,
+            shape.per_gpu_memory()
+        )
     };
     let verdict = if plan.fits() {
         format!("fits: needs {}", plan.needs)

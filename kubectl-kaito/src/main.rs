@@ -4,7 +4,10 @@ use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
     let cli = kubectl_kaito::cli::Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

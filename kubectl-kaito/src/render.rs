@@ -72,12 +72,24 @@ pub fn models_table(catalog: &PresetCatalog) -> String {
                 p.serve.gpu_memory.to_string(),
                 p.context_length.to_string(),
                 tuning,
-                if notes.is_empty() { "-".into() } else { notes.join(", ") },
+                if notes.is_empty() {
+                    "-".into()
+                } else {
+                    notes.join(", ")
+                },
             ]
         })
         .collect();
     table(
-        &["NAME", "ARCHITECTURE", "WEIGHTS", "SERVE-GPU-MEMORY", "CONTEXT", "TUNING-GPU-MEMORY", "NOTES"],
+        &[
+            "NAME",
+            "ARCHITECTURE",
+            "WEIGHTS",
+            "SERVE-GPU-MEMORY",
+            "CONTEXT",
+            "TUNING-GPU-MEMORY",
+            "NOTES",
+        ],
         &rows,
     )
 }
@@ -171,7 +183,11 @@ pub fn skus_table(skus: &SkuCatalog, cloud: Cloud) -> String {
                 k.name.clone(),
                 k.gpus.to_string(),
                 k.gpu_model.clone().unwrap_or_else(|| "-".into()),
-                if k.gpus == 0 { "-".into() } else { shape.per_gpu_memory().to_string() },
+                if k.gpus == 0 {
+                    "-".into()
+                } else {
+                    shape.per_gpu_memory().to_string()
+                },
                 k.gpu_memory.to_string(),
                 k.compute_capability
                     .map(|c| c.to_string())
@@ -181,19 +197,39 @@ pub fn skus_table(skus: &SkuCatalog, cloud: Cloud) -> String {
         })
         .collect();
     table(
-        &["NAME", "GPUS", "GPU", "MEMORY-PER-GPU", "GPU-MEMORY", "COMPUTE", "VCPUS"],
+        &[
+            "NAME",
+            "GPUS",
+            "GPU",
+            "MEMORY-PER-GPU",
+            "GPU-MEMORY",
+            "COMPUTE",
+            "VCPUS",
+        ],
         &rows,
     )
 }
 
 /// `get` as a table; `namespaces` adds the NAMESPACE column, `wide` adds PRESET, NODES,
 /// ENDPOINT. `header` false prints rows only (for watch updates).
-pub fn workspaces_table(rows: &[WorkspaceRow], namespaces: bool, wide: bool, header: bool) -> String {
+pub fn workspaces_table(
+    rows: &[WorkspaceRow],
+    namespaces: bool,
+    wide: bool,
+    header: bool,
+) -> String {
     let mut head = Vec::new();
     if namespaces {
         head.push("NAMESPACE");
     }
-    head.extend(["NAME", "INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY", "AGE"]);
+    head.extend([
+        "NAME",
+        "INSTANCE",
+        "RESOURCEREADY",
+        "INFERENCEREADY",
+        "WORKSPACEREADY",
+        "AGE",
+    ]);
     if wide {
         head.extend(["PRESET", "NODES", "ENDPOINT"]);
     }
@@ -268,7 +304,10 @@ fn pod_reason(p: &Pod) -> String {
         if let Some(t) = cs.state.as_ref().and_then(|s| s.terminated.as_ref())
             && t.exit_code != 0
         {
-            return t.reason.clone().unwrap_or_else(|| format!("exit {}", t.exit_code));
+            return t
+                .reason
+                .clone()
+                .unwrap_or_else(|| format!("exit {}", t.exit_code));
         }
     }
     if let Some(c) = st
@@ -304,7 +343,11 @@ pub fn status(v: &StatusView<'_>) -> String {
         "Namespace:   {}",
         ws.metadata.namespace.as_deref().unwrap_or_default()
     );
-    let kind = if ws.tuning.is_some() { "tuning" } else { "inference" };
+    let kind = if ws.tuning.is_some() {
+        "tuning"
+    } else {
+        "inference"
+    };
     let preset = ws.preset().map(|p| p.name.as_str()).unwrap_or("(template)");
     let method = ws
         .tuning
@@ -317,7 +360,10 @@ pub fn status(v: &StatusView<'_>) -> String {
         s,
         "Instance:    {} × {}",
         ws.resource.count.unwrap_or(1),
-        ws.resource.instance_type.as_deref().unwrap_or("(bring-your-own nodes)")
+        ws.resource
+            .instance_type
+            .as_deref()
+            .unwrap_or("(bring-your-own nodes)")
     );
     let state = ws
         .status
@@ -337,7 +383,9 @@ pub fn status(v: &StatusView<'_>) -> String {
         let _ = writeln!(
             s,
             "Endpoint:    {}",
-            v.endpoint.as_deref().unwrap_or("(none yet: the Service is created with the workload)")
+            v.endpoint
+                .as_deref()
+                .unwrap_or("(none yet: the Service is created with the workload)")
         );
     }
 
@@ -348,7 +396,10 @@ pub fn status(v: &StatusView<'_>) -> String {
         .and_then(|st| st.conditions.clone())
         .unwrap_or_default();
     if conds.is_empty() {
-        let _ = writeln!(s, "  (none: the controller has not reported on this workspace)");
+        let _ = writeln!(
+            s,
+            "  (none: the controller has not reported on this workspace)"
+        );
     } else {
         let rows: Vec<Vec<String>> = conds
             .iter()
@@ -410,7 +461,8 @@ pub fn status(v: &StatusView<'_>) -> String {
                 let st = p.status.as_ref();
                 vec![
                     p.metadata.name.clone().unwrap_or_default(),
-                    st.and_then(|st| st.phase.clone()).unwrap_or_else(|| "-".into()),
+                    st.and_then(|st| st.phase.clone())
+                        .unwrap_or_else(|| "-".into()),
                     if pod_ready(p) { "True" } else { "False" }.to_string(),
                     p.spec
                         .as_ref()
@@ -446,7 +498,11 @@ pub fn status(v: &StatusView<'_>) -> String {
                     e.reason.clone().unwrap_or_default(),
                     format!(
                         "{}/{}",
-                        e.involved_object.kind.as_deref().unwrap_or_default().to_lowercase(),
+                        e.involved_object
+                            .kind
+                            .as_deref()
+                            .unwrap_or_default()
+                            .to_lowercase(),
                         e.involved_object.name.as_deref().unwrap_or_default()
                     ),
                     one_line(e.message.as_deref().unwrap_or_default()),
