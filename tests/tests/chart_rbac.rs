@@ -1,0 +1,526 @@
+//! The chart's RBAC is sufficient and minimal, proven with the real binaries:
+//!
+//! - the chart's ServiceAccounts, Roles, ClusterRoles and bindings (`helm template
+//!   --show-only`, release namespace = the test's namespace) are applied;
+//! - `kaito-webhook` runs in its Secret certificate mode with a token of the chart's webhook
+//!   ServiceAccount: it creates its certificate Secret and writes its CA into the chart's own
+//!   webhook configurations (re-pointed at the local process with a `url`, and limited to this
+//!   test's namespace so parallel tests are not affected);
+//! - `kaito-controller` (byo) runs with a token of the chart's controller ServiceAccount, with
+//!   leader election on the chart's Lease: the seed workspace, admitted through that webhook,
+//!   becomes ready on a simulated GPU node, and deleting it releases the finalizer;
+//! - no `forbidden` in either log, and `kubectl auth can-i --list` for each ServiceAccount shows
+//!   nothing beyond the table in `charts/kaito/README.md` (plus Kubernetes' default discovery
+//!   rules), and everything in that table.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use kaito_e2e::{Cluster, GpuNode, repo_root, run_command, unique_name, wait_for};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(180);
+const POLL: Duration = Duration::from_millis(500);
+
+fn cluster() -> Result<Cluster> {
+    match std::env::var("KAITO_CLUSTER_DIR") {
+        Ok(dir) if Path::new(&dir).join("kubeconfig").exists() => Cluster::from_script(),
+        _ => Ok(Cluster::shared().clone()),
+    }
+}
+
+/// `KAITO_<ENV>_BIN`, else `cargo build -p <pkg> --bin <pkg>` (debug).
+fn binary(pkg: &str, env: &str) -> Result<PathBuf> {
+    if let Ok(p) = std::env::var(env) {
+        return Ok(PathBuf::from(p));
+    }
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(repo_root())
+        .args(["build", "-p", pkg, "--bin", pkg, "--message-format=short"]);
+    let out = run_command(cmd, None, Duration::from_secs(3000))?;
+    ensure!(
+        out.success(),
+        "cargo build -p {pkg} failed:\n{}",
+        out.stderr
+    );
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("target"));
+    Ok(target.join("debug").join(pkg))
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn helm(cluster: &Cluster, args: &[&str]) -> Result<String> {
+    let mut cmd = Command::new(cluster.bin_dir().join("helm"));
+    cmd.args(args);
+    run_command(cmd, None, Duration::from_secs(120))?.ok()
+}
+
+/// A kubeconfig for `system:serviceaccount:<ns>:<sa>`, with a token from `kubectl create token`.
+fn sa_kubeconfig(cluster: &Cluster, ns: &str, sa: &str, dir: &Path) -> Result<PathBuf> {
+    let token = cluster.kubectl_ok(["-n", ns, "create", "token", sa, "--duration=1h"])?;
+    let admin: Value = serde_json::from_str(
+        &cluster.kubectl_ok(["config", "view", "--raw", "--minify", "-o", "json"])?,
+    )?;
+    let c = &admin["clusters"][0]["cluster"];
+    let kc = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "local", "cluster": {
+            "server": c["server"], "certificate-authority-data": c["certificate-authority-data"]}}],
+        "users": [{"name": sa, "user": {"token": token.trim()}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": sa, "namespace": ns}}],
+        "current-context": "sa",
+    });
+    let path = dir.join(format!("{sa}.kubeconfig"));
+    std::fs::write(&path, serde_json::to_string(&kc)?)?;
+    Ok(path)
+}
+
+struct Proc {
+    child: Child,
+    log: PathBuf,
+    name: &'static str,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Result<Self> {
+        let file = std::fs::File::create(&log)?;
+        for v in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"] {
+            cmd.env_remove(v);
+        }
+        let child = cmd
+            .env("RUST_LOG", "info,kube=warn")
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .stdout(Stdio::from(file.try_clone()?))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Self { child, log, name })
+    }
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    fn tail(&self) -> String {
+        let t = self.text();
+        let lines: Vec<&str> = t.lines().collect();
+        let head = lines.len().min(6);
+        let tail = lines.len().saturating_sub(30).max(head);
+        format!(
+            "{} log (first and last lines):\n{}\n...\n{}",
+            self.name,
+            lines[..head].join("\n"),
+            lines[tail..].join("\n")
+        )
+    }
+    fn wait_http(&mut self, port: u16, path: &str) -> Result<()> {
+        wait_for(&format!("{} {path}", self.name), WAIT, POLL, || {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("{} exited ({status})", self.name);
+            }
+            Ok(http_ok(port, path).then_some(()))
+        })
+        .with_context(|| self.tail())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_ok(port: u16, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+    if write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
+        return false;
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.starts_with("HTTP/1.1 200")
+}
+
+/// One granted permission: (resource.group or "" for non-resource, resourceName, verb) or
+/// (non-resource URL, "", verb).
+type Grant = (String, String, String);
+
+/// `kubectl auth can-i --list` rows, expanded to one grant per name and verb.
+fn can_i_list(cluster: &Cluster, ns: &str, sa: &str) -> Result<BTreeSet<Grant>> {
+    let who = format!("system:serviceaccount:{ns}:{sa}");
+    let out = cluster.kubectl_ok(["auth", "can-i", "--list", "-n", ns, "--as", &who])?;
+    let row = regex_lite_row;
+    let mut grants = BTreeSet::new();
+    for line in out.lines().skip(1) {
+        let Some((res, urls, names, verbs)) = row(line) else {
+            bail!("cannot parse `kubectl auth can-i --list` line {line:?}");
+        };
+        let subjects: Vec<String> = if res.is_empty() { urls } else { vec![res] };
+        let names = if names.is_empty() {
+            vec![String::new()]
+        } else {
+            names
+        };
+        for s in &subjects {
+            for n in &names {
+                for v in &verbs {
+                    grants.insert((s.clone(), n.clone(), v.clone()));
+                }
+            }
+        }
+    }
+    Ok(grants)
+}
+
+/// Splits `RESOURCE [urls] [names] [verbs]` (RESOURCE may be empty).
+fn regex_lite_row(line: &str) -> Option<(String, Vec<String>, Vec<String>, Vec<String>)> {
+    let open = line.find('[')?;
+    let res = line[..open].trim().to_owned();
+    let mut lists = Vec::new();
+    let mut rest = &line[open..];
+    for _ in 0..3 {
+        let a = rest.find('[')?;
+        let b = rest[a..].find(']')? + a;
+        lists.push(
+            rest[a + 1..b]
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>(),
+        );
+        rest = &rest[b + 1..];
+    }
+    let verbs = lists.pop()?;
+    let names = lists.pop()?;
+    let urls = lists.pop()?;
+    Some((res, urls, names, verbs))
+}
+
+/// The grants `charts/kaito/README.md` lists for `sa` ("controller" or "webhook"), with `…`
+/// replaced by the release's full name; karpenter-only rows are skipped (the test runs byo).
+fn readme_grants(sa: &str, fullname: &str) -> Result<BTreeSet<Grant>> {
+    let text = std::fs::read_to_string(repo_root().join("charts/kaito/README.md"))?;
+    let start = text
+        .find("<!-- rbac-table")
+        .context("charts/kaito/README.md has no rbac-table")?;
+    let end = text[start..]
+        .find("<!-- end rbac-table")
+        .context("rbac-table not closed")?
+        + start;
+    let mut grants = BTreeSet::new();
+    for line in text[start..end].lines().filter(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        if cells.len() < 6 || cells[0] == "sa" || cells[0].starts_with("---") {
+            continue;
+        }
+        if cells[0] != sa || cells[5].contains("provisioner=karpenter") {
+            continue;
+        }
+        // `kubectl auth can-i --list` writes RESOURCE.GROUP/SUBRESOURCE.
+        let (res, sub) = match cells[2].split_once('/') {
+            Some((r, s)) => (r, format!("/{s}")),
+            None => (cells[2], String::new()),
+        };
+        let resource = match cells[1] {
+            "" => format!("{res}{sub}"),
+            g => format!("{res}.{g}{sub}"),
+        };
+        let name = cells[3].trim_matches('`').replace('…', fullname);
+        for v in cells[4].split_whitespace() {
+            grants.insert((resource.clone(), name.clone(), v.to_owned()));
+        }
+    }
+    ensure!(!grants.is_empty(), "no rbac-table rows for {sa}");
+    Ok(grants)
+}
+
+/// What every authenticated identity may do by Kubernetes' default roles.
+fn is_default_discovery(g: &Grant) -> bool {
+    let (s, n, v) = g;
+    (n.is_empty()
+        && v == "create"
+        && [
+            "selfsubjectaccessreviews.authorization.k8s.io",
+            "selfsubjectrulesreviews.authorization.k8s.io",
+            "selfsubjectreviews.authentication.k8s.io",
+        ]
+        .contains(&s.as_str()))
+        || (s.starts_with('/') && v == "get")
+}
+
+#[test]
+#[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
+fn controller_and_webhook_work_as_the_charts_service_accounts_and_need_nothing_more() -> Result<()>
+{
+    let cluster = cluster()?;
+    cluster.install_kaito_crds()?;
+    let ns = cluster.namespace("chart-rbac")?;
+    let nsn = ns.name().to_owned();
+    // The release is named after the namespace, so its cluster-scoped objects are unique.
+    let release = nsn.clone();
+    let fullname = format!("{release}-kaito");
+    let chart = repo_root().join("charts/kaito");
+    let chart = chart.to_str().context("chart path")?;
+    let render = |show: &[&str], extra: &[&str]| -> Result<String> {
+        let mut args = vec!["template", &release, chart, "--namespace", &nsn];
+        // Without a cluster, helm template assumes Kubernetes 1.20 (below the chart's minimum).
+        args.extend_from_slice(&["--kube-version", "1.34.4"]);
+        args.extend_from_slice(&["--set", "provisioner=byo"]);
+        for s in show {
+            args.extend_from_slice(&["--show-only", s]);
+        }
+        args.extend_from_slice(extra);
+        helm(&cluster, &args)
+    };
+    let rbac = render(
+        &[
+            "templates/serviceaccounts.yaml",
+            "templates/rbac-controller.yaml",
+            "templates/rbac-webhook.yaml",
+        ],
+        &[],
+    )?;
+    let _cleanup = ClusterScoped {
+        cluster: &cluster,
+        names: vec![
+            format!("clusterrole/{fullname}-controller"),
+            format!("clusterrolebinding/{fullname}-controller"),
+            format!("clusterrole/{fullname}-webhook"),
+            format!("clusterrolebinding/{fullname}-webhook"),
+            format!("mutatingwebhookconfiguration/{fullname}-webhook"),
+            format!("validatingwebhookconfiguration/{fullname}-webhook"),
+        ],
+    };
+    cluster.kubectl_stdin(["apply", "-f", "-"], &rbac)?.ok()?;
+
+    // Nothing beyond the README's table (and Kubernetes' default discovery rules).
+    for sa in ["controller", "webhook"] {
+        let granted = can_i_list(&cluster, &nsn, &format!("{fullname}-{sa}"))?;
+        let listed = readme_grants(sa, &fullname)?;
+        let extra: Vec<&Grant> = granted
+            .iter()
+            .filter(|g| !listed.contains(*g) && !is_default_discovery(g))
+            .collect();
+        ensure!(
+            extra.is_empty(),
+            "{sa}: granted but not in charts/kaito/README.md: {extra:?}"
+        );
+        let missing: Vec<&Grant> = listed.iter().filter(|g| !granted.contains(*g)).collect();
+        ensure!(
+            missing.is_empty(),
+            "{sa}: listed in charts/kaito/README.md but not granted: {missing:?}"
+        );
+    }
+
+    // The chart's webhook configurations, re-pointed at the local webhook process.
+    let hook_port = free_port()?;
+    let hook_health = free_port()?;
+    let configs = render(&["templates/webhook-configurations.yaml"], &[])?;
+    let mut docs = Vec::new();
+    for doc in configs.split("\n---") {
+        let mut v: Value = serde_yaml::from_str(doc)?;
+        if v.is_null() {
+            continue;
+        }
+        for w in v["webhooks"].as_array_mut().context("webhooks")? {
+            let path = w["clientConfig"]["service"]["path"].clone();
+            ensure!(
+                w["clientConfig"]["service"]["namespace"] == nsn.as_str(),
+                "webhook service namespace is not the release namespace: {w}"
+            );
+            w["clientConfig"] = serde_json::json!({
+                "url": format!("https://127.0.0.1:{hook_port}{}", path.as_str().unwrap_or("/"))});
+            w["namespaceSelector"] = serde_json::json!({
+                "matchLabels": {"kubernetes.io/metadata.name": nsn}});
+        }
+        docs.push(serde_yaml::to_string(&v)?);
+    }
+    cluster
+        .kubectl_stdin(["apply", "-f", "-"], &docs.join("---\n"))?
+        .ok()?;
+
+    let dir = std::env::temp_dir().join(unique_name("chart-rbac"));
+    std::fs::create_dir_all(&dir)?;
+    let webhook_kc = sa_kubeconfig(&cluster, &nsn, &format!("{fullname}-webhook"), &dir)?;
+    let controller_kc = sa_kubeconfig(&cluster, &nsn, &format!("{fullname}-controller"), &dir)?;
+
+    // The webhook, exactly as the chart's Deployment runs it (Secret mode), plus loopback.
+    let mut cmd = Command::new(binary("kaito-webhook", "KAITO_WEBHOOK_BIN")?);
+    cmd.args([
+        "--tls-mode=secret",
+        "--bind-address=127.0.0.1",
+        "--health-bind-address=127.0.0.1",
+    ])
+    .arg(format!("--port={hook_port}"))
+    .arg(format!("--health-port={hook_health}"))
+    .args([
+        "--cloud=azure",
+        "--provisioner=byo",
+        "--cert-extra-sans=127.0.0.1",
+    ])
+    .arg(format!("--namespace={nsn}"))
+    .arg(format!("--service-name={fullname}-webhook"))
+    .arg(format!("--cert-secret={fullname}-webhook-cert"))
+    .arg(format!("--mutating-webhook-config={fullname}-webhook"))
+    .arg(format!("--validating-webhook-config={fullname}-webhook"))
+    .env("KUBECONFIG", &webhook_kc);
+    let mut webhook = Proc::spawn("kaito-webhook", cmd, dir.join("webhook.log"))?;
+    webhook.wait_http(hook_health, "/readyz")?;
+    wait_for(
+        "the webhook's CA in both configurations",
+        WAIT,
+        POLL,
+        || {
+            let m = cluster.get_json([
+                "mutatingwebhookconfiguration",
+                &format!("{fullname}-webhook"),
+            ])?;
+            let v = cluster.get_json([
+                "validatingwebhookconfiguration",
+                &format!("{fullname}-webhook"),
+            ])?;
+            let filled = |x: &Value| {
+                x["webhooks"][0]["clientConfig"]["caBundle"]
+                    .as_str()
+                    .is_some_and(|s| !s.is_empty())
+            };
+            Ok((filled(&m) && filled(&v)).then_some(()))
+        },
+    )
+    .with_context(|| webhook.tail())?;
+    ns.kubectl_ok(["get", "secret", &format!("{fullname}-webhook-cert")])?;
+
+    // The controller as the chart runs it (byo, leader election on the chart's Lease).
+    let metrics = free_port()?;
+    let mut cmd = Command::new(binary("kaito-controller", "KAITO_CONTROLLER_BIN")?);
+    cmd.args(["--provisioner=byo"])
+        .arg(format!("--metrics-addr=127.0.0.1:{metrics}"))
+        .arg(format!("--namespace={nsn}"))
+        .arg(format!("--leader-election-namespace={nsn}"))
+        .arg(format!("--leader-election-name={fullname}-controller"))
+        .env("KUBECONFIG", &controller_kc)
+        .env("KAITO_RUNTIME_COMMAND", "kaito-runtime");
+    let mut controller = Proc::spawn("kaito-controller", cmd, dir.join("controller.log"))?;
+    controller.wait_http(metrics, "/readyz")?;
+    ns.kubectl_ok(["get", "lease", &format!("{fullname}-controller")])?;
+
+    // The seed workspace on a simulated GPU node of this test only.
+    let _node = cluster.add_gpu_node(
+        &GpuNode::new(unique_name("rbac-gpu"))
+            .sku("Standard_NC6s_v3")
+            .label("apps", "phi-3")
+            .label("kaito-e2e/group", &nsn),
+    )?;
+    let seed = std::fs::read_to_string(repo_root().join("examples/inference-phi-3.yaml"))?;
+    let mut ws: Value = serde_yaml::from_str(&seed)?;
+    ws["resource"]["labelSelector"]["matchLabels"]["kaito-e2e/group"] = Value::from(nsn.clone());
+    let name = ws["metadata"]["name"].as_str().context("name")?.to_owned();
+    ns.apply(&serde_yaml::to_string(&ws)?)?;
+    // Admitted through the webhook: it set what the seed leaves out.
+    let stored = ns.get_json(["workspace", &name])?;
+    ensure!(
+        stored["inference"]["preset"]["name"] == "phi-3-mini-4k-instruct",
+        "stored workspace: {stored}"
+    );
+    wait_for("WorkspaceSucceeded True", WAIT, POLL, || {
+        let ws = ns.get_json(["workspace", &name])?;
+        let ok = ws["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "WorkspaceSucceeded" && c["status"] == "True")
+        });
+        Ok(ok.then_some(()))
+    })
+    .with_context(|| controller.tail())?;
+    ns.kubectl_ok(["get", "statefulset", &name])?;
+    let events = ns.get_json(["events.events.k8s.io"])?;
+    let recorded = events["items"].as_array().is_some_and(|es| {
+        es.iter().any(|e| {
+            e["regarding"]["name"] == name.as_str() && e["regarding"]["kind"] == "Workspace"
+        })
+    });
+    ensure!(recorded, "the controller recorded no Event about {name}");
+    ns.kubectl_ok(["delete", "workspace", &name, "--timeout=90s"])
+        .with_context(|| controller.tail())?;
+
+    for p in [&controller, &webhook] {
+        let text = p.text().to_lowercase();
+        ensure!(
+            !text.contains("forbidden"),
+            "{} was refused something:\n{}",
+            p.name,
+            p.tail()
+        );
+    }
+
+    drop(controller);
+    drop(webhook);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Deletes the release's cluster-scoped objects when the test ends.
+struct ClusterScoped<'a> {
+    cluster: &'a Cluster,
+    names: Vec<String>,
+}
+
+impl Drop for ClusterScoped<'_> {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = self
+                .cluster
+                .kubectl(["delete", n, "--ignore-not-found", "--wait=false"]);
+        }
+    }
+}
+
+#[test]
+fn can_i_rows_parse() {
+    let r = regex_lite_row("leases.coordination.k8s.io   []   [kaito-controller]   [get update]")
+        .unwrap();
+    assert_eq!(r.0, "leases.coordination.k8s.io");
+    assert_eq!(r.2, vec!["kaito-controller"]);
+    assert_eq!(r.3, vec!["get", "update"]);
+    let r = regex_lite_row("                 [/api/*]   []   [get]").unwrap();
+    assert_eq!(r.0, "");
+    assert_eq!(r.1, vec!["/api/*"]);
+    assert!(regex_lite_row("no brackets").is_none());
+}
+
+#[test]
+fn the_readme_table_lists_both_service_accounts() -> Result<()> {
+    let c = readme_grants("controller", "rel-kaito")?;
+    assert!(c.contains(&(
+        "leases.coordination.k8s.io".into(),
+        "rel-kaito-controller".into(),
+        "update".into()
+    )));
+    assert!(!c.iter().any(|g| g.0.starts_with("nodeclaims")));
+    assert!(c.contains(&(
+        "workspaces.kaito.sh/status".into(),
+        String::new(),
+        "patch".into()
+    )));
+    let w = readme_grants("webhook", "rel-kaito")?;
+    assert!(w.contains(&(
+        "secrets".into(),
+        "rel-kaito-webhook-cert".into(),
+        "get".into()
+    )));
+    Ok(())
+}
