@@ -54,7 +54,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Version => out(&format!("kubectl-kaito {}\n", env!("CARGO_PKG_VERSION"))),
         Command::Completion { shell } => {
             use clap::CommandFactory as _;
-            let mut cmd = Cli::command();
+            let mut cmd = Cli::command().bin_name("kubectl-kaito");
             let mut buf = Vec::new();
             let sh = match shell {
                 Shell::Bash => clap_complete::Shell::Bash,

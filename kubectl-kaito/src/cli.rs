@@ -149,13 +149,13 @@ pub struct GlobalArgs {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create a workspace from flags or a file (alias: deploy).
+    /// Create a workspace from flags or a file.
     #[command(visible_alias = "deploy", after_help = CREATE_EXAMPLES)]
     Create(CreateArgs),
     /// List workspaces, or show one.
     #[command(after_help = GET_EXAMPLES)]
     Get(GetArgs),
-    /// Explain a workspace: conditions, nodes, pods, events, endpoint, next step (alias: describe).
+    /// Explain a workspace: conditions, nodes, pods, events, endpoint, next step.
     #[command(visible_alias = "describe", after_help = STATUS_EXAMPLES)]
     Status(StatusArgs),
     /// Print the logs of a workspace's serving pod(s) or tuning pod.

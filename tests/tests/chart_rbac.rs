@@ -188,8 +188,11 @@ fn can_i_list(cluster: &Cluster, ns: &str, sa: &str) -> Result<BTreeSet<Grant>> 
     Ok(grants)
 }
 
+/// One `kubectl auth can-i --list` row: resource, non-resource URLs, resource names, verbs.
+type CanIRow = (String, Vec<String>, Vec<String>, Vec<String>);
+
 /// Splits `RESOURCE [urls] [names] [verbs]` (RESOURCE may be empty).
-fn regex_lite_row(line: &str) -> Option<(String, Vec<String>, Vec<String>, Vec<String>)> {
+fn regex_lite_row(line: &str) -> Option<CanIRow> {
     let open = line.find('[')?;
     let res = line[..open].trim().to_owned();
     let mut lists = Vec::new();
@@ -492,11 +495,11 @@ impl Drop for ClusterScoped<'_> {
 #[test]
 fn can_i_rows_parse() {
     let r = regex_lite_row("leases.coordination.k8s.io   []   [kaito-controller]   [get update]")
-        .unwrap();
+        .expect("a resource row parses");
     assert_eq!(r.0, "leases.coordination.k8s.io");
     assert_eq!(r.2, vec!["kaito-controller"]);
     assert_eq!(r.3, vec!["get", "update"]);
-    let r = regex_lite_row("                 [/api/*]   []   [get]").unwrap();
+    let r = regex_lite_row("                 [/api/*]   []   [get]").expect("a URL row parses");
     assert_eq!(r.0, "");
     assert_eq!(r.1, vec!["/api/*"]);
     assert!(regex_lite_row("no brackets").is_none());

@@ -314,7 +314,13 @@ fn webhook_defaults_seed_examples_sizing_and_dry_run() -> Result<()> {
             out.stderr,
             hook.log()
         );
-        let stored = ns.get_json(["workspace", &name])?;
+        // Read back in the version the seed was written in.
+        let version = seed["apiVersion"]
+            .as_str()
+            .and_then(|v| v.rsplit('/').next())
+            .context("seed has an apiVersion")?
+            .to_owned();
+        let stored = ns.get_json([format!("workspaces.{version}.kaito.sh"), name.clone()])?;
         let mut expected = seed.clone();
         if let Some(meta) = expected["metadata"].as_object_mut() {
             meta.retain(|k, _| k == "name");
