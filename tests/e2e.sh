@@ -12,7 +12,8 @@
 #   KAITO_E2E_KEEP_CLUSTER=1 leave the cluster running afterwards (for debugging; then
 #                            `KAITO_CLUSTER_DIR=... tests/cluster/cluster.sh down`)
 #   KAITO_E2E_THREADS        test threads per binary (default 2)
-#   KAITO_E2E_BUILD_BINS=0   skip `cargo build -p PKG --bins` (each package with binaries) first
+#   KAITO_E2E_BUILD_BINS=0   skip `cargo build --workspace --bins` first (the tests take the
+#                            binaries from target/debug, or from KAITO_<NAME>_BIN)
 #   CARGO_TARGET_DIR etc.    as usual for cargo
 #
 # Exit status: 0 when every test passed; cargo's status (101) when a test failed (every test
@@ -63,16 +64,9 @@ log "control-plane binaries ready in $(secs "$t"): $bin"
 # processes; KAITO_E2E_BUILD_BINS=0 skips this.
 if [ "${KAITO_E2E_BUILD_BINS:-1}" = 1 ]; then
   t=$(now_ms)
-  # One package at a time, as each is built on its own: a single `--workspace` build would
-  # unify features across packages (e.g. two rustls crypto providers in one binary).
-  pkgs=$(cd "$root" && cargo metadata --no-deps --format-version 1 | python3 -c '
-import json, sys
-for p in json.load(sys.stdin)["packages"]:
-    if any("bin" in t["kind"] for t in p["targets"]):
-        print(p["name"])')
-  for p in $pkgs; do
-    (cd "$root" && cargo build -p "$p" --bins) || { log "building $p's binaries failed"; exit 1; }
-  done
+  # One build of every package's binaries, with the same (unified) features as
+  # `cargo test --workspace`, so after the cargo test tier this compiles almost nothing.
+  (cd "$root" && cargo build --workspace --bins --locked) || { log "building the workspace binaries failed"; exit 1; }
   log "workspace binaries built in $(secs "$t")"
 fi
 

@@ -127,6 +127,9 @@ fn workload(args: &Args) -> WorkloadConfig {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // One process-wide TLS crypto provider (ring). A workspace-wide build can also link
+    // aws-lc-rs through other crates, and rustls then refuses to pick one on its own.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));

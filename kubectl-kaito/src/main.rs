@@ -3,6 +3,9 @@
 use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
+    // One process-wide TLS crypto provider (ring). A workspace-wide build can also link
+    // aws-lc-rs through other crates, and rustls then refuses to pick one on its own.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = kubectl_kaito::cli::Cli::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

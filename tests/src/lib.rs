@@ -44,6 +44,32 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// One of the workspace's own binaries (`kaito-webhook`, `kaito-controller`, `kubectl-kaito`,
+/// `kaito-runtime`, ...): `$<env>` when set, else the file of that name beside the running test
+/// binary's profile directory (`target/debug/`). The tests never build it themselves:
+/// `tests/e2e.sh` runs `cargo build --workspace --bins` once before them, so every binary has
+/// the same features as in `cargo test --workspace` and nothing is compiled twice.
+pub fn workspace_bin(name: &str, env: &str) -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(env) {
+        return Ok(PathBuf::from(path));
+    }
+    // A test runs from target/<profile>/deps/<test binary>.
+    let exe = std::env::current_exe().context("locating the test binary")?;
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("the test binary is not in a cargo target directory")?;
+    let bin = profile_dir.join(name);
+    if !bin.is_file() {
+        bail!(
+            "{} does not exist: build the binaries first with `cargo build --workspace --bins` \
+             (tests/e2e.sh does), or point {env} at one",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
 /// Path of the cluster script.
 pub fn cluster_script() -> PathBuf {
     repo_root().join("tests/cluster/cluster.sh")

@@ -32,24 +32,9 @@ fn cluster() -> Result<Cluster> {
     }
 }
 
-/// `KAITO_<ENV>_BIN`, else `cargo build -p <pkg> --bin <pkg>` (debug).
+/// `KAITO_<ENV>_BIN`, else the binary in target/debug.
 fn binary(pkg: &str, env: &str) -> Result<PathBuf> {
-    if let Ok(p) = std::env::var(env) {
-        return Ok(PathBuf::from(p));
-    }
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(repo_root())
-        .args(["build", "-p", pkg, "--bin", pkg, "--message-format=short"]);
-    let out = run_command(cmd, None, Duration::from_secs(3000))?;
-    ensure!(
-        out.success(),
-        "cargo build -p {pkg} failed:\n{}",
-        out.stderr
-    );
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo_root().join("target"));
-    Ok(target.join("debug").join(pkg))
+    kaito_e2e::workspace_bin(pkg, env)
 }
 
 fn free_port() -> Result<u16> {

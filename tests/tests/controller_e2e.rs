@@ -19,45 +19,15 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use kaito_e2e::{
-    Cluster, GpuNode, NodeGuard, TestNamespace, repo_root, run_command, unique_name, wait_for,
-};
+use kaito_e2e::{Cluster, GpuNode, NodeGuard, TestNamespace, repo_root, unique_name, wait_for};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(500);
 
-/// Builds `kaito-controller` once per test binary and returns its path.
+/// The `kaito-controller` binary (`KAITO_CONTROLLER_BIN`, else target/debug).
 fn controller_binary() -> Result<PathBuf> {
-    static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(p) = std::env::var("KAITO_CONTROLLER_BIN") {
-            return Ok(PathBuf::from(p));
-        }
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.current_dir(repo_root()).args([
-            "build",
-            "-p",
-            "kaito-controller",
-            "--bin",
-            "kaito-controller",
-            "--message-format=short",
-        ]);
-        let out =
-            run_command(cmd, None, Duration::from_secs(3000)).map_err(|e| format!("{e:#}"))?;
-        if !out.success() {
-            return Err(format!(
-                "cargo build -p kaito-controller failed:\n{}",
-                out.stderr
-            ));
-        }
-        let target = std::env::var("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| repo_root().join("target"));
-        Ok(target.join("debug").join("kaito-controller"))
-    })
-    .clone()
-    .map_err(anyhow::Error::msg)
+    kaito_e2e::workspace_bin("kaito-controller", "KAITO_CONTROLLER_BIN")
 }
 
 fn free_port() -> Result<u16> {

@@ -9,63 +9,21 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use kaito_e2e::{
-    Cluster, CmdOutput, GpuNode, TestNamespace, repo_root, run_command, table_header, unique_name,
-    wait_for,
+    Cluster, CmdOutput, GpuNode, TestNamespace, run_command, table_header, unique_name, wait_for,
 };
 
-fn target_dir() -> PathBuf {
-    std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo_root().join("target"))
-}
-
-fn cargo_build(package: &str, bin: &str, release: bool) -> std::result::Result<PathBuf, String> {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(repo_root()).args([
-        "build",
-        "-p",
-        package,
-        "--bin",
-        bin,
-        "--message-format=short",
-    ]);
-    if release {
-        cmd.arg("--release");
-    }
-    let out = run_command(cmd, None, Duration::from_secs(3000)).map_err(|e| format!("{e:#}"))?;
-    if !out.success() {
-        return Err(format!("cargo build -p {package} failed:\n{}", out.stderr));
-    }
-    Ok(target_dir()
-        .join(if release { "release" } else { "debug" })
-        .join(bin))
-}
-
-/// The plugin binary (`KUBECTL_KAITO_BIN`, else built once per test binary).
+/// The plugin binary (`KUBECTL_KAITO_BIN`, else target/debug).
 fn plugin() -> Result<PathBuf> {
-    static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| match std::env::var("KUBECTL_KAITO_BIN") {
-        Ok(p) => Ok(PathBuf::from(p)),
-        Err(_) => cargo_build("kubectl-kaito", "kubectl-kaito", false),
-    })
-    .clone()
-    .map_err(anyhow::Error::msg)
+    kaito_e2e::workspace_bin("kubectl-kaito", "KUBECTL_KAITO_BIN")
 }
 
-/// `kaito-runtime` (`KAITO_RUNTIME_BIN`, else a release build: mistral.rs is slow unoptimised).
+/// `kaito-runtime` (`KAITO_RUNTIME_BIN`, else target/debug: the model the test generates is tiny).
 fn runtime() -> Result<PathBuf> {
-    static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| match std::env::var("KAITO_RUNTIME_BIN") {
-        Ok(p) => Ok(PathBuf::from(p)),
-        Err(_) => cargo_build("kaito-runtime", "kaito-runtime", true),
-    })
-    .clone()
-    .map_err(anyhow::Error::msg)
+    kaito_e2e::workspace_bin("kaito-runtime", "KAITO_RUNTIME_BIN")
 }
 
 /// Runs the plugin against the cluster in `ns`.

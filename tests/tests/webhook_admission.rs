@@ -25,24 +25,7 @@ use serde_json::Value;
 const LABEL: &str = "kaito-webhook-e2e";
 
 fn webhook_binary() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("KAITO_WEBHOOK_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    // tests run from target/<profile>/deps/<test binary>
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("test binary has no target dir")?;
-    let bin = profile_dir.join("kaito-webhook");
-    if !bin.exists() {
-        bail!(
-            "{} does not exist: build it first with `cargo build -p kaito-webhook --bin kaito-webhook` \
-             (or set KAITO_WEBHOOK_BIN)",
-            bin.display()
-        );
-    }
-    Ok(bin)
+    kaito_e2e::workspace_bin("kaito-webhook", "KAITO_WEBHOOK_BIN")
 }
 
 fn free_port() -> Result<u16> {

@@ -166,6 +166,9 @@ async fn shutdown_signal(tx: watch::Sender<bool>) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // One process-wide TLS crypto provider (ring). A workspace-wide build can also link
+    // aws-lc-rs through other crates, and rustls then refuses to pick one on its own.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     init_tracing(&args.log_format);
 

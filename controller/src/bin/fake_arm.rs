@@ -43,6 +43,9 @@ async fn run(cmd: &mut Command) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // One process-wide TLS crypto provider (ring). A workspace-wide build can also link
+    // aws-lc-rs through other crates, and rustls then refuses to pick one on its own.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     if !args.addr.ip().is_loopback() {
         anyhow::bail!("the fake ARM endpoint listens on loopback only");
