@@ -103,7 +103,15 @@ start() { # name binary args...
   # for these processes to close its pipes.
   # 9>&-: the lock taken by `up` must not be inherited by the long-lived processes.
   setsid "$@" </dev/null >>"$DIR/logs/$name.log" 2>&1 9>&- &
-  echo $! >"$DIR/pids/$name.pid"
+  local pid=$!
+  echo "$pid" >"$DIR/pids/$name.pid"
+  # Until the forked shell has exec'd the binary, its cmdline is still this script's, and
+  # pid_alive (which checks the name against pid reuse) would call it dead: wait for the exec.
+  for _ in $(seq 1 100); do
+    [ -r "/proc/$pid/cmdline" ] || break
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$name" && break
+    sleep 0.05
+  done
 }
 
 fail_component() { # name reason
