@@ -1,0 +1,731 @@
+//! End-to-end tests of `kaito-controller`'s `aks` provisioner against the local control plane
+//! and `kaito-fake-arm`, a local HTTPS Azure Resource Manager that speaks the agentPools REST
+//! API and turns every finished pool into kwok GPU nodes (`cluster.sh add-gpu-node ...
+//! --agentpool <pool>`), removing them when the pool is deleted. Each test runs its own fake
+//! ARM and a controller scoped to the test's namespace.
+//!
+//! - the seed inference workspace → one agent pool PUT with the contract's body (vmSize,
+//!   count, node labels, taint, mode User); its node appears, the real scheduler places the
+//!   pod, all conditions True; delete → pool and node gone, finalizer released;
+//! - quota exceeded (an ARM fault) → ResourceReady False with Azure's code and message; the
+//!   fault cleared → ResourceReady True;
+//! - the controller SIGKILLed 20 times at random points of provisioning two workspaces →
+//!   exactly one pool per workspace, both converge; delete → pools gone.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use kaito_e2e::{Cluster, TestNamespace, run_command, unique_name, wait_for};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(120);
+const POLL: Duration = Duration::from_millis(500);
+const VM_SIZE: &str = "Standard_NC6s_v3";
+const SUBSCRIPTION: &str = "00000000-0000-0000-0000-00000000e2e0";
+const RESOURCE_GROUP: &str = "kaito-e2e-rg";
+const AKS_CLUSTER: &str = "kaito-e2e-aks";
+const PROXY_VARS: &[&str] = &[
+    "http_proxy",
+    "https_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+];
+
+fn no_proxy(cmd: &mut Command) -> &mut Command {
+    for var in PROXY_VARS {
+        cmd.env_remove(var);
+    }
+    cmd.env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// FNV-1a, 64 bit, as `controller/src/naming.rs` hashes pool names.
+fn fnv1a(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The agent pool of a workspace: `ws` + 10 hex digits of FNV-1a(`namespace/name`), the same
+/// after every restart (the contract that keeps a restarted controller from creating a second
+/// pool).
+fn pool_name(namespace: &str, name: &str) -> String {
+    let h = fnv1a(format!("{namespace}/{name}").as_bytes());
+    format!("ws{:010x}", h & 0xff_ffff_ffff)
+}
+
+/// A running `kaito-fake-arm` (its own process group, so the `cluster.sh` children it starts
+/// are stopped with it); on drop it is killed and the kwok nodes it made for the test's
+/// namespace are deleted.
+struct FakeArm<'a> {
+    child: Child,
+    ns: &'a TestNamespace<'a>,
+    url: String,
+    ca: PathBuf,
+    token: PathBuf,
+    log: PathBuf,
+}
+
+impl<'a> FakeArm<'a> {
+    fn start(ns: &'a TestNamespace<'a>, operation_ms: u64) -> Result<Self> {
+        let cluster = ns.cluster();
+        let bin = kaito_e2e::workspace_bin("kaito-fake-arm", "KAITO_FAKE_ARM_BIN")?;
+        let dir = std::env::temp_dir().join(format!("{}-fake-arm", ns.name()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let log = dir.join("fake-arm.log");
+        let file = std::fs::File::create(&log)?;
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut paths = vec![cluster.bin_dir().to_path_buf()];
+        paths.extend(std::env::split_paths(&path));
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--state-dir")
+            .arg(&dir)
+            .arg("--cluster-script")
+            .arg(kaito_e2e::cluster_script())
+            .args(["--operation-ms", &operation_ms.to_string()])
+            .env("KAITO_CLUSTER_DIR", cluster.state_dir())
+            .env("KAITO_CLUSTER_BIN", cluster.bin_dir())
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .env("PATH", std::env::join_paths(paths)?)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file.try_clone()?))
+            .stderr(Stdio::from(file));
+        no_proxy(&mut cmd);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut arm = Self {
+            child,
+            ns,
+            url: String::new(),
+            ca: dir.join("ca.pem"),
+            token: dir.join("token"),
+            log,
+        };
+        // `url` is written last, after ca.pem and token.
+        arm.url = wait_for(
+            "the fake ARM's url file",
+            WAIT,
+            Duration::from_millis(100),
+            || {
+                if let Some(status) = arm.child.try_wait()? {
+                    bail!("kaito-fake-arm exited ({status}):\n{}", tail(&arm.log, 40));
+                }
+                Ok(std::fs::read_to_string(dir.join("url"))
+                    .ok()
+                    .map(|u| u.trim().to_owned())
+                    .filter(|u| u.starts_with("https://")))
+            },
+        )?;
+        Ok(arm)
+    }
+
+    /// `curl` against the endpoint, trusting its CA; the answer's JSON.
+    fn curl(&self, method: &str, path: &str, body: Option<&str>) -> Result<Value> {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "20", "--noproxy", "*", "-X", method])
+            .arg("--cacert")
+            .arg(&self.ca)
+            .arg(format!("{}{path}", self.url));
+        if let Some(b) = body {
+            cmd.args(["-H", "content-type: application/json", "--data-binary", b]);
+        }
+        no_proxy(&mut cmd);
+        let out = run_command(cmd, None, Duration::from_secs(30))?.ok()?;
+        serde_json::from_str(&out).with_context(|| format!("{method} {path} answered {out:?}"))
+    }
+
+    /// `GET /_pools`: pool name → `{"state", "body"}`.
+    fn pools(&self) -> Result<serde_json::Map<String, Value>> {
+        match self.curl("GET", "/_pools", None)? {
+            Value::Object(m) => Ok(m),
+            other => bail!("/_pools is not an object: {other}"),
+        }
+    }
+
+    /// Sets one fault, keeping the others (`POST /_faults` replaces them all, and a field left
+    /// out falls back to its default, operationMs included).
+    fn set_fault(&self, field: &str, value: Value) -> Result<Value> {
+        let mut faults = self.curl("GET", "/_faults", None)?;
+        faults[field] = value.clone();
+        let now = self.curl("POST", "/_faults", Some(&faults.to_string()))?;
+        if now[field] != value {
+            bail!("POST /_faults did not set {field}: {now}");
+        }
+        Ok(now)
+    }
+
+    fn log_tail(&self) -> String {
+        format!("fake ARM log (last lines):\n{}", tail(&self.log, 40))
+    }
+}
+
+impl Drop for FakeArm<'_> {
+    fn drop(&mut self) {
+        // The whole process group: kaito-fake-arm and any cluster.sh it is running.
+        let pgid = self.child.id();
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pgid}")])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = self.ns.cluster().kubectl([
+            "delete",
+            "nodes",
+            "-l",
+            &format!("kaito.sh/workspacenamespace={}", self.ns.name()),
+            "--wait=false",
+            "--ignore-not-found",
+        ]);
+    }
+}
+
+/// A `kaito-controller --provisioner aks` for one namespace, talking to `arm`. Dropped
+/// normally, it first lets the controller delete the namespace's workspaces (so their pools go
+/// and their finalizers are released), then kills it; [`Controller::kill9`] just kills it.
+struct Controller<'a> {
+    child: Child,
+    ns: &'a TestNamespace<'a>,
+    log: PathBuf,
+    port: u16,
+    cleanup: bool,
+}
+
+impl<'a> Controller<'a> {
+    /// Starts the controller (its output appended to `log`) without waiting for anything.
+    fn spawn(
+        ns: &'a TestNamespace<'a>,
+        arm: &FakeArm<'_>,
+        log: &Path,
+        identity: &str,
+    ) -> Result<Self> {
+        let bin = kaito_e2e::workspace_bin("kaito-controller", "KAITO_CONTROLLER_BIN")?;
+        let port = free_port()?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let mut cmd = Command::new(&bin);
+        cmd.args(["--provisioner", "aks", "--namespace", ns.name()])
+            .args(["--leader-election-namespace", ns.name()])
+            // The same identity after a restart takes the lease over at once, instead of
+            // waiting out the dead process's 15 s lease.
+            .args(["--identity", identity])
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .args(["--azure-subscription-id", SUBSCRIPTION])
+            .args(["--azure-resource-group", RESOURCE_GROUP])
+            .args(["--azure-cluster-name", AKS_CLUSTER])
+            .args(["--azure-endpoint", &arm.url])
+            .arg("--azure-token-file")
+            .arg(&arm.token)
+            .arg("--azure-ca-file")
+            .arg(&arm.ca)
+            .env("KUBECONFIG", ns.cluster().kubeconfig())
+            .env("RUST_LOG", "info,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file.try_clone()?))
+            .stderr(Stdio::from(file));
+        no_proxy(&mut cmd);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        Ok(Self {
+            child,
+            ns,
+            log: log.to_path_buf(),
+            port,
+            cleanup: true,
+        })
+    }
+
+    /// Starts the controller and waits until it serves /readyz.
+    fn start(ns: &'a TestNamespace<'a>, arm: &FakeArm<'_>) -> Result<Self> {
+        let log = std::env::temp_dir().join(format!("{}-controller.log", ns.name()));
+        let identity = format!("aks-e2e-{}", ns.name());
+        let mut p = Self::spawn(ns, arm, &log, &identity)?;
+        p.wait_ready()?;
+        Ok(p)
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        wait_for("the controller's /readyz", WAIT, POLL, || {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("kaito-controller exited ({status})");
+            }
+            Ok(self
+                .http_get("/readyz")
+                .ok()
+                .filter(|b| b.starts_with("HTTP/1.1 200"))
+                .map(|_| ()))
+        })
+        .with_context(|| self.log_tail())
+    }
+
+    fn http_get(&self, path: &str) -> Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    }
+
+    /// SIGKILL, no cleanup. Returns whether the process was still running (not exited on its
+    /// own).
+    fn kill9(mut self) -> Result<bool> {
+        self.cleanup = false;
+        let running = self.child.try_wait()?.is_none();
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(running)
+    }
+
+    fn log_tail(&self) -> String {
+        format!("controller log (last lines):\n{}", tail(&self.log, 40))
+    }
+}
+
+impl Drop for Controller<'_> {
+    fn drop(&mut self) {
+        if self.cleanup {
+            let _ = self
+                .ns
+                .kubectl(["delete", "workspaces", "--all", "--timeout=60s"]);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The running cluster named by `KAITO_CLUSTER_DIR` (as `tests/e2e.sh` starts it), read
+/// without calling `cluster.sh up` again, else [`Cluster::shared`].
+fn cluster() -> &'static Cluster {
+    static RUNNING: OnceLock<Option<Cluster>> = OnceLock::new();
+    let running = RUNNING.get_or_init(|| {
+        let dir = std::env::var("KAITO_CLUSTER_DIR").ok()?;
+        Path::new(&dir)
+            .join("kubeconfig")
+            .exists()
+            .then(|| Cluster::from_script().ok())
+            .flatten()
+    });
+    match running {
+        Some(c) => c,
+        None => Cluster::shared(),
+    }
+}
+
+fn cluster_with_crds() -> Result<&'static Cluster> {
+    let cluster = cluster();
+    cluster.install_kaito_crds()?;
+    Ok(cluster)
+}
+
+/// The seed inference example with a GPU instanceType (phi-3), with its name, labels and count
+/// replaced (no webhook runs here, so every field is set).
+fn seed_inference(name: &str, label: &str) -> Result<String> {
+    let file = kaito_e2e::example_files()?
+        .into_iter()
+        .find(|f| f.file_name().is_some_and(|n| n == "inference-phi-3.yaml"))
+        .context("examples/inference-phi-3.yaml")?;
+    let text = std::fs::read_to_string(&file)?;
+    let mut v: Value = serde_yaml::from_str(&text)?;
+    if v["resource"]["instanceType"] != VM_SIZE {
+        bail!(
+            "{} no longer asks for {VM_SIZE}: {}",
+            file.display(),
+            v["resource"]
+        );
+    }
+    if v["inference"].is_null() {
+        bail!("{} is not an inference workspace", file.display());
+    }
+    v["metadata"]["name"] = Value::from(name);
+    v["resource"]["count"] = Value::from(1);
+    v["resource"]["labelSelector"] = json!({"matchLabels": {"apps": label}});
+    Ok(serde_yaml::to_string(&v)?)
+}
+
+fn conditions(ns: &TestNamespace<'_>, name: &str) -> Result<Vec<Value>> {
+    let ws = ns.get_json(["workspace", name])?;
+    Ok(ws["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
+}
+
+fn condition(conds: &[Value], type_: &str) -> Option<Value> {
+    conds.iter().find(|c| c["type"] == type_).cloned()
+}
+
+/// Whether `kubectl get workspace` prints True in every named column. Columns are read by
+/// their offset in the header: empty cells (JobStarted of an inference workspace) would shift a
+/// whitespace split.
+fn columns_true(table: &str, columns: &[&str]) -> bool {
+    let header = table.lines().next().unwrap_or_default();
+    let row = table.lines().nth(1).unwrap_or_default();
+    columns.iter().all(|c| {
+        header
+            .find(&format!(" {c} "))
+            .or_else(|| header.find(&format!(" {c}")))
+            .and_then(|i| row.get(i + 1..))
+            .is_some_and(|cell| cell.starts_with("True"))
+    })
+}
+
+fn wait_columns_true(
+    ns: &TestNamespace<'_>,
+    name: &str,
+    columns: &[&str],
+    timeout: Duration,
+    ctl: &Controller<'_>,
+    arm: &FakeArm<'_>,
+) -> Result<String> {
+    wait_for(
+        &format!("{columns:?} True for {name}"),
+        timeout,
+        POLL,
+        || {
+            let table = ns.kubectl_ok(["get", "workspace", name])?;
+            Ok(columns_true(&table, columns).then_some(table))
+        },
+    )
+    .with_context(|| {
+        format!(
+            "{}\n{}\nconditions: {:?}\npools: {:?}",
+            ctl.log_tail(),
+            arm.log_tail(),
+            conditions(ns, name),
+            arm.pools()
+        )
+    })
+}
+
+fn node_exists(cluster: &Cluster, node: &str) -> Result<bool> {
+    Ok(cluster.kubectl(["get", "node", node])?.success())
+}
+
+/// Deletes the workspaces and waits until their pools are gone from the fake ARM, their nodes
+/// are gone and the workspaces are gone (finalizer released).
+fn delete_and_wait_clean(
+    ns: &TestNamespace<'_>,
+    names: &[&str],
+    ctl: &Controller<'_>,
+    arm: &FakeArm<'_>,
+) -> Result<()> {
+    let cluster = ns.cluster();
+    for name in names {
+        ns.kubectl_ok(["delete", "workspace", name, "--wait=false"])?;
+    }
+    wait_for(
+        "the pools, their nodes and the workspaces to be gone",
+        WAIT,
+        POLL,
+        || {
+            let pools = arm.pools()?;
+            for name in names {
+                let pool = pool_name(ns.name(), name);
+                if pools.contains_key(&pool)
+                    || node_exists(cluster, &format!("aks-{pool}-0"))?
+                    || ns.kubectl(["get", "workspace", name])?.success()
+                {
+                    return Ok(None);
+                }
+            }
+            Ok(pools.is_empty().then_some(()))
+        },
+    )
+    .with_context(|| {
+        format!(
+            "{}\n{}\npools: {:?}",
+            ctl.log_tail(),
+            arm.log_tail(),
+            arm.pools()
+        )
+    })
+}
+
+/// Checks the pool the controller PUT for workspace `name` against the aks contract.
+fn check_pool_body(pool: &Value, ns: &str, name: &str, label: &str) {
+    let p = &pool["body"]["properties"];
+    assert_eq!(p["vmSize"], VM_SIZE, "vmSize = instanceType: {pool}");
+    assert_eq!(p["count"], 1, "count: {pool}");
+    assert_eq!(p["mode"], "User", "mode: {pool}");
+    assert_eq!(
+        p["nodeTaints"],
+        json!(["sku=gpu:NoSchedule"]),
+        "taint: {pool}"
+    );
+    let labels = &p["nodeLabels"];
+    assert_eq!(labels["apps"], label, "the user's matchLabels: {pool}");
+    assert_eq!(labels["kaito.sh/workspace"], name, "{pool}");
+    assert_eq!(labels["kaito.sh/workspacenamespace"], ns, "{pool}");
+    assert_eq!(p["tags"]["kaito.sh/workspace"], name, "{pool}");
+    assert_eq!(p["tags"]["kaito.sh/workspacenamespace"], ns, "{pool}");
+}
+
+#[test]
+#[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
+fn aks_seed_inference_gets_an_agent_pool_becomes_ready_and_deletes_cleanly() -> Result<()> {
+    let cluster = cluster_with_crds()?;
+    let ns = cluster.namespace("aks-seed")?;
+    let arm = FakeArm::start(&ns, 500)?;
+    let ctl = Controller::start(&ns, &arm)?;
+    let name = "workspace-phi-3-mini";
+    let label = unique_name("aks");
+    let pool = pool_name(ns.name(), name);
+    let node = format!("aks-{pool}-0");
+    ns.apply(&seed_inference(name, &label)?)?;
+
+    let pools = wait_for("the agent pool PUT", WAIT, POLL, || {
+        let pools = arm.pools()?;
+        Ok((!pools.is_empty()).then_some(pools))
+    })
+    .with_context(|| format!("{}\n{}", ctl.log_tail(), arm.log_tail()))?;
+    assert_eq!(
+        pools.keys().collect::<Vec<_>>(),
+        [&pool],
+        "one pool, named after the workspace: {pools:?}"
+    );
+    check_pool_body(&pools[&pool], ns.name(), name, &label);
+
+    let table = wait_columns_true(
+        &ns,
+        name,
+        &["RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY"],
+        WAIT,
+        &ctl,
+        &arm,
+    )?;
+    assert!(table.contains(VM_SIZE), "{table}");
+    let pools = arm.pools()?;
+    assert_eq!(pools.len(), 1, "{pools:?}");
+    assert_eq!(pools[&pool]["state"], "Succeeded", "{pools:?}");
+
+    let n = cluster.get_json(["node", &node])?;
+    let labels = &n["metadata"]["labels"];
+    assert_eq!(labels["kubernetes.azure.com/agentpool"], pool.as_str());
+    assert_eq!(labels["node.kubernetes.io/instance-type"], VM_SIZE);
+    assert_eq!(labels["apps"], label.as_str());
+    assert_eq!(labels["kaito.sh/workspace"], name);
+    assert_eq!(
+        n["spec"]["taints"],
+        json!([{"key": "sku", "value": "gpu", "effect": "NoSchedule"}])
+    );
+    let ws = ns.get_json(["workspace", name])?;
+    assert_eq!(ws["status"]["state"], "Ready");
+    assert_eq!(ws["status"]["workerNodes"], json!([node]));
+    let pod = ns.get_json(["pod", &format!("{name}-0")])?;
+    assert_eq!(
+        pod["spec"]["nodeName"],
+        node.as_str(),
+        "the scheduler's pick"
+    );
+    assert_eq!(pod["status"]["phase"], "Running");
+
+    delete_and_wait_clean(&ns, &[name], &ctl, &arm)?;
+    Ok(())
+}
+
+#[test]
+#[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
+fn aks_quota_exceeded_is_reported_and_clears() -> Result<()> {
+    let cluster = cluster_with_crds()?;
+    let ns = cluster.namespace("aks-quota")?;
+    let arm = FakeArm::start(&ns, 500)?;
+    arm.set_fault("quotaExceeded", json!(true))?;
+    let ctl = Controller::start(&ns, &arm)?;
+    let name = "workspace-quota";
+    let label = unique_name("quota");
+    ns.apply(&seed_inference(name, &label)?)?;
+
+    let cond = wait_for("ResourceReady=False/QuotaExceeded", WAIT, POLL, || {
+        Ok(condition(&conditions(&ns, name)?, "ResourceReady")
+            .filter(|c| c["status"] == "False" && c["reason"] == "QuotaExceeded"))
+    })
+    .with_context(|| {
+        format!(
+            "{}\nconditions: {:?}",
+            ctl.log_tail(),
+            conditions(&ns, name)
+        )
+    })?;
+    let msg = cond["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("QuotaExceeded"), "Azure's error code: {msg}");
+    assert!(
+        msg.contains(&format!("exceeding approved {VM_SIZE} Family Cores quota")),
+        "Azure's message: {msg}"
+    );
+    assert!(arm.pools()?.is_empty(), "a refused PUT creates no pool");
+    let table = ns.kubectl_ok(["get", "workspace", name])?;
+    assert!(!columns_true(&table, &["RESOURCEREADY"]), "{table}");
+
+    arm.set_fault("quotaExceeded", json!(false))?;
+    // The controller looks again 15 s after a cloud failure.
+    wait_columns_true(
+        &ns,
+        name,
+        &["RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY"],
+        WAIT,
+        &ctl,
+        &arm,
+    )?;
+    let cond = condition(&conditions(&ns, name)?, "ResourceReady").context("ResourceReady")?;
+    assert_eq!(cond["status"], "True", "{cond}");
+    let pools = arm.pools()?;
+    let pool = pool_name(ns.name(), name);
+    assert_eq!(pools.keys().collect::<Vec<_>>(), [&pool], "{pools:?}");
+    check_pool_body(&pools[&pool], ns.name(), name, &label);
+
+    delete_and_wait_clean(&ns, &[name], &ctl, &arm)?;
+    Ok(())
+}
+
+/// xorshift64*: random enough for kill points, and reproducible from the printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn from_env_or_clock() -> Self {
+        let seed = std::env::var("KAITO_E2E_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(0x2545_f491_4f6c_dd1d)
+            })
+            | 1;
+        eprintln!("[aks-e2e] kill points from KAITO_E2E_SEED={seed}");
+        Self(seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+#[test]
+#[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
+fn aks_controller_killed_during_provisioning_leaves_one_pool_per_workspace() -> Result<()> {
+    let started = Instant::now();
+    let cluster = cluster_with_crds()?;
+    let ns = cluster.namespace("aks-kill")?;
+    // Pool operations take 3 s, so the kills land before, during and after them.
+    let arm = FakeArm::start(&ns, 3000)?;
+    let log = std::env::temp_dir().join(format!("{}-controller.log", ns.name()));
+    let identity = format!("aks-e2e-{}", ns.name());
+    let names = ["workspace-kill-a", "workspace-kill-b"];
+    let label = unique_name("kill");
+    for name in names {
+        ns.apply(&seed_inference(name, &label)?)?;
+    }
+    let mut rng = Rng::from_env_or_clock();
+    for i in 0..20 {
+        let ctl = Controller::spawn(&ns, &arm, &log, &identity)?;
+        let after = Duration::from_millis(rng.below(1501));
+        std::thread::sleep(after);
+        let running = ctl.kill9()?;
+        let pools = arm.pools()?;
+        let states: Vec<String> = pools
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v["state"].as_str().unwrap_or("?")))
+            .collect();
+        eprintln!(
+            "[aks-e2e] kill {i:2} after {:4} ms (running: {running}): pools {states:?}",
+            after.as_millis()
+        );
+        if !running {
+            bail!(
+                "the controller exited on its own before kill {i}:\n{}",
+                tail(&log, 40)
+            );
+        }
+        if pools.len() > names.len() {
+            bail!("more pools than workspaces after kill {i}: {pools:?}");
+        }
+    }
+    let mut ctl = Controller::spawn(&ns, &arm, &log, &identity)?;
+    ctl.wait_ready()?;
+    for name in names {
+        wait_columns_true(&ns, name, &["RESOURCEREADY"], WAIT, &ctl, &arm)?;
+    }
+    let pools = arm.pools()?;
+    let mut want: Vec<String> = names.iter().map(|n| pool_name(ns.name(), n)).collect();
+    want.sort();
+    assert_eq!(
+        pools.keys().cloned().collect::<Vec<_>>(),
+        want,
+        "exactly one pool per workspace: {pools:?}"
+    );
+    for name in names {
+        let pool = &pools[&pool_name(ns.name(), name)];
+        assert_eq!(pool["state"], "Succeeded", "{pool}");
+        check_pool_body(pool, ns.name(), name, &label);
+    }
+    // One node per pool (count 1), none doubled by re-PUTs.
+    let nodes = cluster.get_json([
+        "nodes",
+        "-l",
+        &format!("kaito.sh/workspacenamespace={}", ns.name()),
+    ])?;
+    let mut node_names: Vec<String> = nodes["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["metadata"]["name"].as_str().map(String::from))
+        .collect();
+    node_names.sort();
+    let want_nodes: Vec<String> = want.iter().map(|p| format!("aks-{p}-0")).collect();
+    assert_eq!(node_names, want_nodes);
+
+    delete_and_wait_clean(&ns, &names, &ctl, &arm)?;
+    eprintln!(
+        "[aks-e2e] kill test done in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[test]
+fn pool_names_match_the_controllers_contract() {
+    // Pinned values of FNV-1a as the controller uses it (controller/src/naming.rs).
+    assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+    assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    let p = pool_name("default", "workspace-phi-3-mini");
+    assert_eq!(p.len(), 12, "{p}");
+    assert!(p.starts_with("ws"));
+    assert_ne!(pool_name("a", "bc"), pool_name("ab", "c"));
+}
