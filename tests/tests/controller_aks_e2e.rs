@@ -10,7 +10,8 @@
 //! - quota exceeded (an ARM fault) → ResourceReady False with Azure's code and message; the
 //!   fault cleared → ResourceReady True;
 //! - the controller SIGKILLed 20 times at random points of provisioning two workspaces →
-//!   exactly one pool per workspace, both converge; delete → pools gone.
+//!   exactly one pool per workspace, both converge; then deleted while killed 5 more times →
+//!   pools and nodes gone, finalizers released.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -30,6 +31,8 @@ const VM_SIZE: &str = "Standard_NC6s_v3";
 const SUBSCRIPTION: &str = "00000000-0000-0000-0000-00000000e2e0";
 const RESOURCE_GROUP: &str = "kaito-e2e-rg";
 const AKS_CLUSTER: &str = "kaito-e2e-aks";
+/// The agentPools api-version of `azure_mgmt_containerservice` 0.10 (controller/src/aks.rs).
+const ARM_API_VERSION: &str = "2023-01-02-preview";
 const PROXY_VARS: &[&str] = &[
     "http_proxy",
     "https_proxy",
@@ -158,6 +161,28 @@ impl<'a> FakeArm<'a> {
         no_proxy(&mut cmd);
         let out = run_command(cmd, None, Duration::from_secs(30))?.ok()?;
         serde_json::from_str(&out).with_context(|| format!("{method} {path} answered {out:?}"))
+    }
+
+    /// An ARM GET of `pool` with the controller's bearer token and `api-version`: the HTTP
+    /// status and the body.
+    fn arm_get_pool(&self, pool: &str, api_version: &str) -> Result<(u16, Value)> {
+        let token = std::fs::read_to_string(&self.token)?;
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "20", "--noproxy", "*"])
+            .args(["-w", "\n%{http_code}"])
+            .arg("--cacert")
+            .arg(&self.ca)
+            .args(["-H", &format!("authorization: Bearer {}", token.trim())])
+            .arg(format!(
+                "{}/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/\
+                 Microsoft.ContainerService/managedClusters/{AKS_CLUSTER}/agentPools/{pool}\
+                 ?api-version={api_version}",
+                self.url
+            ));
+        no_proxy(&mut cmd);
+        let out = run_command(cmd, None, Duration::from_secs(30))?.ok()?;
+        let (body, code) = out.trim_end().rsplit_once('\n').context("curl -w")?;
+        Ok((code.parse()?, serde_json::from_str(body)?))
     }
 
     /// `GET /_pools`: pool name → `{"state", "body"}`.
@@ -444,7 +469,13 @@ fn delete_and_wait_clean(
 ) -> Result<()> {
     let cluster = ns.cluster();
     for name in names {
-        ns.kubectl_ok(["delete", "workspace", name, "--wait=false"])?;
+        ns.kubectl_ok([
+            "delete",
+            "workspace",
+            name,
+            "--wait=false",
+            "--ignore-not-found",
+        ])?;
     }
     wait_for(
         "the pools, their nodes and the workspaces to be gone",
@@ -530,6 +561,22 @@ fn aks_seed_inference_gets_an_agent_pool_becomes_ready_and_deletes_cleanly() -> 
     let pools = arm.pools()?;
     assert_eq!(pools.len(), 1, "{pools:?}");
     assert_eq!(pools[&pool]["state"], "Succeeded", "{pools:?}");
+
+    // The fake ARM answers only the api-version azure_mgmt_containerservice 0.10 sends by
+    // default; the controller's requests above succeeded, so it sent that one.
+    let (status, body) = arm.arm_get_pool(&pool, ARM_API_VERSION)?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["name"], pool.as_str(), "{body}");
+    assert_eq!(
+        body["properties"]["provisioningState"], "Succeeded",
+        "{body}"
+    );
+    let (status, body) = arm.arm_get_pool(&pool, "2024-05-01")?;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["error"]["code"], "InvalidApiVersionParameter",
+        "{body}"
+    );
 
     let n = cluster.get_json(["node", &node])?;
     let labels = &n["metadata"]["labels"];
@@ -711,6 +758,24 @@ fn aks_controller_killed_during_provisioning_leaves_one_pool_per_workspace() -> 
     let want_nodes: Vec<String> = want.iter().map(|p| format!("aks-{p}-0")).collect();
     assert_eq!(node_names, want_nodes);
 
+    // Deleting, killed too: the pools go, the finalizers are released.
+    ctl.kill9()?;
+    for name in names {
+        ns.kubectl_ok(["delete", "workspace", name, "--wait=false"])?;
+    }
+    for i in 0..5 {
+        let ctl = Controller::spawn(&ns, &arm, &log, &identity)?;
+        let after = Duration::from_millis(rng.below(1501));
+        std::thread::sleep(after);
+        let running = ctl.kill9()?;
+        eprintln!(
+            "[aks-e2e] deleting: kill {i} after {:4} ms (running: {running}): pools {:?}",
+            after.as_millis(),
+            arm.pools()?.keys().collect::<Vec<_>>()
+        );
+    }
+    let mut ctl = Controller::spawn(&ns, &arm, &log, &identity)?;
+    ctl.wait_ready()?;
     delete_and_wait_clean(&ns, &names, &ctl, &arm)?;
     eprintln!(
         "[aks-e2e] kill test done in {:.1}s",
