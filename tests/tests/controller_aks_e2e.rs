@@ -690,8 +690,8 @@ fn aks_controller_killed_during_provisioning_leaves_one_pool_per_workspace() -> 
     let started = Instant::now();
     let cluster = cluster_with_crds()?;
     let ns = cluster.namespace("aks-kill")?;
-    // Pool operations take 3 s, so the kills land before, during and after them.
-    let arm = FakeArm::start(&ns, 3000)?;
+    // Pool operations take 6 s, so the kills land before, during and after them.
+    let arm = FakeArm::start(&ns, 6000)?;
     let log = std::env::temp_dir().join(format!("{}-controller.log", ns.name()));
     let identity = format!("aks-e2e-{}", ns.name());
     let names = ["workspace-kill-a", "workspace-kill-b"];
@@ -700,6 +700,8 @@ fn aks_controller_killed_during_provisioning_leaves_one_pool_per_workspace() -> 
         ns.apply(&seed_inference(name, &label)?)?;
     }
     let mut rng = Rng::from_env_or_clock();
+    // Where the kills landed: no pool yet, a pool Creating, all pools Succeeded.
+    let mut phases = [0u32; 3];
     for i in 0..20 {
         let ctl = Controller::spawn(&ns, &arm, &log, &identity)?;
         let after = Duration::from_millis(rng.below(1501));
@@ -720,10 +722,22 @@ fn aks_controller_killed_during_provisioning_leaves_one_pool_per_workspace() -> 
                 tail(&log, 40)
             );
         }
+        let phase = if pools.is_empty() {
+            0
+        } else if pools.values().all(|p| p["state"] == "Succeeded") {
+            2
+        } else {
+            1
+        };
+        phases[phase] += 1;
         if pools.len() > names.len() {
             bail!("more pools than workspaces after kill {i}: {pools:?}");
         }
     }
+    eprintln!(
+        "[aks-e2e] kills: {} before any pool, {} while creating, {} after",
+        phases[0], phases[1], phases[2]
+    );
     let mut ctl = Controller::spawn(&ns, &arm, &log, &identity)?;
     ctl.wait_ready()?;
     for name in names {
