@@ -159,7 +159,9 @@ impl<'a> FakeArm<'a> {
             cmd.args(["-H", "content-type: application/json", "--data-binary", b]);
         }
         no_proxy(&mut cmd);
-        let out = run_command(cmd, None, Duration::from_secs(30))?.ok()?;
+        let out = run_command(cmd, None, Duration::from_secs(30))
+            .context("running curl, which these tests use to reach the fake ARM over HTTPS")?
+            .ok()?;
         serde_json::from_str(&out).with_context(|| format!("{method} {path} answered {out:?}"))
     }
 
@@ -180,7 +182,9 @@ impl<'a> FakeArm<'a> {
                 self.url
             ));
         no_proxy(&mut cmd);
-        let out = run_command(cmd, None, Duration::from_secs(30))?.ok()?;
+        let out = run_command(cmd, None, Duration::from_secs(30))
+            .context("running curl, which these tests use to reach the fake ARM over HTTPS")?
+            .ok()?;
         let (body, code) = out.trim_end().rsplit_once('\n').context("curl -w")?;
         Ok((code.parse()?, serde_json::from_str(body)?))
     }
