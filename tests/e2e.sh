@@ -12,7 +12,7 @@
 #   KAITO_E2E_KEEP_CLUSTER=1 leave the cluster running afterwards (for debugging; then
 #                            `KAITO_CLUSTER_DIR=... tests/cluster/cluster.sh down`)
 #   KAITO_E2E_THREADS        test threads per binary (default 2)
-#   KAITO_E2E_BUILD_BINS=0   skip `cargo build --workspace --bins` first (the tests take the
+#   KAITO_E2E_BUILD_BINS=0   skip `cargo build --workspace --bins --tests` first (the tests take the
 #                            binaries from target/debug, or from KAITO_<NAME>_BIN)
 #   CARGO_TARGET_DIR etc.    as usual for cargo
 #
@@ -64,9 +64,10 @@ log "control-plane binaries ready in $(secs "$t"): $bin"
 # processes; KAITO_E2E_BUILD_BINS=0 skips this.
 if [ "${KAITO_E2E_BUILD_BINS:-1}" = 1 ]; then
   t=$(now_ms)
-  # One build of every package's binaries, with the same (unified) features as
-  # `cargo test --workspace`, so after the cargo test tier this compiles almost nothing.
-  (cd "$root" && cargo build --workspace --bins --locked) || { log "building the workspace binaries failed"; exit 1; }
+  # One build of every package's binaries. `--tests` turns on the dev-dependencies, so the
+  # features are unified exactly as in `cargo test --workspace`: after the cargo test tier
+  # this compiles nothing (with `--bins` alone, mistral.rs & co. would be rebuilt).
+  (cd "$root" && cargo build --workspace --bins --tests --locked) || { log "building the workspace binaries failed"; exit 1; }
   log "workspace binaries built in $(secs "$t")"
 fi
 
