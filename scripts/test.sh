@@ -40,6 +40,14 @@ step "python: openai client for the runtime's compatibility test"
 scripts/python-env.sh >/dev/null
 export KAITO_PYTHON="$HOME/.cache/kaito-rs/venv/bin/python" KAITO_REQUIRE_OPENAI=1
 
+step "docker-registry: the real OCI registry of kaito-adapter's publish/pull tests"
+if ! command -v docker-registry >/dev/null; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  echo "installing Debian package docker-registry (/usr/bin/docker-registry)"
+  $sudo apt-get install -y docker-registry || { $sudo apt-get update && $sudo apt-get install -y docker-registry; }
+fi
+export KAITO_REQUIRE_REGISTRY=1
+
 step "cargo fmt --check ($(elapsed))"
 cargo fmt --all -- --check
 
