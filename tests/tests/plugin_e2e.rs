@@ -3,9 +3,13 @@
 //! unschedulable workspace, `logs` through kwok, `chat --prompt` to a real `kaito-runtime`
 //! reached by port-forward through the API server, and `delete`.
 //!
-//! No controller runs in these tests (the controller has its own e2e tests), so where a test
-//! needs status it writes it through the status subresource, and it makes the serving pod
-//! itself with the labels the controller gives pods (`kaito.sh/workspace`).
+//! One test, `plugin_create_get_turns_true_with_webhook_and_controller_then_delete_waits`,
+//! runs the real `kaito-webhook` (registered for its namespace only) and `kaito-controller
+//! --provisioner byo` (scoped to its namespace) as local processes, on a simulated GPU node:
+//! `create` → `get` until RESOURCEREADY/INFERENCEREADY/WORKSPACEREADY are True → `status` →
+//! `delete` waits until the finalizer is released. In the others no controller runs, so where
+//! a test needs status it writes it through the status subresource, and it makes the serving
+//! pod itself with the labels the controller gives pods (`kaito.sh/workspace`).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -496,5 +500,429 @@ spec:
 
     kaito_ok(&ns, &["delete", name, "--wait=false"])?;
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// With the real webhook and controller running.
+// ---------------------------------------------------------------------------------------------
+
+/// Namespace label by which the webhook configurations of [`WebhookProcess`] select only the
+/// test's namespace (other tests in the same cluster are untouched).
+const WEBHOOK_LABEL: &str = "kaito-plugin-e2e-webhook";
+
+/// Plain HTTP GET on loopback: the status code and the whole response text.
+fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no HTTP status")?;
+    Ok((code, text))
+}
+
+fn log_tail(path: &std::path::Path, what: &str) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    format!(
+        "{what} log (last lines):\n{}",
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    )
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `kaito-webhook` on loopback with a self-signed certificate, registered (mutating and
+/// validating) for the test's namespace only — as in tests/tests/webhook_admission.rs.
+/// Unregistered and stopped on drop.
+struct WebhookProcess<'a> {
+    cluster: &'a Cluster,
+    child: Child,
+    name: String,
+    dir: PathBuf,
+}
+
+impl<'a> WebhookProcess<'a> {
+    fn start(cluster: &'a Cluster, ns: &TestNamespace<'_>, provisioner: &str) -> Result<Self> {
+        let name = unique_name("kaito-plugin-webhook");
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir)?;
+        let ca_file = dir.join("ca.pem");
+        let port = free_port()?;
+        let health_port = free_port()?;
+        let log = std::fs::File::create(dir.join("webhook.log"))?;
+        let child = Command::new(kaito_e2e::workspace_bin(
+            "kaito-webhook",
+            "KAITO_WEBHOOK_BIN",
+        )?)
+        .args(["--bind-address", "127.0.0.1"])
+        .args(["--health-bind-address", "127.0.0.1"])
+        .args(["--port", &port.to_string()])
+        .args(["--health-port", &health_port.to_string()])
+        .args(["--tls-self-signed-for", "127.0.0.1,localhost"])
+        .arg("--tls-ca-out")
+        .arg(&ca_file)
+        .args(["--cloud", "azure", "--provisioner", provisioner])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting kaito-webhook")?;
+        let mut hook = Self {
+            cluster,
+            child,
+            name: name.clone(),
+            dir,
+        };
+        let log_file = hook.dir.join("webhook.log");
+        wait_for(
+            "kaito-webhook /readyz",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || {
+                if let Some(status) = hook.child.try_wait()? {
+                    anyhow::bail!(
+                        "kaito-webhook exited with {status}: {}",
+                        log_tail(&log_file, "webhook")
+                    );
+                }
+                Ok(http_get(health_port, "/readyz")
+                    .ok()
+                    .filter(|(code, _)| *code == 200)
+                    .map(|_| ()))
+            },
+        )?;
+        let ca_bundle = base64(&std::fs::read(&ca_file).context("the webhook wrote no CA file")?);
+        cluster.kubectl_ok([
+            "label",
+            "namespace",
+            ns.name(),
+            &format!("{WEBHOOK_LABEL}={name}"),
+        ])?;
+        for (kind, webhook, path) in [
+            (
+                "MutatingWebhookConfiguration",
+                "mutate.workspace.kaito.sh",
+                "/mutate",
+            ),
+            (
+                "ValidatingWebhookConfiguration",
+                "validate.workspace.kaito.sh",
+                "/validate",
+            ),
+        ] {
+            cluster.apply(&format!(
+                r#"apiVersion: admissionregistration.k8s.io/v1
+kind: {kind}
+metadata:
+  name: {name}
+webhooks:
+- name: {webhook}
+  admissionReviewVersions: ["v1"]
+  sideEffects: None
+  failurePolicy: Fail
+  timeoutSeconds: 10
+  clientConfig:
+    url: https://127.0.0.1:{port}{path}
+    caBundle: {ca_bundle}
+  namespaceSelector:
+    matchLabels:
+      {WEBHOOK_LABEL}: {name}
+  rules:
+  - apiGroups: ["kaito.sh"]
+    apiVersions: ["v1alpha1", "v1beta1"]
+    operations: ["CREATE", "UPDATE"]
+    resources: ["workspaces"]
+    scope: Namespaced
+"#
+            ))?;
+        }
+        // The apiserver picks webhook configurations up asynchronously: wait until a server
+        // dry run of an invalid workspace is refused by the validating webhook.
+        wait_for(
+            "the webhook configurations to take effect",
+            Duration::from_secs(60),
+            Duration::from_millis(300),
+            || {
+                let out = kaito(
+                    ns,
+                    &[
+                        "create",
+                        "workspace",
+                        "probe",
+                        "--preset",
+                        "no-such-model",
+                        "--instance-type",
+                        "Standard_NC6s_v3",
+                        "--label",
+                        "apps=probe",
+                        "--dry-run=server",
+                    ],
+                )?;
+                Ok(
+                    (!out.success() && out.stderr.contains("validate.workspace.kaito.sh"))
+                        .then_some(()),
+                )
+            },
+        )
+        .with_context(|| log_tail(&hook.dir.join("webhook.log"), "webhook"))?;
+        Ok(hook)
+    }
+}
+
+impl Drop for WebhookProcess<'_> {
+    fn drop(&mut self) {
+        for kind in [
+            "mutatingwebhookconfiguration",
+            "validatingwebhookconfiguration",
+        ] {
+            let _ = self
+                .cluster
+                .kubectl(["delete", kind, &self.name, "--ignore-not-found"]);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `kaito-controller` for one namespace — as in tests/tests/controller_e2e.rs. On drop it
+/// first lets the controller delete the namespace's workspaces (releasing their finalizers),
+/// then kills it.
+struct ControllerProcess<'a> {
+    child: Child,
+    ns: &'a TestNamespace<'a>,
+    log: PathBuf,
+}
+
+impl<'a> ControllerProcess<'a> {
+    fn start(ns: &'a TestNamespace<'a>, provisioner: &str) -> Result<Self> {
+        let bin = kaito_e2e::workspace_bin("kaito-controller", "KAITO_CONTROLLER_BIN")?;
+        let port = free_port()?;
+        let log = std::env::temp_dir().join(format!("{}-controller.log", ns.name()));
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(&bin)
+            .args(["--provisioner", provisioner])
+            .args(["--namespace", ns.name()])
+            .args(["--leader-election-namespace", ns.name()])
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .env("KUBECONFIG", ns.cluster().kubeconfig())
+            .env("RUST_LOG", "info,kube=warn")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file.try_clone()?))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let p = Self { child, ns, log };
+        wait_for(
+            "the controller's /readyz",
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+            || {
+                Ok(http_get(port, "/readyz")
+                    .ok()
+                    .filter(|(code, _)| *code == 200)
+                    .map(|_| ()))
+            },
+        )
+        .with_context(|| p.log_tail())?;
+        Ok(p)
+    }
+
+    fn log_tail(&self) -> String {
+        log_tail(&self.log, "controller")
+    }
+}
+
+impl Drop for ControllerProcess<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .ns
+            .kubectl(["delete", "workspaces.kaito.sh", "--all", "--timeout=60s"]);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// The cells of `kubectl kaito get` by header column (cells may be `-`, never empty).
+fn get_row(table: &str) -> Result<Vec<(String, String)>> {
+    let header = table_header(table);
+    let row: Vec<String> = table
+        .lines()
+        .nth(1)
+        .context("a row")?
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    Ok(header.into_iter().zip(row).collect())
+}
+
+#[test]
+#[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
+fn plugin_create_get_turns_true_with_webhook_and_controller_then_delete_waits() -> Result<()> {
+    let cluster = cluster_with_crds()?;
+    let ns = cluster.namespace("plugin-live")?;
+    let label = unique_name("live");
+    let node = cluster.add_gpu_node(
+        &GpuNode::new(unique_name("gpu-live"))
+            .sku("Standard_NC6s_v3")
+            .label("apps", &label),
+    )?;
+    let webhook = WebhookProcess::start(cluster, &ns, "byo")?;
+    let ctl = ControllerProcess::start(&ns, "byo")?;
+    let webhook_log = webhook.dir.join("webhook.log");
+    let name = "phi3-live";
+    let apps = format!("apps={label}");
+
+    // A rejection comes back as the webhook worded it, exit status 1, nothing created.
+    let bad = kaito(
+        &ns,
+        &[
+            "create",
+            "workspace",
+            "bad",
+            "--preset",
+            "no-such-model",
+            "--instance-type",
+            "Standard_NC6s_v3",
+            "--label",
+            &apps,
+        ],
+    )?;
+    assert_eq!(bad.status.code(), Some(1), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("validate.workspace.kaito.sh")
+            && bad.stderr.contains("inference.preset"),
+        "{}",
+        bad.stderr
+    );
+
+    let created = kaito_ok(
+        &ns,
+        &[
+            "create",
+            "workspace",
+            name,
+            "--preset",
+            "phi-3-mini-4k-instruct",
+            "--instance-type",
+            "Standard_NC6s_v3",
+            "--label",
+            &apps,
+        ],
+    )?;
+    assert!(
+        created.contains(&format!("workspace.kaito.sh/{name} created")),
+        "{created}"
+    );
+    // The mutating webhook filled in the defaults.
+    let ws = ns.get_json(["workspaces.kaito.sh", name])?;
+    assert_eq!(ws["resource"]["count"], 1, "{ws}");
+
+    // `get` until the three columns are True, remembering every distinct row seen.
+    let ready = ["RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY"];
+    let mut seen: Vec<String> = Vec::new();
+    let row = wait_for(
+        "RESOURCEREADY, INFERENCEREADY, WORKSPACEREADY True in `kubectl kaito get`",
+        Duration::from_secs(60),
+        Duration::from_millis(300),
+        || {
+            let table = kaito_ok(&ns, &["get", name])?;
+            let row = get_row(&table)?;
+            let cells: Vec<String> = row
+                .iter()
+                .filter(|(h, _)| ready.contains(&h.as_str()))
+                .map(|(_, c)| c.clone())
+                .collect();
+            let line = cells.join(" ");
+            if seen.last() != Some(&line) {
+                seen.push(line);
+            }
+            Ok(cells.iter().all(|c| c == "True").then_some(row))
+        },
+    )
+    .with_context(|| {
+        format!(
+            "rows seen: {seen:?}\n{}\n{}",
+            ctl.log_tail(),
+            log_tail(&webhook_log, "webhook")
+        )
+    })?;
+    eprintln!("[plugin e2e] READY columns as `kubectl kaito get` showed them: {seen:?}");
+    let cell = |h: &str| {
+        row.iter()
+            .find(|(k, _)| k == h)
+            .map(|(_, c)| c.as_str())
+            .unwrap_or_default()
+    };
+    assert_eq!(cell("NAME"), name);
+    assert_eq!(cell("INSTANCE"), "Standard_NC6s_v3");
+
+    // `status` explains the ready workspace: conditions, its node and its pod.
+    let status = kaito_ok(&ns, &["status", name])?;
+    for want in [
+        "Conditions:",
+        "ResourceReady",
+        "InferenceReady",
+        node.name(),
+        &format!("{name}-0"),
+    ] {
+        assert!(status.contains(want), "status lacks {want:?}:\n{status}");
+    }
+    let wide = kaito_ok(&ns, &["get", name, "-o", "wide"])?;
+    assert!(wide.contains("phi-3-mini-4k-instruct"), "{wide}");
+
+    // `delete` waits until the controller released the finalizer and the object is gone.
+    let deleted = kaito_ok(&ns, &["delete", name])?;
+    assert!(
+        deleted.contains(&format!("workspace.kaito.sh/{name} deleted"))
+            && !deleted.contains("not waiting"),
+        "{deleted}"
+    );
+    let gone = ns.kubectl(["get", "workspaces.kaito.sh", name])?;
+    assert!(
+        !gone.success() && gone.stderr.contains("NotFound"),
+        "{}",
+        gone.stderr
+    );
+    let gone = kaito(&ns, &["get", name])?;
+    assert_eq!(gone.status.code(), Some(1), "{}", gone.stdout);
+    assert!(gone.stderr.contains("not found"), "{}", gone.stderr);
+    drop(ctl);
+    drop(webhook);
     Ok(())
 }
