@@ -93,7 +93,9 @@ wait_http() { # URL, what, seconds, pid-file
   local url=$1 what=$2 secs=$3 pidf=$4
   for _ in $(seq 1 $((secs * 4))); do
     curl -fsS -k --max-time 2 "$url" >/dev/null 2>&1 && return 0
-    kill -0 -- "-$(cat "$pidf")" 2>/dev/null || die "$what exited (log: $STATE/logs)"
+    # The pid itself, not only its group: until the child has run setsid, the group does not
+    # exist yet (seen on a loaded machine, where that looked like an exit).
+    kill -0 "$(cat "$pidf")" 2>/dev/null || die "$what exited (log: $STATE/logs)"
     sleep 0.25
   done
   die "$what not ready after ${secs}s ($url)"
