@@ -6,7 +6,16 @@
 #   controller/bench/bench.sh [N]
 #
 # Environment: KAITO_CONTROLLER_BIN (default: cargo build --release -p kaito-controller),
-# KAITO_CLUSTER_DIR (default: a fresh temp dir, torn down afterwards), IDLE_SECONDS (30).
+# KAITO_CLUSTER_DIR (default: a fresh temp dir, torn down afterwards), IDLE_SECONDS (30),
+# BENCH_TIMEOUT (seconds from the start of the apply until giving up; 900),
+# BENCH_LOG (where the controller's log is kept; default ${TMPDIR:-/tmp}/kaito-bench-<pid>.log).
+#
+# The workspaces are applied by BENCH_APPLY_PARALLEL (10) concurrent `kubectl apply
+# --server-side` processes (one kubectl applies its objects one request at a time, which on a
+# busy machine takes minutes for 500). Besides the wall-clock seconds from the start of the apply
+# until all are True, the apiserver's timestamps give each workspace's latency (creation →
+# WorkspaceSucceeded lastTransitionTime, 1 s resolution) and the span from the last creation
+# until the last one turned True, which leave the apply's own duration out.
 #
 # Nodes: ceil(N/8) kwok nodes, each with 8 allocatable GPUs and GPU-feature-discovery labels
 # describing 1-GPU V100 nodes (so each workspace's single replica asks for 1 GPU and 8
@@ -15,6 +24,8 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 n=${1:-500}
 idle=${IDLE_SECONDS:-30}
+limit=${BENCH_TIMEOUT:-900}
+par=${BENCH_APPLY_PARALLEL:-10}
 cluster="$root/tests/cluster/cluster.sh"
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
 export NO_PROXY=127.0.0.1,localhost
@@ -31,14 +42,27 @@ if [ -z "$bin" ]; then
 fi
 ctl_pid=""
 ns="kaito-bench-$$"
+keep_log=${BENCH_LOG:-${TMPDIR:-/tmp}/kaito-bench-$$.log}
 cleanup() {
   if [ -n "$ctl_pid" ]; then
-    kubectl delete namespace "$ns" --wait=false >/dev/null 2>&1 || true
-    kubectl delete workspaces -n "$ns" --all --timeout=120s >/dev/null 2>&1 || true
+    # On a cluster of its own that is torn down anyway, the 500 deletions are skipped.
+    if [ "$own" != 1 ]; then
+      kubectl delete namespace "$ns" --wait=false >/dev/null 2>&1 || true
+      kubectl delete workspaces -n "$ns" --all --timeout=120s >/dev/null 2>&1 || true
+    fi
+    # SIGTERM, then SIGKILL after 10 s: with reconciles stuck on a starved apiserver the
+    # controller's graceful shutdown can wait on them for minutes.
     kill "$ctl_pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$ctl_pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$ctl_pid" 2>/dev/null || true
+    wait "$ctl_pid" 2>/dev/null || true
+    cp "$log" "$keep_log" 2>/dev/null && echo "[bench] controller log kept in $keep_log" >&2
   fi
-  kubectl delete nodes -l kaito-bench=1 --wait=false >/dev/null 2>&1 || true
-  if [ "$own" = 1 ]; then bash "$cluster" down >/dev/null 2>&1 || true; rm -rf "$KAITO_CLUSTER_DIR"; fi
+  if [ "$own" = 1 ]; then
+    bash "$cluster" down >/dev/null 2>&1 || true; rm -rf "$KAITO_CLUSTER_DIR" "$KAITO_CLUSTER_DIR.lock"
+  else
+    kubectl delete nodes -l kaito-bench=1 --wait=false >/dev/null 2>&1 || true
+  fi
 }
 trap cleanup EXIT
 
@@ -85,11 +109,12 @@ log="$KAITO_CLUSTER_DIR/bench-controller.log"
 RUST_LOG=warn "$bin" --provisioner byo --namespace "$ns" --no-leader-election \
   --metrics-addr "127.0.0.1:$port" >"$log" 2>&1 &
 ctl_pid=$!
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
+for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
+curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { echo "[bench] controller not ready; log:" >&2; tail -n 20 "$log" >&2; exit 1; }
 
-{
-  for i in $(seq 0 $((n - 1))); do
-    cat <<YAML
+rm -f "$KAITO_CLUSTER_DIR"/bench-workspaces-*.yaml
+for i in $(seq 0 $((n - 1))); do
+    cat <<YAML >>"$KAITO_CLUSTER_DIR/bench-workspaces-$((i % par)).yaml"
 ---
 apiVersion: kaito.sh/v1beta1
 kind: Workspace
@@ -101,16 +126,25 @@ resource:
 inference:
   preset: {name: phi-3-mini-4k-instruct}
 YAML
-  done
-} > "$KAITO_CLUSTER_DIR/bench-workspaces.yaml"
+done
 t0=$(date +%s.%N)
-kubectl apply --server-side -f "$KAITO_CLUSTER_DIR/bench-workspaces.yaml" >/dev/null
-echo "[bench] $n workspaces applied" >&2
+apply_pids=()
+for f in "$KAITO_CLUSTER_DIR"/bench-workspaces-*.yaml; do
+  kubectl apply --server-side -f "$f" >/dev/null & apply_pids+=($!)
+done
+for p in "${apply_pids[@]}"; do wait "$p"; done
+applied_s=$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN{printf "%.1f", a-b}')
+echo "[bench] $n workspaces applied in ${applied_s}s ($par kubectl processes)" >&2
 while :; do
   done_n=$(kubectl get workspaces -n "$ns" -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="WorkspaceSucceeded")].status}{"\n"}{end}' | grep -c '^True$' || true)
   now=$(date +%s.%N)
   if [ "$done_n" -ge "$n" ]; then break; fi
-  if awk -v a="$now" -v b="$t0" 'BEGIN{exit !(a-b>900)}'; then echo "[bench] timeout: $done_n/$n" >&2; exit 1; fi
+  kill -0 "$ctl_pid" 2>/dev/null || { echo "[bench] controller exited; log:" >&2; tail -n 20 "$log" >&2; exit 1; }
+  if awk -v a="$now" -v b="$t0" -v l="$limit" 'BEGIN{exit !(a-b>l)}'; then
+    rss=$(awk '/VmHWM/{print $2}' "/proc/$ctl_pid/status")
+    echo "[bench] timeout after ${limit}s: $done_n/$n WorkspaceSucceeded=True; controller_peak_rss_MiB=$((rss / 1024)) so far" >&2
+    exit 1
+  fi
   sleep 1
 done
 secs=$(awk -v a="$now" -v b="$t0" 'BEGIN{printf "%.1f", a-b}')
@@ -118,4 +152,18 @@ r1=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^kaito_controller_reconcil
 sleep "$idle"
 r2=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^kaito_controller_reconciles_total/{print $2}')
 rss=$(awk '/VmHWM/{print $2}' "/proc/$ctl_pid/status")
-echo "workspaces=$n all_WorkspaceSucceeded_s=$secs controller_peak_rss_MiB=$((rss / 1024)) reconciles_total=$r2 idle_reconciles_per_s=$(awk -v a="$r2" -v b="$r1" -v t="$idle" 'BEGIN{printf "%.2f", (a-b)/t}')"
+errs=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^kaito_controller_reconcile_errors_total/{printf "%s%s", sep, $0; sep=" "}')
+echo "[bench] reconcile errors: ${errs:-none}; controller log lines WARN=$(grep -c WARN "$log" || true) ERROR=$(grep -c ERROR "$log" || true)" >&2
+lat=$(kubectl get workspaces -n "$ns" -o json | python3 -c '
+import calendar, json, sys, time
+t = lambda s: calendar.timegm(time.strptime(s, "%Y-%m-%dT%H:%M:%SZ"))
+pairs = []
+for w in json.load(sys.stdin)["items"]:
+    conds = w.get("status", {}).get("conditions", [])
+    ready = [t(c["lastTransitionTime"]) for c in conds if c["type"] == "WorkspaceSucceeded"]
+    pairs.append((t(w["metadata"]["creationTimestamp"]), ready[0]))
+lats = sorted(r - c for c, r in pairs)
+print("ws_latency_p50_s=%d ws_latency_max_s=%d last_created_to_all_ready_s=%d" % (
+    lats[len(lats) // 2], lats[-1], max(r for _, r in pairs) - max(c for c, _ in pairs)))
+')
+echo "workspaces=$n apply_s=$applied_s all_WorkspaceSucceeded_s=$secs $lat controller_peak_rss_MiB=$((rss / 1024)) reconciles_total=$r2 idle_reconciles_per_s=$(awk -v a="$r2" -v b="$r1" -v t="$idle" 'BEGIN{printf "%.2f", (a-b)/t}')"
