@@ -4,6 +4,7 @@
 //! controller and `kubectl kaito create --dry-run` call the same functions and
 //! [`workspace_plan`], so the three can never disagree. Nothing here does I/O.
 
+mod tuning_config;
 mod urls;
 
 use std::collections::BTreeSet;
@@ -17,6 +18,10 @@ use kaito_presets::{Cloud, GpuShape, Preset, PresetCatalog, SkuCatalog};
 use crate::constants::{ANNOTATION_BYPASS_RESOURCE_CHECKS, ANNOTATION_SIZING, RESERVED_LABELS};
 use crate::types::{AdapterSpec, DataSource, PresetSpec, Workspace};
 
+pub use tuning_config::{
+    TRAINING_CONFIG_KEY, TRAINING_CONFIG_ROOT, TRAINING_CONFIG_SECTIONS, validate_training_config,
+    validate_training_config_map,
+};
 pub use urls::{UrlPolicy, check_download_url};
 
 /// Most adapters one workspace may serve.
