@@ -41,6 +41,10 @@ impl fmt::Display for ProvisionerKind {
     }
 }
 
+/// Default image of the data downloader, the adapter publisher and the adapter puller: the
+/// `kaito-adapter` binary (adapter/) and nothing else.
+pub const ADAPTER_IMAGE: &str = "ghcr.io/kaito-rs/kaito-adapter:0.1.0";
+
 /// Images and commands of the workloads the controller builds.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorkloadConfig {
@@ -50,20 +54,24 @@ pub struct WorkloadConfig {
     pub runtime_command: Vec<String>,
     /// Directory inside the serving image that holds the model.
     pub model_dir: String,
-    /// Image of the init container that copies an adapter out of its image
-    /// (needs `sh` and `cp`; the adapter image's own files are read through a shared volume).
+    /// Image of the adapter puller init container of the serving pod (holds `kaito-adapter`).
     pub adapter_puller_image: String,
-    /// Command of the adapter puller; gets `--image <ref> --output <dir>` appended.
+    /// Command of the adapter puller; gets `--image <ref> --output /mnt/adapter/<name>` and,
+    /// with an adapter pull secret, `--docker-config <file>` appended.
     pub adapter_puller_command: Vec<String>,
-    /// Image of the data-download init container (needs `sh` and `curl`).
+    /// Image of the tuning Job's data-download init container (holds `kaito-adapter`).
     pub data_downloader_image: String,
+    /// Command of the data downloader; gets `--output /mnt/data <urls...>` appended.
+    pub data_downloader_command: Vec<String>,
     /// Tuning image; `{preset}` is replaced by the preset name.
     pub trainer_image: String,
-    /// Command of the trainer container; gets `--config <path>` appended.
+    /// Command of the trainer init container; gets `--config <path> --data /mnt/data
+    /// --output /mnt/results` appended.
     pub trainer_command: Vec<String>,
-    /// Image of the adapter publisher container.
+    /// Image of the adapter publisher container (holds `kaito-adapter`).
     pub publisher_image: String,
-    /// Command of the publisher; gets `--source /mnt/results --target <image>` appended.
+    /// Command of the publisher; gets `--source /mnt/results --target <image>` and, with
+    /// `output.imagePushSecret`, `--docker-config <file>` appended.
     pub publisher_command: Vec<String>,
     /// Karpenter NodeClass reference: group, kind, name.
     pub node_class: (String, String, String),
@@ -75,13 +83,14 @@ impl Default for WorkloadConfig {
             runtime_image: "ghcr.io/kaito-rs/kaito-runtime:0.1.0".into(),
             runtime_command: vec!["kaito-runtime".into(), "serve".into()],
             model_dir: "/workspace/model".into(),
-            adapter_puller_image: "ghcr.io/kaito-rs/kaito-adapter-puller:0.1.0".into(),
+            adapter_puller_image: ADAPTER_IMAGE.into(),
             adapter_puller_command: vec!["kaito-adapter".into(), "pull".into()],
-            data_downloader_image: "curlimages/curl:8.11.1".into(),
+            data_downloader_image: ADAPTER_IMAGE.into(),
+            data_downloader_command: vec!["kaito-adapter".into(), "fetch".into()],
             trainer_image: "ghcr.io/kaito-rs/kaito-tuning-{preset}:0.1.0".into(),
             trainer_command: vec!["kaito-tune".into()],
-            publisher_image: "ghcr.io/kaito-rs/kaito-publisher:0.1.0".into(),
-            publisher_command: vec!["kaito-publish".into()],
+            publisher_image: ADAPTER_IMAGE.into(),
+            publisher_command: vec!["kaito-adapter".into(), "publish".into()],
             node_class: (
                 "karpenter.azure.com".into(),
                 "AKSNodeClass".into(),

@@ -99,8 +99,27 @@ fn selector_labels(ws: &Workspace) -> BTreeMap<String, String> {
     BTreeMap::from([(LABEL_WORKSPACE.to_string(), naming::name(ws).to_string())])
 }
 
-/// Adapter names (DNS labels) with their strength, in spec order.
-pub fn adapters(ws: &Workspace) -> Vec<(String, String, Option<String>)> {
+/// An adapter of the serving pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Adapter {
+    /// The adapter's name (a DNS-1123 label): env var name and `/mnt/adapter/<name>`.
+    pub name: String,
+    /// Strength, `"1.0"` when not given.
+    pub strength: String,
+    /// The adapter image, pulled by the puller init container.
+    pub image: Option<String>,
+    /// The docker-config Secret the puller authenticates with: the first of the source's
+    /// `imagePullSecrets` (`kaito-adapter pull` reads one docker config file).
+    pub pull_secret: Option<String>,
+}
+
+/// Where an adapter's pull Secret is mounted in its puller.
+pub const ADAPTER_PULL_SECRET_DIR: &str = "/mnt/pull-secret";
+/// The docker config file the puller gets as `--docker-config`.
+pub const ADAPTER_DOCKER_CONFIG: &str = "/mnt/pull-secret/config.json";
+
+/// The adapters with a name, in spec order.
+pub fn adapters(ws: &Workspace) -> Vec<Adapter> {
     ws.inference
         .as_ref()
         .and_then(|i| i.adapters.as_ref())
@@ -108,11 +127,15 @@ pub fn adapters(ws: &Workspace) -> Vec<(String, String, Option<String>)> {
             list.iter()
                 .filter_map(|a| {
                     let src = a.source.as_ref()?;
-                    Some((
-                        src.name.clone()?,
-                        a.strength.clone().unwrap_or_else(|| "1.0".into()),
-                        src.image.clone(),
-                    ))
+                    Some(Adapter {
+                        name: src.name.clone()?,
+                        strength: a.strength.clone().unwrap_or_else(|| "1.0".into()),
+                        image: src.image.clone(),
+                        pull_secret: src
+                            .image_pull_secrets
+                            .as_ref()
+                            .and_then(|s| s.first().cloned()),
+                    })
                 })
                 .collect()
         })
@@ -208,49 +231,49 @@ fn preset_pod(
     }
     let adapters = adapters(ws);
     let mut init = Vec::new();
-    let mut pull_secrets: Vec<Value> = options
+    let pull_secrets: Vec<Value> = options
         .and_then(|o| o.image_pull_secrets.clone())
         .unwrap_or_default()
         .into_iter()
         .map(|n| json!({"name": n}))
         .collect();
-    for (adapter, strength, image) in &adapters {
-        env.push(json!({"name": adapter, "value": strength}));
-        if let Some(image) = image {
-            let mut args = cfg.adapter_puller_command.clone();
-            args.extend([
-                "--image".into(),
-                image.clone(),
-                "--output".into(),
-                format!("/mnt/adapter/{adapter}"),
-            ]);
-            init.push(json!({
-                "name": format!("adapter-{adapter}"),
-                "image": cfg.adapter_puller_image,
-                "command": args,
-                "volumeMounts": [{"name": "adapters", "mountPath": "/mnt/adapter"}],
-            }));
+    // One Secret volume per distinct adapter pull secret, mounted only into its pullers.
+    let mut secret_volumes: Vec<(String, Value)> = Vec::new();
+    for a in &adapters {
+        env.push(json!({"name": a.name, "value": a.strength}));
+        let Some(image) = &a.image else { continue };
+        let mut cmd = cfg.adapter_puller_command.clone();
+        cmd.extend([
+            "--image".into(),
+            image.clone(),
+            "--output".into(),
+            format!("/mnt/adapter/{}", a.name),
+        ]);
+        let mut mounts = vec![json!({"name": "adapters", "mountPath": "/mnt/adapter"})];
+        if let Some(secret) = &a.pull_secret {
+            let volume = match secret_volumes.iter().position(|(s, _)| s == secret) {
+                Some(i) => format!("adapter-pull-secret-{i}"),
+                None => {
+                    let v = format!("adapter-pull-secret-{}", secret_volumes.len());
+                    secret_volumes.push((
+                        secret.clone(),
+                        json!({"name": v, "secret": {"secretName": secret,
+                            "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}}),
+                    ));
+                    v
+                }
+            };
+            cmd.extend(["--docker-config".into(), ADAPTER_DOCKER_CONFIG.into()]);
+            mounts.push(
+                json!({"name": volume, "mountPath": ADAPTER_PULL_SECRET_DIR, "readOnly": true}),
+            );
         }
-    }
-    for a in ws
-        .inference
-        .as_ref()
-        .and_then(|i| i.adapters.as_ref())
-        .into_iter()
-        .flatten()
-    {
-        for s in a
-            .source
-            .as_ref()
-            .and_then(|s| s.image_pull_secrets.as_ref())
-            .into_iter()
-            .flatten()
-        {
-            let v = json!({"name": s});
-            if !pull_secrets.contains(&v) {
-                pull_secrets.push(v);
-            }
-        }
+        init.push(json!({
+            "name": format!("adapter-{}", a.name),
+            "image": cfg.adapter_puller_image,
+            "command": cmd,
+            "volumeMounts": mounts,
+        }));
     }
     let probe = |path: &str, period: i64, failures: i64| {
         json!({"httpGet": {"path": path, "port": RUNTIME_PORT}, "periodSeconds": period,
@@ -263,6 +286,7 @@ fn preset_pod(
         volumes.push(json!({"name": "adapters", "emptyDir": {}}));
         mounts.push(json!({"name": "adapters", "mountPath": "/mnt/adapter"}));
     }
+    volumes.extend(secret_volumes.into_iter().map(|(_, v)| v));
     let mut pod = json!({
         "spec": {
             "affinity": node_affinity(ws, provisioner),
@@ -444,28 +468,104 @@ mod tests {
             ProvisionerKind::Aks,
         );
         let pod = &s["spec"]["template"]["spec"];
+        assert_eq!(pod["initContainers"].as_array().map(Vec::len), Some(1));
         let init = &pod["initContainers"][0];
         assert_eq!(init["name"], "adapter-phi-3-adapter");
-        let cmd: Vec<&str> = init["command"]
-            .as_array()
-            .expect("cmd")
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
-        assert!(cmd.ends_with(&[
-            "--image",
-            "ACR_REPO_HERE.azurecr.io/ADAPTER_HERE:0.0.1",
-            "--output",
-            "/mnt/adapter/phi-3-adapter"
-        ]));
+        assert_eq!(init["image"], "ghcr.io/kaito-rs/kaito-adapter:0.1.0");
+        assert_eq!(
+            init["command"],
+            json!([
+                "kaito-adapter",
+                "pull",
+                "--image",
+                "ACR_REPO_HERE.azurecr.io/ADAPTER_HERE:0.0.1",
+                "--output",
+                "/mnt/adapter/phi-3-adapter"
+            ])
+        );
+        assert_eq!(
+            init["volumeMounts"],
+            json!([{"name": "adapters", "mountPath": "/mnt/adapter"}])
+        );
         let env = pod["containers"][0]["env"].as_array().expect("env");
         assert!(env.contains(&json!({"name": "phi-3-adapter", "value": "1.0"})));
         assert!(
             pod["containers"][0]["volumeMounts"]
                 .as_array()
                 .expect("m")
-                .iter()
-                .any(|m| m["mountPath"] == "/mnt/adapter")
+                .contains(&json!({"name": "adapters", "mountPath": "/mnt/adapter"}))
+        );
+        assert!(
+            pod["volumes"]
+                .as_array()
+                .expect("v")
+                .contains(&json!({"name": "adapters", "emptyDir": {}}))
+        );
+        assert!(pod["imagePullSecrets"].is_null());
+    }
+
+    #[test]
+    fn adapter_pull_secrets_become_the_pullers_docker_config() {
+        let mut w = ws(include_str!("../../examples/inference-phi-3-adapter.yaml"));
+        let list = w
+            .inference
+            .as_mut()
+            .and_then(|i| i.adapters.as_mut())
+            .expect("adapters");
+        let mut second = list[0].clone();
+        let mut third = list[0].clone();
+        if let Some(src) = list[0].source.as_mut() {
+            src.image_pull_secrets = Some(vec!["acr".into(), "unused".into()]);
+        }
+        if let Some(src) = second.source.as_mut() {
+            src.name = Some("b".into());
+            src.image_pull_secrets = Some(vec!["acr".into()]);
+        }
+        if let Some(src) = third.source.as_mut() {
+            src.name = Some("c".into());
+            src.image_pull_secrets = Some(vec!["other".into()]);
+        }
+        third.strength = Some("0.5".into());
+        list.extend([second, third]);
+        let s = sts_of(w, ProvisionerKind::Byo);
+        let pod = &s["spec"]["template"]["spec"];
+        let init = pod["initContainers"].as_array().expect("init");
+        assert_eq!(init.len(), 3);
+        for (c, volume) in init.iter().zip([
+            "adapter-pull-secret-0",
+            "adapter-pull-secret-0",
+            "adapter-pull-secret-1",
+        ]) {
+            let cmd = c["command"].as_array().expect("cmd");
+            assert_eq!(
+                cmd[cmd.len() - 2..],
+                [
+                    json!("--docker-config"),
+                    json!("/mnt/pull-secret/config.json")
+                ]
+            );
+            assert_eq!(
+                c["volumeMounts"][1],
+                json!({"name": volume, "mountPath": "/mnt/pull-secret", "readOnly": true})
+            );
+        }
+        assert_eq!(init[2]["command"][5], "/mnt/adapter/c");
+        let vols = pod["volumes"].as_array().expect("v");
+        for (volume, secret) in [
+            ("adapter-pull-secret-0", "acr"),
+            ("adapter-pull-secret-1", "other"),
+        ] {
+            assert!(
+                vols.contains(&json!({"name": volume, "secret": {"secretName": secret,
+                "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}}))
+            );
+        }
+        assert_eq!(vols.len(), 4, "dshm, adapters and two secrets: {vols:?}");
+        let env = pod["containers"][0]["env"].as_array().expect("env");
+        assert!(env.contains(&json!({"name": "c", "value": "0.5"})));
+        assert!(
+            pod["imagePullSecrets"].is_null(),
+            "the kubelet never pulls adapter images"
         );
     }
 

@@ -47,16 +47,16 @@ struct Args {
     /// Serving command (space-separated).
     #[arg(long, env = "KAITO_RUNTIME_COMMAND")]
     runtime_command: Option<String>,
-    /// Adapter puller image.
+    /// Adapter puller image (runs `kaito-adapter pull`).
     #[arg(long, env = "KAITO_ADAPTER_PULLER_IMAGE")]
     adapter_puller_image: Option<String>,
     /// Trainer image (`{preset}` is replaced).
     #[arg(long, env = "KAITO_TRAINER_IMAGE")]
     trainer_image: Option<String>,
-    /// Publisher image.
+    /// Publisher image (runs `kaito-adapter publish`).
     #[arg(long, env = "KAITO_PUBLISHER_IMAGE")]
     publisher_image: Option<String>,
-    /// Data downloader image.
+    /// Data downloader image (runs `kaito-adapter fetch`).
     #[arg(long, env = "KAITO_DATA_DOWNLOADER_IMAGE")]
     data_downloader_image: Option<String>,
     /// JSON logs.

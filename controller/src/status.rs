@@ -158,6 +158,29 @@ pub fn first_failure(pods: &[Pod]) -> Option<PodFailure> {
     sorted.into_iter().find_map(classify_pod)
 }
 
+/// The first container (init containers first, in pod-name order) that exited non-zero:
+/// which step of the tuning Job (data-downloader, trainer, publisher) to read the logs of.
+pub fn failed_container(pods: &[Pod]) -> Option<String> {
+    let mut sorted: Vec<&Pod> = pods.iter().collect();
+    sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    sorted.into_iter().find_map(|p| {
+        let status = p.status.as_ref()?;
+        status
+            .init_container_statuses
+            .iter()
+            .flatten()
+            .chain(status.container_statuses.iter().flatten())
+            .find(|c| {
+                [c.state.as_ref(), c.last_state.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| s.terminated.as_ref())
+                    .any(|t| t.exit_code != 0)
+            })
+            .map(|c| c.name.clone())
+    })
+}
+
 /// What the provisioner reports about the nodes it manages.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProvisionReport {
@@ -438,12 +461,13 @@ fn job_summary(o: &Observed<'_>, resource: &Cond, started: &Cond) -> (Cond, &'st
             let detail = first_failure(o.pods)
                 .map(|f| format!(" ({})", f.message))
                 .unwrap_or_default();
+            let container = failed_container(o.pods).unwrap_or_else(|| "trainer".into());
             return (
                 Cond::no(
                     CONDITION_WORKSPACE_SUCCEEDED,
                     reason::JOB_FAILED,
                     format!(
-                        "the tuning Job failed: {msg}{detail}; see `kubectl logs job/{name} -c trainer`, fix the input or config, and recreate the workspace"
+                        "the tuning Job failed: {msg}{detail}; see `kubectl logs job/{name} -c {container}`, fix the input or config, and recreate the workspace"
                     ),
                 ),
                 state::FAILED,
@@ -836,5 +860,20 @@ mod tests {
             assert_eq!(c[2].status == "True", reason == "JobSucceeded");
             assert_eq!(s.state.as_deref(), Some(st));
         }
+    }
+
+    #[test]
+    fn the_failed_tuning_step_is_named() {
+        let pods: [Pod; 2] = [
+            obj(
+                "metadata: {name: j-b}\nstatus: {initContainerStatuses: [{name: data-downloader, image: a, imageID: '', ready: true, restartCount: 0, state: {terminated: {exitCode: 0}}}, {name: trainer, image: t, imageID: '', ready: false, restartCount: 0, state: {terminated: {exitCode: 1, reason: Error}}}]}",
+            ),
+            obj(
+                "metadata: {name: j-c}\nstatus: {containerStatuses: [{name: publisher, image: a, imageID: '', ready: false, restartCount: 0, state: {terminated: {exitCode: 1, reason: Error}}}]}",
+            ),
+        ];
+        assert_eq!(failed_container(&pods).as_deref(), Some("trainer"));
+        assert_eq!(failed_container(&pods[1..]).as_deref(), Some("publisher"));
+        assert_eq!(failed_container(&[]), None);
     }
 }

@@ -1,10 +1,10 @@
 //! Tuning workload builders: the Job `<ws>` and the built-in `training_config.yaml` (pure).
 //!
-//! The Job's pod: an init container fetches the input (`urls` with curl, URL checks and
-//! retries; `image` with the adapter puller; `volumeSource` is mounted as is) into
-//! `/mnt/data`; the trainer reads `/mnt/config/training_config.yaml` and writes the adapter
-//! to `/mnt/results`, ending with `/mnt/results/.done`; the publisher waits for that file and
-//! pushes `/mnt/results` to `output.image` with the push Secret as its docker config.
+//! The Job's pod (see [`job`]): init containers fetch the input into `/mnt/data` (`urls` with
+//! `kaito-adapter fetch`, `image` by running the data image, `volumeSource` is mounted as is)
+//! and then train (GPUs; `/mnt/config/training_config.yaml` → adapter in `/mnt/results`); the
+//! one regular container, `publisher`, pushes `/mnt/results` to `output.image` with
+//! `kaito-adapter publish`, the push Secret mounted as its docker config.
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -19,8 +19,6 @@ use crate::plan::WorkspacePlan;
 
 /// Key of the training config in its ConfigMap.
 pub const TRAINING_CONFIG_KEY: &str = "training_config.yaml";
-/// File the trainer writes last; the publisher starts when it appears.
-pub const DONE_MARKER: &str = "/mnt/results/.done";
 
 /// Name of the ConfigMap the controller writes when the user gives none.
 pub fn default_config_name(ws: &str) -> String {
@@ -72,25 +70,31 @@ pub fn default_config_map(
     .map(Some)
 }
 
-const DOWNLOAD_SCRIPT: &str = r#"set -eu
-i=0
-for u in "$@"; do
-  case "$u" in
-    https://*|http://*) ;;
-    *) echo "refusing input URL '$u': only http(s) URLs are downloaded" >&2; exit 2 ;;
-  esac
-  i=$((i+1))
-  path="${u%%\?*}"
-  name="${path##*/}"
-  [ -n "$name" ] || name="input-$i"
-  echo "downloading $u -> /mnt/data/$name"
-  curl -fsSL --retry 5 --retry-delay 5 --retry-all-errors --connect-timeout 30 -o "/mnt/data/$name" "$u" \
-    || { echo "download of $u failed after retries" >&2; exit 1; }
-  [ -s "/mnt/data/$name" ] || { echo "download of $u is empty" >&2; exit 1; }
-done
-"#;
+/// Where the `output.imagePushSecret`'s `.dockerconfigjson` is mounted in the publisher.
+pub const PUSH_SECRET_DIR: &str = "/mnt/push-secret";
+/// The docker config file the publisher gets as `--docker-config`.
+pub const PUSH_DOCKER_CONFIG: &str = "/mnt/push-secret/config.json";
+/// Shell command of the init container that copies an `input.image`'s `/data` into
+/// `/mnt/data` (the data image runs itself, as in upstream KAITO, so it needs `sh` and `cp`).
+pub const DATA_IMAGE_COPY: &str = "cp -R /data/. /mnt/data/ && ls -la /mnt/data";
 
 /// The tuning Job `<ws>`.
+///
+/// Ordering is done by the pod itself, without sidecar tricks: init containers run one after
+/// the other and each must exit 0 before the next starts, so
+///
+/// - `initContainers`: `data-downloader` (`urls`: `kaito-adapter fetch --output /mnt/data
+///   URL...`) or `data-extractor` (`image`: the data image copies its `/data`), then `trainer`
+///   (GPUs; reads `/mnt/config/training_config.yaml` and `/mnt/data`, writes `/mnt/results`);
+/// - `containers`: `publisher` (`kaito-adapter publish --source /mnt/results --target IMAGE
+///   [--docker-config /mnt/push-secret/config.json]`) for `output.image`.
+///
+/// The Job completes when the publisher exits 0, which it can only start after the trainer
+/// succeeded; a failed trainer fails the pod (restartPolicy Never) and the Job retries it.
+///
+/// With `output.volumeSource` there is nothing to publish: the output volume is mounted at
+/// `/mnt/results` and the trainer is the pod's only (regular) container, so the Job completes
+/// when the adapter is written.
 pub fn job(
     ws: &Workspace,
     plan: &WorkspacePlan,
@@ -109,11 +113,19 @@ pub fn job(
         .config
         .clone()
         .unwrap_or_else(|| default_config_name(name));
+    let output = t.output.clone().unwrap_or_default();
     let mut volumes = vec![
         json!({"name": "dshm", "emptyDir": {"medium": "Memory"}}),
         json!({"name": "config", "configMap": {"name": config_map}}),
-        json!({"name": "results", "emptyDir": {}}),
     ];
+    match (&output.image, &output.volume_source) {
+        (None, Some(vs)) => {
+            let mut v = vs.clone();
+            v["name"] = json!("results");
+            volumes.push(v);
+        }
+        _ => volumes.push(json!({"name": "results", "emptyDir": {}})),
+    }
     let mut init = Vec::new();
     let mut pull_secrets = Vec::new();
     let input = t.input.clone().unwrap_or_default();
@@ -125,12 +137,8 @@ pub fn job(
         }
         (Some(urls), _, None) => {
             volumes.push(json!({"name": "data", "emptyDir": {}}));
-            let mut cmd = vec![
-                "sh".to_string(),
-                "-c".into(),
-                DOWNLOAD_SCRIPT.into(),
-                "download".into(),
-            ];
+            let mut cmd = cfg.data_downloader_command.clone();
+            cmd.extend(["--output".into(), "/mnt/data".into()]);
             cmd.extend(urls.iter().cloned());
             init.push(json!({
                 "name": "data-downloader",
@@ -141,17 +149,10 @@ pub fn job(
         }
         (None, Some(image), None) => {
             volumes.push(json!({"name": "data", "emptyDir": {}}));
-            let mut cmd = cfg.adapter_puller_command.clone();
-            cmd.extend([
-                "--image".into(),
-                image.clone(),
-                "--output".into(),
-                "/mnt/data".into(),
-            ]);
             init.push(json!({
-                "name": "data-downloader",
-                "image": cfg.adapter_puller_image,
-                "command": cmd,
+                "name": "data-extractor",
+                "image": image,
+                "command": ["sh", "-c", DATA_IMAGE_COPY],
                 "volumeMounts": [{"name": "data", "mountPath": "/mnt/data"}],
             }));
             pull_secrets.extend(
@@ -173,12 +174,10 @@ pub fn job(
             "/mnt/data",
             "--output",
             "/mnt/results",
-            "--done-marker",
-            DONE_MARKER,
         ]
         .map(String::from),
     );
-    let mut containers = vec![json!({
+    let trainer = json!({
         "name": "trainer",
         "image": cfg.trainer_image_for(&preset),
         "command": trainer_cmd,
@@ -190,45 +189,37 @@ pub fn job(
             {"name": "data", "mountPath": "/mnt/data"},
             {"name": "results", "mountPath": "/mnt/results"},
         ],
-    })];
-    let output = t.output.clone().unwrap_or_default();
-    if let Some(vs) = &output.volume_source {
-        let mut v = vs.clone();
-        v["name"] = json!("output");
-        volumes.push(v);
-        if let Some(m) = containers[0]["volumeMounts"].as_array_mut() {
-            m.push(json!({"name": "output", "mountPath": "/mnt/output"}));
-        }
-    }
-    if let Some(image) = &output.image {
+    });
+    let containers = if let Some(image) = &output.image {
+        init.push(trainer);
         let mut cmd = cfg.publisher_command.clone();
         cmd.extend([
             "--source".into(),
             "/mnt/results".into(),
             "--target".into(),
             image.clone(),
-            "--wait-for".into(),
-            DONE_MARKER.into(),
         ]);
         let mut mounts =
             vec![json!({"name": "results", "mountPath": "/mnt/results", "readOnly": true})];
         if let Some(secret) = &output.image_push_secret {
+            cmd.extend(["--docker-config".into(), PUSH_DOCKER_CONFIG.into()]);
             volumes.push(
                 json!({"name": "push-secret", "secret": {"secretName": secret,
                 "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}}),
             );
             mounts.push(
-                json!({"name": "push-secret", "mountPath": "/root/.docker", "readOnly": true}),
+                json!({"name": "push-secret", "mountPath": PUSH_SECRET_DIR, "readOnly": true}),
             );
         }
-        containers.push(json!({
+        vec![json!({
             "name": "publisher",
             "image": cfg.publisher_image,
             "command": cmd,
-            "env": [{"name": "DOCKER_CONFIG", "value": "/root/.docker"}],
             "volumeMounts": mounts,
-        }));
-    }
+        })]
+    } else {
+        vec![trainer]
+    };
     let mut pod_spec = json!({
         "restartPolicy": "Never",
         "affinity": node_affinity(ws, provisioner),
@@ -264,48 +255,184 @@ mod tests {
         ws(include_str!("../../examples/tuning-phi-3.yaml"))
     }
 
-    #[test]
-    fn seed_job_has_downloader_trainer_and_publisher() {
-        let w = seed();
-        let p = plan(&w, None).expect("plan");
-        let j = serde_json::to_value(
+    fn job_json(w: &Workspace) -> Value {
+        let p = plan(w, None).expect("plan");
+        serde_json::to_value(
             job(
-                &w,
+                w,
                 &p,
                 &WorkloadConfig::default(),
                 ProvisionerKind::Karpenter,
             )
             .expect("job"),
         )
-        .expect("json");
+        .expect("json")
+    }
+
+    fn strings(v: &Value) -> Vec<&str> {
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|s| s.as_str().expect("string"))
+            .collect()
+    }
+
+    fn names(v: &Value) -> Vec<&str> {
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|c| c["name"].as_str().expect("name"))
+            .collect()
+    }
+
+    #[test]
+    fn seed_job_downloads_then_trains_then_publishes() {
+        let j = job_json(&seed());
         assert_eq!(j["metadata"]["name"], "workspace-tuning-phi-3");
         let pod = &j["spec"]["template"]["spec"];
         assert_eq!(pod["restartPolicy"], "Never");
-        assert_eq!(pod["initContainers"][0]["name"], "data-downloader");
-        let cmd = pod["initContainers"][0]["command"].as_array().expect("cmd");
-        assert!(
-            cmd.last()
-                .and_then(Value::as_str)
-                .is_some_and(|u| u.starts_with("https://huggingface.co/"))
+        assert_eq!(
+            names(&pod["initContainers"]),
+            ["data-downloader", "trainer"]
         );
-        let names: Vec<&str> = pod["containers"]
-            .as_array()
-            .expect("c")
-            .iter()
-            .filter_map(|c| c["name"].as_str())
-            .collect();
-        assert_eq!(names, ["trainer", "publisher"]);
+        assert_eq!(names(&pod["containers"]), ["publisher"]);
+        let [download, trainer] = [&pod["initContainers"][0], &pod["initContainers"][1]];
+        assert_eq!(download["image"], "ghcr.io/kaito-rs/kaito-adapter:0.1.0");
+        assert_eq!(
+            strings(&download["command"]),
+            [
+                "kaito-adapter",
+                "fetch",
+                "--output",
+                "/mnt/data",
+                "https://huggingface.co/datasets/philschmid/dolly-15k-oai-style/resolve/main/data/train-00000-of-00001-54e3756291ca09c6.parquet?download=true",
+            ]
+        );
+        assert_eq!(
+            download["volumeMounts"],
+            json!([{"name": "data", "mountPath": "/mnt/data"}])
+        );
+        assert_eq!(
+            trainer["image"],
+            "ghcr.io/kaito-rs/kaito-tuning-phi-3-mini-128k-instruct:0.1.0"
+        );
+        assert_eq!(
+            strings(&trainer["command"]),
+            [
+                "kaito-tune",
+                "--config",
+                "/mnt/config/training_config.yaml",
+                "--data",
+                "/mnt/data",
+                "--output",
+                "/mnt/results",
+            ]
+        );
+        assert_eq!(
+            trainer["resources"],
+            json!({"requests": {"nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "1"}})
+        );
+        assert_eq!(
+            trainer["volumeMounts"],
+            json!([
+                {"name": "dshm", "mountPath": "/dev/shm"},
+                {"name": "config", "mountPath": "/mnt/config", "readOnly": true},
+                {"name": "data", "mountPath": "/mnt/data"},
+                {"name": "results", "mountPath": "/mnt/results"},
+            ])
+        );
+        let publisher = &pod["containers"][0];
+        assert_eq!(publisher["image"], "ghcr.io/kaito-rs/kaito-adapter:0.1.0");
+        assert_eq!(
+            strings(&publisher["command"]),
+            [
+                "kaito-adapter",
+                "publish",
+                "--source",
+                "/mnt/results",
+                "--target",
+                "ACR_REPO_HERE.azurecr.io/IMAGE_NAME_HERE:0.0.1",
+                "--docker-config",
+                "/mnt/push-secret/config.json",
+            ]
+        );
+        assert!(
+            publisher["resources"].is_null(),
+            "the publisher needs no GPU"
+        );
+        assert_eq!(
+            publisher["volumeMounts"],
+            json!([
+                {"name": "results", "mountPath": "/mnt/results", "readOnly": true},
+                {"name": "push-secret", "mountPath": "/mnt/push-secret", "readOnly": true},
+            ])
+        );
+        assert_eq!(
+            pod["volumes"],
+            json!([
+                {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+                {"name": "config", "configMap": {"name": "workspace-tuning-phi-3-tuning-config"}},
+                {"name": "results", "emptyDir": {}},
+                {"name": "data", "emptyDir": {}},
+                {"name": "push-secret", "secret": {"secretName": "ACR_REGISTRY_SECRET_HERE",
+                    "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}},
+            ])
+        );
+        assert!(pod["imagePullSecrets"].is_null());
+    }
+
+    #[test]
+    fn without_a_push_secret_the_publisher_gets_no_docker_config() {
+        let mut w = seed();
+        if let Some(o) = w.tuning.as_mut().and_then(|t| t.output.as_mut()) {
+            o.image_push_secret = None;
+        }
+        let j = job_json(&w);
+        let pod = &j["spec"]["template"]["spec"];
+        let cmd = strings(&pod["containers"][0]["command"]);
+        assert!(!cmd.contains(&"--docker-config"), "{cmd:?}");
+        assert!(
+            !pod["volumes"]
+                .as_array()
+                .expect("v")
+                .iter()
+                .any(|v| v["name"] == "push-secret")
+        );
+    }
+
+    #[test]
+    fn volume_output_is_written_by_the_trainer_without_a_publisher() {
+        let w = ws(r#"
+metadata: {name: t}
+resource: {instanceType: Standard_NC6s_v3}
+tuning:
+  preset: {name: phi-3-mini-128k-instruct}
+  input:
+    image: registry.example.com/data:1
+    imagePullSecrets: [data-pull]
+  output:
+    volumeSource: {persistentVolumeClaim: {claimName: adapters}}
+"#);
+        let j = job_json(&w);
+        let pod = &j["spec"]["template"]["spec"];
+        assert_eq!(names(&pod["initContainers"]), ["data-extractor"]);
+        assert_eq!(names(&pod["containers"]), ["trainer"]);
+        let extract = &pod["initContainers"][0];
+        assert_eq!(extract["image"], "registry.example.com/data:1");
+        assert_eq!(strings(&extract["command"]), ["sh", "-c", DATA_IMAGE_COPY]);
+        assert_eq!(pod["imagePullSecrets"], json!([{"name": "data-pull"}]));
         assert_eq!(
             pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"],
             "1"
         );
-        let pubcmd = pod["containers"][1]["command"].as_array().expect("cmd");
-        assert!(pubcmd.contains(&json!("ACR_REPO_HERE.azurecr.io/IMAGE_NAME_HERE:0.0.1")));
         let vols = pod["volumes"].as_array().expect("vols");
-        assert!(vols.contains(&json!({"name": "config", "configMap": {"name": "workspace-tuning-phi-3-tuning-config"}})));
-        assert!(
-            vols.iter()
-                .any(|v| v["secret"]["secretName"] == "ACR_REGISTRY_SECRET_HERE")
+        assert!(vols.contains(
+            &json!({"name": "results", "persistentVolumeClaim": {"claimName": "adapters"}})
+        ));
+        assert_eq!(
+            vols.iter().filter(|v| v["name"] == "results").count(),
+            1,
+            "{vols:?}"
         );
     }
 
@@ -374,20 +501,5 @@ mod tests {
             .remove(TRAINING_CONFIG_KEY)
             .expect("key");
         assert!(text.contains("float16"), "V100 computes in f16");
-    }
-
-    #[test]
-    fn the_downloader_refuses_non_http_urls() {
-        let out = std::process::Command::new("sh")
-            .args([
-                "-c",
-                DOWNLOAD_SCRIPT,
-                "download",
-                "ftp://example.invalid/data.parquet",
-            ])
-            .output()
-            .expect("sh runs");
-        assert_eq!(out.status.code(), Some(2));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("only http(s) URLs"));
     }
 }

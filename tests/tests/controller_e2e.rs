@@ -8,8 +8,11 @@
 //!   here → all True; delete → claims removed, finalizer released, nothing leaked;
 //! - a pod that cannot be scheduled → InferenceReady False, reason Unschedulable, with the
 //!   scheduler's message;
-//! - the seed tuning workspace → a Job with the expected containers; kwok completes it →
-//!   WorkspaceSucceeded True.
+//! - the seed tuning workspace → a Job whose init containers download (`kaito-adapter fetch`)
+//!   and train, and whose one container publishes (`kaito-adapter publish` with the push
+//!   Secret as docker config); kwok completes it → WorkspaceSucceeded True;
+//! - the seed adapter workspace → a StatefulSet with the `kaito-adapter pull` init container
+//!   and the adapter's strength env var.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -323,14 +326,98 @@ fn controller_seed_tuning_runs_a_job_to_success() -> Result<()> {
     .with_context(|| ctl.log_tail())?;
     let pod = &job["spec"]["template"]["spec"];
     assert_eq!(pod["restartPolicy"], "Never");
-    assert_eq!(pod["initContainers"][0]["name"], "data-downloader");
-    let names: Vec<&str> = pod["containers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["name"].as_str())
-        .collect();
-    assert_eq!(names, ["trainer", "publisher"]);
+    // Ordering by init containers: download, then train; the publisher is the only container,
+    // so the Job completes when it has pushed the adapter the trainer wrote.
+    let names = |list: &Value| -> Vec<String> {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str().map(String::from))
+            .collect()
+    };
+    assert_eq!(
+        names(&pod["initContainers"]),
+        ["data-downloader", "trainer"]
+    );
+    assert_eq!(names(&pod["containers"]), ["publisher"]);
+    let adapter_image = "ghcr.io/kaito-rs/kaito-adapter:0.1.0";
+    let download = &pod["initContainers"][0];
+    assert_eq!(download["image"], adapter_image);
+    assert_eq!(
+        download["command"],
+        serde_json::json!([
+            "kaito-adapter",
+            "fetch",
+            "--output",
+            "/mnt/data",
+            "https://huggingface.co/datasets/philschmid/dolly-15k-oai-style/resolve/main/data/train-00000-of-00001-54e3756291ca09c6.parquet?download=true"
+        ])
+    );
+    let trainer = &pod["initContainers"][1];
+    assert_eq!(
+        trainer["command"],
+        serde_json::json!([
+            "kaito-tune",
+            "--config",
+            "/mnt/config/training_config.yaml",
+            "--data",
+            "/mnt/data",
+            "--output",
+            "/mnt/results"
+        ])
+    );
+    assert_eq!(trainer["resources"]["limits"]["nvidia.com/gpu"], "1");
+    assert!(
+        trainer["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["name"] == "config"
+                && m["mountPath"] == "/mnt/config"
+                && m["readOnly"] == true),
+        "{trainer}"
+    );
+    let publisher = &pod["containers"][0];
+    assert_eq!(publisher["image"], adapter_image);
+    assert_eq!(
+        publisher["command"],
+        serde_json::json!([
+            "kaito-adapter",
+            "publish",
+            "--source",
+            "/mnt/results",
+            "--target",
+            "ACR_REPO_HERE.azurecr.io/IMAGE_NAME_HERE:0.0.1",
+            "--docker-config",
+            "/mnt/push-secret/config.json"
+        ])
+    );
+    assert!(
+        publisher["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["name"] == "push-secret"
+                && m["mountPath"] == "/mnt/push-secret"
+                && m["readOnly"] == true),
+        "{publisher}"
+    );
+    let volumes = pod["volumes"].as_array().cloned().unwrap_or_default();
+    let volume = |n: &str| volumes.iter().find(|v| v["name"] == n).cloned();
+    assert_eq!(
+        volume("push-secret").map(|v| v["secret"].clone()),
+        Some(
+            serde_json::json!({"secretName": "ACR_REGISTRY_SECRET_HERE", "defaultMode": 420,
+            "items": [{"key": ".dockerconfigjson", "path": "config.json"}]})
+        )
+    );
+    assert_eq!(
+        volume("config").map(|v| v["configMap"]["name"].clone()),
+        Some(Value::from(format!("{name}-tuning-config")))
+    );
+    for v in ["data", "results"] {
+        assert!(volume(v).is_some(), "volume {v} in {volumes:?}");
+    }
     let cm = ns.get_json(["configmap", &format!("{name}-tuning-config")])?;
     let cfg = cm["data"]["training_config.yaml"]
         .as_str()
@@ -347,6 +434,64 @@ fn controller_seed_tuning_runs_a_job_to_success() -> Result<()> {
     )?;
     let ws = ns.get_json(["workspace", name])?;
     assert_eq!(ws["status"]["state"], "Succeeded");
+    wait_deleted(&ns, name)?;
+    Ok(())
+}
+
+#[test]
+#[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
+fn controller_seed_adapter_gets_the_puller_init_container() -> Result<()> {
+    let cluster = cluster_with_crds()?;
+    let ns = cluster.namespace("ctl-adapter")?;
+    let label = unique_name("adapter");
+    let _node = cluster.add_gpu_node(
+        &GpuNode::new(unique_name("gpu"))
+            .sku("Standard_NC6s_v3")
+            .label("apps", &label),
+    )?;
+    let ctl = ControllerProcess::start(&ns, "byo")?;
+    let name = "workspace-phi-3-mini-adapter";
+    ns.apply(&seed("inference-phi-3-adapter.yaml", name, &label)?)?;
+    let sts = wait_for("the serving StatefulSet", WAIT, POLL, || {
+        Ok(ns.get_json(["statefulset", name]).ok())
+    })
+    .with_context(|| ctl.log_tail())?;
+    let pod = &sts["spec"]["template"]["spec"];
+    let init = pod["initContainers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(init.len(), 1, "{init:?}");
+    assert_eq!(init[0]["name"], "adapter-phi-3-adapter");
+    assert_eq!(init[0]["image"], "ghcr.io/kaito-rs/kaito-adapter:0.1.0");
+    assert_eq!(
+        init[0]["command"],
+        serde_json::json!([
+            "kaito-adapter",
+            "pull",
+            "--image",
+            "ACR_REPO_HERE.azurecr.io/ADAPTER_HERE:0.0.1",
+            "--output",
+            "/mnt/adapter/phi-3-adapter"
+        ])
+    );
+    let model = &pod["containers"][0];
+    assert!(
+        model["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["name"] == "phi-3-adapter" && e["value"] == "1.0"),
+        "{model}"
+    );
+    assert!(
+        model["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["name"] == "adapters" && m["mountPath"] == "/mnt/adapter"),
+        "{model}"
+    );
     wait_deleted(&ns, name)?;
     Ok(())
 }
