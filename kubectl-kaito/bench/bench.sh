@@ -60,7 +60,9 @@ bench() { # name, command...
   fi
 }
 
-echo "kubectl kaito benchmark ($(nproc) cores, release build, $N workspaces)"
+echo "kubectl kaito benchmark ($(nproc) cores, load average $(cut -d" " -f1-3 /proc/loadavg), release build, $N workspaces)"
 bench "get -A ($count workspaces)" "$BIN" --kubeconfig "$KUBECONFIG" get -A
 bench "models list" "$BIN" models list
 bench "startup (version)" "$BIN" version
+# Reference, not a target: kubectl itself listing the same objects (its own startup included).
+bench "kubectl get -A (reference)" "$(command -v kubectl)" --kubeconfig "$KUBECONFIG" get workspaces.kaito.sh -A
