@@ -1,7 +1,8 @@
 //! The admission webhook (`kaito-webhook`) against the real kube-apiserver of the local cluster.
 //!
 //! Each test starts its own `kaito-webhook` process on 127.0.0.1 with a self-signed certificate
-//! (`--tls-self-signed-for 127.0.0.1,localhost --tls-ca-out FILE`), registers a Mutating and a
+//! (`--tls-self-signed-for 127.0.0.1,localhost --tls-ca-out FILE`; `KUBECONFIG` is the
+//! cluster's, for the ConfigMaps tuning workspaces name), registers a Mutating and a
 //! Validating WebhookConfiguration for `kaito.sh` workspaces (v1alpha1 and v1beta1,
 //! failurePolicy Fail, sideEffects None) at `https://127.0.0.1:PORT/mutate|validate`, scoped by
 //! a `namespaceSelector` to a label only this test's namespace carries (so other tests in the
@@ -90,6 +91,8 @@ impl<'a> Webhook<'a> {
             .arg(&ca_file)
             .args(["--cloud", "azure", "--provisioner", "aks"])
             .env("RUST_LOG", "info")
+            // Its Kubernetes client reads the ConfigMaps named in tuning.config.
+            .env("KUBECONFIG", cluster.kubeconfig())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -605,6 +608,90 @@ fn webhook_rejections_reach_kubectl_with_the_message() -> Result<()> {
     assert!(
         metrics.contains(r#"kaito_webhook_admissions_total{endpoint="validate",operation="UPDATE",kind="Workspace",verdict="denied"} 2"#),
         "{metrics}"
+    );
+    let status = hook.stop()?;
+    assert!(
+        status.success(),
+        "kaito-webhook exited with {status} after SIGTERM"
+    );
+    Ok(())
+}
+
+/// `tuning.config`: the webhook reads the named ConfigMap with its own client (the cluster's
+/// kubeconfig here) and refuses a training config that contradicts the method.
+#[test]
+#[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
+fn webhook_checks_the_tuning_config_map() -> Result<()> {
+    let cluster = Cluster::shared();
+    cluster.install_kaito_crds()?;
+    let ns = cluster.namespace("webhook-tuning-config")?;
+    let mut hook = Webhook::start(cluster, &ns)?;
+
+    let config_map = |name: &str, quantization: &str| {
+        let training = format!(
+            "training_config:\n  ModelConfig:\n    torch_dtype: bfloat16\n  \
+             QuantizationConfig:\n    {quantization}: true\n  LoraConfig:\n    r: 8\n  \
+             TrainingArguments:\n    output_dir: /mnt/results\n"
+        );
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
+            "data": {"training_config.yaml": training},
+        })
+        .to_string()
+    };
+    ns.apply(&config_map("eight-bit", "load_in_8bit"))?;
+    ns.apply(&config_map("four-bit", "load_in_4bit"))?;
+    let workspace = |name: &str, config: &str| {
+        format!(
+            "apiVersion: kaito.sh/v1beta1\nkind: Workspace\nmetadata:\n  name: {name}\n\
+             resource:\n  instanceType: Standard_NC24ads_A100_v4\n\
+             tuning:\n  preset:\n    name: phi-3-mini-128k-instruct\n  method: qlora\n  \
+             config: {config}\n  input:\n    urls:\n    - \
+             \"https://huggingface.co/datasets/x/resolve/main/train.parquet\"\n  output:\n    \
+             image: example.azurecr.io/out:1\n    imagePushSecret: push-secret\n"
+        )
+    };
+
+    let mut failures = Vec::new();
+    for (config, words) in [
+        (
+            "eight-bit",
+            "tuning.config: ConfigMap \"eight-bit\" training_config.QuantizationConfig.\
+             load_in_8bit must not be true for method qlora",
+        ),
+        (
+            "absent",
+            "tuning.config: ConfigMap \"absent\" not found in namespace",
+        ),
+    ] {
+        let out = cluster.kubectl_stdin(
+            ["-n", ns.name(), "apply", "-f", "-"],
+            &workspace(&format!("tune-{config}"), config),
+        )?;
+        if out.success()
+            || !out.stderr.contains(words)
+            || !out.stderr.contains("denied the request")
+        {
+            failures.push(format!(
+                "{config}: expected a denial with {words:?}, got {:?} / {}",
+                out.stdout, out.stderr
+            ));
+        }
+    }
+    let out = cluster.kubectl_stdin(
+        ["-n", ns.name(), "apply", "-f", "-"],
+        &workspace("tune-four-bit", "four-bit"),
+    )?;
+    if !out.success() {
+        failures.push(format!("four-bit: refused: {}", out.stderr));
+    } else if out.stderr.contains("not checked") {
+        failures.push(format!("four-bit: admitted unchecked: {}", out.stderr));
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\nwebhook log:\n{}",
+        failures.join("\n"),
+        hook.log()
     );
     let status = hook.stop()?;
     assert!(

@@ -7,6 +7,8 @@
 //! - [`certs`], [`tls`], [`secret`]: where the serving certificate comes from (files re-read on
 //!   change, a self-signed CA, or a Secret the webhook manages itself, with the CA written into
 //!   the webhook configurations' `caBundle` and rotation before expiry);
+//! - [`tuning_config`]: the ConfigMap a tuning workspace names, read with the webhook's
+//!   Kubernetes client for `/validate`;
 //! - [`metrics`]: Prometheus metrics.
 
 pub mod certs;
@@ -15,5 +17,6 @@ pub mod review;
 pub mod secret;
 pub mod server;
 pub mod tls;
+pub mod tuning_config;
 
 pub use server::{AppState, admission_router, health_router};

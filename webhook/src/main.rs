@@ -192,6 +192,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         TlsMode::Secret
     });
+    let mut client = None;
     let cert_task = match mode {
         TlsMode::Files => {
             let (Some(cert), Some(key)) = (args.tls_cert_file.clone(), args.tls_key_file.clone())
@@ -224,9 +225,10 @@ async fn main() -> anyhow::Result<()> {
             None
         }
         TlsMode::Secret => {
-            let client = kube::Client::try_default()
+            let secret_client = kube::Client::try_default()
                 .await
                 .context("connecting to the Kubernetes API for the certificate Secret")?;
+            client = Some(secret_client.clone());
             let cfg = SecretConfig {
                 namespace: args.namespace.clone(),
                 secret_name: args.cert_secret.clone(),
@@ -241,7 +243,7 @@ async fn main() -> anyhow::Result<()> {
             };
             Some(
                 secret::start(
-                    client,
+                    secret_client,
                     cfg,
                     state.resolver.clone(),
                     state.metrics.clone(),
@@ -251,6 +253,21 @@ async fn main() -> anyhow::Result<()> {
             )
         }
     };
+
+    // The ConfigMaps named by tuning workspaces are read with the same identity.
+    if client.is_none() {
+        client = match kube::Client::try_default().await {
+            Ok(client) => Some(client),
+            Err(err) => {
+                tracing::warn!(
+                    error = %err,
+                    "no Kubernetes client: the ConfigMaps named in tuning.config are not checked"
+                );
+                None
+            }
+        };
+    }
+    state.client = client;
 
     let tls_config = Arc::new(certs::server_config(state.resolver.clone())?);
     let addr = SocketAddr::new(args.bind_address, args.port);

@@ -13,15 +13,23 @@
 //!   complains about;
 //! - `/mutate` answers with a JSONPatch from the defaults of [`kaito_api::admission`];
 //! - `/validate` answers allowed (with the verdict's warnings) or denied with every error, one
-//!   per line, in `status.message`, `status.code` 422 and `status.reason` `Invalid`.
+//!   per line, in `status.message`, `status.code` 422 and `status.reason` `Invalid`;
+//! - on CREATE, a tuning workspace's `tuning.config` ConfigMap (read beforehand by the caller,
+//!   see [`crate::tuning_config`], and handed in as a [`ConfigLookup`]) must exist and hold a
+//!   valid `training_config.yaml`.
 
 use std::time::Instant;
 
 use kaito_api::Workspace;
-use kaito_api::admission::{AdmissionConfig, apply_defaults, validate as validate_workspace};
+use kaito_api::admission::{
+    AdmissionConfig, FieldError, Verdict, apply_defaults, validate as validate_workspace,
+    validate_training_config_map,
+};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use serde_json::Value;
+
+use crate::tuning_config::ConfigLookup;
 
 /// The API group this webhook handles.
 pub const GROUP: &str = "kaito.sh";
@@ -87,8 +95,20 @@ pub struct Outcome {
     pub verdict: VerdictKind,
 }
 
-/// Handles one admission call for `endpoint` with the raw request body.
+/// Handles one admission call for `endpoint` with the raw request body, as a webhook without
+/// a Kubernetes client does (a `tuning.config` ConfigMap is not checked; a warning says so).
 pub fn handle(endpoint: Endpoint, body: &[u8], cfg: &AdmissionConfig) -> Outcome {
+    handle_with(endpoint, body, cfg, &ConfigLookup::no_client())
+}
+
+/// Handles one admission call for `endpoint` with the raw request body; `config` is what the
+/// caller found for the request's `tuning.config` ([`crate::tuning_config::lookup`]).
+pub fn handle_with(
+    endpoint: Endpoint,
+    body: &[u8],
+    cfg: &AdmissionConfig,
+    config: &ConfigLookup,
+) -> Outcome {
     let started = Instant::now();
     let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
         Ok(review) => review,
@@ -131,7 +151,7 @@ pub fn handle(endpoint: Endpoint, body: &[u8], cfg: &AdmissionConfig) -> Outcome
     } else {
         match endpoint {
             Endpoint::Mutate => mutate_request(&request, response, cfg),
-            Endpoint::Validate => validate_request(&request, response, cfg),
+            Endpoint::Validate => validate_request(&request, response, cfg, config),
         }
     };
 
@@ -350,6 +370,7 @@ fn validate_request(
     request: &AdmissionRequest<DynamicObject>,
     response: AdmissionResponse,
     cfg: &AdmissionConfig,
+    config: &ConfigLookup,
 ) -> (AdmissionResponse, VerdictKind) {
     let Some(object) = request.object.as_ref() else {
         return (
@@ -375,7 +396,15 @@ fn validate_request(
         },
         _ => None,
     };
-    let verdict = validate_workspace(old.as_ref(), &new, cfg);
+    let mut verdict = validate_workspace(old.as_ref(), &new, cfg);
+    if matches!(request.operation, Operation::Create) {
+        let namespace = request
+            .namespace
+            .as_deref()
+            .or(new.metadata.namespace.as_deref())
+            .unwrap_or("default");
+        check_tuning_config(&new, namespace, config, &mut verdict);
+    }
     warnings.extend(verdict.warnings.iter().cloned());
     if verdict.is_allowed() {
         (with_warnings(response, warnings), VerdictKind::Allowed)
@@ -384,6 +413,51 @@ fn validate_request(
             with_warnings(deny_invalid(response, verdict.message()), warnings),
             VerdictKind::Denied,
         )
+    }
+}
+
+/// The `tuning.config` ConfigMap of a workspace being created, as `config` found it.
+fn check_tuning_config(ws: &Workspace, namespace: &str, config: &ConfigLookup, v: &mut Verdict) {
+    let Some(tuning) = &ws.tuning else { return };
+    let Some(name) = tuning.config.as_deref() else {
+        return;
+    };
+    let field = "tuning.config";
+    if name.is_empty() {
+        v.errors.push(FieldError {
+            field: field.to_owned(),
+            message: "is empty: name a ConfigMap holding training_config.yaml, or remove \
+                      tuning.config to use the built-in training configuration"
+                .to_owned(),
+        });
+        return;
+    }
+    let error = |message: String| FieldError {
+        field: field.to_owned(),
+        message,
+    };
+    match config {
+        ConfigLookup::Found(data) => v.errors.extend(validate_training_config_map(
+            tuning.method.as_deref().unwrap_or(""),
+            name,
+            data.as_ref(),
+        )),
+        ConfigLookup::NotFound => v.errors.push(error(format!(
+            "ConfigMap {name:?} not found in namespace {namespace:?}: create it (key \
+             training_config.yaml) before the workspace, or remove tuning.config to use the \
+             built-in training configuration"
+        ))),
+        ConfigLookup::Failed(reason) => v.errors.push(error(format!(
+            "ConfigMap {name:?} in namespace {namespace:?} could not be read ({reason}); \
+             try again"
+        ))),
+        ConfigLookup::Unchecked(reason) => v.warnings.push(format!(
+            "{field}: ConfigMap {name:?} was not checked ({reason}); the tuning Job fails if \
+             it is missing or its training_config.yaml is invalid"
+        )),
+        ConfigLookup::NotNeeded => v
+            .warnings
+            .push(format!("{field}: ConfigMap {name:?} was not checked")),
     }
 }
 

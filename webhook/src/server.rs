@@ -22,13 +22,14 @@ use tokio_rustls::TlsAcceptor;
 use crate::certs::ReloadingResolver;
 use crate::metrics::Metrics;
 use crate::review::{self, Endpoint, Outcome};
+use crate::tuning_config::{self, ConfigLookup};
 
 /// Default largest accepted AdmissionReview body (the apiserver's own limit for objects is
 /// about 3 MiB; a review carries the object and the old object).
 pub const DEFAULT_MAX_BODY: usize = 3 * 1024 * 1024;
 
 /// Shared state of the routers.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AppState {
     /// Cloud, provisioner and catalogs.
     pub config: Arc<AdmissionConfig>,
@@ -38,6 +39,21 @@ pub struct AppState {
     pub resolver: Arc<ReloadingResolver>,
     /// Largest accepted body, in bytes.
     pub max_body: usize,
+    /// Reads the ConfigMaps tuning workspaces name (`tuning.config`); `None`: not checked, the
+    /// workspace is admitted with a warning.
+    pub client: Option<kube::Client>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("config", &self.config)
+            .field("metrics", &self.metrics)
+            .field("resolver", &self.resolver)
+            .field("max_body", &self.max_body)
+            .field("client", &self.client.as_ref().map(|_| "kube::Client"))
+            .finish()
+    }
 }
 
 impl AppState {
@@ -48,6 +64,7 @@ impl AppState {
             metrics: Arc::new(Metrics::new()),
             resolver: Arc::new(ReloadingResolver::new()),
             max_body: DEFAULT_MAX_BODY,
+            client: None,
         }
     }
 }
@@ -90,7 +107,13 @@ async fn admit(endpoint: Endpoint, state: &AppState, req: Request) -> Response {
         too_large(state.max_body)
     } else {
         match axum::body::to_bytes(req.into_body(), state.max_body).await {
-            Ok(body) => review::handle(endpoint, &body, &state.config),
+            Ok(body) => {
+                let config = match endpoint {
+                    Endpoint::Validate => tuning_config::lookup(state.client.as_ref(), &body).await,
+                    Endpoint::Mutate => ConfigLookup::NotNeeded,
+                };
+                review::handle_with(endpoint, &body, &state.config, &config)
+            }
             Err(err) => {
                 if is_length_limit(&err) {
                     too_large(state.max_body)

@@ -1,0 +1,203 @@
+//! The ConfigMap a tuning workspace names in `tuning.config`, fetched for `/validate`.
+//!
+//! On CREATE of a `kaito.sh` Workspace whose `tuning.config` names a ConfigMap, the webhook
+//! reads that ConfigMap from the workspace's namespace with its own Kubernetes client (RBAC:
+//! `get` on `configmaps`) before deciding; [`crate::review`] then checks its
+//! `training_config.yaml` with [`kaito_api::admission::validate_training_config_map`] and denies
+//! a missing ConfigMap. Updates are not checked again: `tuning` is immutable, and an update must
+//! still go through (finalizer removal) after the ConfigMap was deleted.
+//!
+//! Without a client (a webhook started outside a cluster with no kubeconfig) nothing is fetched
+//! and the workspace is admitted with a warning.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+use serde::Deserialize;
+
+use crate::review::{GROUP, KIND};
+
+/// How long the webhook waits for the ConfigMap (the apiserver gives the whole call 10 s).
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The ConfigMap one admission request needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigRef {
+    /// The workspace's namespace.
+    pub namespace: String,
+    /// `tuning.config`.
+    pub name: String,
+}
+
+/// What the webhook found for `tuning.config`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigLookup {
+    /// The request names no ConfigMap to check.
+    NotNeeded,
+    /// Not fetched, for the given reason: admitted with a warning.
+    Unchecked(String),
+    /// The ConfigMap's `data` (`None`: it has none).
+    Found(Option<BTreeMap<String, String>>),
+    /// No such ConfigMap in the namespace.
+    NotFound,
+    /// Reading it failed (forbidden, timeout, apiserver error).
+    Failed(String),
+}
+
+impl ConfigLookup {
+    /// What a webhook without a Kubernetes client knows.
+    pub fn no_client() -> Self {
+        Self::Unchecked("the webhook runs without a Kubernetes client".to_owned())
+    }
+}
+
+#[derive(Deserialize)]
+struct Review {
+    #[serde(default)]
+    request: Option<Request>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Request {
+    #[serde(default)]
+    kind: Gvk,
+    #[serde(default)]
+    operation: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    object: Option<Object>,
+}
+
+#[derive(Default, Deserialize)]
+struct Gvk {
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct Object {
+    #[serde(default)]
+    metadata: Option<Metadata>,
+    #[serde(default)]
+    tuning: Option<Tuning>,
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Tuning {
+    #[serde(default)]
+    config: Option<String>,
+}
+
+/// The ConfigMap to read for an AdmissionReview body: only a CREATE of a Workspace (no
+/// subresource) whose `tuning.config` is a non-empty name. `None` for anything else, including
+/// bodies that do not decode (the review code reports those).
+pub fn config_ref(body: &[u8]) -> Option<ConfigRef> {
+    let review: Review = serde_json::from_slice(body).ok()?;
+    let request = review.request?;
+    if request.kind.group != GROUP
+        || request.kind.kind != KIND
+        || request.operation != "CREATE"
+        || request.sub_resource.is_some_and(|s| !s.is_empty())
+    {
+        return None;
+    }
+    let object = request.object?;
+    let name = object.tuning?.config.filter(|c| !c.is_empty())?;
+    let namespace = request
+        .namespace
+        .filter(|n| !n.is_empty())
+        .or_else(|| object.metadata.and_then(|m| m.namespace))
+        .unwrap_or_else(|| "default".to_owned());
+    Some(ConfigRef { namespace, name })
+}
+
+/// Reads the ConfigMap `body` needs, if any.
+pub async fn lookup(client: Option<&kube::Client>, body: &[u8]) -> ConfigLookup {
+    let Some(config) = config_ref(body) else {
+        return ConfigLookup::NotNeeded;
+    };
+    let Some(client) = client else {
+        return ConfigLookup::no_client();
+    };
+    fetch(client, &config).await
+}
+
+/// Reads one ConfigMap, within [`FETCH_TIMEOUT`].
+pub async fn fetch(client: &kube::Client, config: &ConfigRef) -> ConfigLookup {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &config.namespace);
+    match tokio::time::timeout(FETCH_TIMEOUT, api.get_opt(&config.name)).await {
+        Ok(Ok(Some(cm))) => ConfigLookup::Found(cm.data),
+        Ok(Ok(None)) => ConfigLookup::NotFound,
+        Ok(Err(err)) => {
+            tracing::warn!(
+                namespace = %config.namespace,
+                configmap = %config.name,
+                error = %err,
+                "cannot read the tuning ConfigMap"
+            );
+            let hint = match &err {
+                kube::Error::Api(status) if status.code == 403 => {
+                    ": the webhook's ServiceAccount needs get on configmaps"
+                }
+                _ => "",
+            };
+            ConfigLookup::Failed(format!("{err}{hint}"))
+        }
+        Err(_) => ConfigLookup::Failed(format!(
+            "the Kubernetes API did not answer within {} s",
+            FETCH_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(operation: &str, tuning: serde_json::Value) -> Vec<u8> {
+        json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "1", "operation": operation, "namespace": "ns",
+                "kind": {"group": "kaito.sh", "version": "v1beta1", "kind": "Workspace"},
+                "object": {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace",
+                           "metadata": {"name": "w"}, "tuning": tuning},
+            }
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn only_a_create_naming_a_config_needs_the_config_map() {
+        assert_eq!(
+            config_ref(&body("CREATE", json!({"config": "cfg"}))),
+            Some(ConfigRef {
+                namespace: "ns".into(),
+                name: "cfg".into()
+            })
+        );
+        assert_eq!(config_ref(&body("UPDATE", json!({"config": "cfg"}))), None);
+        assert_eq!(
+            config_ref(&body("CREATE", json!({"method": "qlora"}))),
+            None
+        );
+        assert_eq!(config_ref(&body("CREATE", json!({"config": ""}))), None);
+        assert_eq!(config_ref(b"not json"), None);
+    }
+}
