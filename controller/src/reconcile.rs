@@ -25,6 +25,9 @@ use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::{Config, ProvisionerKind};
+
+/// Workspaces reconciled at the same time (the rest wait in kube-runtime's queue).
+const MAX_CONCURRENT_RECONCILES: u16 = 16;
 use crate::inference::{self, BuildError};
 use crate::naming::{self, FIELD_MANAGER};
 use crate::nodes;
@@ -451,7 +454,14 @@ pub async fn run(
     }
     let ns = namespace.as_deref();
     let workspaces: Api<Workspace> = scoped(&client, ns);
-    let controller = Controller::new(workspaces, watcher::Config::default().any_semantic());
+    // Bounded concurrency: with hundreds of workspaces applied at once, unbounded reconciles
+    // flooded a loaded apiserver with requests until they timed out (504s in the benchmark).
+    let controller = Controller::new(workspaces, watcher::Config::default().any_semantic())
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .concurrency(MAX_CONCURRENT_RECONCILES)
+                .debounce(Duration::from_millis(200)),
+        );
     let ws_store = controller.store();
     let byo = config.provisioner == ProvisionerKind::Byo;
     let node_mapper = move |node: Node| -> Vec<ObjectRef<Workspace>> {

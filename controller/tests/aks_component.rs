@@ -54,7 +54,7 @@ async fn until_ready(aks: &Aks, ws: &Workspace, p: &WorkspacePlan) -> R {
     Err("pool never became Succeeded".into())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creates_one_pool_and_waits_for_the_operation() -> R {
     let (mut r, aks) = setup().await?;
     let (ws, p) = workspace("ws-a")?;
@@ -88,9 +88,11 @@ async fn creates_one_pool_and_waits_for_the_operation() -> R {
     assert_eq!(props["nodeLabels"]["kaito.sh/workspace"], "ws-a");
     assert_eq!(props["tags"]["kaito.sh/workspacenamespace"], "default");
     until_ready(&aks, &ws, &p).await?;
-    match r.events.recv().await {
-        Some(PoolEvent::Ready { name, .. }) => assert_eq!(name, pool),
-        other => return Err(format!("unexpected event {other:?}").into()),
+    // Bounded: a missing event must fail the test, not hang the test run.
+    match tokio::time::timeout(Duration::from_secs(30), r.events.recv()).await {
+        Ok(Some(PoolEvent::Ready { name, .. })) => assert_eq!(name, pool),
+        Ok(other) => return Err(format!("unexpected event {other:?}").into()),
+        Err(_) => return Err("no Ready event from the fake ARM within 30 s".into()),
     }
     assert_eq!(r.arm.pools().len(), 1);
     // Delete: not gone at once, gone after the operation.
@@ -108,7 +110,7 @@ async fn creates_one_pool_and_waits_for_the_operation() -> R {
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_errors_reach_the_condition_and_clear() -> R {
     let (r, aks) = setup().await?;
     let (ws, p) = workspace("ws-q")?;
@@ -139,7 +141,7 @@ async fn quota_errors_reach_the_condition_and_clear() -> R {
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_and_server_errors_are_retried() -> R {
     let (r, aks) = setup().await?;
     let (ws, p) = workspace("ws-t")?;
@@ -183,7 +185,7 @@ async fn throttling_and_server_errors_are_retried() -> R {
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_token_is_refused_with_the_arm_error() -> R {
     let (r, _) = setup().await?;
     let aks = Aks::new(AzureSettings {
