@@ -56,9 +56,10 @@ pub enum AzureSetupError {
     Http(reqwest::Error),
 }
 
-/// `azure_core`'s `HttpClient` over the workspace's reqwest (rustls). A 429 answer with a
-/// `Retry-After` of at most [`Transport::MAX_RETRY_AFTER`] is waited out and retried here (up
-/// to 3 times), because `azure_core` 0.10's retry policy ignores that header.
+/// `azure_core`'s `HttpClient` over the workspace's reqwest (rustls), and the only place that
+/// retries: a 429 with a `Retry-After` of at most [`Transport::MAX_RETRY_AFTER`] is waited out
+/// (`azure_core` 0.10's policy ignores that header), 5xx, 408 and connection errors are retried
+/// with exponential backoff, up to [`Transport::MAX_RETRIES`] times.
 #[derive(Clone, Debug)]
 pub struct Transport {
     client: reqwest::Client,
@@ -67,6 +68,10 @@ pub struct Transport {
 impl Transport {
     /// The longest `Retry-After` waited out inside one call.
     pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+    /// Retries of one request (throttling, 5xx, 408, connection errors) after the first try.
+    pub const MAX_RETRIES: u32 = 3;
+    const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+    const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
     /// A transport trusting the system roots plus `ca_pem`.
     pub fn new(ca_pem: Option<&str>) -> Result<Self, AzureSetupError> {
@@ -120,20 +125,45 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 #[async_trait]
 impl HttpClient for Transport {
     async fn execute_request(&self, request: &Request) -> azure_core::Result<Response> {
-        let mut rsp = self.once(request).await?;
-        for _ in 0..3 {
-            if rsp.status() != reqwest::StatusCode::TOO_MANY_REQUESTS {
-                break;
-            }
-            match retry_after(rsp.headers()) {
-                Some(wait) if wait <= Self::MAX_RETRY_AFTER => {
-                    tracing::debug!(?wait, url = %request.url(), "ARM throttled; waiting Retry-After");
-                    tokio::time::sleep(wait).await;
-                    rsp = self.once(request).await?;
+        // Every retry lives here, on tokio's timer. azure_core 0.10's retry policy sleeps with a
+        // thread whose wake can come before the future sees the thread finished, after which
+        // nothing polls it again: a reconcile hung forever (seen in the component tests).
+        let mut backoff = Self::FIRST_BACKOFF;
+        let mut attempt = 0;
+        let rsp = loop {
+            let last = attempt >= Self::MAX_RETRIES;
+            attempt += 1;
+            let rsp = match self.once(request).await {
+                Ok(rsp) => rsp,
+                Err(e) if !last => {
+                    tracing::debug!(error = %e, url = %request.url(), "ARM request failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Self::MAX_BACKOFF);
+                    continue;
                 }
-                _ => break,
+                Err(e) => return Err(e),
+            };
+            let code = rsp.status();
+            if last {
+                break rsp;
             }
-        }
+            if code == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                match retry_after(rsp.headers()) {
+                    Some(wait) if wait <= Self::MAX_RETRY_AFTER => {
+                        tracing::debug!(?wait, url = %request.url(), "ARM throttled; waiting Retry-After");
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    Some(_) => break rsp,
+                    None => {}
+                }
+            } else if !(code.is_server_error() || code == reqwest::StatusCode::REQUEST_TIMEOUT) {
+                break rsp;
+            }
+            tracing::debug!(status = %code, url = %request.url(), "ARM answered a transient error; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Self::MAX_BACKOFF);
+        };
         let status = StatusCode::try_from(rsp.status().as_u16()).map_err(|_| {
             AzError::message(ErrorKind::DataConversion, "invalid HTTP status from ARM")
         })?;
@@ -348,12 +378,8 @@ pub fn agent_pools_client(settings: &AzureSettings) -> Result<Arm, AzureSetupErr
         .endpoint(endpoint)
         .scopes(&[scope.as_str()])
         .transport(azure_core::TransportOptions::new(http.clone()))
-        .retry(azure_core::RetryOptions::exponential(
-            azure_core::ExponentialRetryOptions::default()
-                .max_retries(2u32)
-                .initial_delay(Duration::from_millis(200))
-                .max_delay(Duration::from_secs(2)),
-        ))
+        // Retries are the transport's (see `Transport`): azure_core's own policy can hang.
+        .retry(azure_core::RetryOptions::none())
         .build();
     Ok(Arm {
         client,
