@@ -120,9 +120,9 @@ Examples:
     about = "Create, inspect, chat with and delete KAITO workspaces (kaito.sh).",
     after_help = ROOT_EXAMPLES,
     disable_version_flag = true,
-    // The same help everywhere (README included): at most 100 columns, narrower only in a
-    // narrower terminal (when clap's wrap_help is on in a workspace-wide build).
-    max_term_width = 100
+    // The same help everywhere, README included: wrapped at 100 columns whatever the terminal
+    // and however the plugin is built.
+    term_width = 100
 )]
 pub struct Cli {
     /// Connection flags shared by every command.
