@@ -70,6 +70,32 @@ pub fn workspace_bin(name: &str, env: &str) -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// A free TCP port on 127.0.0.1 (for a process a test starts).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The cluster the tests run against: the running one named by `KAITO_CLUSTER_DIR` (as
+/// `tests/e2e.sh` starts it), read with `cluster.sh env` rather than a second `up`, else
+/// [`Cluster::shared`].
+pub fn running_cluster() -> &'static Cluster {
+    static RUNNING: OnceLock<Option<Cluster>> = OnceLock::new();
+    let running = RUNNING.get_or_init(|| {
+        let dir = std::env::var("KAITO_CLUSTER_DIR").ok()?;
+        Path::new(&dir)
+            .join("kubeconfig")
+            .exists()
+            .then(|| Cluster::from_script().ok())
+            .flatten()
+    });
+    match running {
+        Some(c) => c,
+        None => Cluster::shared(),
+    }
+}
+
 /// Path of the cluster script.
 pub fn cluster_script() -> PathBuf {
     repo_root().join("tests/cluster/cluster.sh")

@@ -19,28 +19,19 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use kaito_e2e::{Cluster, GpuNode, repo_root, run_command, unique_name, wait_for};
+use kaito_e2e::{Cluster, GpuNode, free_port, repo_root, run_command, unique_name, wait_for};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(180);
 const POLL: Duration = Duration::from_millis(500);
 
 fn cluster() -> Result<Cluster> {
-    match std::env::var("KAITO_CLUSTER_DIR") {
-        Ok(dir) if Path::new(&dir).join("kubeconfig").exists() => Cluster::from_script(),
-        _ => Ok(Cluster::shared().clone()),
-    }
+    Ok(kaito_e2e::running_cluster().clone())
 }
 
 /// `KAITO_<ENV>_BIN`, else the binary in target/debug.
 fn binary(pkg: &str, env: &str) -> Result<PathBuf> {
     kaito_e2e::workspace_bin(pkg, env)
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 fn helm(cluster: &Cluster, args: &[&str]) -> Result<String> {

@@ -18,11 +18,10 @@ use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use kaito_e2e::{Cluster, TestNamespace, run_command, unique_name, wait_for};
+use kaito_e2e::{Cluster, TestNamespace, free_port, run_command, unique_name, wait_for};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -48,12 +47,6 @@ fn no_proxy(cmd: &mut Command) -> &mut Command {
     }
     cmd.env("NO_PROXY", "127.0.0.1,localhost")
         .env("no_proxy", "127.0.0.1,localhost")
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 fn tail(path: &Path, n: usize) -> String {
@@ -355,22 +348,8 @@ impl Drop for Controller<'_> {
     }
 }
 
-/// The running cluster named by `KAITO_CLUSTER_DIR` (as `tests/e2e.sh` starts it), read
-/// without calling `cluster.sh up` again, else [`Cluster::shared`].
 fn cluster() -> &'static Cluster {
-    static RUNNING: OnceLock<Option<Cluster>> = OnceLock::new();
-    let running = RUNNING.get_or_init(|| {
-        let dir = std::env::var("KAITO_CLUSTER_DIR").ok()?;
-        Path::new(&dir)
-            .join("kubeconfig")
-            .exists()
-            .then(|| Cluster::from_script().ok())
-            .flatten()
-    });
-    match running {
-        Some(c) => c,
-        None => Cluster::shared(),
-    }
+    kaito_e2e::running_cluster()
 }
 
 fn cluster_with_crds() -> Result<&'static Cluster> {

@@ -18,11 +18,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use kaito_e2e::{Cluster, GpuNode, NodeGuard, TestNamespace, repo_root, unique_name, wait_for};
+use kaito_e2e::{
+    Cluster, GpuNode, NodeGuard, TestNamespace, free_port, repo_root, unique_name, wait_for,
+};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -31,12 +32,6 @@ const POLL: Duration = Duration::from_millis(500);
 /// The `kaito-controller` binary (`KAITO_CONTROLLER_BIN`, else target/debug).
 fn controller_binary() -> Result<PathBuf> {
     kaito_e2e::workspace_bin("kaito-controller", "KAITO_CONTROLLER_BIN")
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// A controller process for one namespace; on drop it first lets the controller delete the
@@ -122,23 +117,8 @@ impl Drop for ControllerProcess<'_> {
     }
 }
 
-/// The cluster: the running one named by `KAITO_CLUSTER_DIR` (as `tests/e2e.sh` starts it),
-/// read without calling `cluster.sh up` again — the control-plane processes inherit the
-/// `up` lock's descriptor, so a second `up` waits forever — else [`Cluster::shared`].
 fn cluster() -> &'static Cluster {
-    static RUNNING: OnceLock<Option<Cluster>> = OnceLock::new();
-    let running = RUNNING.get_or_init(|| {
-        let dir = std::env::var("KAITO_CLUSTER_DIR").ok()?;
-        std::path::Path::new(&dir)
-            .join("kubeconfig")
-            .exists()
-            .then(|| Cluster::from_script().ok())
-            .flatten()
-    });
-    match running {
-        Some(c) => c,
-        None => Cluster::shared(),
-    }
+    kaito_e2e::running_cluster()
 }
 
 fn cluster_with_crds() -> Result<&'static Cluster> {

@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use kaito_e2e::{
-    Cluster, CmdOutput, GpuNode, TestNamespace, run_command, table_header, unique_name, wait_for,
+    Cluster, CmdOutput, GpuNode, TestNamespace, free_port, run_command, table_header, unique_name,
+    wait_for,
 };
 
 /// The plugin binary (`KUBECTL_KAITO_BIN`, else target/debug).
@@ -303,12 +304,6 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 #[test]

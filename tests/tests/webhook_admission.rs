@@ -14,23 +14,21 @@
 //! `cargo build -p kaito-webhook --bin kaito-webhook`.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use kaito_e2e::{Cluster, TestNamespace, example_files, json_subset, unique_name, wait_for};
+use kaito_e2e::{
+    Cluster, TestNamespace, example_files, free_port, json_subset, unique_name, wait_for,
+};
 use serde_json::Value;
 
 const LABEL: &str = "kaito-webhook-e2e";
 
 fn webhook_binary() -> Result<PathBuf> {
     kaito_e2e::workspace_bin("kaito-webhook", "KAITO_WEBHOOK_BIN")
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn base64(bytes: &[u8]) -> String {
