@@ -2,141 +2,30 @@
 //! on loopback with htpasswd (bcrypt) basic auth over plain http.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use base64::Engine as _;
 use kaito_adapter::registry::{RegistryOptions, publish, pull};
+use kaito_e2e::registry::{PASSWORD, Registry, USER};
 
-const USER: &str = "kaito";
-const PASSWORD: &str = "tr4in-me";
-
-/// The registry binary, or None (after printing a skip line) when it is not installed.
-/// With KAITO_REQUIRE_REGISTRY=1 a missing binary fails the test instead.
-fn registry_binary() -> Option<PathBuf> {
-    let candidates = std::iter::once(PathBuf::from("/usr/bin/docker-registry")).chain(
-        std::env::var_os("PATH")
-            .map(|p| {
-                std::env::split_paths(&p)
-                    .map(|d| d.join("docker-registry"))
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default(),
-    );
-    for c in candidates {
-        if c.is_file() {
-            return Some(c);
-        }
-    }
-    if std::env::var("KAITO_REQUIRE_REGISTRY").as_deref() == Ok("1") {
-        panic!(
-            "docker-registry not found: install docker-registry (apt-get install docker-registry)"
-        );
-    }
-    eprintln!(
-        "SKIP: docker-registry not installed (apt-get install docker-registry); registry tests skipped"
-    );
-    None
+/// A registry on loopback, or None when docker-registry is not installed (the test is then
+/// skipped; `.ci/run` sets KAITO_REQUIRE_REGISTRY=1 and installs it, so there it fails).
+fn registry() -> Option<Registry> {
+    kaito_adapter::install_crypto_provider();
+    Registry::start().expect("start docker-registry")
 }
 
-/// A registry process on 127.0.0.1:<free port>, storage and config in a temp dir; killed on drop.
-struct Registry {
-    child: Child,
-    host: String,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+fn options(registry: &Registry, docker_config: Option<PathBuf>) -> RegistryOptions {
+    RegistryOptions {
+        docker_config,
+        insecure_registries: vec![registry.host().to_owned()],
+        ..RegistryOptions::default()
     }
 }
 
-impl Registry {
-    async fn start(binary: &Path) -> Self {
-        kaito_adapter::install_crypto_provider();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
-        let hash = bcrypt::hash_with_result(PASSWORD, 5)
-            .expect("bcrypt hash")
-            .format_for_version(bcrypt::Version::TwoA);
-        let htpasswd = dir.path().join("htpasswd");
-        std::fs::write(&htpasswd, format!("{USER}:{hash}\n")).expect("write htpasswd");
-        let storage = dir.path().join("storage");
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: kaito-test\n    path: {}\n",
-                storage.display(),
-                htpasswd.display()
-            ),
-        )
-        .expect("write registry config");
-        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log file");
-        let child = Command::new(binary)
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("start docker-registry");
-        let mut registry = Registry {
-            child,
-            host: format!("127.0.0.1:{port}"),
-            dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let client = reqwest::Client::new();
-        loop {
-            let probe = client
-                .get(format!("http://{}/v2/", registry.host))
-                .send()
-                .await;
-            if probe.is_ok_and(|r| r.status() == reqwest::StatusCode::UNAUTHORIZED) {
-                break;
-            }
-            if let Ok(Some(status)) = registry.child.try_wait() {
-                panic!("docker-registry exited ({status}): {}", registry.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "registry not ready: {}",
-                registry.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        registry
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
-    }
-
-    /// A docker config JSON as Kubernetes stores it in a dockerconfigjson Secret
-    /// (`kubectl create secret docker-registry` writes username, password and auth).
-    fn docker_config(&self, dir: &Path, password: &str) -> PathBuf {
-        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{password}"));
-        let json = serde_json::json!({"auths": {self.host.clone(): {
-            "username": USER, "password": password, "auth": auth}}});
-        let path = dir.join(".dockerconfigjson");
-        std::fs::write(&path, json.to_string()).expect("write docker config");
-        path
-    }
-
-    fn options(&self, docker_config: Option<PathBuf>) -> RegistryOptions {
-        RegistryOptions {
-            docker_config,
-            insecure_registries: vec![self.host.clone()],
-            ..RegistryOptions::default()
-        }
-    }
+fn docker_config(registry: &Registry, dir: &Path, password: &str) -> PathBuf {
+    registry
+        .docker_config(dir, password)
+        .expect("write docker config")
 }
 
 /// A tiny adapter: a PEFT-like config and a valid safetensors file with one F32 tensor.
@@ -163,16 +52,15 @@ fn bin() -> Command {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn publish_then_pull_round_trips_the_adapter_bytes() {
-    let Some(binary) = registry_binary() else {
+    let Some(registry) = registry() else {
         return;
     };
-    let registry = Registry::start(&binary).await;
     let work = tempfile::tempdir().expect("tempdir");
     let source = work.path().join("adapter");
     std::fs::create_dir(&source).expect("mkdir");
     write_adapter(&source);
-    let config = registry.docker_config(work.path(), PASSWORD);
-    let image = format!("{}/adapters/phi-3-lora:v1", registry.host);
+    let config = docker_config(&registry, work.path(), PASSWORD);
+    let image = format!("{}/adapters/phi-3-lora:v1", registry.host());
 
     let out = bin()
         .args(["publish", "--source"])
@@ -181,7 +69,7 @@ async fn publish_then_pull_round_trips_the_adapter_bytes() {
             "--target",
             &image,
             "--insecure-registry",
-            &registry.host,
+            registry.host(),
             "--docker-config",
         ])
         .arg(&config)
@@ -212,7 +100,7 @@ async fn publish_then_pull_round_trips_the_adapter_bytes() {
     assert_eq!(manifest["layers"].as_array().map(Vec::len), Some(1));
 
     // Publishing the same adapter again gives the same manifest (a deterministic layer).
-    let again = publish(&source, &image, &registry.options(Some(config.clone())))
+    let again = publish(&source, &image, &options(&registry, Some(config.clone())))
         .await
         .expect("publish again");
     assert_eq!(
@@ -227,7 +115,7 @@ async fn publish_then_pull_round_trips_the_adapter_bytes() {
             "--image",
             &image,
             "--insecure-registry",
-            &registry.host,
+            registry.host(),
             "--output",
         ])
         .arg(&output)
@@ -258,16 +146,15 @@ async fn publish_then_pull_round_trips_the_adapter_bytes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_password_or_no_credentials_is_a_clear_auth_error() {
-    let Some(binary) = registry_binary() else {
+    let Some(registry) = registry() else {
         return;
     };
-    let registry = Registry::start(&binary).await;
     let work = tempfile::tempdir().expect("tempdir");
     write_adapter(work.path());
-    let image = format!("{}/adapters/denied:v1", registry.host);
+    let image = format!("{}/adapters/denied:v1", registry.host());
 
-    let bad = registry.docker_config(work.path(), "not-the-password");
-    let err = publish(work.path(), &image, &registry.options(Some(bad)))
+    let bad = docker_config(&registry, work.path(), "not-the-password");
+    let err = publish(work.path(), &image, &options(&registry, Some(bad)))
         .await
         .expect_err("a wrong password must fail");
     println!("wrong password: {err}");
@@ -286,7 +173,7 @@ async fn a_wrong_password_or_no_credentials_is_a_clear_auth_error() {
         r#"{"auths":{"elsewhere.example:5000":{"auth":"dTpw"}}}"#,
     )
     .expect("write");
-    let err = publish(work.path(), &image, &registry.options(Some(other)))
+    let err = publish(work.path(), &image, &options(&registry, Some(other)))
         .await
         .expect_err("anonymous push must fail");
     assert!(err.contains("anonymous"), "{err}");
@@ -295,7 +182,7 @@ async fn a_wrong_password_or_no_credentials_is_a_clear_auth_error() {
         &image,
         &work.path().join("out"),
         u64::MAX,
-        &registry.options(None),
+        &options(&registry, None),
     )
     .await
     .expect_err("anonymous pull must fail");
@@ -307,13 +194,12 @@ async fn a_wrong_password_or_no_credentials_is_a_clear_auth_error() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pulling_an_image_without_an_adapter_says_so() {
-    let Some(binary) = registry_binary() else {
+    let Some(registry) = registry() else {
         return;
     };
-    let registry = Registry::start(&binary).await;
     let work = tempfile::tempdir().expect("tempdir");
-    let config = registry.docker_config(work.path(), PASSWORD);
-    let image = format!("{}/plain/not-an-adapter:v1", registry.host);
+    let config = docker_config(&registry, work.path(), PASSWORD);
+    let image = format!("{}/plain/not-an-adapter:v1", registry.host());
 
     // An image whose one layer has files, but none under data/.
     let mut tar = tar::Builder::new(Vec::new());
@@ -326,7 +212,7 @@ async fn pulling_an_image_without_an_adapter_says_so() {
         .expect("tar entry");
     let layer = tar.into_inner().expect("tar");
     let client = oci_client::Client::new(oci_client::client::ClientConfig {
-        protocol: oci_client::client::ClientProtocol::HttpsExcept(vec![registry.host.clone()]),
+        protocol: oci_client::client::ClientProtocol::HttpsExcept(vec![registry.host().to_owned()]),
         ..Default::default()
     });
     let reference: oci_client::Reference = image.parse().expect("reference");
@@ -350,7 +236,7 @@ async fn pulling_an_image_without_an_adapter_says_so() {
             "--image",
             &image,
             "--insecure-registry",
-            &registry.host,
+            registry.host(),
             "--output",
         ])
         .arg(work.path().join("out"))
@@ -369,10 +255,10 @@ async fn pulling_an_image_without_an_adapter_says_so() {
 
     // A missing image is named too.
     let err = pull(
-        &format!("{}/plain/absent:v1", registry.host),
+        &format!("{}/plain/absent:v1", registry.host()),
         &work.path().join("out2"),
         u64::MAX,
-        &registry.options(Some(config)),
+        &options(&registry, Some(config)),
     )
     .await
     .expect_err("absent image");

@@ -63,10 +63,14 @@ pub struct WorkloadConfig {
     pub data_downloader_image: String,
     /// Command of the data downloader; gets `--output /mnt/data <urls...>` appended.
     pub data_downloader_command: Vec<String>,
-    /// Tuning image; `{preset}` is replaced by the preset name.
+    /// Tuning image; `{preset}` is replaced by the preset name. The default is upstream
+    /// KAITO's per-preset image (weights in `/workspace/tfs/weights`, its HF/PEFT trainer
+    /// `/workspace/tfs/fine_tuning.py`), which reads `training_config.yaml` from
+    /// `$YAML_FILE_PATH`, the dataset from `$DATASET_FOLDER_PATH` and writes the adapter to
+    /// `TrainingArguments.output_dir` (`/mnt/results`).
     pub trainer_image: String,
-    /// Command of the trainer init container; gets `--config <path> --data /mnt/data
-    /// --output /mnt/results` appended.
+    /// Command of the trainer init container; `{gpus}` is replaced by the GPUs per node.
+    /// Nothing is appended: the trainer finds its inputs through the environment above.
     pub trainer_command: Vec<String>,
     /// Image of the adapter publisher container (holds `kaito-adapter`).
     pub publisher_image: String,
@@ -87,8 +91,8 @@ impl Default for WorkloadConfig {
             adapter_puller_command: vec!["kaito-adapter".into(), "pull".into()],
             data_downloader_image: ADAPTER_IMAGE.into(),
             data_downloader_command: vec!["kaito-adapter".into(), "fetch".into()],
-            trainer_image: "ghcr.io/kaito-rs/kaito-tuning-{preset}:0.1.0".into(),
-            trainer_command: vec!["kaito-tune".into()],
+            trainer_image: UPSTREAM_TRAINER_IMAGE.into(),
+            trainer_command: UPSTREAM_TRAINER_COMMAND.map(String::from).to_vec(),
             publisher_image: ADAPTER_IMAGE.into(),
             publisher_command: vec!["kaito-adapter".into(), "publish".into()],
             node_class: (
@@ -109,7 +113,25 @@ impl WorkloadConfig {
     pub fn trainer_image_for(&self, preset: &str) -> String {
         self.trainer_image.replace("{preset}", preset)
     }
+    /// The trainer command for a node with `gpus` GPUs.
+    pub fn trainer_command_for(&self, gpus: &str) -> Vec<String> {
+        self.trainer_command
+            .iter()
+            .map(|a| a.replace("{gpus}", gpus))
+            .collect()
+    }
 }
+
+/// Upstream KAITO's tuning image for a preset (tag 0.1.1 is the current tag of every preset
+/// that supports tuning in upstream's `supported_models.yaml`).
+pub const UPSTREAM_TRAINER_IMAGE: &str = "mcr.microsoft.com/aks/kaito/kaito-{preset}:0.1.1";
+/// Upstream KAITO's tuning command: one training process per GPU under accelerate.
+pub const UPSTREAM_TRAINER_COMMAND: [&str; 4] = [
+    "accelerate",
+    "launch",
+    "--num_processes={gpus}",
+    "/workspace/tfs/fine_tuning.py",
+];
 
 /// Whole-controller configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -155,7 +177,16 @@ mod tests {
         assert_eq!(w.runtime_image_for("phi-3"), "r/phi-3:1");
         assert_eq!(
             w.trainer_image_for("phi-3"),
-            "ghcr.io/kaito-rs/kaito-tuning-phi-3:0.1.0"
+            "mcr.microsoft.com/aks/kaito/kaito-phi-3:0.1.1"
+        );
+        assert_eq!(
+            w.trainer_command_for("2"),
+            [
+                "accelerate",
+                "launch",
+                "--num_processes=2",
+                "/workspace/tfs/fine_tuning.py"
+            ]
         );
     }
 }

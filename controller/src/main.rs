@@ -53,6 +53,9 @@ struct Args {
     /// Trainer image (`{preset}` is replaced).
     #[arg(long, env = "KAITO_TRAINER_IMAGE")]
     trainer_image: Option<String>,
+    /// Trainer command (space-separated; `{gpus}` is replaced by the GPUs per node).
+    #[arg(long, env = "KAITO_TRAINER_COMMAND")]
+    trainer_command: Option<String>,
     /// Publisher image (runs `kaito-adapter publish`).
     #[arg(long, env = "KAITO_PUBLISHER_IMAGE")]
     publisher_image: Option<String>,
@@ -121,6 +124,9 @@ fn workload(args: &Args) -> WorkloadConfig {
     set(&mut w.data_downloader_image, &args.data_downloader_image);
     if let Some(c) = &args.runtime_command {
         w.runtime_command = c.split_whitespace().map(String::from).collect();
+    }
+    if let Some(c) = &args.trainer_command {
+        w.trainer_command = c.split_whitespace().map(String::from).collect();
     }
     w
 }

@@ -20,6 +20,9 @@ use crate::plan::WorkspacePlan;
 /// Key of the training config in its ConfigMap.
 pub const TRAINING_CONFIG_KEY: &str = "training_config.yaml";
 
+/// Where the trainer finds `training_config.yaml` (the ConfigMap is mounted at `/mnt/config`).
+pub const TRAINING_CONFIG_PATH: &str = "/mnt/config/training_config.yaml";
+
 /// Name of the ConfigMap the controller writes when the user gives none.
 pub fn default_config_name(ws: &str) -> String {
     format!("{ws}-tuning-config")
@@ -165,23 +168,22 @@ pub fn job(
         }
         (None, None, None) => volumes.push(json!({"name": "data", "emptyDir": {}})),
     }
-    let mut trainer_cmd = cfg.trainer_command.clone();
-    trainer_cmd.extend(
-        [
-            "--config",
-            "/mnt/config/training_config.yaml",
-            "--data",
-            "/mnt/data",
-            "--output",
-            "/mnt/results",
-        ]
-        .map(String::from),
-    );
+    let mut trainer_env = vec![
+        json!({"name": "PRESET", "value": preset}),
+        json!({"name": "YAML_FILE_PATH", "value": TRAINING_CONFIG_PATH}),
+        json!({"name": "DATASET_FOLDER_PATH", "value": "/mnt/data"}),
+        json!({"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "expandable_segments:True"}),
+    ];
+    if preset.starts_with("phi-3") {
+        // Phi-3's fused projections need explicit LoRA targets when the config names none.
+        trainer_env.push(json!({"name": "DEFAULT_TARGET_MODULES",
+            "value": "k_proj,q_proj,v_proj,o_proj,gate_proj,down_proj,up_proj"}));
+    }
     let trainer = json!({
         "name": "trainer",
         "image": cfg.trainer_image_for(&preset),
-        "command": trainer_cmd,
-        "env": [{"name": "PRESET", "value": preset}],
+        "command": cfg.trainer_command_for(&gpus),
+        "env": trainer_env,
         "resources": {"requests": {"nvidia.com/gpu": gpus}, "limits": {"nvidia.com/gpu": gpus}},
         "volumeMounts": [
             {"name": "dshm", "mountPath": "/dev/shm"},
@@ -314,18 +316,39 @@ mod tests {
         );
         assert_eq!(
             trainer["image"],
-            "ghcr.io/kaito-rs/kaito-tuning-phi-3-mini-128k-instruct:0.1.0"
+            "mcr.microsoft.com/aks/kaito/kaito-phi-3-mini-128k-instruct:0.1.1"
         );
         assert_eq!(
             strings(&trainer["command"]),
             [
-                "kaito-tune",
-                "--config",
-                "/mnt/config/training_config.yaml",
-                "--data",
-                "/mnt/data",
-                "--output",
-                "/mnt/results",
+                "accelerate",
+                "launch",
+                "--num_processes=1",
+                "/workspace/tfs/fine_tuning.py",
+            ]
+        );
+        let env: Vec<(&str, &str)> = trainer["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .map(|e| {
+                (
+                    e["name"].as_str().expect("name"),
+                    e["value"].as_str().expect("value"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            env,
+            [
+                ("PRESET", "phi-3-mini-128k-instruct"),
+                ("YAML_FILE_PATH", "/mnt/config/training_config.yaml"),
+                ("DATASET_FOLDER_PATH", "/mnt/data"),
+                ("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True"),
+                (
+                    "DEFAULT_TARGET_MODULES",
+                    "k_proj,q_proj,v_proj,o_proj,gate_proj,down_proj,up_proj"
+                ),
             ]
         );
         assert_eq!(

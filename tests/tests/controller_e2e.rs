@@ -337,13 +337,10 @@ fn controller_seed_tuning_runs_a_job_to_success() -> Result<()> {
     assert_eq!(
         trainer["command"],
         serde_json::json!([
-            "kaito-tune",
-            "--config",
-            "/mnt/config/training_config.yaml",
-            "--data",
-            "/mnt/data",
-            "--output",
-            "/mnt/results"
+            "accelerate",
+            "launch",
+            "--num_processes=1",
+            "/workspace/tfs/fine_tuning.py"
         ])
     );
     assert_eq!(trainer["resources"]["limits"]["nvidia.com/gpu"], "1");

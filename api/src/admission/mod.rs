@@ -19,8 +19,8 @@ use crate::constants::{ANNOTATION_BYPASS_RESOURCE_CHECKS, ANNOTATION_SIZING, RES
 use crate::types::{AdapterSpec, DataSource, PresetSpec, Workspace};
 
 pub use tuning_config::{
-    TRAINING_CONFIG_KEY, TRAINING_CONFIG_ROOT, TRAINING_CONFIG_SECTIONS, validate_training_config,
-    validate_training_config_map,
+    RESULTS_DIR, TRAINING_CONFIG_KEY, TRAINING_CONFIG_ROOT, TRAINING_CONFIG_SECTIONS,
+    validate_training_config, validate_training_config_map,
 };
 pub use urls::{UrlPolicy, check_download_url};
 

@@ -5,7 +5,11 @@
 //!   are sections the trainer reads ([`TRAINING_CONFIG_SECTIONS`]); other sections are refused;
 //! - `QuantizationConfig.load_in_4bit` and `load_in_8bit` are booleans, never both true;
 //! - method `qlora` needs `load_in_4bit: true` and refuses `load_in_8bit: true`;
-//! - method `lora` trains without quantization: neither may be true.
+//! - method `lora` trains without quantization: neither may be true;
+//! - `TrainingArguments.output_dir`, when given, is [`RESULTS_DIR`]: the Job mounts the results
+//!   volume there and publishes from it (upstream KAITO moves the volume to any `/mnt/...` path;
+//!   here a different path would train into the container's own filesystem and publish nothing,
+//!   so it is refused at admission instead).
 //!
 //! Every error is on the field `tuning.config` and names the path inside the YAML and the fix.
 //! Nothing here does I/O: the webhook fetches the ConfigMap and hands its data in.
@@ -31,6 +35,8 @@ pub const TRAINING_CONFIG_SECTIONS: [&str; 6] = [
 ];
 
 const FIELD: &str = "tuning.config";
+/// Where the tuning Job mounts the results volume (the trainer's `output_dir`).
+pub const RESULTS_DIR: &str = "/mnt/results";
 
 /// Checks the text of a `training_config.yaml` for tuning `method` (`lora` or `qlora`; for any
 /// other method only the structure is checked, `validate` reports the method itself).
@@ -90,6 +96,24 @@ pub fn validate_training_config(method: &str, yaml_text: &str) -> Vec<FieldError
             error(format!(
                 "{TRAINING_CONFIG_ROOT}.{name} must be a mapping of settings, not {}",
                 yaml_inline(value)
+            ));
+        }
+    }
+
+    if let Some(dir) = sections
+        .get("TrainingArguments")
+        .and_then(Value::as_mapping)
+        .and_then(|t| t.get("output_dir"))
+    {
+        let ok = dir
+            .as_str()
+            .is_some_and(|d| d.trim_end_matches('/') == RESULTS_DIR);
+        if !ok && !dir.is_null() {
+            error(format!(
+                "{TRAINING_CONFIG_ROOT}.TrainingArguments.output_dir is {}, but the tuning Job \
+                 collects the adapter from {RESULTS_DIR}: set output_dir: \"{RESULTS_DIR}\" or \
+                 remove it",
+                yaml_inline(dir)
             ));
         }
     }
@@ -216,6 +240,31 @@ mod tests {
             "  QuantizationConfig:\n    load_in_4bit: false\n    load_in_8bit: false\n  LoraConfig:",
         );
         assert_eq!(validate_training_config("lora", &explicit_off), vec![]);
+    }
+
+    #[test]
+    fn output_dir_must_be_the_results_volume() {
+        let elsewhere = LORA.replace("/mnt/results", "/mnt/output");
+        let m = one_error("lora", &elsewhere);
+        assert!(
+            m.starts_with(
+                "training_config.TrainingArguments.output_dir is \"/mnt/output\", but the tuning Job collects the adapter from /mnt/results"
+            ),
+            "{m}"
+        );
+        assert!(
+            m.contains("set output_dir: \"/mnt/results\" or remove it"),
+            "{m}"
+        );
+        let number = LORA.replace("\"/mnt/results\"", "3");
+        assert!(one_error("lora", &number).contains("output_dir is 3,"));
+        let slash = LORA.replace("/mnt/results", "/mnt/results/");
+        assert_eq!(validate_training_config("lora", &slash), vec![]);
+        let absent = LORA.replace(
+            "    output_dir: \"/mnt/results\"\n",
+            "    num_train_epochs: 1\n",
+        );
+        assert_eq!(validate_training_config("lora", &absent), vec![]);
     }
 
     #[test]
