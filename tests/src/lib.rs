@@ -119,6 +119,11 @@ pub fn http_request(
     Ok((code, body))
 }
 
+/// `GET path` on `127.0.0.1:port` with a 5 s timeout: the status code and the body.
+pub fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    http_request(port, "GET", path, None, Duration::from_secs(5))
+}
+
 /// The cluster the tests run against: the running one named by `KAITO_CLUSTER_DIR` (as
 /// `tests/e2e.sh` starts it), read with `cluster.sh env` rather than a second `up`, else
 /// [`Cluster::shared`].

@@ -13,8 +13,6 @@
 //!   exactly one pool per workspace, both converge; then deleted while killed 5 more times →
 //!   pools and nodes gone, finalizers released.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -300,25 +298,17 @@ impl<'a> Controller<'a> {
             if let Some(status) = self.child.try_wait()? {
                 bail!("kaito-controller exited ({status})");
             }
-            Ok(self
-                .http_get("/readyz")
-                .ok()
-                .filter(|b| b.starts_with("HTTP/1.1 200"))
-                .map(|_| ()))
+            Ok(self.http_get("/readyz").ok().map(|_| ()))
         })
         .with_context(|| self.log_tail())
     }
 
+    /// The body of `GET path`, which must answer 200.
     fn http_get(&self, path: &str) -> Result<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
+        match kaito_e2e::http_get(self.port, path)? {
+            (200, body) => Ok(body),
+            (code, body) => bail!("GET {path} answered {code}: {body}"),
+        }
     }
 
     /// SIGKILL, no cleanup. Returns whether the process was still running (not exited on its

@@ -14,8 +14,6 @@
 //! - the seed adapter workspace → a StatefulSet with the `kaito-adapter pull` init container
 //!   and the adapter's strength env var.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -76,25 +74,18 @@ impl<'a> ControllerProcess<'a> {
             port,
         };
         wait_for("the controller's /readyz", WAIT, POLL, || {
-            Ok(p.http_get("/readyz")
-                .ok()
-                .filter(|b| b.starts_with("HTTP/1.1 200"))
-                .map(|_| ()))
+            Ok(p.http_get("/readyz").ok().map(|_| ()))
         })
         .with_context(|| p.log_tail())?;
         Ok(p)
     }
 
+    /// The body of `GET path`, which must answer 200.
     fn http_get(&self, path: &str) -> Result<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
+        match kaito_e2e::http_get(self.port, path)? {
+            (200, body) => Ok(body),
+            (code, body) => bail!("GET {path} answered {code}: {body}"),
+        }
     }
 
     fn log_tail(&self) -> String {
@@ -242,7 +233,7 @@ fn controller_byo_seed_inference_becomes_ready_and_deletes_cleanly() -> Result<(
         metrics.contains("kaito_controller_reconciles_total"),
         "{metrics}"
     );
-    assert!(ctl.http_get("/healthz")?.starts_with("HTTP/1.1 200"));
+    ctl.http_get("/healthz")?;
 
     wait_deleted(&ns, name)?;
     Ok(())

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use kaito_e2e::{
-    Cluster, CmdOutput, GpuNode, TestNamespace, free_port, run_command, table_header, unique_name,
-    wait_for,
+    Cluster, CmdOutput, GpuNode, TestNamespace, free_port, http_get, run_command, table_header,
+    unique_name, wait_for,
 };
 
 /// The plugin binary (`KUBECTL_KAITO_BIN`, else target/debug).
@@ -505,25 +505,6 @@ spec:
 /// Namespace label by which the webhook configurations of [`WebhookProcess`] select only the
 /// test's namespace (other tests in the same cluster are untouched).
 const WEBHOOK_LABEL: &str = "kaito-plugin-e2e-webhook";
-
-/// Plain HTTP GET on loopback: the status code and the whole response text.
-fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("no HTTP status")?;
-    Ok((code, text))
-}
 
 fn log_tail(path: &std::path::Path, what: &str) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
