@@ -50,15 +50,18 @@ stub() {
     sed 's/.*/int &(void) { return 999; }/' "$1" > "$WORK/libcuda-stub.c"
     cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$LINK/libcuda.so" "$WORK/libcuda-stub.c"
 }
-[ -f "$WORK/driver-symbols.txt" ] && stub "$WORK/driver-symbols.txt"
+# rust-lld needs a libcuda.so to exist before it reports which symbols are missing.
+touch "$WORK/driver-symbols.txt"
+stub "$WORK/driver-symbols.txt"
 
 build() {
     (cd "$ROOT" && cargo build --release --locked -p kaito-runtime --bin kaito-runtime --features cuda)
 }
 start=$(date +%s)
 if ! build 2> >(tee "$WORK/build.log" >&2); then
-    grep -o "undefined reference to \`cu[A-Za-z0-9_]*'" "$WORK/build.log" \
-        | sed "s/.*\`\(.*\)'/\1/" | sort -u > "$WORK/driver-symbols.txt.new" || true
+    # GNU ld: "undefined reference to `cuX'"; rust-lld: "undefined symbol: cuX".
+    grep -oE "(undefined reference to \`|undefined symbol: )cu[A-Za-z0-9_]*" "$WORK/build.log" \
+        | grep -oE "cu[A-Za-z0-9_]*$" | sort -u > "$WORK/driver-symbols.txt.new" || true
     if [ ! -s "$WORK/driver-symbols.txt.new" ]; then
         echo "cuda-check: the build failed for another reason than missing driver symbols (log: $WORK/build.log)" >&2
         exit 1
