@@ -58,21 +58,21 @@ build() {
     (cd "$ROOT" && cargo build --release --locked -p kaito-runtime --bin kaito-runtime --features cuda)
 }
 start=$(date +%s)
-if ! build 2> >(tee "$WORK/build.log" >&2); then
+# rust-lld reports at most 20 undefined symbols per link, so stub and relink until it links.
+for attempt in 1 2 3 4 5 6; do
+    if build 2> >(tee "$WORK/build.log" >&2); then break; fi
     # GNU ld: "undefined reference to `cuX'"; rust-lld: "undefined symbol: cuX".
     grep -oE "(undefined reference to \`|undefined symbol: )cu[A-Za-z0-9_]*" "$WORK/build.log" \
         | grep -oE "cu[A-Za-z0-9_]*$" | sort -u > "$WORK/driver-symbols.txt.new" || true
-    if [ ! -s "$WORK/driver-symbols.txt.new" ]; then
+    if [ ! -s "$WORK/driver-symbols.txt.new" ] || [ "$attempt" = 6 ]; then
         echo "cuda-check: the build failed for another reason than missing driver symbols (log: $WORK/build.log)" >&2
         exit 1
     fi
-    { cat "$WORK/driver-symbols.txt.new"; cat "$WORK/driver-symbols.txt" 2>/dev/null || true; } \
-        | sort -u > "$WORK/driver-symbols.all"
+    { cat "$WORK/driver-symbols.txt.new"; cat "$WORK/driver-symbols.txt"; } | sort -u > "$WORK/driver-symbols.all"
     mv "$WORK/driver-symbols.all" "$WORK/driver-symbols.txt"
     echo "cuda-check: stubbing $(wc -l < "$WORK/driver-symbols.txt") driver symbols in libcuda.so and linking again" >&2
     stub "$WORK/driver-symbols.txt"
-    build
-fi
+done
 secs=$(( $(date +%s) - start ))
 
 BIN="$CARGO_TARGET_DIR/release/kaito-runtime"
