@@ -73,6 +73,13 @@ impl Transport {
     const FIRST_BACKOFF: Duration = Duration::from_millis(200);
     const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
+    /// The wait before the next retry; doubles `backoff` up to [`Self::MAX_BACKOFF`].
+    fn next_backoff(backoff: &mut Duration) -> Duration {
+        let wait = *backoff;
+        *backoff = (wait * 2).min(Self::MAX_BACKOFF);
+        wait
+    }
+
     /// A transport trusting the system roots plus `ca_pem`.
     pub fn new(ca_pem: Option<&str>) -> Result<Self, AzureSetupError> {
         let mut b = reqwest::Client::builder()
@@ -137,8 +144,7 @@ impl HttpClient for Transport {
                 Ok(rsp) => rsp,
                 Err(e) if !last => {
                     tracing::debug!(error = %e, url = %request.url(), "ARM request failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Self::MAX_BACKOFF);
+                    tokio::time::sleep(Self::next_backoff(&mut backoff)).await;
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -161,8 +167,7 @@ impl HttpClient for Transport {
                 break rsp;
             }
             tracing::debug!(status = %code, url = %request.url(), "ARM answered a transient error; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Self::MAX_BACKOFF);
+            tokio::time::sleep(Self::next_backoff(&mut backoff)).await;
         };
         let status = StatusCode::try_from(rsp.status().as_u16()).map_err(|_| {
             AzError::message(ErrorKind::DataConversion, "invalid HTTP status from ARM")

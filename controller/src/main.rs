@@ -122,12 +122,13 @@ fn workload(args: &Args) -> WorkloadConfig {
     set(&mut w.trainer_image, &args.trainer_image);
     set(&mut w.publisher_image, &args.publisher_image);
     set(&mut w.data_downloader_image, &args.data_downloader_image);
-    if let Some(c) = &args.runtime_command {
-        w.runtime_command = c.split_whitespace().map(String::from).collect();
-    }
-    if let Some(c) = &args.trainer_command {
-        w.trainer_command = c.split_whitespace().map(String::from).collect();
-    }
+    let words = |dst: &mut Vec<String>, v: &Option<String>| {
+        if let Some(v) = v {
+            *dst = v.split_whitespace().map(String::from).collect();
+        }
+    };
+    words(&mut w.runtime_command, &args.runtime_command);
+    words(&mut w.trainer_command, &args.trainer_command);
     w
 }
 

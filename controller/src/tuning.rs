@@ -17,8 +17,9 @@ use crate::inference::{BuildError, gpu_tolerations, node_affinity, owner_referen
 use crate::naming;
 use crate::plan::WorkspacePlan;
 
-/// Key of the training config in its ConfigMap.
-pub const TRAINING_CONFIG_KEY: &str = "training_config.yaml";
+/// Key of the training config in its ConfigMap, and where the trainer writes the adapter:
+/// the same constants the webhook checks a user's `training_config.yaml` against.
+pub use kaito_api::admission::{RESULTS_DIR, TRAINING_CONFIG_KEY};
 
 /// Where the trainer finds `training_config.yaml` (the ConfigMap is mounted at `/mnt/config`).
 pub const TRAINING_CONFIG_PATH: &str = "/mnt/config/training_config.yaml";
@@ -44,7 +45,7 @@ pub fn training_config(qlora: bool, dtype: Dtype) -> String {
         ));
     }
     s.push_str(&format!(
-        "  LoraConfig:\n    r: 8\n    lora_alpha: 8\n    lora_dropout: 0.0\n    target_modules: \"all-linear\"\n  TrainingArguments:\n    output_dir: \"/mnt/results\"\n    save_strategy: \"epoch\"\n    per_device_train_batch_size: 1\n    {}: true\n  DataCollator:\n    mlm: true\n  DatasetConfig:\n    shuffle_dataset: true\n    train_test_split: 1\n",
+        "  LoraConfig:\n    r: 8\n    lora_alpha: 8\n    lora_dropout: 0.0\n    target_modules: \"all-linear\"\n  TrainingArguments:\n    output_dir: \"{RESULTS_DIR}\"\n    save_strategy: \"epoch\"\n    per_device_train_batch_size: 1\n    {}: true\n  DataCollator:\n    mlm: true\n  DatasetConfig:\n    shuffle_dataset: true\n    train_test_split: 1\n",
         if dtype == Dtype::Bf16 { "bf16" } else { "fp16" }
     ));
     s
@@ -189,7 +190,7 @@ pub fn job(
             {"name": "dshm", "mountPath": "/dev/shm"},
             {"name": "config", "mountPath": "/mnt/config", "readOnly": true},
             {"name": "data", "mountPath": "/mnt/data"},
-            {"name": "results", "mountPath": "/mnt/results"},
+            {"name": "results", "mountPath": RESULTS_DIR},
         ],
     });
     let containers = if let Some(image) = &output.image {
@@ -197,12 +198,12 @@ pub fn job(
         let mut cmd = cfg.publisher_command.clone();
         cmd.extend([
             "--source".into(),
-            "/mnt/results".into(),
+            RESULTS_DIR.into(),
             "--target".into(),
             image.clone(),
         ]);
         let mut mounts =
-            vec![json!({"name": "results", "mountPath": "/mnt/results", "readOnly": true})];
+            vec![json!({"name": "results", "mountPath": RESULTS_DIR, "readOnly": true})];
         if let Some(secret) = &output.image_push_secret {
             cmd.extend(["--docker-config".into(), PUSH_DOCKER_CONFIG.into()]);
             volumes.push(
