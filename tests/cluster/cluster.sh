@@ -58,14 +58,32 @@ bin_dir() {
   fi
 }
 
+# The start time of a process (clock ticks since boot, field 22 of /proc/PID/stat): it names
+# the process across exec and tells a recycled pid apart. The fields are read after the last
+# ')' because the command name in parentheses may contain spaces.
+start_time() { # pid
+  local s
+  s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  s=${s##*) }
+  # shellcheck disable=SC2086
+  set -- $s
+  [ "$1" != Z ] || return 1
+  [ -n "${20:-}" ] && echo "${20}"
+}
+
 pid_alive() { # name
-  local f="$DIR/pids/$1.pid" pid
+  local f="$DIR/pids/$1.pid" pid want now
   [ -f "$f" ] || return 1
   pid=$(cat "$f")
-  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
-  # Guard against a recycled pid: the process must still be our binary.
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$1" || return 1
-  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]
+  [ -n "$pid" ] || return 1
+  now=$(start_time "$pid") || return 1
+  if [ -f "$DIR/pids/$1.start" ]; then
+    want=$(cat "$DIR/pids/$1.start")
+    [ -n "$want" ] && [ "$now" = "$want" ]
+  else
+    # A cluster started by an older cluster.sh recorded no start time: match the name instead.
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -- "$1" >/dev/null
+  fi
 }
 
 port_in_use() { # port
@@ -105,13 +123,9 @@ start() { # name binary args...
   setsid "$@" </dev/null >>"$DIR/logs/$name.log" 2>&1 9>&- &
   local pid=$!
   echo "$pid" >"$DIR/pids/$name.pid"
-  # Until the forked shell has exec'd the binary, its cmdline is still this script's, and
-  # pid_alive (which checks the name against pid reuse) would call it dead: wait for the exec.
-  for _ in $(seq 1 100); do
-    [ -r "/proc/$pid/cmdline" ] || break
-    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$name" && break
-    sleep 0.05
-  done
+  # Not the command line: it is empty while the binary is being exec'd (long with a cold page
+  # cache), which made a starting component look dead.
+  start_time "$pid" >"$DIR/pids/$name.start" || true
 }
 
 fail_component() { # name reason
@@ -225,7 +239,7 @@ stop_all() {
   done
   for c in "${COMPONENTS[@]}"; do
     if pid_alive "$c"; then die "$c (pid $(cat "$DIR/pids/$c.pid")) is still running"; fi
-    rm -f "$DIR/pids/$c.pid"
+    rm -f "$DIR/pids/$c.pid" "$DIR/pids/$c.start"
   done
 }
 
