@@ -23,7 +23,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod processes;
 pub mod registry;
+
+pub use processes::{ControllerProcess, WebhookProcess, log_tail, no_proxy};
 
 /// How long one kubectl (or script) call may take before it is killed.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);

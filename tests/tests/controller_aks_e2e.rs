@@ -13,13 +13,17 @@
 //!   exactly one pool per workspace, both converge; then deleted while killed 5 more times →
 //!   pools and nodes gone, finalizers released.
 
+use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use kaito_e2e::{Cluster, TestNamespace, free_port, run_command, unique_name, wait_for};
+use kaito_e2e::{
+    Cluster, ControllerProcess, TestNamespace, log_tail, no_proxy, run_command, unique_name,
+    wait_for,
+};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -30,29 +34,6 @@ const RESOURCE_GROUP: &str = "kaito-e2e-rg";
 const AKS_CLUSTER: &str = "kaito-e2e-aks";
 /// The agentPools api-version of `azure_mgmt_containerservice` 0.10 (controller/src/aks.rs).
 const ARM_API_VERSION: &str = "2023-01-02-preview";
-const PROXY_VARS: &[&str] = &[
-    "http_proxy",
-    "https_proxy",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "all_proxy",
-    "ALL_PROXY",
-];
-
-fn no_proxy(cmd: &mut Command) -> &mut Command {
-    for var in PROXY_VARS {
-        cmd.env_remove(var);
-    }
-    cmd.env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost")
-}
-
-fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 /// FNV-1a, 64 bit, as `controller/src/naming.rs` hashes pool names.
 fn fnv1a(data: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -128,7 +109,7 @@ impl<'a> FakeArm<'a> {
             Duration::from_millis(100),
             || {
                 if let Some(status) = arm.child.try_wait()? {
-                    bail!("kaito-fake-arm exited ({status}):\n{}", tail(&arm.log, 40));
+                    bail!("kaito-fake-arm exited ({status}):\n{}", arm.log_tail());
                 }
                 Ok(std::fs::read_to_string(dir.join("url"))
                     .ok()
@@ -201,7 +182,7 @@ impl<'a> FakeArm<'a> {
     }
 
     fn log_tail(&self) -> String {
-        format!("fake ARM log (last lines):\n{}", tail(&self.log, 40))
+        log_tail(&self.log, "fake ARM", 40)
     }
 }
 
@@ -226,116 +207,46 @@ impl Drop for FakeArm<'_> {
     }
 }
 
-/// A `kaito-controller --provisioner aks` for one namespace, talking to `arm`. Dropped
-/// normally, it first lets the controller delete the namespace's workspaces (so their pools go
-/// and their finalizers are released), then kills it; [`Controller::kill9`] just kills it.
-struct Controller<'a> {
-    child: Child,
+/// A `kaito-controller --provisioner aks` for the test's namespace, talking to `arm`, its
+/// output appended to `log`, not yet waited for. `identity` is its leader-election identity:
+/// the same identity after a restart takes the lease over at once instead of waiting out the
+/// killed process's 15 s lease.
+fn spawn_controller<'a>(
     ns: &'a TestNamespace<'a>,
-    log: PathBuf,
-    port: u16,
-    cleanup: bool,
+    arm: &FakeArm<'_>,
+    log: &Path,
+    identity: &str,
+) -> Result<ControllerProcess<'a>> {
+    let mut args: Vec<OsString> = [
+        "--identity",
+        identity,
+        "--azure-subscription-id",
+        SUBSCRIPTION,
+        "--azure-resource-group",
+        RESOURCE_GROUP,
+        "--azure-cluster-name",
+        AKS_CLUSTER,
+        "--azure-endpoint",
+        &arm.url,
+        "--azure-token-file",
+    ]
+    .map(OsString::from)
+    .to_vec();
+    args.push(arm.token.clone().into());
+    args.push("--azure-ca-file".into());
+    args.push(arm.ca.clone().into());
+    ControllerProcess::spawn(ns, "aks", args, log)
 }
 
-impl<'a> Controller<'a> {
-    /// Starts the controller (its output appended to `log`) without waiting for anything.
-    fn spawn(
-        ns: &'a TestNamespace<'a>,
-        arm: &FakeArm<'_>,
-        log: &Path,
-        identity: &str,
-    ) -> Result<Self> {
-        let bin = kaito_e2e::workspace_bin("kaito-controller", "KAITO_CONTROLLER_BIN")?;
-        let port = free_port()?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)?;
-        let mut cmd = Command::new(&bin);
-        cmd.args(["--provisioner", "aks", "--namespace", ns.name()])
-            .args(["--leader-election-namespace", ns.name()])
-            // The same identity after a restart takes the lease over at once, instead of
-            // waiting out the dead process's 15 s lease.
-            .args(["--identity", identity])
-            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-            .args(["--azure-subscription-id", SUBSCRIPTION])
-            .args(["--azure-resource-group", RESOURCE_GROUP])
-            .args(["--azure-cluster-name", AKS_CLUSTER])
-            .args(["--azure-endpoint", &arm.url])
-            .arg("--azure-token-file")
-            .arg(&arm.token)
-            .arg("--azure-ca-file")
-            .arg(&arm.ca)
-            .env("KUBECONFIG", ns.cluster().kubeconfig())
-            .env("RUST_LOG", "info,kube=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(file.try_clone()?))
-            .stderr(Stdio::from(file));
-        no_proxy(&mut cmd);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        Ok(Self {
-            child,
-            ns,
-            log: log.to_path_buf(),
-            port,
-            cleanup: true,
-        })
-    }
-
-    /// Starts the controller and waits until it serves /readyz.
-    fn start(ns: &'a TestNamespace<'a>, arm: &FakeArm<'_>) -> Result<Self> {
-        let log = std::env::temp_dir().join(format!("{}-controller.log", ns.name()));
-        let identity = format!("aks-e2e-{}", ns.name());
-        let mut p = Self::spawn(ns, arm, &log, &identity)?;
-        p.wait_ready()?;
-        Ok(p)
-    }
-
-    fn wait_ready(&mut self) -> Result<()> {
-        wait_for("the controller's /readyz", WAIT, POLL, || {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("kaito-controller exited ({status})");
-            }
-            Ok(self.http_get("/readyz").ok().map(|_| ()))
-        })
-        .with_context(|| self.log_tail())
-    }
-
-    /// The body of `GET path`, which must answer 200.
-    fn http_get(&self, path: &str) -> Result<String> {
-        match kaito_e2e::http_get(self.port, path)? {
-            (200, body) => Ok(body),
-            (code, body) => bail!("GET {path} answered {code}: {body}"),
-        }
-    }
-
-    /// SIGKILL, no cleanup. Returns whether the process was still running (not exited on its
-    /// own).
-    fn kill9(mut self) -> Result<bool> {
-        self.cleanup = false;
-        let running = self.child.try_wait()?.is_none();
-        self.child.kill()?;
-        self.child.wait()?;
-        Ok(running)
-    }
-
-    fn log_tail(&self) -> String {
-        format!("controller log (last lines):\n{}", tail(&self.log, 40))
-    }
-}
-
-impl Drop for Controller<'_> {
-    fn drop(&mut self) {
-        if self.cleanup {
-            let _ = self
-                .ns
-                .kubectl(["delete", "workspaces", "--all", "--timeout=60s"]);
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// [`spawn_controller`] with a log in the temp dir, waited for until it serves /readyz.
+fn start_controller<'a>(
+    ns: &'a TestNamespace<'a>,
+    arm: &FakeArm<'_>,
+) -> Result<ControllerProcess<'a>> {
+    let log = std::env::temp_dir().join(format!("{}-controller.log", ns.name()));
+    let mut ctl = spawn_controller(ns, arm, &log, &format!("aks-e2e-{}", ns.name()))?;
+    ctl.wait_ready()?;
+    Ok(ctl)
 }
 
 fn cluster() -> &'static Cluster {
@@ -405,7 +316,7 @@ fn wait_columns_true(
     name: &str,
     columns: &[&str],
     timeout: Duration,
-    ctl: &Controller<'_>,
+    ctl: &ControllerProcess<'_>,
     arm: &FakeArm<'_>,
 ) -> Result<String> {
     wait_for(
@@ -437,7 +348,7 @@ fn node_exists(cluster: &Cluster, node: &str) -> Result<bool> {
 fn delete_and_wait_clean(
     ns: &TestNamespace<'_>,
     names: &[&str],
-    ctl: &Controller<'_>,
+    ctl: &ControllerProcess<'_>,
     arm: &FakeArm<'_>,
 ) -> Result<()> {
     let cluster = ns.cluster();
@@ -503,7 +414,7 @@ fn aks_seed_inference_gets_an_agent_pool_becomes_ready_and_deletes_cleanly() -> 
     let cluster = cluster_with_crds()?;
     let ns = cluster.namespace("aks-seed")?;
     let arm = FakeArm::start(&ns, 500)?;
-    let ctl = Controller::start(&ns, &arm)?;
+    let ctl = start_controller(&ns, &arm)?;
     let name = "workspace-phi-3-mini";
     let label = unique_name("aks");
     let pool = pool_name(ns.name(), name);
@@ -583,7 +494,7 @@ fn aks_quota_exceeded_is_reported_and_clears() -> Result<()> {
     let ns = cluster.namespace("aks-quota")?;
     let arm = FakeArm::start(&ns, 500)?;
     arm.set_fault("quotaExceeded", json!(true))?;
-    let ctl = Controller::start(&ns, &arm)?;
+    let ctl = start_controller(&ns, &arm)?;
     let name = "workspace-quota";
     let label = unique_name("quota");
     ns.apply(&seed_inference(name, &label)?)?;
@@ -676,7 +587,7 @@ fn aks_controller_killed_during_provisioning_leaves_one_pool_per_workspace() -> 
     // Where the kills landed: no pool yet, a pool Creating, all pools Succeeded.
     let mut phases = [0u32; 3];
     for i in 0..20 {
-        let ctl = Controller::spawn(&ns, &arm, &log, &identity)?;
+        let ctl = spawn_controller(&ns, &arm, &log, &identity)?;
         let after = Duration::from_millis(rng.below(1501));
         std::thread::sleep(after);
         let running = ctl.kill9()?;
@@ -692,7 +603,7 @@ fn aks_controller_killed_during_provisioning_leaves_one_pool_per_workspace() -> 
         if !running {
             bail!(
                 "the controller exited on its own before kill {i}:\n{}",
-                tail(&log, 40)
+                log_tail(&log, "controller", 40)
             );
         }
         let phase = if pools.is_empty() {
@@ -711,7 +622,7 @@ fn aks_controller_killed_during_provisioning_leaves_one_pool_per_workspace() -> 
         "[aks-e2e] kills: {} before any pool, {} while creating, {} after",
         phases[0], phases[1], phases[2]
     );
-    let mut ctl = Controller::spawn(&ns, &arm, &log, &identity)?;
+    let mut ctl = spawn_controller(&ns, &arm, &log, &identity)?;
     ctl.wait_ready()?;
     for name in names {
         wait_columns_true(&ns, name, &["RESOURCEREADY"], WAIT, &ctl, &arm)?;
@@ -751,7 +662,7 @@ fn aks_controller_killed_during_provisioning_leaves_one_pool_per_workspace() -> 
         ns.kubectl_ok(["delete", "workspace", name, "--wait=false"])?;
     }
     for i in 0..5 {
-        let ctl = Controller::spawn(&ns, &arm, &log, &identity)?;
+        let ctl = spawn_controller(&ns, &arm, &log, &identity)?;
         let after = Duration::from_millis(rng.below(1501));
         std::thread::sleep(after);
         let running = ctl.kill9()?;
@@ -761,7 +672,7 @@ fn aks_controller_killed_during_provisioning_leaves_one_pool_per_workspace() -> 
             arm.pools()?.keys().collect::<Vec<_>>()
         );
     }
-    let mut ctl = Controller::spawn(&ns, &arm, &log, &identity)?;
+    let mut ctl = spawn_controller(&ns, &arm, &log, &identity)?;
     ctl.wait_ready()?;
     delete_and_wait_clean(&ns, &names, &ctl, &arm)?;
     eprintln!(

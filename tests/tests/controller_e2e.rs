@@ -14,99 +14,16 @@
 //! - the seed adapter workspace → a StatefulSet with the `kaito-adapter pull` init container
 //!   and the adapter's strength env var.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use kaito_e2e::{
-    Cluster, GpuNode, NodeGuard, TestNamespace, free_port, repo_root, unique_name, wait_for,
+    Cluster, ControllerProcess, GpuNode, NodeGuard, TestNamespace, repo_root, unique_name, wait_for,
 };
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(500);
-
-/// The `kaito-controller` binary (`KAITO_CONTROLLER_BIN`, else target/debug).
-fn controller_binary() -> Result<PathBuf> {
-    kaito_e2e::workspace_bin("kaito-controller", "KAITO_CONTROLLER_BIN")
-}
-
-/// A controller process for one namespace; on drop it first lets the controller delete the
-/// namespace's workspaces (so their finalizers are released), then kills it.
-struct ControllerProcess<'a> {
-    child: Child,
-    ns: &'a TestNamespace<'a>,
-    log: PathBuf,
-    port: u16,
-}
-
-impl<'a> ControllerProcess<'a> {
-    fn start(ns: &'a TestNamespace<'a>, provisioner: &str) -> Result<Self> {
-        let bin = controller_binary()?;
-        let port = free_port()?;
-        let log = std::env::temp_dir().join(format!("{}-controller.log", ns.name()));
-        let file = std::fs::File::create(&log)?;
-        let child = Command::new(&bin)
-            .args([
-                "--provisioner",
-                provisioner,
-                "--namespace",
-                ns.name(),
-                "--leader-election-namespace",
-                ns.name(),
-            ])
-            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-            .env("KUBECONFIG", ns.cluster().kubeconfig())
-            .env("RUST_LOG", "info,kube=warn")
-            .env_remove("HTTPS_PROXY")
-            .env_remove("https_proxy")
-            .env_remove("HTTP_PROXY")
-            .env_remove("http_proxy")
-            .stdout(Stdio::from(file.try_clone()?))
-            .stderr(Stdio::from(file))
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let p = Self {
-            child,
-            ns,
-            log,
-            port,
-        };
-        wait_for("the controller's /readyz", WAIT, POLL, || {
-            Ok(p.http_get("/readyz").ok().map(|_| ()))
-        })
-        .with_context(|| p.log_tail())?;
-        Ok(p)
-    }
-
-    /// The body of `GET path`, which must answer 200.
-    fn http_get(&self, path: &str) -> Result<String> {
-        match kaito_e2e::http_get(self.port, path)? {
-            (200, body) => Ok(body),
-            (code, body) => bail!("GET {path} answered {code}: {body}"),
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        format!(
-            "controller log (last lines):\n{}",
-            lines[lines.len().saturating_sub(40)..].join("\n")
-        )
-    }
-}
-
-impl Drop for ControllerProcess<'_> {
-    fn drop(&mut self) {
-        let _ = self
-            .ns
-            .kubectl(["delete", "workspaces", "--all", "--timeout=60s"]);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn cluster() -> &'static Cluster {
     kaito_e2e::running_cluster()

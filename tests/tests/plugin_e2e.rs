@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use kaito_e2e::{
-    Cluster, CmdOutput, GpuNode, TestNamespace, free_port, http_get, run_command, table_header,
-    unique_name, wait_for,
+    Cluster, CmdOutput, ControllerProcess, GpuNode, TestNamespace, WebhookProcess, free_port,
+    run_command, table_header, unique_name, wait_for,
 };
 
 /// The plugin binary (`KUBECTL_KAITO_BIN`, else target/debug).
@@ -502,258 +502,6 @@ spec:
 // With the real webhook and controller running.
 // ---------------------------------------------------------------------------------------------
 
-/// Namespace label by which the webhook configurations of [`WebhookProcess`] select only the
-/// test's namespace (other tests in the same cluster are untouched).
-const WEBHOOK_LABEL: &str = "kaito-plugin-e2e-webhook";
-
-fn log_tail(path: &std::path::Path, what: &str) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    format!(
-        "{what} log (last lines):\n{}",
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    )
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// `kaito-webhook` on loopback with a self-signed certificate, registered (mutating and
-/// validating) for the test's namespace only — as in tests/tests/webhook_admission.rs.
-/// Unregistered and stopped on drop.
-struct WebhookProcess<'a> {
-    cluster: &'a Cluster,
-    child: Child,
-    name: String,
-    dir: PathBuf,
-}
-
-impl<'a> WebhookProcess<'a> {
-    fn start(cluster: &'a Cluster, ns: &TestNamespace<'_>, provisioner: &str) -> Result<Self> {
-        let name = unique_name("kaito-plugin-webhook");
-        let dir = std::env::temp_dir().join(&name);
-        std::fs::create_dir_all(&dir)?;
-        let ca_file = dir.join("ca.pem");
-        let port = free_port()?;
-        let health_port = free_port()?;
-        let log = std::fs::File::create(dir.join("webhook.log"))?;
-        let child = Command::new(kaito_e2e::workspace_bin(
-            "kaito-webhook",
-            "KAITO_WEBHOOK_BIN",
-        )?)
-        .args(["--bind-address", "127.0.0.1"])
-        .args(["--health-bind-address", "127.0.0.1"])
-        .args(["--port", &port.to_string()])
-        .args(["--health-port", &health_port.to_string()])
-        .args(["--tls-self-signed-for", "127.0.0.1,localhost"])
-        .arg("--tls-ca-out")
-        .arg(&ca_file)
-        .args(["--cloud", "azure", "--provisioner", provisioner])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("starting kaito-webhook")?;
-        let mut hook = Self {
-            cluster,
-            child,
-            name: name.clone(),
-            dir,
-        };
-        let log_file = hook.dir.join("webhook.log");
-        wait_for(
-            "kaito-webhook /readyz",
-            Duration::from_secs(30),
-            Duration::from_millis(100),
-            || {
-                if let Some(status) = hook.child.try_wait()? {
-                    anyhow::bail!(
-                        "kaito-webhook exited with {status}: {}",
-                        log_tail(&log_file, "webhook")
-                    );
-                }
-                Ok(http_get(health_port, "/readyz")
-                    .ok()
-                    .filter(|(code, _)| *code == 200)
-                    .map(|_| ()))
-            },
-        )?;
-        let ca_bundle = base64(&std::fs::read(&ca_file).context("the webhook wrote no CA file")?);
-        cluster.kubectl_ok([
-            "label",
-            "namespace",
-            ns.name(),
-            &format!("{WEBHOOK_LABEL}={name}"),
-        ])?;
-        for (kind, webhook, path) in [
-            (
-                "MutatingWebhookConfiguration",
-                "mutate.workspace.kaito.sh",
-                "/mutate",
-            ),
-            (
-                "ValidatingWebhookConfiguration",
-                "validate.workspace.kaito.sh",
-                "/validate",
-            ),
-        ] {
-            cluster.apply(&format!(
-                r#"apiVersion: admissionregistration.k8s.io/v1
-kind: {kind}
-metadata:
-  name: {name}
-webhooks:
-- name: {webhook}
-  admissionReviewVersions: ["v1"]
-  sideEffects: None
-  failurePolicy: Fail
-  timeoutSeconds: 10
-  clientConfig:
-    url: https://127.0.0.1:{port}{path}
-    caBundle: {ca_bundle}
-  namespaceSelector:
-    matchLabels:
-      {WEBHOOK_LABEL}: {name}
-  rules:
-  - apiGroups: ["kaito.sh"]
-    apiVersions: ["v1alpha1", "v1beta1"]
-    operations: ["CREATE", "UPDATE"]
-    resources: ["workspaces"]
-    scope: Namespaced
-"#
-            ))?;
-        }
-        // The apiserver picks webhook configurations up asynchronously: wait until a server
-        // dry run of an invalid workspace is refused by the validating webhook.
-        wait_for(
-            "the webhook configurations to take effect",
-            Duration::from_secs(60),
-            Duration::from_millis(300),
-            || {
-                let out = kaito(
-                    ns,
-                    &[
-                        "create",
-                        "workspace",
-                        "probe",
-                        "--preset",
-                        "no-such-model",
-                        "--instance-type",
-                        "Standard_NC6s_v3",
-                        "--label",
-                        "apps=probe",
-                        "--dry-run=server",
-                    ],
-                )?;
-                Ok(
-                    (!out.success() && out.stderr.contains("validate.workspace.kaito.sh"))
-                        .then_some(()),
-                )
-            },
-        )
-        .with_context(|| log_tail(&hook.dir.join("webhook.log"), "webhook"))?;
-        Ok(hook)
-    }
-}
-
-impl Drop for WebhookProcess<'_> {
-    fn drop(&mut self) {
-        for kind in [
-            "mutatingwebhookconfiguration",
-            "validatingwebhookconfiguration",
-        ] {
-            let _ = self
-                .cluster
-                .kubectl(["delete", kind, &self.name, "--ignore-not-found"]);
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// `kaito-controller` for one namespace — as in tests/tests/controller_e2e.rs. On drop it
-/// first lets the controller delete the namespace's workspaces (releasing their finalizers),
-/// then kills it.
-struct ControllerProcess<'a> {
-    child: Child,
-    ns: &'a TestNamespace<'a>,
-    log: PathBuf,
-}
-
-impl<'a> ControllerProcess<'a> {
-    fn start(ns: &'a TestNamespace<'a>, provisioner: &str) -> Result<Self> {
-        let bin = kaito_e2e::workspace_bin("kaito-controller", "KAITO_CONTROLLER_BIN")?;
-        let port = free_port()?;
-        let log = std::env::temp_dir().join(format!("{}-controller.log", ns.name()));
-        let file = std::fs::File::create(&log)?;
-        let child = Command::new(&bin)
-            .args(["--provisioner", provisioner])
-            .args(["--namespace", ns.name()])
-            .args(["--leader-election-namespace", ns.name()])
-            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-            .env("KUBECONFIG", ns.cluster().kubeconfig())
-            .env("RUST_LOG", "info,kube=warn")
-            .env_remove("HTTPS_PROXY")
-            .env_remove("https_proxy")
-            .env_remove("HTTP_PROXY")
-            .env_remove("http_proxy")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(file.try_clone()?))
-            .stderr(Stdio::from(file))
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let p = Self { child, ns, log };
-        wait_for(
-            "the controller's /readyz",
-            Duration::from_secs(60),
-            Duration::from_millis(200),
-            || {
-                Ok(http_get(port, "/readyz")
-                    .ok()
-                    .filter(|(code, _)| *code == 200)
-                    .map(|_| ()))
-            },
-        )
-        .with_context(|| p.log_tail())?;
-        Ok(p)
-    }
-
-    fn log_tail(&self) -> String {
-        log_tail(&self.log, "controller")
-    }
-}
-
-impl Drop for ControllerProcess<'_> {
-    fn drop(&mut self) {
-        let _ = self
-            .ns
-            .kubectl(["delete", "workspaces.kaito.sh", "--all", "--timeout=60s"]);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
 /// The cells of `kubectl kaito get` by header column (cells may be `-`, never empty).
 fn get_row(table: &str) -> Result<Vec<(String, String)>> {
     let header = table_header(table);
@@ -780,7 +528,6 @@ fn plugin_create_get_turns_true_with_webhook_and_controller_then_delete_waits() 
     )?;
     let webhook = WebhookProcess::start(cluster, &ns, "byo")?;
     let ctl = ControllerProcess::start(&ns, "byo")?;
-    let webhook_log = webhook.dir.join("webhook.log");
     let name = "phi3-live";
     let apps = format!("apps={label}");
 
@@ -855,7 +602,7 @@ fn plugin_create_get_turns_true_with_webhook_and_controller_then_delete_waits() 
         format!(
             "rows seen: {seen:?}\n{}\n{}",
             ctl.log_tail(),
-            log_tail(&webhook_log, "webhook")
+            webhook.log_tail()
         )
     })?;
     eprintln!("[plugin e2e] READY columns as `kubectl kaito get` showed them: {seen:?}");

@@ -1,260 +1,22 @@
 //! The admission webhook (`kaito-webhook`) against the real kube-apiserver of the local cluster.
 //!
-//! Each test starts its own `kaito-webhook` process on 127.0.0.1 with a self-signed certificate
-//! (`--tls-self-signed-for 127.0.0.1,localhost --tls-ca-out FILE`; `KUBECONFIG` is the
-//! cluster's, for the ConfigMaps tuning workspaces name), registers a Mutating and a
-//! Validating WebhookConfiguration for `kaito.sh` workspaces (v1alpha1 and v1beta1,
-//! failurePolicy Fail, sideEffects None) at `https://127.0.0.1:PORT/mutate|validate`, scoped by
-//! a `namespaceSelector` to a label only this test's namespace carries (so other tests in the
-//! same cluster are untouched), and removes both configurations and stops the process (SIGTERM,
-//! graceful) at the end, also when the test fails.
+//! Each test starts its own `kaito-webhook` process ([`kaito_e2e::WebhookProcess`]) on
+//! 127.0.0.1 with a self-signed certificate (`--tls-self-signed-for 127.0.0.1,localhost
+//! --tls-ca-out FILE`; `KUBECONFIG` is the cluster's, for the ConfigMaps tuning workspaces
+//! name), registers a Mutating and a Validating WebhookConfiguration for `kaito.sh` workspaces
+//! (v1alpha1 and v1beta1, failurePolicy Fail, sideEffects None) at
+//! `https://127.0.0.1:PORT/mutate|validate`, scoped by a `namespaceSelector` to a label only
+//! this test's namespace carries (so other tests in the same cluster are untouched), and
+//! removes both configurations and stops the process (SIGTERM, graceful) at the end, also when
+//! the test fails.
 //!
 //! The binary is taken from `KAITO_WEBHOOK_BIN`, else from the test binary's own target
 //! profile dir (`target/debug/kaito-webhook`): build it first with
 //! `cargo build -p kaito-webhook --bin kaito-webhook`.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use anyhow::{Context, Result, bail};
-use kaito_e2e::{
-    Cluster, TestNamespace, example_files, free_port, json_subset, unique_name, wait_for,
-};
+use anyhow::{Context, Result};
+use kaito_e2e::{Cluster, WebhookProcess, example_files, json_subset};
 use serde_json::Value;
-
-const LABEL: &str = "kaito-webhook-e2e";
-
-fn webhook_binary() -> Result<PathBuf> {
-    kaito_e2e::workspace_bin("kaito-webhook", "KAITO_WEBHOOK_BIN")
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// A running webhook registered for one namespace; stopped and unregistered on drop.
-struct Webhook<'a> {
-    cluster: &'a Cluster,
-    child: Option<Child>,
-    name: String,
-    health_port: u16,
-    dir: PathBuf,
-}
-
-impl<'a> Webhook<'a> {
-    /// Starts `kaito-webhook`, labels `ns` and registers the webhook configurations for it.
-    fn start(cluster: &'a Cluster, ns: &TestNamespace<'_>) -> Result<Webhook<'a>> {
-        let name = unique_name("kaito-webhook-e2e");
-        let dir = std::env::temp_dir().join(&name);
-        std::fs::create_dir_all(&dir)?;
-        let ca_file = dir.join("ca.pem");
-        let port = free_port()?;
-        let health_port = free_port()?;
-        let log = std::fs::File::create(dir.join("webhook.log"))?;
-        let child = Command::new(webhook_binary()?)
-            .args([
-                "--bind-address",
-                "127.0.0.1",
-                "--health-bind-address",
-                "127.0.0.1",
-            ])
-            .args([
-                "--port",
-                &port.to_string(),
-                "--health-port",
-                &health_port.to_string(),
-            ])
-            .args(["--tls-self-signed-for", "127.0.0.1,localhost"])
-            .arg("--tls-ca-out")
-            .arg(&ca_file)
-            .args(["--cloud", "azure", "--provisioner", "aks"])
-            .env("RUST_LOG", "info")
-            // Its Kubernetes client reads the ConfigMaps named in tuning.config.
-            .env("KUBECONFIG", cluster.kubeconfig())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting kaito-webhook")?;
-        let mut hook = Webhook {
-            cluster,
-            child: Some(child),
-            name: name.clone(),
-            health_port,
-            dir,
-        };
-        wait_for(
-            "kaito-webhook /readyz",
-            Duration::from_secs(30),
-            Duration::from_millis(100),
-            || {
-                if let Some(status) = hook
-                    .child
-                    .as_mut()
-                    .and_then(|c| c.try_wait().ok().flatten())
-                {
-                    bail!("kaito-webhook exited with {status}: {}", hook.log());
-                }
-                Ok(hook
-                    .http_get("/readyz")
-                    .ok()
-                    .filter(|(code, _)| *code == 200)
-                    .map(|_| ()))
-            },
-        )?;
-        let ca = std::fs::read(&ca_file).context("the webhook wrote no CA file")?;
-        let ca_bundle = base64(&ca);
-
-        cluster.kubectl_ok(["label", "namespace", ns.name(), &format!("{LABEL}={name}")])?;
-        let hook_yaml = |kind: &str, webhook: &str, path: &str| {
-            format!(
-                r#"apiVersion: admissionregistration.k8s.io/v1
-kind: {kind}
-metadata:
-  name: {name}
-webhooks:
-- name: {webhook}
-  admissionReviewVersions: ["v1"]
-  sideEffects: None
-  failurePolicy: Fail
-  timeoutSeconds: 10
-  clientConfig:
-    url: https://127.0.0.1:{port}{path}
-    caBundle: {ca_bundle}
-  namespaceSelector:
-    matchLabels:
-      {LABEL}: {name}
-  rules:
-  - apiGroups: ["kaito.sh"]
-    apiVersions: ["v1alpha1", "v1beta1"]
-    operations: ["CREATE", "UPDATE"]
-    resources: ["workspaces"]
-    scope: Namespaced
-"#
-            )
-        };
-        cluster.apply(&hook_yaml(
-            "MutatingWebhookConfiguration",
-            "mutate.workspace.kaito.sh",
-            "/mutate",
-        ))?;
-        cluster.apply(&hook_yaml(
-            "ValidatingWebhookConfiguration",
-            "validate.workspace.kaito.sh",
-            "/validate",
-        ))?;
-
-        // The apiserver picks webhook configurations up asynchronously: wait until both answer
-        // (a dry-run create comes back defaulted, and an invalid one is refused by us).
-        let probe = "apiVersion: kaito.sh/v1beta1\nkind: Workspace\nmetadata:\n  name: probe\n\
-                     resource:\n  instanceType: Standard_NC6s_v3\n\
-                     inference:\n  preset:\n    name: phi-3-mini-4k-instruct\n";
-        let bad_probe = probe.replace("phi-3-mini-4k-instruct", "no-such-model");
-        wait_for(
-            "the webhook configurations to take effect",
-            Duration::from_secs(60),
-            Duration::from_millis(300),
-            || {
-                let out = ns.cluster().kubectl_stdin(
-                    [
-                        "-n",
-                        ns.name(),
-                        "apply",
-                        "--dry-run=server",
-                        "-o",
-                        "json",
-                        "-f",
-                        "-",
-                    ],
-                    probe,
-                )?;
-                if out.stderr.contains("no matches for kind") || !out.success() {
-                    return Ok(None);
-                }
-                let obj: Value = serde_json::from_str(&out.stdout)?;
-                if obj["resource"]["count"] != 1 {
-                    return Ok(None);
-                }
-                let out = ns.cluster().kubectl_stdin(
-                    ["-n", ns.name(), "apply", "--dry-run=server", "-f", "-"],
-                    &bad_probe,
-                )?;
-                Ok(
-                    (!out.success() && out.stderr.contains("validate.workspace.kaito.sh"))
-                        .then_some(()),
-                )
-            },
-        )?;
-        Ok(hook)
-    }
-
-    fn http_get(&self, path: &str) -> Result<(u16, String)> {
-        kaito_e2e::http_get(self.health_port, path)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("webhook.log")).unwrap_or_default()
-    }
-
-    fn unregister(&self) {
-        for kind in [
-            "mutatingwebhookconfiguration",
-            "validatingwebhookconfiguration",
-        ] {
-            let _ = self
-                .cluster
-                .kubectl(["delete", kind, &self.name, "--ignore-not-found"]);
-        }
-    }
-
-    /// SIGTERM, and the exit status once it stopped (graceful shutdown).
-    fn stop(&mut self) -> Result<std::process::ExitStatus> {
-        self.unregister();
-        let Some(mut child) = self.child.take() else {
-            bail!("already stopped")
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        bail!("kaito-webhook did not stop within 15 s of SIGTERM")
-    }
-}
-
-impl Drop for Webhook<'_> {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            let _ = self.stop();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 #[test]
 #[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
@@ -262,7 +24,7 @@ fn webhook_defaults_seed_examples_sizing_and_dry_run() -> Result<()> {
     let cluster = Cluster::shared();
     cluster.install_kaito_crds()?;
     let ns = cluster.namespace("webhook-defaults")?;
-    let mut hook = Webhook::start(cluster, &ns)?;
+    let mut hook = WebhookProcess::start(cluster, &ns, "aks")?;
 
     // Each seed is accepted, stored as written, with the defaults filled in.
     for file in example_files()? {
@@ -531,7 +293,7 @@ fn webhook_rejections_reach_kubectl_with_the_message() -> Result<()> {
     let cluster = Cluster::shared();
     cluster.install_kaito_crds()?;
     let ns = cluster.namespace("webhook-rejections")?;
-    let mut hook = Webhook::start(cluster, &ns)?;
+    let mut hook = WebhookProcess::start(cluster, &ns, "aks")?;
 
     let mut failures = Vec::new();
     for (case, yaml, words) in rejections() {
@@ -604,7 +366,7 @@ fn webhook_checks_the_tuning_config_map() -> Result<()> {
     let cluster = Cluster::shared();
     cluster.install_kaito_crds()?;
     let ns = cluster.namespace("webhook-tuning-config")?;
-    let mut hook = Webhook::start(cluster, &ns)?;
+    let mut hook = WebhookProcess::start(cluster, &ns, "aks")?;
 
     let config_map = |name: &str, quantization: &str| {
         let training = format!(
