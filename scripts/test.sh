@@ -13,7 +13,8 @@
 #      then the end-to-end tests with the real kubectl.
 #
 # What it installs: Rust components rustfmt and clippy if missing; a Python virtualenv with
-# the openai client under ~/.cache/kaito-rs/venv; the control-plane binaries (Go modules).
+# the openai client under ~/.cache/kaito-rs/venv (and Debian's python3-venv if python3 cannot make
+# one); Debian's docker-registry; the control-plane binaries (Go modules).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
