@@ -441,8 +441,7 @@ pub async fn run(
         writer,
         watcher(nodes_api, watcher::Config::default().any_semantic()),
     )
-    .default_backoff()
-    .touched_objects();
+    .default_backoff();
     fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -481,14 +480,35 @@ pub async fn run(
     // The node reflector feeds the census store; its events also wake the workspaces they
     // concern (provisioned nodes by label, bring-your-own nodes by selector).
     let (tx, node_triggers) = futures::channel::mpsc::unbounded::<ObjectRef<Workspace>>();
+    // Only events that change what the controller reads of a node wake workspaces (see
+    // nodes::node_fingerprint); deletions always do.
     tokio::spawn(async move {
         let mut s = std::pin::pin!(node_stream);
+        let mut seen: HashMap<String, u64> = HashMap::new();
         while let Some(ev) = s.next().await {
-            if let Ok(node) = ev {
-                for r in node_mapper(node) {
-                    if tx.unbounded_send(r).is_err() {
-                        return;
+            let node = match ev {
+                Ok(watcher::Event::Apply(node) | watcher::Event::InitApply(node)) => {
+                    let fp = nodes::node_fingerprint(&node);
+                    if seen.insert(node.name_any(), fp) == Some(fp) {
+                        continue;
                     }
+                    node
+                }
+                Ok(watcher::Event::Delete(node)) => {
+                    seen.remove(&node.name_any());
+                    node
+                }
+                // A relist: every node counts as new again (one missed while the watch was
+                // down may have changed).
+                Ok(watcher::Event::Init) => {
+                    seen.clear();
+                    continue;
+                }
+                Ok(watcher::Event::InitDone) | Err(_) => continue,
+            };
+            for r in node_mapper(node) {
+                if tx.unbounded_send(r).is_err() {
+                    return;
                 }
             }
         }

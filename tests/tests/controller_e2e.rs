@@ -152,8 +152,79 @@ fn controller_byo_seed_inference_becomes_ready_and_deletes_cleanly() -> Result<(
     );
     ctl.http_get("/healthz")?;
 
+    // A node status heartbeat (kubelets and kwok write one every few seconds) must not wake
+    // the workspace; a change the controller reads of the node (a label) must.
+    let reconciles = || -> Result<f64> {
+        metric_sum(
+            &ctl.http_get("/metrics")?,
+            "kaito_controller_reconciles_total",
+        )
+    };
+    let settled = wait_for("the controller to go idle", WAIT, Duration::from_secs(2), {
+        let mut last = -1.0;
+        move || {
+            let now = reconciles()?;
+            let idle = now == last;
+            last = now;
+            Ok(idle.then_some(now))
+        }
+    })?;
+    let node = _node.name();
+    for at in ["2030-01-01T00:00:00Z", "2030-01-01T00:00:10Z"] {
+        cluster.kubectl_ok([
+            "patch",
+            "node",
+            node,
+            "--subresource=status",
+            "--type=strategic",
+            "-p",
+            &format!(
+                r#"{{"status":{{"conditions":[{{"type":"Ready","lastHeartbeatTime":"{at}"}}]}}}}"#
+            ),
+        ])?;
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    assert_eq!(
+        reconciles()?,
+        settled,
+        "a heartbeat alone reconciled the workspace"
+    );
+    cluster.kubectl_ok(["label", "node", node, "kaito-e2e-touched=1"])?;
+    wait_for(
+        "a reconcile after the node's labels changed",
+        WAIT,
+        POLL,
+        || Ok((reconciles()? > settled).then_some(())),
+    )
+    .with_context(|| ctl.log_tail())?;
+
     wait_deleted(&ns, name)?;
     Ok(())
+}
+
+/// The sum of every series of the Prometheus counter or gauge `name` in a /metrics text.
+fn metric_sum(text: &str, name: &str) -> Result<f64> {
+    let mut sum = 0.0;
+    let mut found = false;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            continue;
+        }
+        let value = rest
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .with_context(|| format!("no value in {line:?}"))?;
+        sum += value;
+        found = true;
+    }
+    if !found {
+        bail!("no series {name} in the metrics:\n{text}");
+    }
+    Ok(sum)
 }
 
 #[test]
