@@ -26,7 +26,7 @@ use anyhow::{Context, Result, bail};
 pub mod processes;
 pub mod registry;
 
-pub use processes::{ControllerProcess, WebhookProcess, log_tail, no_proxy};
+pub use processes::{ControllerProcess, WebhookProcess, log_tail, no_proxy, spawn_logged};
 
 /// How long one kubectl (or script) call may take before it is killed.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
@@ -578,6 +578,15 @@ impl TestNamespace<'_> {
         S: AsRef<std::ffi::OsStr>,
     {
         self.cluster.get_json(self.with_ns(args))
+    }
+
+    /// `kubectl apply --dry-run=server -o json -f -` in this namespace: the object as admission
+    /// (defaulting webhooks included) would store it on stdout, or the refusal on stderr.
+    pub fn server_dry_run(&self, yaml: &str) -> Result<CmdOutput> {
+        self.cluster.kubectl_stdin(
+            self.with_ns(["apply", "--dry-run=server", "-o", "json", "-f", "-"]),
+            yaml,
+        )
     }
 
     /// `kubectl apply -f -` in this namespace.

@@ -24,6 +24,22 @@ pub fn no_proxy(cmd: &mut Command) -> &mut Command {
         .env("no_proxy", "127.0.0.1,localhost")
 }
 
+/// Spawns `cmd` with stdin closed, stdout and stderr appended to the file `log`, and no proxy
+/// for loopback traffic ([`no_proxy`]).
+pub fn spawn_logged(cmd: &mut Command, log: &Path) -> Result<Child> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    no_proxy(cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(file.try_clone()?))
+        .stderr(Stdio::from(file));
+    cmd.spawn()
+        .with_context(|| format!("starting {:?}", cmd.get_program()))
+}
+
 /// The last `n` lines of the log file `path`, headed "`what` log (last lines):", for the
 /// context of a failed wait.
 pub fn log_tail(path: &Path, what: &str, n: usize) -> String {
@@ -62,26 +78,17 @@ impl<'a> ControllerProcess<'a> {
     {
         let bin = crate::workspace_bin("kaito-controller", "KAITO_CONTROLLER_BIN")?;
         let port = free_port()?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .with_context(|| format!("opening {}", log.display()))?;
-        let mut cmd = Command::new(&bin);
-        cmd.args(["--provisioner", provisioner])
-            .args(["--namespace", ns.name()])
-            .args(["--leader-election-namespace", ns.name()])
-            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-            .args(extra)
-            .env("KUBECONFIG", ns.cluster().kubeconfig())
-            .env("RUST_LOG", "info,kube=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(file.try_clone()?))
-            .stderr(Stdio::from(file));
-        no_proxy(&mut cmd);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
+        let child = spawn_logged(
+            Command::new(&bin)
+                .args(["--provisioner", provisioner])
+                .args(["--namespace", ns.name()])
+                .args(["--leader-election-namespace", ns.name()])
+                .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+                .args(extra)
+                .env("KUBECONFIG", ns.cluster().kubeconfig())
+                .env("RUST_LOG", "info,kube=warn"),
+            log,
+        )?;
         Ok(Self {
             child,
             ns,
@@ -178,24 +185,21 @@ impl<'a> WebhookProcess<'a> {
         let ca_file = dir.join("ca.pem");
         let port = free_port()?;
         let health_port = free_port()?;
-        let log = std::fs::File::create(dir.join("webhook.log"))?;
-        let mut cmd = Command::new(crate::workspace_bin("kaito-webhook", "KAITO_WEBHOOK_BIN")?);
-        cmd.args(["--bind-address", "127.0.0.1"])
-            .args(["--health-bind-address", "127.0.0.1"])
-            .args(["--port", &port.to_string()])
-            .args(["--health-port", &health_port.to_string()])
-            .args(["--tls-self-signed-for", "127.0.0.1,localhost"])
-            .arg("--tls-ca-out")
-            .arg(&ca_file)
-            .args(["--cloud", "azure", "--provisioner", provisioner])
-            .env("RUST_LOG", "info")
-            // Its Kubernetes client reads the ConfigMaps named in tuning.config.
-            .env("KUBECONFIG", cluster.kubeconfig())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        no_proxy(&mut cmd);
-        let child = cmd.spawn().context("starting kaito-webhook")?;
+        let child = spawn_logged(
+            Command::new(crate::workspace_bin("kaito-webhook", "KAITO_WEBHOOK_BIN")?)
+                .args(["--bind-address", "127.0.0.1"])
+                .args(["--health-bind-address", "127.0.0.1"])
+                .args(["--port", &port.to_string()])
+                .args(["--health-port", &health_port.to_string()])
+                .args(["--tls-self-signed-for", "127.0.0.1,localhost"])
+                .arg("--tls-ca-out")
+                .arg(&ca_file)
+                .args(["--cloud", "azure", "--provisioner", provisioner])
+                .env("RUST_LOG", "info")
+                // Its Kubernetes client reads the ConfigMaps named in tuning.config.
+                .env("KUBECONFIG", cluster.kubeconfig()),
+            &dir.join("webhook.log"),
+        )?;
         let mut hook = Self {
             cluster,
             child: Some(child),
@@ -276,19 +280,7 @@ webhooks:
             Duration::from_secs(60),
             Duration::from_millis(300),
             || {
-                let out = cluster.kubectl_stdin(
-                    [
-                        "-n",
-                        ns.name(),
-                        "apply",
-                        "--dry-run=server",
-                        "-o",
-                        "json",
-                        "-f",
-                        "-",
-                    ],
-                    probe,
-                )?;
+                let out = ns.server_dry_run(probe)?;
                 if !out.success() {
                     return Ok(None);
                 }
@@ -296,10 +288,7 @@ webhooks:
                 if obj["resource"]["count"] != 1 {
                     return Ok(None);
                 }
-                let out = cluster.kubectl_stdin(
-                    ["-n", ns.name(), "apply", "--dry-run=server", "-f", "-"],
-                    &bad_probe,
-                )?;
+                let out = ns.server_dry_run(&bad_probe)?;
                 Ok(
                     (!out.success() && out.stderr.contains("validate.workspace.kaito.sh"))
                         .then_some(()),

@@ -15,11 +15,13 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use kaito_e2e::{Cluster, GpuNode, free_port, repo_root, run_command, unique_name, wait_for};
+use kaito_e2e::{
+    Cluster, GpuNode, free_port, repo_root, run_command, spawn_logged, unique_name, wait_for,
+};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(180);
@@ -68,16 +70,7 @@ struct Proc {
 
 impl Proc {
     fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Result<Self> {
-        let file = std::fs::File::create(&log)?;
-        for v in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"] {
-            cmd.env_remove(v);
-        }
-        let child = cmd
-            .env("RUST_LOG", "info,kube=warn")
-            .env("NO_PROXY", "127.0.0.1,localhost")
-            .stdout(Stdio::from(file.try_clone()?))
-            .stderr(Stdio::from(file))
-            .spawn()
+        let child = spawn_logged(cmd.env("RUST_LOG", "info,kube=warn"), &log)
             .with_context(|| format!("starting {name}"))?;
         Ok(Self { child, log, name })
     }

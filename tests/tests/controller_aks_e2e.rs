@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use kaito_e2e::{
-    Cluster, ControllerProcess, TestNamespace, log_tail, no_proxy, run_command, unique_name,
-    wait_for,
+    Cluster, ControllerProcess, TestNamespace, log_tail, no_proxy, run_command, spawn_logged,
+    unique_name, wait_for,
 };
 use serde_json::{Value, json};
 
@@ -72,7 +72,6 @@ impl<'a> FakeArm<'a> {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let log = dir.join("fake-arm.log");
-        let file = std::fs::File::create(&log)?;
         let path = std::env::var_os("PATH").unwrap_or_default();
         let mut paths = vec![cluster.bin_dir().to_path_buf()];
         paths.extend(std::env::split_paths(&path));
@@ -86,14 +85,8 @@ impl<'a> FakeArm<'a> {
             .env("KAITO_CLUSTER_BIN", cluster.bin_dir())
             .env("KUBECONFIG", cluster.kubeconfig())
             .env("PATH", std::env::join_paths(paths)?)
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(file.try_clone()?))
-            .stderr(Stdio::from(file));
-        no_proxy(&mut cmd);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
+            .process_group(0);
+        let child = spawn_logged(&mut cmd, &log)?;
         let mut arm = Self {
             child,
             ns,

@@ -114,19 +114,7 @@ inference:
 
     // --dry-run=server returns the defaulted object and stores nothing.
     let dry = auto.replace("phi-3-auto", "phi-3-dry");
-    let out = ns.cluster().kubectl_stdin(
-        [
-            "-n",
-            ns.name(),
-            "apply",
-            "--dry-run=server",
-            "-o",
-            "json",
-            "-f",
-            "-",
-        ],
-        &dry,
-    )?;
+    let out = ns.server_dry_run(&dry)?;
     assert!(out.success(), "{}", out.stderr);
     let obj: Value = serde_json::from_str(&out.stdout)?;
     assert_eq!(obj["resource"]["instanceType"], sku, "{obj:#}");
