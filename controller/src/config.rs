@@ -45,6 +45,9 @@ impl fmt::Display for ProvisionerKind {
 /// `kaito-adapter` binary (adapter/) and nothing else.
 pub const ADAPTER_IMAGE: &str = "ghcr.io/kaito-rs/kaito-adapter:0.1.0";
 
+/// Where the serving container's weights volume is mounted (as upstream KAITO).
+pub const WEIGHTS_DIR: &str = "/workspace/weights";
+
 /// Images and commands of the workloads the controller builds.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorkloadConfig {
@@ -52,8 +55,17 @@ pub struct WorkloadConfig {
     pub runtime_image: String,
     /// Command of the serving container (the runtime binary).
     pub runtime_command: Vec<String>,
-    /// Directory inside the serving image that holds the model.
+    /// Where the serving pod's weights volume is mounted; the runtime downloads the preset's
+    /// repository there before it loads.
     pub model_dir: String,
+    /// The Hugging Face hub (or mirror) the runtime downloads from: `HF_ENDPOINT` in the
+    /// serving container; `None`: the runtime's default, huggingface.co.
+    pub hf_endpoint: Option<String>,
+    /// A node-local weights cache: a host directory (it must exist, writable by the runtime's
+    /// user) under which each preset revision gets `<org>--<name>/<revision>`, so a restarted
+    /// or rescheduled pod on the same node does not download again (the runtime verifies what
+    /// it finds). `None`: an emptyDir sized from the preset's `disk`.
+    pub weights_cache_host_path: Option<String>,
     /// Image of the adapter puller init container of the serving pod (holds `kaito-adapter`).
     pub adapter_puller_image: String,
     /// Command of the adapter puller; gets `--image <ref> --output /mnt/adapter/<name>` and,
@@ -85,8 +97,10 @@ impl Default for WorkloadConfig {
     fn default() -> Self {
         Self {
             runtime_image: "ghcr.io/kaito-rs/kaito-runtime:0.1.0".into(),
-            runtime_command: vec!["kaito-runtime".into(), "serve".into()],
-            model_dir: "/workspace/model".into(),
+            runtime_command: vec!["kaito-runtime".into()],
+            model_dir: WEIGHTS_DIR.into(),
+            hf_endpoint: None,
+            weights_cache_host_path: None,
             adapter_puller_image: ADAPTER_IMAGE.into(),
             adapter_puller_command: vec!["kaito-adapter".into(), "pull".into()],
             data_downloader_image: ADAPTER_IMAGE.into(),

@@ -206,10 +206,23 @@ fn preset_pod(
         None => (Vec::new(), Vec::new()),
     };
     let mut args: Vec<String> = base_args;
+    args.extend(["--model-dir".to_string(), model_dir(plan, cfg)]);
+    // A private image carries its weights; otherwise the runtime downloads the preset's
+    // pinned revision into the weights volume before it loads.
+    let source = plan.preset.filter(|_| !private).map(|p| &p.huggingface);
+    if let Some(hf) = source {
+        args.extend([
+            "--model-repo".to_string(),
+            hf.repo.clone(),
+            "--model-revision".to_string(),
+            hf.revision.clone(),
+        ]);
+        if let Some(file) = &hf.file {
+            args.extend(["--model-file".to_string(), file.clone()]);
+        }
+    }
     args.extend(
         [
-            "--model-dir",
-            &cfg.model_dir,
             "--served-model-name",
             &preset,
             "--port",
@@ -222,6 +235,9 @@ fn preset_pod(
         .map(String::from),
     );
     let mut env = vec![json!({"name": "SERVED_MODEL_NAME", "value": preset})];
+    if let Some(endpoint) = cfg.hf_endpoint.as_ref().filter(|_| source.is_some()) {
+        env.push(json!({"name": "HF_ENDPOINT", "value": endpoint}));
+    }
     if let Some(len) = sizing.and_then(|s| s.max_model_len) {
         env.push(json!({"name": "MAX_MODEL_LEN", "value": len.to_string()}));
     }
@@ -280,8 +296,14 @@ fn preset_pod(
                "failureThreshold": failures, "timeoutSeconds": 5})
     };
     let budget = startup_budget_seconds(plan);
-    let mut volumes = vec![json!({"name": "dshm", "emptyDir": {"medium": "Memory"}})];
-    let mut mounts = vec![json!({"name": "dshm", "mountPath": "/dev/shm"})];
+    let mut volumes = vec![
+        json!({"name": "dshm", "emptyDir": {"medium": "Memory"}}),
+        weights_volume(plan, cfg),
+    ];
+    let mut mounts = vec![
+        json!({"name": "dshm", "mountPath": "/dev/shm"}),
+        json!({"name": WEIGHTS_VOLUME, "mountPath": cfg.model_dir}),
+    ];
     if !adapters.is_empty() {
         volumes.push(json!({"name": "adapters", "emptyDir": {}}));
         mounts.push(json!({"name": "adapters", "mountPath": "/mnt/adapter"}));
@@ -300,8 +322,10 @@ fn preset_pod(
                 "env": env,
                 "ports": [{"name": "http", "containerPort": RUNTIME_PORT}],
                 "resources": {"requests": {"nvidia.com/gpu": gpus}, "limits": {"nvidia.com/gpu": gpus}},
+                // /health turns 200 once the weights are downloaded and loaded; /healthz
+                // answers as long as the server runs, so a download is not killed as dead.
                 "startupProbe": probe("/health", 10, budget / 10),
-                "livenessProbe": probe("/health", 10, 3),
+                "livenessProbe": probe("/healthz", 10, 3),
                 "readinessProbe": probe("/health", 5, 2),
                 "volumeMounts": mounts,
             }],
@@ -312,6 +336,36 @@ fn preset_pod(
         pod["spec"]["imagePullSecrets"] = json!(pull_secrets);
     }
     typed("pod template", pod)
+}
+
+/// The serving pod's weights volume.
+pub const WEIGHTS_VOLUME: &str = "weights";
+
+/// The weights volume: the node-local cache directory when configured (it must exist and be
+/// writable by the runtime's user; each preset revision gets its own subdirectory), else an
+/// emptyDir limited to the preset's `disk`.
+fn weights_volume(plan: &WorkspacePlan, cfg: &WorkloadConfig) -> Value {
+    match (&cfg.weights_cache_host_path, plan.preset) {
+        (Some(root), Some(_)) => json!({"name": WEIGHTS_VOLUME, "hostPath": {
+            "path": root.trim_end_matches('/'), "type": "Directory"}}),
+        (_, Some(p)) => json!({"name": WEIGHTS_VOLUME, "emptyDir": {
+            "sizeLimit": format!("{}Mi", p.disk.as_bytes().div_ceil(1 << 20))}}),
+        (_, None) => json!({"name": WEIGHTS_VOLUME, "emptyDir": {}}),
+    }
+}
+
+/// The runtime's `--model-dir`: the weights volume itself, or in a node-local cache the
+/// preset revision's own directory `<org>--<name>/<revision>`.
+fn model_dir(plan: &WorkspacePlan, cfg: &WorkloadConfig) -> String {
+    match (&cfg.weights_cache_host_path, plan.preset) {
+        (Some(_), Some(p)) => format!(
+            "{}/{}/{}",
+            cfg.model_dir.trim_end_matches('/'),
+            p.huggingface.repo.replace('/', "--"),
+            p.huggingface.revision
+        ),
+        _ => cfg.model_dir.clone(),
+    }
 }
 
 fn template_pod(
@@ -408,6 +462,11 @@ mod tests {
         assert_eq!(c["resources"]["limits"], c["resources"]["requests"]);
         assert_eq!(c["startupProbe"]["httpGet"]["path"], "/health");
         assert_eq!(c["startupProbe"]["httpGet"]["port"], 5000);
+        assert_eq!(
+            c["livenessProbe"]["httpGet"]["path"], "/healthz",
+            "a pod downloading or loading its weights is alive"
+        );
+        assert_eq!(c["command"], json!(["kaito-runtime"]));
         let args = c["args"].as_array().expect("args");
         let pos = |flag: &str| args.iter().position(|a| a == flag).expect(flag);
         assert_eq!(
@@ -415,6 +474,22 @@ mod tests {
             "phi-3-mini-4k-instruct"
         );
         assert_eq!(args[pos("--dtype") + 1], "f16", "V100 has no bf16");
+        assert_eq!(
+            args[pos("--model-repo") + 1],
+            "microsoft/Phi-3-mini-4k-instruct"
+        );
+        assert_eq!(
+            args[pos("--model-revision") + 1],
+            "0a67737cc96d2554230f90338b163bc6380a2a85"
+        );
+        assert_eq!(args[pos("--model-dir") + 1], "/workspace/weights");
+        assert!(!args.contains(&json!("--model-file")));
+        assert!(
+            c["volumeMounts"]
+                .as_array()
+                .expect("mounts")
+                .contains(&json!({"name": "weights", "mountPath": "/workspace/weights"}))
+        );
         assert_eq!(args[pos("--port") + 1], "5000");
         let tol = &spec["template"]["spec"]["tolerations"];
         assert!(
@@ -440,6 +515,11 @@ mod tests {
         assert!(exprs.as_array().expect("exprs").contains(&json!({"key": "kaito.sh/workspace", "operator": "In", "values": ["workspace-phi-3-mini"]})));
         let vols = &spec["template"]["spec"]["volumes"];
         assert_eq!(vols[0]["emptyDir"]["medium"], "Memory");
+        assert_eq!(
+            vols[1],
+            json!({"name": "weights", "emptyDir": {"sizeLimit": "71680Mi"}}),
+            "the catalog's disk (70Gi) bounds the weights volume"
+        );
         assert_eq!(
             spec["template"]["metadata"]["labels"]["kaito.sh/workspace"],
             "workspace-phi-3-mini"
@@ -560,12 +640,53 @@ mod tests {
                 "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}}))
             );
         }
-        assert_eq!(vols.len(), 4, "dshm, adapters and two secrets: {vols:?}");
+        assert_eq!(
+            vols.len(),
+            5,
+            "dshm, weights, adapters and two secrets: {vols:?}"
+        );
         let env = pod["containers"][0]["env"].as_array().expect("env");
         assert!(env.contains(&json!({"name": "c", "value": "0.5"})));
         assert!(
             pod["imagePullSecrets"].is_null(),
             "the kubelet never pulls adapter images"
+        );
+    }
+
+    #[test]
+    fn gguf_presets_name_their_file_and_a_node_cache_keeps_each_revision_apart() {
+        let w = ws(
+            "metadata: {name: s}\nresource: {instanceType: Standard_NC6s_v3}\ninference: {preset: {name: smollm2-135m-instruct}}",
+        );
+        let p = plan(&w, None).expect("plans");
+        let cfg = WorkloadConfig {
+            hf_endpoint: Some("http://hub.local:8080".into()),
+            weights_cache_host_path: Some("/var/lib/kaito/weights/".into()),
+            ..WorkloadConfig::default()
+        };
+        let s =
+            serde_json::to_value(statefulset(&w, &p, &cfg, ProvisionerKind::Byo).expect("builds"))
+                .expect("json");
+        let pod = &s["spec"]["template"]["spec"];
+        let args = pod["containers"][0]["args"].as_array().expect("args");
+        let pos = |flag: &str| args.iter().position(|a| a == flag).expect(flag);
+        assert_eq!(
+            args[pos("--model-file") + 1],
+            "SmolLM2-135M-Instruct.Q4_1.gguf"
+        );
+        assert!(
+            pod["containers"][0]["env"]
+                .as_array()
+                .expect("env")
+                .contains(&json!({"name": "HF_ENDPOINT", "value": "http://hub.local:8080"}))
+        );
+        assert_eq!(
+            pod["volumes"][1],
+            json!({"name": "weights", "hostPath": {"path": "/var/lib/kaito/weights", "type": "Directory"}})
+        );
+        assert_eq!(
+            args[pos("--model-dir") + 1],
+            "/workspace/weights/QuantFactory--SmolLM2-135M-Instruct-GGUF/ab810cf68114990406fdf996510dd3d3c6adbdf5"
         );
     }
 

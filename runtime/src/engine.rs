@@ -34,8 +34,13 @@ pub enum DType {
 /// How to load the model.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-    /// Local directory in Hugging Face layout.
+    /// Local directory in Hugging Face layout, or holding the GGUF file.
     pub model_dir: PathBuf,
+    /// The GGUF file in `model_dir` to serve; `None`: the one `.gguf` file there, if the
+    /// directory holds no safetensors weights.
+    pub gguf_file: Option<String>,
+    /// Context limit the server enforces (prompt plus new tokens), below the model's own.
+    pub max_model_len: Option<usize>,
     /// Weight data type.
     pub dtype: DType,
     /// In-situ quantization, e.g. `Q4K` or `Q8_0`.
@@ -67,11 +72,36 @@ pub enum LoadError {
     /// mistral.rs failed to build the model.
     #[error("loading the model failed: {0:#}")]
     Engine(anyhow::Error),
+    /// The settings do not fit the model (e.g. adapters on a GGUF file).
+    #[error("{0}")]
+    Unsupported(String),
+    /// The weights could not be downloaded.
+    #[error("downloading the weights failed: {0}")]
+    Download(#[from] crate::download::DownloadError),
 }
 
-/// Checks that `dir` is a local model directory. mistral.rs 0.8.1 treats a path that does not
-/// exist as a Hugging Face hub id and would go to the network.
-pub fn check_model_dir(dir: &Path) -> Result<(), LoadError> {
+impl LoadError {
+    /// The reason written to the termination log, which the controller turns into a condition.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Download(e) => e.reason(),
+            _ => "ModelLoadFailed",
+        }
+    }
+}
+
+/// What the model directory holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Weights {
+    /// Hugging Face layout with safetensors weights.
+    Safetensors,
+    /// One GGUF file (tokenizer and chat template from its metadata).
+    Gguf(String),
+}
+
+/// Checks that `dir` is a local model directory and says which weights it holds. mistral.rs
+/// 0.8.1 treats a path that does not exist as a Hugging Face hub id and would go to the network.
+pub fn check_model_dir(dir: &Path, gguf_file: Option<&str>) -> Result<Weights, LoadError> {
     let fail = |reason: &str| LoadError::ModelDir {
         dir: dir.to_path_buf(),
         reason: reason.to_string(),
@@ -79,19 +109,35 @@ pub fn check_model_dir(dir: &Path) -> Result<(), LoadError> {
     if !dir.is_dir() {
         return Err(fail("does not exist or is not a directory"));
     }
+    if let Some(file) = gguf_file {
+        return if dir.join(file).is_file() {
+            Ok(Weights::Gguf(file.to_string()))
+        } else {
+            Err(fail(&format!("has no GGUF file {file}")))
+        };
+    }
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| fail(&e.to_string()))?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let has_safetensors = names.iter().any(|n| n.ends_with(".safetensors"));
+    let ggufs: Vec<&String> = names.iter().filter(|n| n.ends_with(".gguf")).collect();
+    if !has_safetensors {
+        return match ggufs.as_slice() {
+            [one] => Ok(Weights::Gguf((*one).clone())),
+            [] => Err(fail("has no *.safetensors weights and no .gguf file")),
+            _ => Err(fail(
+                "holds several .gguf files; name the one to serve with --model-file",
+            )),
+        };
+    }
     for file in ["config.json", "tokenizer.json"] {
         if !dir.join(file).is_file() {
             return Err(fail(&format!("has no {file}")));
         }
     }
-    let has_weights = std::fs::read_dir(dir)
-        .map_err(|e| fail(&e.to_string()))?
-        .filter_map(Result::ok)
-        .any(|e| e.file_name().to_string_lossy().ends_with(".safetensors"));
-    if !has_weights {
-        return Err(fail("has no *.safetensors weights"));
-    }
-    Ok(())
+    Ok(Weights::Safetensors)
 }
 
 /// One chat message.
@@ -125,6 +171,15 @@ fn text_messages(messages: &[ChatMessage]) -> TextMessages {
     })
 }
 
+fn model_dtype(dtype: DType) -> ModelDType {
+    match dtype {
+        DType::Auto => ModelDType::Auto,
+        DType::Bf16 => ModelDType::BF16,
+        DType::F16 => ModelDType::F16,
+        DType::F32 => ModelDType::F32,
+    }
+}
+
 /// The loaded model.
 pub struct Engine {
     model: Model,
@@ -134,20 +189,101 @@ pub struct Engine {
 impl Engine {
     /// Loads the model (and merges adapters). Takes from milliseconds to minutes.
     pub async fn load(config: &EngineConfig) -> Result<Self, LoadError> {
-        check_model_dir(&config.model_dir)?;
+        let weights = check_model_dir(&config.model_dir, config.gguf_file.as_deref())?;
         let model_dir =
             std::fs::canonicalize(&config.model_dir).map_err(|e| LoadError::ModelDir {
                 dir: config.model_dir.clone(),
                 reason: e.to_string(),
             })?;
-        let dtype = match config.dtype {
-            DType::Auto => ModelDType::Auto,
-            DType::Bf16 => ModelDType::BF16,
-            DType::F16 => ModelDType::F16,
-            DType::F32 => ModelDType::F32,
+        let model = if let Weights::Gguf(file) = weights {
+            Self::load_gguf(config, &model_dir, &file).await?
+        } else {
+            Self::load_safetensors(config, &model_dir).await?
         };
+        let model_len = model.max_sequence_length().ok().flatten();
+        let max_seq_len = match (model_len, config.max_model_len) {
+            (Some(m), Some(limit)) => Some(m.min(limit)),
+            (m, limit) => m.or(limit),
+        };
+        Ok(Self { model, max_seq_len })
+    }
+
+    async fn load_gguf(config: &EngineConfig, dir: &Path, file: &str) -> Result<Model, LoadError> {
+        if !config.adapters.is_empty() {
+            return Err(LoadError::Unsupported(format!(
+                "{file} is a GGUF model; adapters need a safetensors model (found {} adapter(s) \
+                 in the adapters directory)",
+                config.adapters.len()
+            )));
+        }
+        if config.isq.is_some() {
+            return Err(LoadError::Unsupported(format!(
+                "{file} is a GGUF model, already quantized; drop --isq / ISQ"
+            )));
+        }
+        // mistral.rs's GgufModelBuilder always picks the activation dtype itself, and on a
+        // CPU it picks f16, which garbles a small model's answers (llama.cpp computes in f32
+        // there). So the pipeline is built here as the builder would, with the dtype chosen:
+        // f32 on a CPU, else the --dtype given.
+        use mistralrs::core::{
+            AddModelConfig, AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting,
+            EngineConfig, GGUFLoaderBuilder, GGUFSpecificConfig, SchedulerConfig,
+        };
+        let device =
+            mistralrs::best_device(config.force_cpu).map_err(|e| LoadError::Engine(e.into()))?;
+        let dtype = if device.is_cpu() {
+            ModelDType::F32
+        } else {
+            model_dtype(config.dtype)
+        };
+        tracing::info!(file, dir = %dir.display(), %dtype,
+            "loading GGUF (tokenizer and chat template from its metadata)");
+        let loader = GGUFLoaderBuilder::new(
+            None,
+            None,
+            dir.to_string_lossy().into_owned(),
+            vec![file.to_string()],
+            GGUFSpecificConfig { topology: None },
+            false,
+            None,
+        )
+        .build();
+        let pipeline = loader
+            .load_model_from_hf(
+                None,
+                TokenSource::None,
+                &dtype,
+                &device,
+                true,
+                DeviceMapSetting::Auto(AutoDeviceMapParams::default_text()),
+                None,
+                None,
+            )
+            .map_err(LoadError::Engine)?;
+        let max_num_seqs = config.max_running.max(1);
+        let scheduler =
+            SchedulerConfig::DefaultScheduler {
+                method: DefaultSchedulerMethod::Fixed(max_num_seqs.try_into().map_err(|_| {
+                    LoadError::Unsupported("--max-running must be positive".into())
+                })?),
+            };
+        let add = AddModelConfig {
+            engine_config: EngineConfig {
+                throughput_logging_enabled: false,
+                ..EngineConfig::default()
+            },
+            mcp_client_config: None,
+            loader_config: None,
+        };
+        Ok(
+            mistralrs::model_builder_trait::build_model_from_pipeline(pipeline, scheduler, add)
+                .await,
+        )
+    }
+
+    async fn load_safetensors(config: &EngineConfig, model_dir: &Path) -> Result<Model, LoadError> {
         let mut builder = TextModelBuilder::new(model_dir.to_string_lossy())
-            .with_dtype(dtype)
+            .with_dtype(model_dtype(config.dtype))
             .with_max_num_seqs(config.max_running.max(1))
             .with_token_source(TokenSource::None);
         if let Some(isq) = config.isq {
@@ -156,7 +292,7 @@ impl Engine {
         if config.force_cpu {
             builder = builder.with_force_cpu();
         }
-        let model = if config.adapters.is_empty() {
+        if config.adapters.is_empty() {
             builder.build().await
         } else {
             let cache_dir = config
@@ -164,7 +300,7 @@ impl Engine {
                 .clone()
                 .or_else(mistralrs::core::hf_hub_cache_dir)
                 .ok_or_else(|| LoadError::ModelDir {
-                    dir: model_dir.clone(),
+                    dir: model_dir.to_path_buf(),
                     reason: "no HF hub cache directory to stage adapters in (set HF_HUB_CACHE)"
                         .into(),
                 })?;
@@ -179,9 +315,7 @@ impl Engine {
                 .build()
                 .await
         }
-        .map_err(LoadError::Engine)?;
-        let max_seq_len = model.max_sequence_length().ok().flatten();
-        Ok(Self { model, max_seq_len })
+        .map_err(LoadError::Engine)
     }
 
     /// The model's maximum context length, if known.

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub model_load_seconds: Gauge<f64, AtomicU64>,
     /// 1 once the model is loaded and the server is ready.
     pub model_ready: Gauge,
+    /// The weights download: bytes done, total, fetched, retries.
+    pub download: crate::download::Progress,
 }
 
 impl Default for Metrics {
@@ -121,8 +123,30 @@ impl Metrics {
             "1 once the model is loaded",
             model_ready.clone(),
         );
+        let download = crate::download::Progress::default();
+        registry.register(
+            "model_download_bytes",
+            "Bytes of the model's files in place or downloaded so far (verified cache hits count)",
+            download.done.clone(),
+        );
+        registry.register(
+            "model_download_size_bytes",
+            "Bytes of all the model's files to download (0 until the hub has listed them)",
+            download.total.clone(),
+        );
+        registry.register(
+            "model_download_fetched_bytes",
+            "Bytes fetched from the hub",
+            download.fetched.clone(),
+        );
+        registry.register(
+            "model_download_retries",
+            "Download requests retried after a cut connection, a 5xx/429 or a failed check",
+            download.retries.clone(),
+        );
         Self {
             registry,
+            download,
             requests,
             time_to_first_token,
             inter_token_latency,

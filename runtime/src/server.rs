@@ -38,6 +38,8 @@ pub struct Limits {
 /// Where model loading stands.
 #[derive(Clone)]
 pub enum LoadState {
+    /// Downloading the weights.
+    Downloading,
     /// Still loading.
     Loading,
     /// Ready to serve.
@@ -105,6 +107,9 @@ impl AppState {
         }
         match self.load_state() {
             LoadState::Ready(engine) => Ok(engine),
+            LoadState::Downloading => Err(ApiError::NotReady(
+                "the model's weights are still downloading".into(),
+            )),
             LoadState::Loading => Err(ApiError::NotReady("the model is still loading".into())),
             LoadState::Failed(e) => {
                 Err(ApiError::NotReady(format!("the model failed to load: {e}")))
@@ -243,6 +248,11 @@ async fn health(State(state): State<SharedState>) -> Response {
     }
     match state.load_state() {
         LoadState::Ready(_) => (StatusCode::OK, Json(json!({"status": "Healthy"}))).into_response(),
+        LoadState::Downloading => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "Downloading"})),
+        )
+            .into_response(),
         LoadState::Loading => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "Loading"})),
@@ -288,23 +298,56 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Rejects prompts that do not fit in the context; caps `max_len` to what remains.
+/// How many new tokens a request asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wanted {
+    /// Set by the client (`max_tokens`, `max_new_tokens`): must fit, or the answer is 400.
+    Exactly(usize),
+    /// A default: capped to what fits.
+    AtMost(usize),
+    /// Nothing asked: up to the end of the context.
+    Any,
+}
+
+/// Rejects prompts that do not fit in the context limit (the model's own, or `--max-model-len`
+/// when lower) and explicit token budgets that overrun it; caps the others to what remains.
 fn fit_context(
     engine: &Engine,
     prompt_tokens: usize,
-    max_len: Option<usize>,
+    wanted: Wanted,
 ) -> Result<Option<usize>, ApiError> {
-    let Some(ctx) = engine.max_seq_len() else {
-        return Ok(max_len);
+    fit_context_limit(engine.max_seq_len(), prompt_tokens, wanted)
+}
+
+fn fit_context_limit(
+    limit: Option<usize>,
+    prompt_tokens: usize,
+    wanted: Wanted,
+) -> Result<Option<usize>, ApiError> {
+    let Some(ctx) = limit else {
+        return Ok(match wanted {
+            Wanted::Exactly(n) | Wanted::AtMost(n) => Some(n),
+            Wanted::Any => None,
+        });
     };
     if prompt_tokens >= ctx {
         return Err(ApiError::PromptTooLong(format!(
-            "the prompt has {prompt_tokens} tokens, but the model's context is {ctx} tokens; \
+            "the prompt has {prompt_tokens} tokens, but the context limit is {ctx} tokens; \
              shorten the prompt"
         )));
     }
     let room = ctx - prompt_tokens;
-    Ok(Some(max_len.map_or(room, |m| m.min(room))))
+    match wanted {
+        Wanted::Exactly(n) if n > room => Err(ApiError::PromptTooLong(format!(
+            "the prompt has {prompt_tokens} tokens and {n} new tokens were asked for, {} in \
+             all, beyond the context limit of {ctx} tokens; ask for at most {room} new tokens \
+             or shorten the prompt",
+            prompt_tokens + n
+        ))),
+        Wanted::Exactly(n) => Ok(Some(n)),
+        Wanted::AtMost(n) => Ok(Some(n.min(room))),
+        Wanted::Any => Ok(Some(room)),
+    }
 }
 
 /// Outcome of a whole (non-streamed) generation.
@@ -382,8 +425,13 @@ async fn kaito_chat(
     let mut plan = req.plan()?;
     let engine = state.engine()?;
     let prompt_tokens = engine.count_prompt_tokens(&plan.input).await?;
-    let wanted = KaitoChatRequest::max_new_tokens(&kwargs, prompt_tokens)?;
-    plan.sampling.max_len = fit_context(&engine, prompt_tokens, Some(wanted))?;
+    let n = KaitoChatRequest::max_new_tokens(&kwargs, prompt_tokens)?;
+    let wanted = if kwargs.max_new_tokens.is_some() {
+        Wanted::Exactly(n)
+    } else {
+        Wanted::AtMost(n)
+    };
+    plan.sampling.max_len = fit_context(&engine, prompt_tokens, wanted)?;
     let slot = state.admit().await?;
     let clock = TokenClock::start();
     let rx = engine.generate(plan.input, plan.sampling, false).await?;
@@ -423,7 +471,8 @@ async fn openai(
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let prompt_tokens = engine.count_prompt_tokens(&plan.input).await?;
-    plan.sampling.max_len = fit_context(&engine, prompt_tokens, plan.sampling.max_len)?;
+    let wanted = plan.sampling.max_len.map_or(Wanted::Any, Wanted::Exactly);
+    plan.sampling.max_len = fit_context(&engine, prompt_tokens, wanted)?;
     let slot = state.admit().await?;
     let clock = TokenClock::start();
     let stream = plan.stream;
@@ -629,5 +678,34 @@ impl Streamer {
             }
             _ => Some(events),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_limits_refuse_explicit_overruns_and_cap_defaults() {
+        let fit = |p, w| fit_context_limit(Some(100), p, w);
+        assert_eq!(fit(10, Wanted::Exactly(90)).ok(), Some(Some(90)));
+        let err = fit(10, Wanted::Exactly(91)).expect_err("overrun");
+        assert_eq!(
+            err.to_string(),
+            "the prompt has 10 tokens and 91 new tokens were asked for, 101 in all, beyond the \
+             context limit of 100 tokens; ask for at most 90 new tokens or shorten the prompt"
+        );
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(fit(10, Wanted::AtMost(200)).ok(), Some(Some(90)));
+        assert_eq!(fit(10, Wanted::Any).ok(), Some(Some(90)));
+        assert!(
+            fit(100, Wanted::Any).is_err(),
+            "the prompt alone fills the context"
+        );
+        assert_eq!(
+            fit_context_limit(None, 10, Wanted::Any).ok(),
+            Some(None),
+            "no known limit: the engine decides"
+        );
     }
 }

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod container;
+pub mod hub;
 pub mod processes;
 pub mod registry;
 
