@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PodTemplateSpec, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kaito_api::admission::EngineParams;
 use kaito_api::{ANNOTATION_ENABLE_LB, LABEL_WORKSPACE, Workspace};
 use serde_json::{Value, json};
 
@@ -148,6 +149,7 @@ pub fn statefulset(
     plan: &WorkspacePlan,
     cfg: &WorkloadConfig,
     provisioner: ProvisionerKind,
+    engine: &EngineParams,
 ) -> Result<StatefulSet, BuildError> {
     let name = naming::name(ws);
     let gpus = plan.gpus_per_node.max(1).to_string();
@@ -155,7 +157,7 @@ pub fn statefulset(
     labels.extend(selector_labels(ws));
     let template = match ws.inference.as_ref().and_then(|i| i.template.as_ref()) {
         Some(user) if plan.preset.is_none() => template_pod(ws, user, &gpus, provisioner)?,
-        _ => preset_pod(ws, plan, cfg, provisioner, &gpus)?,
+        _ => preset_pod(ws, plan, cfg, provisioner, &gpus, engine)?,
     };
     let mut template = serde_json::to_value(template).map_err(|source| BuildError::Shape {
         what: "pod template",
@@ -185,12 +187,14 @@ pub fn statefulset(
     )
 }
 
+/// The pod of a preset. `engine`: the runtime parameters of `inference.config`.
 fn preset_pod(
     ws: &Workspace,
     plan: &WorkspacePlan,
     cfg: &WorkloadConfig,
     provisioner: ProvisionerKind,
     gpus: &str,
+    engine: &EngineParams,
 ) -> Result<PodTemplateSpec, BuildError> {
     let preset = ws.preset().map(|p| p.name.clone()).unwrap_or_default();
     let options = ws.preset().and_then(|p| p.preset_options.as_ref());
@@ -200,7 +204,9 @@ fn preset_pod(
         _ => cfg.runtime_image_for(&preset),
     };
     let sizing = plan.sizing.as_ref();
-    let dtype = sizing.map(|s| s.dtype.as_str()).unwrap_or("auto");
+    let dtype = engine
+        .dtype
+        .unwrap_or_else(|| sizing.map(|s| s.dtype.as_str()).unwrap_or("auto"));
     let (command, base_args) = match cfg.runtime_command.split_first() {
         Some((c, rest)) => (vec![c.clone()], rest.to_vec()),
         None => (Vec::new(), Vec::new()),
@@ -233,6 +239,13 @@ fn preset_pod(
             "/mnt/adapter",
         ]
         .map(String::from),
+    );
+    args.extend(
+        engine.args(
+            sizing
+                .and_then(|s| s.max_model_len)
+                .map(|n| u64::try_from(n).unwrap_or(u64::MAX)),
+        ),
     );
     let mut env = vec![json!({"name": "SERVED_MODEL_NAME", "value": preset})];
     if let Some(endpoint) = cfg.hf_endpoint.as_ref().filter(|_| source.is_some()) {
@@ -441,7 +454,14 @@ mod tests {
 
     fn sts_of(w: Workspace, provisioner: ProvisionerKind) -> Value {
         let p = plan(&w, None).expect("plans");
-        let s = statefulset(&w, &p, &WorkloadConfig::default(), provisioner).expect("builds");
+        let s = statefulset(
+            &w,
+            &p,
+            &WorkloadConfig::default(),
+            provisioner,
+            &EngineParams::default(),
+        )
+        .expect("builds");
         serde_json::to_value(s).expect("json")
     }
 
@@ -664,9 +684,11 @@ mod tests {
             weights_cache_host_path: Some("/var/lib/kaito/weights/".into()),
             ..WorkloadConfig::default()
         };
-        let s =
-            serde_json::to_value(statefulset(&w, &p, &cfg, ProvisionerKind::Byo).expect("builds"))
-                .expect("json");
+        let s = serde_json::to_value(
+            statefulset(&w, &p, &cfg, ProvisionerKind::Byo, &EngineParams::default())
+                .expect("builds"),
+        )
+        .expect("json");
         let pod = &s["spec"]["template"]["spec"];
         let args = pod["containers"][0]["args"].as_array().expect("args");
         let pos = |flag: &str| args.iter().position(|a| a == flag).expect(flag);
@@ -688,6 +710,41 @@ mod tests {
             args[pos("--model-dir") + 1],
             "/workspace/weights/QuantFactory--SmolLM2-135M-Instruct-GGUF/ab810cf68114990406fdf996510dd3d3c6adbdf5"
         );
+    }
+
+    #[test]
+    fn inference_config_parameters_reach_the_runtime_flags() {
+        let w = ws(include_str!("../../examples/inference-phi-3.yaml"));
+        let p = plan(&w, None).expect("plans");
+        let engine = EngineParams {
+            max_model_len: Some(2048),
+            max_running: Some(4),
+            dtype: Some("f32"),
+        };
+        let s = statefulset(
+            &w,
+            &p,
+            &WorkloadConfig::default(),
+            ProvisionerKind::Byo,
+            &engine,
+        )
+        .expect("builds");
+        let s = serde_json::to_value(s).expect("json");
+        let args: Vec<&str> = s["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let pos = |flag: &str| args.iter().position(|a| *a == flag).expect(flag);
+        assert_eq!(
+            args[pos("--dtype") + 1],
+            "f32",
+            "the user's dtype replaces the sizing's"
+        );
+        assert_eq!(args.iter().filter(|a| **a == "--dtype").count(), 1);
+        assert_eq!(args[pos("--max-model-len") + 1], "2048");
+        assert_eq!(args[pos("--max-running") + 1], "4");
     }
 
     #[test]

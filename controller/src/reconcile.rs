@@ -11,6 +11,9 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kaito_api::admission::{
+    EngineParams, FieldError, INFERENCE_CONFIG_KEY, parse_inference_config_map,
+};
 use kaito_api::{
     CONDITION_RESOURCE_READY, FINALIZER, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, Workspace,
 };
@@ -218,13 +221,37 @@ async fn reconcile_inner(ws: &Workspace, ctx: &Context) -> Result<Action, Reconc
         None
     };
 
+    // Fetch: the runtime parameters of `inference.config`.
+    let engine = match ws.inference.as_ref().and_then(|i| i.config.as_deref()) {
+        Some(cm) if !cm.is_empty() => {
+            let cm_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+            let data = cm_api.get_opt(cm).await?.map(|c| c.data);
+            match data {
+                Some(data) => parse_inference_config_map(cm, data.as_ref()).map(|c| c.params),
+                None => Err(vec![FieldError {
+                    field: "inference.config".into(),
+                    message: format!(
+                        "ConfigMap {cm:?} not found in namespace {ns:?}: create it (key \
+                         {INFERENCE_CONFIG_KEY}) or remove inference.config"
+                    ),
+                }]),
+            }
+        }
+        _ => Ok(EngineParams::default()),
+    };
+
     // Plan (pure).
     let planned = plan::plan(ws, byo_shape.as_ref());
     let target = ws.resource.count.unwrap_or(1);
-    let (plan, invalid) = match planned {
-        Ok(p) => (Some(p), None),
-        Err(e) => (None, Some(e.to_string())),
+    let (plan, invalid) = match (planned, engine.as_ref()) {
+        (Ok(p), Ok(_)) => (Some(p), None),
+        (Err(e), _) => (None, Some(e.to_string())),
+        (Ok(_), Err(errors)) => {
+            let why: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            (None, Some(why.join("; ")))
+        }
     };
+    let engine = engine.unwrap_or_default();
 
     // Provision.
     let report = match &plan {
@@ -254,6 +281,7 @@ async fn reconcile_inner(ws: &Workspace, ctx: &Context) -> Result<Action, Reconc
                         p,
                         &ctx.config.workload,
                         ctx.config.provisioner,
+                        &engine,
                     )?;
                     let applied = sts_api.patch(name, &pp, &Patch::Apply(&want)).await?;
                     if existing.is_none() {

@@ -429,3 +429,76 @@ fn webhook_checks_the_tuning_config_map() -> Result<()> {
     );
     Ok(())
 }
+
+/// `inference.config`: the webhook reads the named ConfigMap, refuses a missing one or a bad
+/// value naming the key, and admits upstream's format with a warning for each vLLM knob
+/// `kaito-runtime` does not apply (kubectl prints admission warnings).
+#[test]
+#[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
+fn webhook_checks_the_inference_config_map() -> Result<()> {
+    let cluster = Cluster::shared();
+    cluster.install_kaito_crds()?;
+    let ns = cluster.namespace("webhook-inference-config")?;
+    let mut hook = WebhookProcess::start(cluster, &ns, "aks")?;
+    let config_map = |name: &str, params: &str| {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
+            "data": {"inference_config.yaml": params},
+        })
+        .to_string()
+    };
+    ns.apply(&config_map(
+        "upstream",
+        "max_probe_steps: 6\nvllm:\n  gpu-memory-utilization: 0.95\n  max-model-len: 2048\n",
+    ))?;
+    ns.apply(&config_map("bad", "vllm:\n  max-model-len: lots\n"))?;
+    let workspace = |name: &str, config: &str| {
+        format!(
+            "apiVersion: kaito.sh/v1beta1\nkind: Workspace\nmetadata:\n  name: {name}\n\
+             resource:\n  instanceType: Standard_NC6s_v3\n\
+             inference:\n  preset:\n    name: phi-3-mini-4k-instruct\n  config: {config}\n"
+        )
+    };
+    let apply = |name: &str, config: &str| {
+        cluster.kubectl_stdin(
+            ["-n", ns.name(), "apply", "-f", "-"],
+            &workspace(name, config),
+        )
+    };
+    let mut failures = Vec::new();
+    for (config, words) in [
+        (
+            "absent",
+            "inference.config: ConfigMap \"absent\" not found in namespace",
+        ),
+        (
+            "bad",
+            "inference.config: ConfigMap \"bad\": vllm.max-model-len must be a positive whole number",
+        ),
+    ] {
+        let out = apply(&format!("serve-{config}"), config)?;
+        if out.success() || !out.stderr.contains(words) {
+            failures.push(format!(
+                "{config}: expected a denial with {words:?}, got {:?} / {}",
+                out.stdout, out.stderr
+            ));
+        }
+    }
+    let out = apply("serve-upstream", "upstream")?;
+    if !out.success() {
+        failures.push(format!("upstream: refused: {}", out.stderr));
+    } else if !out
+        .stderr
+        .contains("vllm.gpu-memory-utilization is not applied")
+    {
+        failures.push(format!("upstream: no warning: {}", out.stderr));
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\nwebhook log:\n{}",
+        failures.join("\n"),
+        hook.log()
+    );
+    hook.stop()?;
+    Ok(())
+}

@@ -14,15 +14,17 @@
 //! - `/mutate` answers with a JSONPatch from the defaults of [`kaito_api::admission`];
 //! - `/validate` answers allowed (with the verdict's warnings) or denied with every error, one
 //!   per line, in `status.message`, `status.code` 422 and `status.reason` `Invalid`;
-//! - on CREATE, a tuning workspace's `tuning.config` ConfigMap (read beforehand by the caller,
-//!   see [`crate::tuning_config`], and handed in as a [`ConfigLookup`]) must exist and hold a
-//!   valid `training_config.yaml`.
+//! - on CREATE, the ConfigMap named by `tuning.config` or `inference.config` (read beforehand by
+//!   the caller, see [`crate::tuning_config`], and handed in as a [`ConfigLookup`]) must exist
+//!   and hold a valid `training_config.yaml` or `inference_config.yaml`; the runtime parameters
+//!   `kaito-runtime` does not apply come back as warnings.
 
 use std::time::Instant;
 
 use kaito_api::Workspace;
 use kaito_api::admission::{
-    AdmissionConfig, FieldError, Verdict, apply_defaults, validate as validate_workspace,
+    AdmissionConfig, FieldError, INFERENCE_CONFIG_KEY, TRAINING_CONFIG_KEY, Verdict,
+    apply_defaults, parse_inference_config_map, validate as validate_workspace,
     validate_training_config_map,
 };
 use kube::core::DynamicObject;
@@ -403,7 +405,7 @@ fn validate_request(
             .as_deref()
             .or(new.metadata.namespace.as_deref())
             .unwrap_or("default");
-        check_tuning_config(&new, namespace, config, &mut verdict);
+        check_config_map(&new, namespace, config, &mut verdict);
     }
     warnings.extend(verdict.warnings.iter().cloned());
     if verdict.is_allowed() {
@@ -416,44 +418,60 @@ fn validate_request(
     }
 }
 
-/// The `tuning.config` ConfigMap of a workspace being created, as `config` found it.
-fn check_tuning_config(ws: &Workspace, namespace: &str, config: &ConfigLookup, v: &mut Verdict) {
-    let Some(tuning) = &ws.tuning else { return };
-    let Some(name) = tuning.config.as_deref() else {
-        return;
+/// The ConfigMap a workspace being created names in `tuning.config` or `inference.config`,
+/// as `config` found it.
+fn check_config_map(ws: &Workspace, namespace: &str, config: &ConfigLookup, v: &mut Verdict) {
+    let tuning = ws.tuning.as_ref().and_then(|t| t.config.as_deref());
+    let inference = ws.inference.as_ref().and_then(|i| i.config.as_deref());
+    let (field, name, key, instead) = match (tuning, inference) {
+        (Some(name), _) => (
+            "tuning.config",
+            name,
+            TRAINING_CONFIG_KEY,
+            "the built-in training configuration",
+        ),
+        (None, Some(name)) => (
+            "inference.config",
+            name,
+            INFERENCE_CONFIG_KEY,
+            "the runtime's defaults",
+        ),
+        (None, None) => return,
     };
-    let field = "tuning.config";
-    if name.is_empty() {
-        v.errors.push(FieldError {
-            field: field.to_owned(),
-            message: "is empty: name a ConfigMap holding training_config.yaml, or remove \
-                      tuning.config to use the built-in training configuration"
-                .to_owned(),
-        });
-        return;
-    }
     let error = |message: String| FieldError {
         field: field.to_owned(),
         message,
     };
+    if name.is_empty() {
+        v.errors.push(error(format!(
+            "is empty: name a ConfigMap holding {key}, or remove {field} to use {instead}"
+        )));
+        return;
+    }
     match config {
-        ConfigLookup::Found(data) => v.errors.extend(validate_training_config_map(
-            tuning.method.as_deref().unwrap_or(""),
-            name,
-            data.as_ref(),
-        )),
+        ConfigLookup::Found(data) if tuning.is_some() => {
+            let method = ws.tuning.as_ref().and_then(|t| t.method.as_deref());
+            v.errors.extend(validate_training_config_map(
+                method.unwrap_or(""),
+                name,
+                data.as_ref(),
+            ));
+        }
+        ConfigLookup::Found(data) => match parse_inference_config_map(name, data.as_ref()) {
+            Ok(parsed) => v.warnings.extend(parsed.warnings),
+            Err(errors) => v.errors.extend(errors),
+        },
         ConfigLookup::NotFound => v.errors.push(error(format!(
-            "ConfigMap {name:?} not found in namespace {namespace:?}: create it (key \
-             training_config.yaml) before the workspace, or remove tuning.config to use the \
-             built-in training configuration"
+            "ConfigMap {name:?} not found in namespace {namespace:?}: create it (key {key}) \
+             before the workspace, or remove {field} to use {instead}"
         ))),
         ConfigLookup::Failed(reason) => v.errors.push(error(format!(
             "ConfigMap {name:?} in namespace {namespace:?} could not be read ({reason}); \
              try again"
         ))),
         ConfigLookup::Unchecked(reason) => v.warnings.push(format!(
-            "{field}: ConfigMap {name:?} was not checked ({reason}); the tuning Job fails if \
-             it is missing or its training_config.yaml is invalid"
+            "{field}: ConfigMap {name:?} was not checked ({reason}); the workload fails if \
+             it is missing or its {key} is invalid"
         )),
         ConfigLookup::NotNeeded => v
             .warnings

@@ -1,11 +1,13 @@
-//! The ConfigMap a tuning workspace names in `tuning.config`, fetched for `/validate`.
+//! The ConfigMap a workspace names in `tuning.config` or `inference.config`, fetched for
+//! `/validate`.
 //!
-//! On CREATE of a `kaito.sh` Workspace whose `tuning.config` names a ConfigMap, the webhook
-//! reads that ConfigMap from the workspace's namespace with its own Kubernetes client (RBAC:
-//! `get` on `configmaps`) before deciding; [`crate::review`] then checks its
-//! `training_config.yaml` with [`kaito_api::admission::validate_training_config_map`] and denies
-//! a missing ConfigMap. Updates are not checked again: `tuning` is immutable, and an update must
-//! still go through (finalizer removal) after the ConfigMap was deleted.
+//! On CREATE of a `kaito.sh` Workspace whose `tuning.config` or `inference.config` names a
+//! ConfigMap, the webhook reads that ConfigMap from the workspace's namespace with its own
+//! Kubernetes client (RBAC: `get` on `configmaps`) before deciding; [`crate::review`] then
+//! checks its `training_config.yaml` ([`kaito_api::admission::validate_training_config_map`])
+//! or `inference_config.yaml` ([`kaito_api::admission::parse_inference_config_map`]) and denies
+//! a missing ConfigMap. Updates are not checked again: an update must still go through
+//! (finalizer removal) after the ConfigMap was deleted.
 //!
 //! Without a client (a webhook started outside a cluster with no kubeconfig) nothing is fetched
 //! and the workspace is admitted with a warning.
@@ -87,7 +89,9 @@ struct Object {
     #[serde(default)]
     metadata: Option<Metadata>,
     #[serde(default)]
-    tuning: Option<Tuning>,
+    tuning: Option<NamesConfig>,
+    #[serde(default)]
+    inference: Option<NamesConfig>,
 }
 
 #[derive(Deserialize)]
@@ -97,13 +101,13 @@ struct Metadata {
 }
 
 #[derive(Deserialize)]
-struct Tuning {
+struct NamesConfig {
     #[serde(default)]
     config: Option<String>,
 }
 
 /// The ConfigMap to read for an AdmissionReview body: only a CREATE of a Workspace (no
-/// subresource) whose `tuning.config` is a non-empty name. `None` for anything else, including
+/// subresource) whose `tuning.config` (or else `inference.config`) is a non-empty name. `None` for anything else, including
 /// bodies that do not decode (the review code reports those).
 pub fn config_ref(body: &[u8]) -> Option<ConfigRef> {
     let review: Review = serde_json::from_slice(body).ok()?;
@@ -116,7 +120,10 @@ pub fn config_ref(body: &[u8]) -> Option<ConfigRef> {
         return None;
     }
     let object = request.object?;
-    let name = object.tuning?.config.filter(|c| !c.is_empty())?;
+    let name = [object.tuning, object.inference]
+        .into_iter()
+        .flatten()
+        .find_map(|s| s.config.filter(|c| !c.is_empty()))?;
     let namespace = request
         .namespace
         .filter(|n| !n.is_empty())
@@ -147,7 +154,7 @@ pub async fn fetch(client: &kube::Client, config: &ConfigRef) -> ConfigLookup {
                 namespace = %config.namespace,
                 configmap = %config.name,
                 error = %err,
-                "cannot read the tuning ConfigMap"
+                "cannot read the workspace's ConfigMap"
             );
             let hint = match &err {
                 kube::Error::Api(status) if status.code == 403 => {
@@ -198,6 +205,16 @@ mod tests {
             None
         );
         assert_eq!(config_ref(&body("CREATE", json!({"config": ""}))), None);
+        let mut inference: serde_json::Value =
+            serde_json::from_slice(&body("CREATE", json!(null))).expect("json");
+        inference["request"]["object"]["inference"] = json!({"config": "params"});
+        assert_eq!(
+            config_ref(inference.to_string().as_bytes()),
+            Some(ConfigRef {
+                namespace: "ns".into(),
+                name: "params".into()
+            })
+        );
         assert_eq!(config_ref(b"not json"), None);
     }
 }

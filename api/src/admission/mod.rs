@@ -4,6 +4,7 @@
 //! controller and `kubectl kaito create --dry-run` call the same functions and
 //! [`workspace_plan`], so the three can never disagree. Nothing here does I/O.
 
+mod inference_config;
 mod tuning_config;
 mod urls;
 
@@ -18,6 +19,10 @@ use kaito_presets::{Cloud, GpuShape, Preset, PresetCatalog, SkuCatalog};
 use crate::constants::{ANNOTATION_BYPASS_RESOURCE_CHECKS, ANNOTATION_SIZING, RESERVED_LABELS};
 use crate::types::{AdapterSpec, DataSource, PresetSpec, Workspace};
 
+pub use inference_config::{
+    ENGINE_SECTION, EngineParams, INFERENCE_CONFIG_KEY, InferenceConfig, parse_inference_config,
+    parse_inference_config_map,
+};
 pub use tuning_config::{
     RESULTS_DIR, TRAINING_CONFIG_KEY, TRAINING_CONFIG_ROOT, TRAINING_CONFIG_SECTIONS,
     validate_training_config, validate_training_config_map,
