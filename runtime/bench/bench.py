@@ -21,12 +21,16 @@ import urllib.request
 PROMPT = ("The quick brown fox jumps over the lazy dog while the cat watches from the warm "
           "windowsill, ")  # 96 bytes = 96 byte-level tokens
 NEW_TOKENS = int(os.environ.get("NEW_TOKENS", "64"))
+# The server's name in the output, and extra fields of each request (llama.cpp's server gets
+# {"ignore_eos": true}, so that a real model also yields exactly NEW_TOKENS tokens).
+ENGINE = os.environ.get("BENCH_ENGINE", "kaito-runtime")
+EXTRA = json.loads(os.environ.get("BENCH_EXTRA", "{}"))
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 
 
 def stream_once(url, results, idx):
     body = json.dumps({"prompt": PROMPT, "max_tokens": NEW_TOKENS, "temperature": 0,
-                       "stream": True}).encode()
+                       "stream": True, **EXTRA}).encode()
     req = urllib.request.Request(f"{url}/v1/completions", data=body,
                                  headers={"content-type": "application/json"})
     start = time.perf_counter()
@@ -64,7 +68,7 @@ def bench_server(url, label, levels):
         ttft = sum(r[1] - r[0] for r in results) / n
         per_stream = sum((r[3] - 1) / (r[2] - r[1]) for r in results) / n
         total = sum(r[3] for r in results)
-        print(json.dumps({"engine": "kaito-runtime", "setting": label, "streams": n,
+        print(json.dumps({"engine": ENGINE, "setting": label, "streams": n,
                           "ttft_s": round(ttft, 4), "decode_tok_s_per_stream": round(per_stream, 2),
                           "aggregate_tok_s": round(total / wall, 2), "tokens": total}), flush=True)
 
