@@ -240,13 +240,7 @@ fn preset_pod(
         ]
         .map(String::from),
     );
-    args.extend(
-        engine.args(
-            sizing
-                .and_then(|s| s.max_model_len)
-                .map(|n| u64::try_from(n).unwrap_or(u64::MAX)),
-        ),
-    );
+    args.extend(engine.args(sizing.and_then(|s| s.max_model_len).map(u64::from)));
     let mut env = vec![json!({"name": "SERVED_MODEL_NAME", "value": preset})];
     if let Some(endpoint) = cfg.hf_endpoint.as_ref().filter(|_| source.is_some()) {
         env.push(json!({"name": "HF_ENDPOINT", "value": endpoint}));

