@@ -1,6 +1,7 @@
 //! Engine layer: loads the model with mistral.rs and turns requests into response streams.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use mistralrs::{
@@ -324,17 +325,28 @@ impl Engine {
     }
 
     /// Counts the prompt tokens of `input` as the engine will see them.
-    pub async fn count_prompt_tokens(&self, input: &Input) -> Result<usize, ApiError> {
+    ///
+    /// The tokenizer runs on mistral.rs's engine thread, which panics (taking every running
+    /// generation with it) when the reply channel is gone — as it is when a client hangs up and
+    /// its handler is dropped mid-await. So the request is made from a task of its own, which
+    /// keeps the channel open until the engine answers, whatever happens to the caller.
+    pub async fn count_prompt_tokens(self: &Arc<Self>, input: &Input) -> Result<usize, ApiError> {
         let text = match input {
             Input::Chat(messages) => either::Either::Left(text_messages(messages)),
             Input::Text(text) => either::Either::Right(text.clone()),
         };
         let add_generation_prompt = matches!(input, Input::Chat(_));
-        self.model
-            .tokenize(text, None, true, add_generation_prompt, None)
-            .await
-            .map(|t| t.len())
-            .map_err(|e| ApiError::BadRequest(format!("cannot tokenize the prompt: {e}")))
+        let engine = Arc::clone(self);
+        tokio::spawn(async move {
+            engine
+                .model
+                .tokenize(text, None, true, add_generation_prompt, None)
+                .await
+        })
+        .await
+        .map_err(|e| ApiError::Engine(format!("tokenizing the prompt: {e}")))?
+        .map(|t| t.len())
+        .map_err(|e| ApiError::BadRequest(format!("cannot tokenize the prompt: {e}")))
     }
 
     /// Sends a generation request to the engine. Responses arrive on the returned receiver; the

@@ -449,3 +449,64 @@ async fn shutdown_lets_in_flight_stream_finish() {
     let status = server.wait_exit(Duration::from_secs(60));
     assert!(status.success(), "{status}");
 }
+
+/// Clients that hang up while their prompt is being tokenized (the tokenizer runs on the
+/// engine's thread) must not stop the engine: a stream that is running completes, and the
+/// server still answers afterwards.
+#[tokio::test]
+async fn clients_hanging_up_during_tokenization_do_not_stop_other_generations() {
+    use std::io::Write as _;
+    let dir = scratch("hangups");
+    let (model, _) = tiny_model(&dir, Arch::Llama);
+    let mut server = Server::start(&model, &["--max-running", "4"], &[]);
+    server.wait_ready(READY).await;
+    let client = reqwest::Client::new();
+    let stream = {
+        let client = client.clone();
+        let url = server.url("/v1/completions");
+        tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .json(
+                    &json!({"prompt": "hello", "max_tokens": 300, "temperature": 0,
+                              "stream": true}),
+                )
+                .send()
+                .await
+                .unwrap();
+            r.text().await.unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let body = json!({"messages": [{"role": "user", "content": "a ".repeat(200)}],
+                      "max_tokens": 4})
+    .to_string();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let hangups = tokio::task::spawn_blocking(move || {
+        for _ in 0..150 {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.write_all(request.as_bytes()).unwrap();
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    });
+    hangups.await.unwrap();
+    let text = stream.await.unwrap();
+    let events = sse_data(&text);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    assert!(
+        !text.contains("\"error\""),
+        "the running stream was cut: {}",
+        &text[text.len().saturating_sub(400)..]
+    );
+    let (status, answer) = post(&client, server.url("/chat"), &greedy_chat("Hello", 4)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server exited"
+    );
+}
