@@ -447,22 +447,25 @@ fn answer(conn: &mut TcpStream, req: &Request, head: bool, state: &Mutex<State>)
             Some(_) => Some(403),
         }
     };
+    // The repository a route names when it exists and the request may read it; else the
+    // status and message the hub answers.
+    let accessible = |id: &str| -> std::result::Result<HubRepo, (u16, &'static str)> {
+        let repo = repo_of(id).ok_or((404, "Repository not found"))?;
+        match denied(&repo) {
+            Some(code) => Err((code, "Access to this model is restricted")),
+            None => Ok(repo),
+        }
+    };
+    let refuse = |conn: &mut TcpStream, code: u16, message: &str| -> Result<u16> {
+        respond(conn, code, &[], &json_error(message), head)?;
+        Ok(code)
+    };
     match route {
         Route::Revision { repo, revision } => {
-            let Some(r) = repo_of(&repo) else {
-                respond(conn, 404, &[], &json_error("Repository not found"), head)?;
-                return Ok(404);
+            let r = match accessible(&repo) {
+                Ok(r) => r,
+                Err((code, message)) => return refuse(conn, code, message),
             };
-            if let Some(code) = denied(&r) {
-                respond(
-                    conn,
-                    code,
-                    &[],
-                    &json_error("Access to this model is restricted"),
-                    head,
-                )?;
-                return Ok(code);
-            }
             if revision != "main" && revision != r.commit {
                 respond(conn, 404, &[], &json_error("Invalid rev id"), head)?;
                 return Ok(404);
@@ -480,20 +483,10 @@ fn answer(conn: &mut TcpStream, req: &Request, head: bool, state: &Mutex<State>)
             revision,
             file,
         } => {
-            let Some(r) = repo_of(&repo) else {
-                respond(conn, 404, &[], &json_error("Repository not found"), head)?;
-                return Ok(404);
+            let r = match accessible(&repo) {
+                Ok(r) => r,
+                Err((code, message)) => return refuse(conn, code, message),
             };
-            if let Some(code) = denied(&r) {
-                respond(
-                    conn,
-                    code,
-                    &[],
-                    &json_error("Access to this model is restricted"),
-                    head,
-                )?;
-                return Ok(code);
-            }
             let Some(f) = r
                 .files
                 .get(&file)
