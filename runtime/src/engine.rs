@@ -223,9 +223,9 @@ impl Engine {
             )));
         }
         // mistral.rs's GgufModelBuilder always picks the activation dtype itself, and on a
-        // CPU it picks f16, which garbles a small model's answers (llama.cpp computes in f32
-        // there). So the pipeline is built here as the builder would, with the dtype chosen:
-        // f32 on a CPU, else the --dtype given.
+        // CPU it picks f16 (x86 has no f16 arithmetic; llama.cpp computes in f32 there). So the
+        // pipeline is built here as the builder would, with the dtype chosen: f32 on a CPU,
+        // else the --dtype given.
         use mistralrs::core::{
             AddModelConfig, AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting,
             EngineConfig, GGUFLoaderBuilder, GGUFSpecificConfig, SchedulerConfig,
