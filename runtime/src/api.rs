@@ -271,13 +271,31 @@ pub enum Stop {
     Many(Vec<String>),
 }
 
-fn stop_tokens(stop: Option<Stop>) -> Option<StopTokens> {
-    let list = match stop? {
+/// Most stop sequences a request may give (OpenAI's limit).
+pub const MAX_STOP_SEQUENCES: usize = 4;
+/// Longest stop sequence, in bytes: every generated token is checked against each.
+pub const MAX_STOP_BYTES: usize = 256;
+
+fn stop_tokens(stop: Option<Stop>) -> Result<Option<StopTokens>, ApiError> {
+    let Some(stop) = stop else { return Ok(None) };
+    let list = match stop {
         Stop::One(s) => vec![s],
         Stop::Many(v) => v,
     };
+    if list.len() > MAX_STOP_SEQUENCES {
+        return Err(ApiError::BadRequest(format!(
+            "`stop` has {} sequences; at most {MAX_STOP_SEQUENCES} are allowed",
+            list.len()
+        )));
+    }
+    if let Some(long) = list.iter().find(|s| s.len() > MAX_STOP_BYTES) {
+        return Err(ApiError::BadRequest(format!(
+            "a `stop` sequence is {} bytes long; at most {MAX_STOP_BYTES} are allowed",
+            long.len()
+        )));
+    }
     let list: Vec<String> = list.into_iter().filter(|s| !s.is_empty()).collect();
-    (!list.is_empty()).then_some(StopTokens::Seqs(list))
+    Ok((!list.is_empty()).then_some(StopTokens::Seqs(list)))
 }
 
 /// `stream_options`.
@@ -437,7 +455,7 @@ impl ChatCompletionRequest {
         )?;
         sampling.frequency_penalty = self.frequency_penalty;
         sampling.presence_penalty = self.presence_penalty;
-        sampling.stop_toks = stop_tokens(self.stop);
+        sampling.stop_toks = stop_tokens(self.stop)?;
         sampling.max_len = check_max_tokens(self.max_completion_tokens.or(self.max_tokens))?;
         Ok(OpenAiPlan {
             input: Input::Chat(to_messages(self.messages)?),
@@ -474,7 +492,7 @@ impl CompletionRequest {
             self.top_p,
             self.repetition_penalty,
         )?;
-        sampling.stop_toks = stop_tokens(self.stop);
+        sampling.stop_toks = stop_tokens(self.stop)?;
         sampling.max_len = Some(check_max_tokens(self.max_tokens)?.unwrap_or(16));
         Ok(OpenAiPlan {
             prefix: if self.echo {
@@ -561,6 +579,15 @@ mod tests {
         assert_eq!(plan.sampling.max_len, Some(5));
         assert!(plan.stream && plan.include_usage);
         assert!(matches!(plan.sampling.stop_toks, Some(StopTokens::Seqs(ref v)) if v == &["x"]));
+        let many: Vec<String> = (0..5).map(|i| i.to_string()).collect();
+        let err = stop_tokens(Some(Stop::Many(many))).expect_err("five");
+        assert_eq!(
+            err.to_string(),
+            "`stop` has 5 sequences; at most 4 are allowed"
+        );
+        let err = stop_tokens(Some(Stop::One("x".repeat(257)))).expect_err("long");
+        assert!(err.to_string().contains("257 bytes long"), "{err}");
+        assert!(stop_tokens(Some(Stop::Many(vec!["a".repeat(256); 4]))).is_ok());
 
         let other: ChatCompletionRequest = serde_json::from_value(
             json!({"model": "other", "messages": [{"role": "user", "content": "a"}]}),

@@ -424,6 +424,9 @@ async fn kaito_chat(
     let kwargs = req.generate_kwargs.clone();
     let mut plan = req.plan()?;
     let engine = state.engine()?;
+    // Admission first: tokenizing is work on the engine's thread too, so it waits for a slot
+    // (or gets the 429) like generation does.
+    let slot = state.admit().await?;
     let prompt_tokens = engine.count_prompt_tokens(&plan.input).await?;
     let n = KaitoChatRequest::max_new_tokens(&kwargs, prompt_tokens)?;
     let wanted = if kwargs.max_new_tokens.is_some() {
@@ -432,7 +435,6 @@ async fn kaito_chat(
         Wanted::AtMost(n)
     };
     plan.sampling.max_len = fit_context(&engine, prompt_tokens, wanted)?;
-    let slot = state.admit().await?;
     let clock = TokenClock::start();
     let rx = engine.generate(plan.input, plan.sampling, false).await?;
     let done = finish(&state, rx, clock).await?;
@@ -470,10 +472,11 @@ async fn openai(
     kind: Kind,
 ) -> Result<Response, ApiError> {
     let engine = state.engine()?;
+    // Admission first (see kaito_chat).
+    let slot = state.admit().await?;
     let prompt_tokens = engine.count_prompt_tokens(&plan.input).await?;
     let wanted = plan.sampling.max_len.map_or(Wanted::Any, Wanted::Exactly);
     plan.sampling.max_len = fit_context(&engine, prompt_tokens, wanted)?;
-    let slot = state.admit().await?;
     let clock = TokenClock::start();
     let stream = plan.stream;
     let input_is_chat = matches!(plan.input, Input::Chat(_));

@@ -510,3 +510,60 @@ async fn clients_hanging_up_during_tokenization_do_not_stop_other_generations() 
         "the server exited"
     );
 }
+
+/// Admission comes first: with every slot taken and no queue, a request is refused with 429
+/// before its prompt is tokenized (before, it was tokenized on the engine's thread and then
+/// answered 400 for its length, bypassing the limit).
+#[tokio::test]
+async fn admission_comes_before_tokenization() {
+    let dir = scratch("admission-first");
+    let (model, _) = tiny_model(&dir, Arch::Llama);
+    let mut server = Server::start(&model, &["--max-running", "1", "--max-queued", "0"], &[]);
+    server.wait_ready(READY).await;
+    let client = reqwest::Client::new();
+    let busy = {
+        let client = client.clone();
+        let url = server.url("/v1/completions");
+        tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .json(
+                    &json!({"prompt": "hello", "max_tokens": 480, "temperature": 0,
+                              "stream": true}),
+                )
+                .send()
+                .await
+                .unwrap();
+            r.text().await.unwrap()
+        })
+    };
+    // Wait until the stream holds the one slot.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = client
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("kaito_runtime_running_sequences 1") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let too_long = json!({"prompt": "a".repeat(600), "generate_kwargs": {"max_new_tokens": 4}});
+    let (status, body) = post(&client, server.url("/chat"), &too_long).await;
+    assert_eq!(status, 429, "{body}");
+    let text = busy.await.unwrap();
+    assert!(
+        text.ends_with("data: [DONE]\n\n"),
+        "{}",
+        &text[text.len().saturating_sub(200)..]
+    );
+}
