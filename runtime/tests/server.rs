@@ -450,6 +450,27 @@ async fn shutdown_lets_in_flight_stream_finish() {
     assert!(status.success(), "{status}");
 }
 
+/// Starts a streamed greedy completion of `max_tokens` tokens; resolves to the whole SSE body.
+fn spawn_stream(
+    client: &reqwest::Client,
+    url: String,
+    max_tokens: usize,
+) -> tokio::task::JoinHandle<String> {
+    let client = client.clone();
+    tokio::spawn(async move {
+        let r = client
+            .post(url)
+            .json(
+                &json!({"prompt": "hello", "max_tokens": max_tokens, "temperature": 0,
+                          "stream": true}),
+            )
+            .send()
+            .await
+            .unwrap();
+        r.text().await.unwrap()
+    })
+}
+
 /// Clients that hang up while their prompt is being tokenized (the tokenizer runs on the
 /// engine's thread) must not stop the engine: a stream that is running completes, and the
 /// server still answers afterwards.
@@ -461,22 +482,7 @@ async fn clients_hanging_up_during_tokenization_do_not_stop_other_generations() 
     let mut server = Server::start(&model, &["--max-running", "4"], &[]);
     server.wait_ready(READY).await;
     let client = reqwest::Client::new();
-    let stream = {
-        let client = client.clone();
-        let url = server.url("/v1/completions");
-        tokio::spawn(async move {
-            let r = client
-                .post(url)
-                .json(
-                    &json!({"prompt": "hello", "max_tokens": 300, "temperature": 0,
-                              "stream": true}),
-                )
-                .send()
-                .await
-                .unwrap();
-            r.text().await.unwrap()
-        })
-    };
+    let stream = spawn_stream(&client, server.url("/v1/completions"), 300);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let addr = server.base.trim_start_matches("http://").to_string();
     let body = json!({"messages": [{"role": "user", "content": "a ".repeat(200)}],
@@ -521,22 +527,7 @@ async fn admission_comes_before_tokenization() {
     let mut server = Server::start(&model, &["--max-running", "1", "--max-queued", "0"], &[]);
     server.wait_ready(READY).await;
     let client = reqwest::Client::new();
-    let busy = {
-        let client = client.clone();
-        let url = server.url("/v1/completions");
-        tokio::spawn(async move {
-            let r = client
-                .post(url)
-                .json(
-                    &json!({"prompt": "hello", "max_tokens": 480, "temperature": 0,
-                              "stream": true}),
-                )
-                .send()
-                .await
-                .unwrap();
-            r.text().await.unwrap()
-        })
-    };
+    let busy = spawn_stream(&client, server.url("/v1/completions"), 480);
     // Wait until the stream holds the one slot.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
