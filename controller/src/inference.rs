@@ -212,7 +212,8 @@ fn preset_pod(
         None => (Vec::new(), Vec::new()),
     };
     let mut args: Vec<String> = base_args;
-    args.extend(["--model-dir".to_string(), model_dir(plan, cfg)]);
+    let (weights_volume, model_dir) = weights(plan, cfg);
+    args.extend(["--model-dir".to_string(), model_dir]);
     // A private image carries its weights; otherwise the runtime downloads the preset's
     // pinned revision into the weights volume before it loads.
     let source = plan.preset.filter(|_| !private).map(|p| &p.huggingface);
@@ -305,7 +306,7 @@ fn preset_pod(
     let budget = startup_budget_seconds(plan);
     let mut volumes = vec![
         json!({"name": "dshm", "emptyDir": {"medium": "Memory"}}),
-        weights_volume(plan, cfg),
+        weights_volume,
     ];
     let mut mounts = vec![
         json!({"name": "dshm", "mountPath": "/dev/shm"}),
@@ -348,30 +349,31 @@ fn preset_pod(
 /// The serving pod's weights volume.
 pub const WEIGHTS_VOLUME: &str = "weights";
 
-/// The weights volume: the node-local cache directory when configured (it must exist and be
-/// writable by the runtime's user; each preset revision gets its own subdirectory), else an
-/// emptyDir limited to the preset's `disk`.
-fn weights_volume(plan: &WorkspacePlan, cfg: &WorkloadConfig) -> Value {
+/// The weights volume and the runtime's `--model-dir`: with a node-local cache, the cache
+/// directory (it must exist and be writable by the runtime's user) and in it the preset
+/// revision's own directory `<org>--<name>/<revision>`; otherwise an emptyDir limited to the
+/// preset's `disk`, which is the model directory itself.
+fn weights(plan: &WorkspacePlan, cfg: &WorkloadConfig) -> (Value, String) {
     match (&cfg.weights_cache_host_path, plan.preset) {
-        (Some(root), Some(_)) => json!({"name": WEIGHTS_VOLUME, "hostPath": {
-            "path": root.trim_end_matches('/'), "type": "Directory"}}),
-        (_, Some(p)) => json!({"name": WEIGHTS_VOLUME, "emptyDir": {
-            "sizeLimit": format!("{}Mi", p.disk.as_bytes().div_ceil(1 << 20))}}),
-        (_, None) => json!({"name": WEIGHTS_VOLUME, "emptyDir": {}}),
-    }
-}
-
-/// The runtime's `--model-dir`: the weights volume itself, or in a node-local cache the
-/// preset revision's own directory `<org>--<name>/<revision>`.
-fn model_dir(plan: &WorkspacePlan, cfg: &WorkloadConfig) -> String {
-    match (&cfg.weights_cache_host_path, plan.preset) {
-        (Some(_), Some(p)) => format!(
-            "{}/{}/{}",
-            cfg.model_dir.trim_end_matches('/'),
-            p.huggingface.repo.replace('/', "--"),
-            p.huggingface.revision
+        (Some(root), Some(p)) => (
+            json!({"name": WEIGHTS_VOLUME, "hostPath": {
+                "path": root.trim_end_matches('/'), "type": "Directory"}}),
+            format!(
+                "{}/{}/{}",
+                cfg.model_dir.trim_end_matches('/'),
+                p.huggingface.repo.replace('/', "--"),
+                p.huggingface.revision
+            ),
         ),
-        _ => cfg.model_dir.clone(),
+        (_, Some(p)) => (
+            json!({"name": WEIGHTS_VOLUME, "emptyDir": {
+                "sizeLimit": format!("{}Mi", p.disk.as_bytes().div_ceil(1 << 20))}}),
+            cfg.model_dir.clone(),
+        ),
+        (_, None) => (
+            json!({"name": WEIGHTS_VOLUME, "emptyDir": {}}),
+            cfg.model_dir.clone(),
+        ),
     }
 }
 

@@ -494,7 +494,7 @@ impl Downloader {
     /// Runs `attempt` until it is done, fails for good, or the attempts are used up.
     async fn retrying<T, F, Fut>(&self, url: &str, mut attempt: F) -> Result<T, DownloadError>
     where
-        F: FnMut(u32) -> Fut,
+        F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<Attempt<T>, DownloadError>>,
     {
         let mut last = String::new();
@@ -506,7 +506,7 @@ impl Downloader {
                     "download: retrying in {:.1} s", wait.as_secs_f64());
                 tokio::time::sleep(wait).await;
             }
-            match attempt(n).await? {
+            match attempt().await? {
                 Attempt::Done(v) => return Ok(v),
                 Attempt::Retry(problem) => last = problem,
             }
@@ -563,7 +563,7 @@ impl Downloader {
         ))?;
         let what = format!("{}@{}", self.source.repo, self.source.revision);
         let info: Info = self
-            .retrying(url.as_str(), |_| async {
+            .retrying(url.as_str(), || async {
                 let resp = match self.request(reqwest::Method::GET, &url).send().await {
                     Ok(r) => r,
                     Err(e) => return Ok(Attempt::Retry(e.to_string())),
@@ -600,7 +600,7 @@ impl Downloader {
     /// `HEAD` of a file's resolve URL at `commit`: its size, hash and where its bytes are.
     pub async fn remote_file(&self, commit: &str, name: &str) -> Result<RemoteFile, DownloadError> {
         let resolve = self.url(&format!("{}/resolve/{commit}/{name}", self.source.repo))?;
-        self.retrying(resolve.as_str(), |_| async {
+        self.retrying(resolve.as_str(), || async {
             let resp = match self.request(reqwest::Method::HEAD, &resolve).send().await {
                 Ok(r) => r,
                 Err(e) => return Ok(Attempt::Retry(e.to_string())),
@@ -657,12 +657,15 @@ impl Downloader {
         tokio::fs::create_dir_all(dest)
             .await
             .map_err(io_err(dest))?;
-        let mut remote = Vec::new();
+        let mut cached = 0;
         // The index names the shards: fetch it first (it is small), then list the shards.
-        if names.iter().any(|n| n == SAFETENSORS_INDEX) {
+        let indexed = names.iter().any(|n| n == SAFETENSORS_INDEX);
+        if indexed {
             let index = self.remote_file(&commit, SAFETENSORS_INDEX).await?;
             self.progress.add_total(index.size);
-            self.fetch_file(&index, dest).await?;
+            if self.fetch_file(&index, dest).await? {
+                cached += index.size;
+            }
             let bytes = tokio::fs::read(dest.join(SAFETENSORS_INDEX))
                 .await
                 .map_err(io_err(&dest.join(SAFETENSORS_INDEX)))?;
@@ -675,6 +678,7 @@ impl Downloader {
             names.retain(|n| n != SAFETENSORS_INDEX);
             names.extend(shards);
         }
+        let mut remote = Vec::new();
         for name in &names {
             remote.push(self.remote_file(&commit, name).await?);
         }
@@ -686,7 +690,6 @@ impl Downloader {
             "download: {} files, {} from {}", remote.len(),
             human_bytes(self.progress.total()), self.endpoint);
         let reporter = self.spawn_reporter(started);
-        let mut cached = 0;
         let result = async {
             for file in &remote {
                 if self.fetch_file(file, dest).await? {
@@ -707,7 +710,7 @@ impl Downloader {
             human_bytes(fetched), if secs > 0.0 { fetched as f64 / secs / 1e6 } else { 0.0 },
             human_bytes(cached));
         let mut files: Vec<String> = names;
-        if siblings.iter().any(|s| s == SAFETENSORS_INDEX) && src.gguf_file.is_none() {
+        if indexed {
             files.insert(0, SAFETENSORS_INDEX.to_string());
         }
         Ok(Downloaded {
@@ -774,7 +777,7 @@ impl Downloader {
         let counted = AtomicU64::new(0);
         let integrity_failures = AtomicU32::new(0);
         let attempts = self.retry.attempts;
-        self.retrying(url.as_str(), |_| async {
+        self.retrying(url.as_str(), || async {
             match self.fetch_once(file, &url, &part, &counted).await? {
                 Attempt::Retry(p) => return Ok(Attempt::Retry(p)),
                 Attempt::Done(()) => {}

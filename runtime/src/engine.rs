@@ -261,13 +261,12 @@ impl Engine {
                 None,
             )
             .map_err(LoadError::Engine)?;
-        let max_num_seqs = config.max_running.max(1);
-        let scheduler =
-            SchedulerConfig::DefaultScheduler {
-                method: DefaultSchedulerMethod::Fixed(max_num_seqs.try_into().map_err(|_| {
-                    LoadError::Unsupported("--max-running must be positive".into())
-                })?),
-            };
+        let scheduler = SchedulerConfig::DefaultScheduler {
+            method: DefaultSchedulerMethod::Fixed(
+                std::num::NonZeroUsize::new(config.max_running)
+                    .unwrap_or(std::num::NonZeroUsize::MIN),
+            ),
+        };
         let add = AddModelConfig {
             engine_config: EngineConfig {
                 throughput_logging_enabled: false,
