@@ -3,7 +3,7 @@
 #
 #   tests/cluster/build.sh          # prints the bin directory (builds on first use)
 #
-# kube-apiserver, kube-controller-manager, kube-scheduler and kubectl come from
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet and kube-proxy come from
 # k8s.io/kubernetes through the wrapper module in gomod/k8s (it pins the staging
 # modules); etcd from gomod/etcd; kwok and helm with `go install pkg@version`.
 # The cache key is a hash of the versions and the wrapper modules, so changing a
@@ -56,6 +56,18 @@ install_kwok_crds() {
   mv "$dest.tmp" "$dest"
 }
 
+# The real node's pause (sandbox) image binary: Kubernetes' own build/pause/linux/pause.c from
+# the same module, linked statically so the image holds nothing else.
+build_pause() {
+  [ -x "$bin/pause" ] && return 0
+  command -v cc >/dev/null || { echo "a C compiler (cc) is needed to build the pause binary" >&2; return 1; }
+  local src
+  src=$(cd "$here/gomod/k8s" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c
+  log "building pause from $src"
+  cc -Os -static -DVERSION="$K8S_VERSION" -o "$bin/pause.tmp" "$src"
+  mv "$bin/pause.tmp" "$bin/pause"
+}
+
 command -v go >/dev/null || { echo "go is required to build the local control plane" >&2; exit 1; }
 mkdir -p "$bin"
 start=$(date +%s)
@@ -64,9 +76,13 @@ build_k8s kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
 build_k8s kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager
 build_k8s kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler
 build_k8s kubectl k8s.io/kubernetes/cmd/kubectl
+# The real node (cluster.sh up --real-node): a kubelet and kube-proxy from the same module.
+build_k8s kubelet k8s.io/kubernetes/cmd/kubelet
+build_k8s kube-proxy k8s.io/kubernetes/cmd/kube-proxy
 go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 install_kwok_crds
+build_pause
 took=$(( $(date +%s) - start ))
 [ "$took" -gt 5 ] && log "control-plane binaries ready in ${took}s: $bin"
 echo "$bin"

@@ -3,12 +3,18 @@
 #
 #   tests/cluster/cluster.sh up              # start (or reuse) etcd, kube-apiserver,
 #                                            # kube-controller-manager, kube-scheduler and kwok
+#   tests/cluster/cluster.sh up --real-node  # ... and a real node: kubelet + containerd + CNI
+#                                            # bridge, kube-proxy and a local OCI registry
+#                                            # (Linux and root only; see node.sh)
 #   tests/cluster/cluster.sh down            # stop everything `up` started, remove the state dir
 #   tests/cluster/cluster.sh status          # components, pids, ports, memory, readiness
 #   tests/cluster/cluster.sh env             # `eval "$(tests/cluster/cluster.sh env)"` for a shell
 #   tests/cluster/cluster.sh kubeconfig      # print the admin kubeconfig's path
 #   tests/cluster/cluster.sh bin             # print the directory of the control-plane binaries
 #   tests/cluster/cluster.sh kubectl ARGS... # kubectl against this cluster
+#   tests/cluster/cluster.sh registry        # the real node's registry (host:port) images are
+#                                            # pushed to and pulled from
+#   tests/cluster/cluster.sh node-name       # the real node's name
 #   tests/cluster/cluster.sh add-gpu-node NAME [--sku S] [--gpus N] [--gpu-memory-mib M]
 #        [--product P] [--cc MAJOR.MINOR] [--cpu C] [--memory Q] [--pods N]
 #        [--agentpool P] [--label k=v]... [--taint k=v:Effect]... [--no-taint]
@@ -22,8 +28,15 @@
 #                       fixed ports instead of free ones picked at random; `up` fails with a
 #                       clear error when one of them is already taken.
 #   KAITO_CLUSTER_TIMEOUT  seconds to wait for each component (default 120).
+#   KAITO_CLUSTER_REAL_NODE=1  same as `up --real-node`.
+#   KAITO_CLUSTER_NODE_{NAME,BRIDGE,NET}  the real node's name (kaito-node-1), bridge (kaito0)
+#                       and /24 network prefix (10.88.77): the bridge's .1 is the node's IP,
+#                       the kubelet's address and the API server's address.
 #
-# The nodes are simulated by kwok: only nodes annotated kwok.x-k8s.io/node=fake are managed,
+# With a real node, the API server listens on the node's bridge IP (pods reach it through the
+# `kubernetes` Service via kube-proxy, as in-cluster clients do), not on 127.0.0.1.
+#
+# Other nodes are simulated by kwok: only nodes annotated kwok.x-k8s.io/node=fake are managed,
 # their pods become Running and Ready, Jobs' pods complete, `kubectl logs` reads files named
 # by kwok Logs/ClusterLogs objects and `kubectl port-forward` reaches the targets named by
 # PortForward/ClusterPortForward objects.
@@ -38,6 +51,10 @@ SERVICE_CIDR=10.96.0.0/16
 SERVICE_IP=10.96.0.1
 POD_CIDR=10.244.0.1/16
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+K8S_PAUSE_TAG=3.10
+# shellcheck source=tests/cluster/node.sh
+. "$here/node.sh"
+if real_node; then COMPONENTS+=("${NODE_COMPONENTS[@]}" node-ns); fi
 
 # Loopback must never go through a proxy.
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
@@ -170,7 +187,7 @@ kind: Config
 clusters:
 - name: kaito-local
   cluster:
-    server: https://127.0.0.1:${PORTS[kube-apiserver]}
+    server: https://$APISERVER_HOST:${PORTS[kube-apiserver]}
     certificate-authority-data: $($b64 <"$DIR/pki/ca.crt")
 users:
 - name: $2
@@ -195,7 +212,7 @@ gen_pki() {
     -days 3650 -sha256 -out "$d/ca.crt" 2>/dev/null
   local server="keyUsage=critical,digitalSignature,keyEncipherment"
   cert apiserver "/CN=kube-apiserver" "$server" "extendedKeyUsage=serverAuth" \
-    "subjectAltName=IP:127.0.0.1,IP:$SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    "subjectAltName=IP:127.0.0.1,IP:$APISERVER_HOST,IP:$SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   cert kwok "/CN=kwok" "$server" "extendedKeyUsage=serverAuth" "subjectAltName=IP:127.0.0.1,DNS:localhost"
   local client="keyUsage=critical,digitalSignature,keyEncipherment"
   cert admin "/O=system:masters/CN=kubernetes-admin" "$client" "extendedKeyUsage=clientAuth"
@@ -207,6 +224,7 @@ gen_pki() {
   kubeconfig_file "$DIR/kubeconfig" kubernetes-admin "$d/admin.crt" "$d/admin.key"
   kubeconfig_file "$DIR/controller-manager.kubeconfig" system:kube-controller-manager "$d/controller-manager.crt" "$d/controller-manager.key"
   kubeconfig_file "$DIR/scheduler.kubeconfig" system:kube-scheduler "$d/scheduler.crt" "$d/scheduler.key"
+  if real_node; then node_pki; fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -216,12 +234,13 @@ healthy() {
   local c
   for c in "${COMPONENTS[@]}"; do pid_alive "$c" || return 1; done
   # shellcheck disable=SC1091
-  local ap; ap=$(. "$DIR/ports"; echo "$KUBE_APISERVER")
-  curl_ok --cacert "$DIR/pki/ca.crt" "https://127.0.0.1:$ap/readyz"
+  local ap; ap=$(. "$DIR/ports"; echo "${APISERVER_HOST:-127.0.0.1}:$KUBE_APISERVER")
+  curl_ok --cacert "$DIR/pki/ca.crt" "https://$ap/readyz"
 }
 
 stop_all() {
   [ -d "$DIR/pids" ] || return 0
+  if real_node; then node_down; fi
   local c pids=() i
   for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
     c=${COMPONENTS[$i]}
@@ -260,8 +279,17 @@ kwok_crds_dir() { # bin
 }
 
 cmd_up() {
-  local t0 t bin
+  local t0 t bin want_node=${KAITO_CLUSTER_REAL_NODE:-0}
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --real-node) want_node=1; shift ;;
+      *) die "up: unknown option $1" ;;
+    esac
+  done
   t0=$(now_ms)
+  if healthy && [ "$want_node" = 1 ] && ! real_node; then
+    die "the cluster in $DIR runs without a real node; stop it ($0 down) or use another KAITO_CLUSTER_DIR"
+  fi
   if healthy; then
     log "reusing the running cluster in $DIR"
     print_summary
@@ -281,12 +309,25 @@ cmd_up() {
     [ -x "$bin/$b" ] || die "$bin/$b is missing; run tests/cluster/build.sh"
   done
   local crds; crds=$(kwok_crds_dir "$bin")
+  if [ "$want_node" = 1 ]; then
+    for b in kubelet kube-proxy pause; do
+      [ -x "$bin/$b" ] || die "$bin/$b is missing; run tests/cluster/build.sh"
+    done
+    node_preflight
+  fi
 
   mkdir -p "$DIR"/{pids,logs,etcd,home}
   touch "$DIR/.kaito-cluster"
   echo "$bin" >"$DIR/bin"
-  # Anything failing from here on leaves nothing running.
+  APISERVER_HOST=127.0.0.1
+  if [ "$want_node" = 1 ]; then
+    touch "$DIR/real-node"
+    COMPONENTS+=("${NODE_COMPONENTS[@]}" node-ns)
+    APISERVER_HOST=$NODE_IP
+  fi
+  # Anything failing from here on leaves nothing running (and the host as it was).
   trap 'rc=$?; if [ $rc -ne 0 ]; then stop_all; fi' EXIT
+  if real_node; then node_bridge_up; fi
 
   pick_port etcd KAITO_CLUSTER_ETCD_PORT
   pick_port etcd-peer KAITO_CLUSTER_ETCD_PEER_PORT
@@ -294,6 +335,19 @@ cmd_up() {
   pick_port kube-controller-manager KAITO_CLUSTER_CONTROLLER_MANAGER_PORT
   pick_port kube-scheduler KAITO_CLUSTER_SCHEDULER_PORT
   pick_port kwok KAITO_CLUSTER_KWOK_PORT
+  if real_node; then
+    pick_port registry KAITO_CLUSTER_REGISTRY_PORT
+    pick_port kubelet KAITO_CLUSTER_KUBELET_PORT
+    pick_port kubelet-healthz KAITO_CLUSTER_KUBELET_HEALTHZ_PORT
+    pick_port kube-proxy-healthz KAITO_CLUSTER_KUBE_PROXY_HEALTHZ_PORT
+    pick_port kube-proxy-metrics KAITO_CLUSTER_KUBE_PROXY_METRICS_PORT
+    cat >"$DIR/node-ports" <<EOF
+REGISTRY=${PORTS[registry]}
+KUBELET=${PORTS[kubelet]}
+NODE_IP=$NODE_IP
+NODE_NAME=$NODE_NAME
+EOF
+  fi
   cat >"$DIR/ports" <<EOF
 ETCD=${PORTS[etcd]}
 ETCD_PEER=${PORTS[etcd-peer]}
@@ -301,6 +355,7 @@ KUBE_APISERVER=${PORTS[kube-apiserver]}
 KUBE_CONTROLLER_MANAGER=${PORTS[kube-controller-manager]}
 KUBE_SCHEDULER=${PORTS[kube-scheduler]}
 KWOK=${PORTS[kwok]}
+APISERVER_HOST=$APISERVER_HOST
 EOF
 
   t=$(now_ms); gen_pki; log "certificates and kubeconfigs generated in $(secs_since "$t")"
@@ -319,9 +374,13 @@ EOF
   log "etcd ready in $(secs_since "$t")"
 
   t=$(now_ms)
+  # Without a real node nothing reaches the API server through the `kubernetes` Service; with
+  # one, its Endpoints must name the node's bridge IP (the default lease reconciler does).
+  local reconciler=(--endpoint-reconciler-type=none)
+  if real_node; then reconciler=(--endpoint-reconciler-type=lease); fi
   start kube-apiserver "$bin/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:${PORTS[etcd]}" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="${PORTS[kube-apiserver]}" \
+    --bind-address="$APISERVER_HOST" --advertise-address="$APISERVER_HOST" --secure-port="${PORTS[kube-apiserver]}" \
     --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
     --client-ca-file="$pki/ca.crt" \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
@@ -335,10 +394,10 @@ EOF
     --kubelet-client-certificate="$pki/apiserver-kubelet-client.crt" \
     --kubelet-client-key="$pki/apiserver-kubelet-client.key" \
     --enable-aggregator-routing=true \
-    --endpoint-reconciler-type=none \
+    "${reconciler[@]}" \
     --profiling=false --v=1
   wait_for kube-apiserver "kube-apiserver /readyz" \
-    curl_ok --cacert "$pki/ca.crt" "https://127.0.0.1:${PORTS[kube-apiserver]}/readyz"
+    curl_ok --cacert "$pki/ca.crt" "https://$APISERVER_HOST:${PORTS[kube-apiserver]}/readyz"
   log "kube-apiserver ready in $(secs_since "$t")"
 
   # kwok serves logs and port-forwards from these objects; the CRDs must exist before it starts.
@@ -389,6 +448,7 @@ EOF
   wait_for kube-controller-manager "the default ServiceAccount" \
     quiet $k get serviceaccount default -n default
   log "controller-manager, scheduler and kwok ready in $(secs_since "$t")"
+  if real_node; then node_up "$bin"; fi
   trap - EXIT
   log "cluster up in $(secs_since "$t0") (state: $DIR)"
   print_summary
@@ -397,7 +457,7 @@ EOF
 print_summary() {
   # shellcheck disable=SC1091
   (. "$DIR/ports"
-   log "kube-apiserver https://127.0.0.1:$KUBE_APISERVER, etcd http://127.0.0.1:$ETCD, kwok https://127.0.0.1:$KWOK"
+   log "kube-apiserver https://${APISERVER_HOST:-127.0.0.1}:$KUBE_APISERVER, etcd http://127.0.0.1:$ETCD, kwok https://127.0.0.1:$KWOK"
    log "use it: eval \"\$($0 env)\"   or   KUBECONFIG=$DIR/kubeconfig")
 }
 
@@ -572,7 +632,7 @@ with_lock() { # run "$@" holding the state dir's lock, so concurrent callers sha
   "$@"
 }
 
-usage() { sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,42p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 case "${1:-}" in
   up) shift; with_lock cmd_up "$@" ;;
@@ -583,6 +643,11 @@ case "${1:-}" in
   bin) bin_dir ;;
   dir) echo "$DIR" ;;
   kubectl) shift; kubectl_ "$@" ;;
+  registry) need_cluster; real_node || die "no real node in $DIR (up --real-node)"
+            (. "$DIR/node-ports"; echo "$NODE_IP:$REGISTRY") ;;
+  node-name) need_cluster; real_node || die "no real node in $DIR (up --real-node)"
+             (. "$DIR/node-ports"; echo "$NODE_NAME") ;;
+  __node-inner) node_inner ;;
   add-gpu-node) shift; cmd_add_gpu_node "$@" ;;
   -h|--help|help) usage ;;
   *) usage >&2; exit 2 ;;
