@@ -374,13 +374,14 @@ impl crate::provision::NodeProvisioner for Aks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Cloud;
     use crate::plan::plan;
     use crate::testutil::ws;
 
     #[test]
     fn pool_body_follows_the_contract() {
         let w = ws(include_str!("../../examples/inference-phi-3.yaml"));
-        let p = plan(&w, None).expect("plan");
+        let p = plan(&w, Cloud::Azure, None).expect("plan");
         let b = agent_pool_body(&w, &p);
         let props = &b["properties"];
         assert_eq!(props["vmSize"], "Standard_NC6s_v3");

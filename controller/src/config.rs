@@ -3,43 +3,7 @@
 //! components (the runtime, the tuning trainer, the adapter publisher/puller) are built
 //! separately.
 
-use std::fmt;
-use std::str::FromStr;
-
-/// Which node provisioner creates the GPU nodes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ProvisionerKind {
-    /// One AKS agent pool per workspace, created through Azure Resource Manager.
-    Aks,
-    /// One `karpenter.sh/v1` NodeClaim per node.
-    Karpenter,
-    /// Bring your own nodes: nothing is provisioned.
-    Byo,
-}
-
-impl FromStr for ProvisionerKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "aks" | "azure" => Ok(Self::Aks),
-            "karpenter" => Ok(Self::Karpenter),
-            "byo" | "none" => Ok(Self::Byo),
-            other => Err(format!(
-                "unknown provisioner {other:?}; expected aks, karpenter or byo"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for ProvisionerKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Aks => "aks",
-            Self::Karpenter => "karpenter",
-            Self::Byo => "byo",
-        })
-    }
-}
+pub use kaito_presets::{Cloud, Provisioner};
 
 /// Default image of the data downloader, the adapter publisher and the adapter puller: the
 /// `kaito-adapter` binary (adapter/) and nothing else.
@@ -150,8 +114,10 @@ pub const UPSTREAM_TRAINER_COMMAND: [&str; 4] = [
 /// Whole-controller configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
+    /// Whose SKU table sizes workspaces (the webhook's `--cloud`, from the same setting).
+    pub cloud: Cloud,
     /// The node provisioner.
-    pub provisioner: ProvisionerKind,
+    pub provisioner: Provisioner,
     /// Images and commands of the workloads.
     pub workload: WorkloadConfig,
     /// Azure settings of the aks provisioner.
@@ -159,9 +125,10 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for `provisioner`.
-    pub fn new(provisioner: ProvisionerKind) -> Self {
+    /// Defaults for `cloud` and `provisioner`.
+    pub fn new(cloud: Cloud, provisioner: Provisioner) -> Self {
         Self {
+            cloud,
             provisioner,
             workload: WorkloadConfig::default(),
             azure: crate::azure::AzureSettings::default(),
@@ -172,15 +139,6 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn provisioner_names_parse() {
-        assert_eq!("AKS".parse(), Ok(ProvisionerKind::Aks));
-        assert_eq!("karpenter".parse(), Ok(ProvisionerKind::Karpenter));
-        assert_eq!("byo".parse(), Ok(ProvisionerKind::Byo));
-        assert!("gcp".parse::<ProvisionerKind>().is_err());
-        assert_eq!(ProvisionerKind::Karpenter.to_string(), "karpenter");
-    }
 
     #[test]
     fn images_take_the_preset_name() {

@@ -14,7 +14,7 @@ use kaito_api::admission::EngineParams;
 use kaito_api::{ANNOTATION_ENABLE_LB, LABEL_WORKSPACE, Workspace};
 use serde_json::{Value, json};
 
-use crate::config::{ProvisionerKind, WorkloadConfig};
+use crate::config::{Provisioner, WorkloadConfig};
 use crate::naming::{self, RUNTIME_PORT, headless_service};
 use crate::plan::WorkspacePlan;
 
@@ -72,7 +72,7 @@ pub fn gpu_tolerations() -> Value {
 /// `kaito.sh/workspace=<ws>` for provisioned nodes. Bring-your-own nodes do not carry the
 /// workspace label (the controller never labels nodes it did not create), so there the
 /// user's selector alone picks them.
-pub fn node_affinity(ws: &Workspace, provisioner: ProvisionerKind) -> Value {
+pub fn node_affinity(ws: &Workspace, provisioner: Provisioner) -> Value {
     let mut exprs: Vec<Value> = ws
         .match_labels()
         .into_iter()
@@ -88,7 +88,7 @@ pub fn node_affinity(ws: &Workspace, provisioner: ProvisionerKind) -> Value {
             exprs.push(json!({"key": e.key, "operator": e.operator, "values": e.values}));
         }
     }
-    if provisioner != ProvisionerKind::Byo {
+    if provisioner != Provisioner::Byo {
         exprs.push(json!({"key": LABEL_WORKSPACE, "operator": "In", "values": [naming::name(ws)]}));
     }
     json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
@@ -148,7 +148,7 @@ pub fn statefulset(
     ws: &Workspace,
     plan: &WorkspacePlan,
     cfg: &WorkloadConfig,
-    provisioner: ProvisionerKind,
+    provisioner: Provisioner,
     engine: &EngineParams,
 ) -> Result<StatefulSet, BuildError> {
     let name = naming::name(ws);
@@ -192,7 +192,7 @@ fn preset_pod(
     ws: &Workspace,
     plan: &WorkspacePlan,
     cfg: &WorkloadConfig,
-    provisioner: ProvisionerKind,
+    provisioner: Provisioner,
     gpus: &str,
     engine: &EngineParams,
 ) -> Result<PodTemplateSpec, BuildError> {
@@ -381,7 +381,7 @@ fn template_pod(
     ws: &Workspace,
     user: &PodTemplateSpec,
     gpus: &str,
-    provisioner: ProvisionerKind,
+    provisioner: Provisioner,
 ) -> Result<PodTemplateSpec, BuildError> {
     let mut pod = serde_json::to_value(user).map_err(|source| BuildError::Shape {
         what: "inference.template",
@@ -441,15 +441,16 @@ pub fn services(ws: &Workspace) -> Result<[Service; 2], BuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Cloud;
     use crate::plan::plan;
     use crate::testutil::ws;
 
-    fn sts_json(yaml: &str, provisioner: ProvisionerKind) -> Value {
+    fn sts_json(yaml: &str, provisioner: Provisioner) -> Value {
         sts_of(ws(yaml), provisioner)
     }
 
-    fn sts_of(w: Workspace, provisioner: ProvisionerKind) -> Value {
-        let p = plan(&w, None).expect("plans");
+    fn sts_of(w: Workspace, provisioner: Provisioner) -> Value {
+        let p = plan(&w, Cloud::Azure, None).expect("plans");
         let s = statefulset(
             &w,
             &p,
@@ -465,7 +466,7 @@ mod tests {
     fn seed_statefulset_follows_the_contract() {
         let mut w = ws(include_str!("../../examples/inference-phi-3.yaml"));
         w.resource.count = Some(2);
-        let s = sts_of(w, ProvisionerKind::Karpenter);
+        let s = sts_of(w, Provisioner::Karpenter);
         assert_eq!(s["spec"]["replicas"], 2);
         let spec = &s["spec"];
         assert_eq!(s["metadata"]["name"], "workspace-phi-3-mini");
@@ -546,7 +547,7 @@ mod tests {
     fn byo_affinity_uses_only_the_user_selector() {
         let s = sts_json(
             include_str!("../../examples/inference-phi-3.yaml"),
-            ProvisionerKind::Byo,
+            Provisioner::Byo,
         );
         assert_eq!(s["spec"]["replicas"], 1);
         let exprs = &s["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
@@ -561,7 +562,7 @@ mod tests {
     fn adapters_get_an_init_container_and_a_strength_env() {
         let s = sts_json(
             include_str!("../../examples/inference-phi-3-adapter.yaml"),
-            ProvisionerKind::Aks,
+            Provisioner::Aks,
         );
         let pod = &s["spec"]["template"]["spec"];
         assert_eq!(pod["initContainers"].as_array().map(Vec::len), Some(1));
@@ -623,7 +624,7 @@ mod tests {
         }
         third.strength = Some("0.5".into());
         list.extend([second, third]);
-        let s = sts_of(w, ProvisionerKind::Byo);
+        let s = sts_of(w, Provisioner::Byo);
         let pod = &s["spec"]["template"]["spec"];
         let init = pod["initContainers"].as_array().expect("init");
         assert_eq!(init.len(), 3);
@@ -674,15 +675,14 @@ mod tests {
         let w = ws(
             "metadata: {name: s}\nresource: {instanceType: Standard_NC6s_v3}\ninference: {preset: {name: smollm2-135m-instruct}}",
         );
-        let p = plan(&w, None).expect("plans");
+        let p = plan(&w, Cloud::Azure, None).expect("plans");
         let cfg = WorkloadConfig {
             hf_endpoint: Some("http://hub.local:8080".into()),
             weights_cache_host_path: Some("/var/lib/kaito/weights/".into()),
             ..WorkloadConfig::default()
         };
         let s = serde_json::to_value(
-            statefulset(&w, &p, &cfg, ProvisionerKind::Byo, &EngineParams::default())
-                .expect("builds"),
+            statefulset(&w, &p, &cfg, Provisioner::Byo, &EngineParams::default()).expect("builds"),
         )
         .expect("json");
         let pod = &s["spec"]["template"]["spec"];
@@ -711,7 +711,7 @@ mod tests {
     #[test]
     fn inference_config_parameters_reach_the_runtime_flags() {
         let w = ws(include_str!("../../examples/inference-phi-3.yaml"));
-        let p = plan(&w, None).expect("plans");
+        let p = plan(&w, Cloud::Azure, None).expect("plans");
         let engine = EngineParams {
             max_model_len: Some(2048),
             max_running: Some(4),
@@ -721,7 +721,7 @@ mod tests {
             &w,
             &p,
             &WorkloadConfig::default(),
-            ProvisionerKind::Byo,
+            Provisioner::Byo,
             &engine,
         )
         .expect("builds");
@@ -770,6 +770,7 @@ mod tests {
     fn startup_budget_grows_with_the_model() {
         let small = plan(
             &ws(include_str!("../../examples/inference-phi-3.yaml")),
+            Cloud::Azure,
             None,
         )
         .expect("plan");
@@ -778,7 +779,7 @@ mod tests {
         );
         let base = startup_budget_seconds(&small);
         assert!(base > 300, "{base}");
-        let big = plan(&big, None).expect("70b fits 8x A100 40 GiB");
+        let big = plan(&big, Cloud::Azure, None).expect("70b fits 8x A100 40 GiB");
         assert!(startup_budget_seconds(&big) > base + 60 * 100);
     }
 }

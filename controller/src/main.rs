@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use k8s_openapi::api::coordination::v1::Lease;
 use kaito_controller::azure::AzureSettings;
-use kaito_controller::config::{Config, ProvisionerKind, WorkloadConfig};
+use kaito_controller::config::{Cloud, Config, Provisioner, WorkloadConfig};
 use kaito_controller::leader::LeaderElector;
 use kaito_controller::reconcile;
 use kaito_controller::telemetry::{Health, Metrics, router};
@@ -20,9 +20,13 @@ use tracing::{error, info, warn};
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
+    /// Cloud whose GPU sizes workspaces are planned with: azure or aws (the webhook's
+    /// setting of the same name).
+    #[arg(long, env = "KAITO_CLOUD", default_value = "azure")]
+    cloud: Cloud,
     /// Node provisioner: aks, karpenter or byo.
     #[arg(long, env = "KAITO_PROVISIONER", default_value = "karpenter")]
-    provisioner: ProvisionerKind,
+    provisioner: Provisioner,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "KAITO_METRICS_ADDR", default_value = "127.0.0.1:8080")]
     metrics_addr: SocketAddr,
@@ -161,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
     let config = Config {
+        cloud: args.cloud,
         provisioner: args.provisioner,
         workload: workload(&args),
         azure: azure(&args)?,

@@ -205,6 +205,7 @@ pub fn nodeclaim(ws: &Workspace, plan: &WorkspacePlan, cfg: &WorkloadConfig, ind
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Cloud;
     use crate::plan::plan;
     use crate::testutil::{obj, ws};
 
@@ -321,7 +322,7 @@ mod tests {
     #[test]
     fn nodeclaim_follows_the_contract() {
         let w = ws(include_str!("../../examples/inference-phi-3.yaml"));
-        let p = plan(&w, None).expect("plan");
+        let p = plan(&w, Cloud::Azure, None).expect("plan");
         let c = nodeclaim(&w, &p, &WorkloadConfig::default(), 0);
         assert_eq!(c["apiVersion"], "karpenter.sh/v1");
         assert_eq!(

@@ -39,13 +39,24 @@ pub enum PlanError {
         hint: String,
     },
     /// `resource.instanceType` is unset.
-    #[error("set `resource.instanceType` to an Azure GPU VM size, e.g. Standard_NC24ads_A100_v4")]
-    NoInstanceType,
-    /// The VM size is not a known GPU size.
+    #[error("set `resource.instanceType` to a GPU instance type of {cloud}, e.g. {example}")]
+    NoInstanceType {
+        /// The controller's cloud.
+        cloud: Cloud,
+        /// A GPU size of that cloud.
+        example: &'static str,
+    },
+    /// The instance type is not in the cloud's SKU table.
     #[error(
-        "instance type {0:?} is not a known Azure GPU VM size; choose one from the SKU catalog"
+        "instance type {name:?} is not a known {cloud} GPU size; choose one from the SKU \
+         catalog (`kubectl kaito models describe <preset>` lists the sizes that fit)"
     )]
-    UnknownSku(String),
+    UnknownSku {
+        /// What was asked.
+        name: String,
+        /// The controller's cloud (`--cloud`, KAITO_CLOUD).
+        cloud: Cloud,
+    },
     /// `resource.count` is below 1.
     #[error("`resource.count` must be at least 1, is {0}")]
     BadCount(i32),
@@ -77,17 +88,34 @@ pub struct WorkspacePlan {
     pub instance_type: String,
 }
 
-/// The admission configuration whose catalogs the controller sizes with (Azure SKUs, the
-/// built-in presets): the same one the webhook builds.
-pub fn admission_config() -> &'static AdmissionConfig {
-    static CFG: OnceLock<AdmissionConfig> = OnceLock::new();
-    CFG.get_or_init(|| AdmissionConfig::new(Cloud::Azure, Provisioner::Aks))
+/// The admission configuration whose catalogs the controller sizes with: the built-in presets
+/// and the SKU table of `cloud` (`--cloud`/KAITO_CLOUD, the setting the webhook reads), so the
+/// controller accepts exactly the sizes the webhook admitted.
+pub fn admission_config(cloud: Cloud) -> &'static AdmissionConfig {
+    static AZURE: OnceLock<AdmissionConfig> = OnceLock::new();
+    static AWS: OnceLock<AdmissionConfig> = OnceLock::new();
+    let cell = match cloud {
+        Cloud::Azure => &AZURE,
+        Cloud::Aws => &AWS,
+    };
+    // Sizing does not depend on the provisioner; only admission's defaulting does.
+    cell.get_or_init(|| AdmissionConfig::new(cloud, Provisioner::Byo))
 }
 
-/// The GPU shape of a catalog VM size.
-pub fn sku_shape(instance_type: &str) -> Option<GpuShape> {
-    let cfg = admission_config();
-    cfg.skus.get(cfg.cloud, instance_type).map(|s| s.shape())
+/// The GPU shape of a catalog size of `cloud`.
+pub fn sku_shape(cloud: Cloud, instance_type: &str) -> Option<GpuShape> {
+    admission_config(cloud)
+        .skus
+        .get(cloud, instance_type)
+        .map(|s| s.shape())
+}
+
+/// A GPU size of `cloud` for messages.
+fn example_size(cloud: Cloud) -> &'static str {
+    match cloud {
+        Cloud::Azure => "Standard_NC24ads_A100_v4",
+        Cloud::Aws => "g5.xlarge",
+    }
 }
 
 /// The sizing mode a workspace needs.
@@ -103,9 +131,13 @@ pub fn mode(ws: &Workspace) -> Result<Mode, PlanError> {
     }
 }
 
-/// Plans `ws`. `observed_shape` is the shape of bring-your-own nodes when known; otherwise
-/// the shape comes from `resource.instanceType` in the SKU catalog.
-pub fn plan(ws: &Workspace, observed_shape: Option<&GpuShape>) -> Result<WorkspacePlan, PlanError> {
+/// Plans `ws` on `cloud`. `observed_shape` is the shape of bring-your-own nodes when known;
+/// otherwise the shape comes from `resource.instanceType` in `cloud`'s SKU table.
+pub fn plan(
+    ws: &Workspace,
+    cloud: Cloud,
+    observed_shape: Option<&GpuShape>,
+) -> Result<WorkspacePlan, PlanError> {
     let mode = mode(ws)?;
     let kind = if mode == Mode::Serve {
         WorkloadKind::Inference
@@ -119,10 +151,16 @@ pub fn plan(ws: &Workspace, observed_shape: Option<&GpuShape>) -> Result<Workspa
     let instance_type = ws.resource.instance_type.clone().unwrap_or_default();
     let shape = match observed_shape {
         Some(s) => s.clone(),
-        None if instance_type.is_empty() => return Err(PlanError::NoInstanceType),
-        None => {
-            sku_shape(&instance_type).ok_or_else(|| PlanError::UnknownSku(instance_type.clone()))?
+        None if instance_type.is_empty() => {
+            return Err(PlanError::NoInstanceType {
+                cloud,
+                example: example_size(cloud),
+            });
         }
+        None => sku_shape(cloud, &instance_type).ok_or_else(|| PlanError::UnknownSku {
+            name: instance_type.clone(),
+            cloud,
+        })?,
     };
     let template = ws.inference.as_ref().and_then(|i| i.template.as_ref());
     let Some(preset_spec) = ws.preset() else {
@@ -142,7 +180,7 @@ pub fn plan(ws: &Workspace, observed_shape: Option<&GpuShape>) -> Result<Workspa
             "tuning"
         }));
     };
-    let cfg = admission_config();
+    let cfg = admission_config(cloud);
     let catalog = &cfg.presets;
     let preset = catalog.get(&preset_spec.name).ok_or_else(|| {
         let s = catalog.suggestions(&preset_spec.name, 3);
@@ -200,13 +238,13 @@ mod tests {
     #[test]
     fn seeds_plan_on_their_sku() {
         let w = ws(include_str!("../../examples/inference-phi-3.yaml"));
-        let p = plan(&w, None).expect("plans");
+        let p = plan(&w, Cloud::Azure, None).expect("plans");
         assert_eq!(p.kind, WorkloadKind::Inference);
         assert_eq!(p.node_count, 1);
         assert_eq!(p.gpus_per_node, 1);
         assert_eq!(p.sizing.as_ref().map(|s| s.dtype.as_str()), Some("f16"));
         let t = ws(include_str!("../../examples/tuning-phi-3.yaml"));
-        let p = plan(&t, None).expect("plans");
+        let p = plan(&t, Cloud::Azure, None).expect("plans");
         assert_eq!(p.kind, WorkloadKind::Tuning);
     }
 
@@ -215,7 +253,7 @@ mod tests {
         let table: [(&str, &str); 6] = [
             (
                 "resource: {instanceType: Standard_Nope_v9}\ninference: {preset: {name: phi-3-mini-4k-instruct}}",
-                "not a known Azure GPU VM size",
+                "not a known azure GPU size",
             ),
             (
                 "resource: {instanceType: Standard_NC6s_v3}\ninference: {preset: {name: phi-3-mini-4k-instruc}}",
@@ -237,9 +275,46 @@ mod tests {
         ];
         for (spec, want) in table {
             let w = ws(&format!("metadata: {{name: w, namespace: n}}\n{spec}"));
-            let err = plan(&w, None).expect_err(spec).to_string();
+            let err = plan(&w, Cloud::Azure, None).expect_err(spec).to_string();
             assert!(err.contains(want), "{spec}: {err}");
         }
+    }
+
+    #[test]
+    fn the_cloud_picks_the_sku_table() {
+        // What the webhook admits with --cloud=aws (an AWS instance type) the controller
+        // must plan with the same cloud; it used to size everything on the Azure table and
+        // report the AWS size as unknown.
+        let w = ws(
+            "metadata: {name: w, namespace: n}\nresource: {instanceType: g5.xlarge, labelSelector: {matchLabels: {a: b}}}\ninference: {preset: {name: phi-3-mini-4k-instruct}}",
+        );
+        let p = plan(&w, Cloud::Aws, None).expect("g5.xlarge is an AWS GPU size");
+        assert_eq!(p.instance_type, "g5.xlarge");
+        assert_eq!(p.gpus_per_node, 1);
+        let err = plan(&w, Cloud::Azure, None).expect_err("not an Azure size");
+        assert_eq!(
+            err,
+            PlanError::UnknownSku {
+                name: "g5.xlarge".into(),
+                cloud: Cloud::Azure
+            }
+        );
+        assert!(
+            err.to_string().contains("not a known azure GPU size"),
+            "{err}"
+        );
+        // And the other way round: an Azure size is unknown on AWS.
+        let azure = ws(include_str!("../../examples/inference-phi-3.yaml"));
+        let err = plan(&azure, Cloud::Aws, None).expect_err("not an AWS size");
+        assert!(
+            err.to_string().contains("not a known aws GPU size"),
+            "{err}"
+        );
+        let unset = ws(
+            "metadata: {name: w, namespace: n}\nresource: {labelSelector: {matchLabels: {a: b}}}\ninference: {preset: {name: phi-3-mini-4k-instruct}}",
+        );
+        let err = plan(&unset, Cloud::Aws, None).expect_err("no instance type");
+        assert!(err.to_string().contains("of aws, e.g. g5.xlarge"), "{err}");
     }
 
     #[test]
@@ -247,9 +322,12 @@ mod tests {
         let w = ws(
             "metadata: {name: w, namespace: n}\nresource: {labelSelector: {matchLabels: {a: b}}}\ninference: {preset: {name: phi-3-mini-4k-instruct}}",
         );
-        assert_eq!(plan(&w, None), Err(PlanError::NoInstanceType));
-        let shape = sku_shape("Standard_NC24ads_A100_v4").expect("catalog has A100");
-        let p = plan(&w, Some(&shape)).expect("plans");
+        assert!(matches!(
+            plan(&w, Cloud::Azure, None),
+            Err(PlanError::NoInstanceType { .. })
+        ));
+        let shape = sku_shape(Cloud::Azure, "Standard_NC24ads_A100_v4").expect("catalog has A100");
+        let p = plan(&w, Cloud::Azure, Some(&shape)).expect("plans");
         assert_eq!(p.sizing.map(|s| s.dtype.as_str()), Some("bf16"));
     }
 }

@@ -7,7 +7,7 @@ use kube::api::{
 };
 use kube::{Api, Client};
 
-use crate::config::{ProvisionerKind, WorkloadConfig};
+use crate::config::{Provisioner, WorkloadConfig};
 use crate::naming::{self, FIELD_MANAGER};
 use crate::nodes;
 use crate::plan::WorkspacePlan;
@@ -183,7 +183,7 @@ impl NodeProvisioner for Karpenter {
 
 /// The configured provisioner.
 #[derive(Clone)]
-pub enum Provisioner {
+pub enum AnyProvisioner {
     /// Bring your own nodes.
     Byo(Byo),
     /// Karpenter NodeClaims.
@@ -192,21 +192,21 @@ pub enum Provisioner {
     Aks(Box<crate::aks::Aks>),
 }
 
-impl Provisioner {
+impl AnyProvisioner {
     /// The provisioner for `kind`.
     pub fn new(
-        kind: ProvisionerKind,
+        kind: Provisioner,
         client: Client,
         cfg: &WorkloadConfig,
         azure: &crate::azure::AzureSettings,
     ) -> Result<Self, String> {
         match kind {
-            ProvisionerKind::Byo => Ok(Self::Byo(Byo)),
-            ProvisionerKind::Karpenter => Ok(Self::Karpenter(Box::new(Karpenter::new(
+            Provisioner::Byo => Ok(Self::Byo(Byo)),
+            Provisioner::Karpenter => Ok(Self::Karpenter(Box::new(Karpenter::new(
                 client,
                 cfg.clone(),
             )))),
-            ProvisionerKind::Aks => {
+            Provisioner::Aks => {
                 let aks = crate::aks::Aks::new(azure.clone()).map_err(|e| e.to_string())?;
                 aks.spawn_orphan_sweeper(client);
                 Ok(Self::Aks(Box::new(aks)))
@@ -215,7 +215,7 @@ impl Provisioner {
     }
 }
 
-impl NodeProvisioner for Provisioner {
+impl NodeProvisioner for AnyProvisioner {
     async fn ensure(
         &self,
         ws: &Workspace,

@@ -27,7 +27,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::config::{Config, ProvisionerKind};
+use crate::config::{Config, Provisioner};
 
 /// Workspaces reconciled at the same time (the rest wait in kube-runtime's queue).
 const MAX_CONCURRENT_RECONCILES: u16 = 16;
@@ -35,7 +35,7 @@ use crate::inference::{self, BuildError};
 use crate::naming::{self, FIELD_MANAGER};
 use crate::nodes;
 use crate::plan::{self, WorkloadKind};
-use crate::provision::{NodeProvisioner, ProvisionError, Provisioner, nodeclaim_resource};
+use crate::provision::{AnyProvisioner, NodeProvisioner, ProvisionError, nodeclaim_resource};
 use crate::status::{self, Observed, ProvisionReport};
 use crate::telemetry::{ErrorLabels, Metrics};
 use crate::tuning;
@@ -76,7 +76,7 @@ pub struct Context {
     /// Configuration.
     pub config: Config,
     /// The node provisioner.
-    pub provisioner: Provisioner,
+    pub provisioner: AnyProvisioner,
     /// All nodes (reflector store).
     pub nodes: Store<Node>,
     /// Event recorder.
@@ -91,7 +91,7 @@ impl Context {
     pub fn new(
         client: Client,
         config: Config,
-        provisioner: Provisioner,
+        provisioner: AnyProvisioner,
         nodes: Store<Node>,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -202,7 +202,7 @@ async fn reconcile_inner(ws: &Workspace, ctx: &Context) -> Result<Action, Reconc
     }
 
     // Fetch: nodes from the reflector, the byo shape from their labels.
-    let byo = ctx.config.provisioner == ProvisionerKind::Byo;
+    let byo = ctx.config.provisioner == Provisioner::Byo;
     let all_nodes = ctx.nodes.state();
     let census = nodes::census(ws, all_nodes.iter().map(|n| n.as_ref()), byo);
     let byo_shape = if byo {
@@ -241,7 +241,7 @@ async fn reconcile_inner(ws: &Workspace, ctx: &Context) -> Result<Action, Reconc
     };
 
     // Plan (pure).
-    let planned = plan::plan(ws, byo_shape.as_ref());
+    let planned = plan::plan(ws, ctx.config.cloud, byo_shape.as_ref());
     let target = ws.resource.count.unwrap_or(1);
     let (plan, invalid) = match (planned, engine.as_ref()) {
         (Ok(p), Ok(_)) => (Some(p), None),
@@ -457,7 +457,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     ready: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<(), String> {
-    let provisioner = Provisioner::new(
+    let provisioner = AnyProvisioner::new(
         config.provisioner,
         client.clone(),
         &config.workload,
@@ -490,7 +490,7 @@ pub async fn run(
                 .debounce(Duration::from_millis(200)),
         );
     let ws_store = controller.store();
-    let byo = config.provisioner == ProvisionerKind::Byo;
+    let byo = config.provisioner == Provisioner::Byo;
     let node_mapper = move |node: Node| -> Vec<ObjectRef<Workspace>> {
         if let Some(r) = owner_from_labels(node.labels()) {
             return vec![r];
@@ -575,7 +575,7 @@ pub async fn run(
                 Some(ObjectRef::new(&name).within(&ns))
             },
         );
-    if config.provisioner == ProvisionerKind::Karpenter {
+    if config.provisioner == Provisioner::Karpenter {
         let ar = nodeclaim_resource();
         let claims: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &ar);
         let selector = match ns {
@@ -591,7 +591,7 @@ pub async fn run(
     }
     let _ = node_store.wait_until_ready().await;
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
-    info!(provisioner = %config.provisioner, "controller started");
+    info!(cloud = %config.cloud, provisioner = %config.provisioner, "controller started");
     controller
         .reconcile_on(node_triggers)
         .shutdown_on_signal()

@@ -11,7 +11,7 @@ use kaito_api::{
     CONDITION_WORKSPACE_SUCCEEDED, Workspace, WorkspaceStatus, reason, state,
 };
 
-use crate::config::ProvisionerKind;
+use crate::config::Provisioner;
 use crate::naming;
 use crate::nodes::NodeCensus;
 use crate::plan::WorkloadKind;
@@ -240,7 +240,7 @@ pub struct ProvisionReport {
 #[derive(Clone, Debug)]
 pub struct Observed<'a> {
     /// The provisioner in use.
-    pub provisioner: ProvisionerKind,
+    pub provisioner: Provisioner,
     /// Inference or tuning (None when the spec names neither).
     pub kind: Option<WorkloadKind>,
     /// The plan error, when the spec cannot be planned.
@@ -357,7 +357,7 @@ fn resource_condition(ws: &Workspace, o: &Observed<'_>) -> Cond {
         format!("; not ready: {}", list.join(", "))
     };
     match o.provisioner {
-        ProvisionerKind::Byo => {
+        Provisioner::Byo => {
             let selector = selector_text(ws);
             let mut msg = if ready == 0 && o.census.not_ready.is_empty() {
                 format!(
@@ -745,7 +745,7 @@ mod tests {
     }
 
     fn observed<'a>(
-        p: ProvisionerKind,
+        p: Provisioner,
         c: &'a NodeCensus,
         r: &'a ProvisionReport,
         sts: Option<&'a StatefulSet>,
@@ -785,7 +785,7 @@ mod tests {
         // (observed, ResourceReady, InferenceReady, WorkspaceSucceeded reason, state, text in a message)
         let table: Vec<(Observed<'_>, bool, bool, &str, &str, &str)> = vec![
             (
-                observed(ProvisionerKind::Byo, &none, &ok, None, &[]),
+                observed(Provisioner::Byo, &none, &ok, None, &[]),
                 false,
                 false,
                 "NodesNotReady",
@@ -793,7 +793,7 @@ mod tests {
                 "no GPU nodes match the label selector apps=phi-3",
             ),
             (
-                observed(ProvisionerKind::Aks, &none, &quota, None, &[]),
+                observed(Provisioner::Aks, &none, &quota, None, &[]),
                 false,
                 false,
                 "QuotaExceeded",
@@ -801,7 +801,7 @@ mod tests {
                 "exceeding approved",
             ),
             (
-                observed(ProvisionerKind::Karpenter, &none, &ok, None, &[]),
+                observed(Provisioner::Karpenter, &none, &ok, None, &[]),
                 false,
                 false,
                 "Provisioning",
@@ -809,13 +809,7 @@ mod tests {
                 "karpenter provisioner",
             ),
             (
-                observed(
-                    ProvisionerKind::Karpenter,
-                    &one,
-                    &ok,
-                    Some(&loading_sts),
-                    &[],
-                ),
+                observed(Provisioner::Karpenter, &one, &ok, Some(&loading_sts), &[]),
                 true,
                 false,
                 "Loading",
@@ -824,7 +818,7 @@ mod tests {
             ),
             (
                 observed(
-                    ProvisionerKind::Karpenter,
+                    Provisioner::Karpenter,
                     &one,
                     &ok,
                     Some(&loading_sts),
@@ -837,7 +831,7 @@ mod tests {
                 "keeps crashing",
             ),
             (
-                observed(ProvisionerKind::Karpenter, &one, &ok, Some(&ready_sts), &[]),
+                observed(Provisioner::Karpenter, &one, &ok, Some(&ready_sts), &[]),
                 true,
                 true,
                 "Ready",
@@ -879,7 +873,7 @@ mod tests {
         let ok = ProvisionReport::default();
         let s = compute(
             &w,
-            &observed(ProvisionerKind::Byo, &none, &ok, None, &[]),
+            &observed(Provisioner::Byo, &none, &ok, None, &[]),
             &time("2026-01-01T00:00:00Z"),
         );
         assert_eq!(s.state.as_deref(), Some("NotReady"));
@@ -890,7 +884,7 @@ mod tests {
         let w = ws(include_str!("../../examples/inference-phi-3.yaml"));
         let none = NodeCensus::default();
         let ok = ProvisionReport::default();
-        let mut o = observed(ProvisionerKind::Byo, &none, &ok, None, &[]);
+        let mut o = observed(Provisioner::Byo, &none, &ok, None, &[]);
         o.invalid = Some("preset \"x\" is not in the catalog".into());
         let s = compute(&w, &o, &time("2026-01-01T00:00:00Z"));
         assert_eq!(s.state.as_deref(), Some("Failed"));
@@ -924,7 +918,7 @@ mod tests {
         ];
         for (job, started, reason, st) in table {
             let o = Observed {
-                provisioner: ProvisionerKind::Karpenter,
+                provisioner: Provisioner::Karpenter,
                 kind: Some(WorkloadKind::Tuning),
                 invalid: None,
                 target: 1,

@@ -12,7 +12,7 @@ use kaito_api::Workspace;
 use kaito_presets::Dtype;
 use serde_json::{Value, json};
 
-use crate::config::{ProvisionerKind, WorkloadConfig};
+use crate::config::{Provisioner, WorkloadConfig};
 use crate::inference::{BuildError, gpu_tolerations, node_affinity, owner_reference, typed};
 use crate::naming;
 use crate::plan::WorkspacePlan;
@@ -103,7 +103,7 @@ pub fn job(
     ws: &Workspace,
     plan: &WorkspacePlan,
     cfg: &WorkloadConfig,
-    provisioner: ProvisionerKind,
+    provisioner: Provisioner,
 ) -> Result<Job, BuildError> {
     let name = naming::name(ws);
     let t = ws.tuning.clone().unwrap_or_default();
@@ -251,6 +251,7 @@ pub fn job(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Cloud;
     use crate::plan::plan;
     use crate::testutil::ws;
 
@@ -259,15 +260,9 @@ mod tests {
     }
 
     fn job_json(w: &Workspace) -> Value {
-        let p = plan(w, None).expect("plan");
+        let p = plan(w, Cloud::Azure, None).expect("plan");
         serde_json::to_value(
-            job(
-                w,
-                &p,
-                &WorkloadConfig::default(),
-                ProvisionerKind::Karpenter,
-            )
-            .expect("job"),
+            job(w, &p, &WorkloadConfig::default(), Provisioner::Karpenter).expect("job"),
         )
         .expect("json")
     }
@@ -464,10 +459,10 @@ tuning:
     fn user_config_map_replaces_the_template() {
         let mut w = seed();
         w.tuning.as_mut().expect("tuning").config = Some("mine".into());
-        let p = plan(&w, None).expect("plan");
+        let p = plan(&w, Cloud::Azure, None).expect("plan");
         assert!(default_config_map(&w, &p).expect("ok").is_none());
         let j = serde_json::to_value(
-            job(&w, &p, &WorkloadConfig::default(), ProvisionerKind::Byo).expect("job"),
+            job(&w, &p, &WorkloadConfig::default(), Provisioner::Byo).expect("job"),
         )
         .expect("json");
         assert!(
@@ -517,7 +512,7 @@ tuning:
             assert_eq!(text.contains("load_in_4bit"), qlora);
         }
         let w = seed();
-        let p = plan(&w, None).expect("plan");
+        let p = plan(&w, Cloud::Azure, None).expect("plan");
         let cm = default_config_map(&w, &p).expect("ok").expect("built-in");
         let text = cm
             .data

@@ -5,6 +5,7 @@ use std::time::Duration;
 use kaito_api::Workspace;
 use kaito_controller::aks::Aks;
 use kaito_controller::azure::AzureSettings;
+use kaito_controller::config::Cloud;
 use kaito_controller::fake_arm::{self, Faults, PoolEvent, Running};
 use kaito_controller::naming;
 use kaito_controller::plan::{WorkspacePlan, plan};
@@ -17,7 +18,7 @@ fn workspace(name: &str) -> Result<(Workspace, WorkspacePlan), Box<dyn std::erro
         .replace("name: workspace-phi-3-mini", &format!("name: {name}"));
     let mut ws: Workspace = serde_yaml::from_str(&text)?;
     ws.metadata.namespace = Some("default".into());
-    let p = plan(&ws, None).map_err(|e| e.to_string())?;
+    let p = plan(&ws, Cloud::Azure, None).map_err(|e| e.to_string())?;
     Ok((ws, p))
 }
 

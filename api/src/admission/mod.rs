@@ -10,9 +10,10 @@ mod urls;
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::str::FromStr;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+/// How GPU nodes come to exist: the one type the webhook and the controller share.
+pub use kaito_presets::Provisioner;
 use kaito_presets::sizing::{self, Mode, Plan, RuntimeParams};
 use kaito_presets::{Cloud, GpuShape, Preset, PresetCatalog, SkuCatalog};
 
@@ -35,41 +36,6 @@ pub const MAX_ADAPTERS: usize = 10;
 pub const DEFAULT_SELECTOR_LABEL: &str = "apps";
 /// How many fitting sizes an error message lists.
 const SUGGESTED_SKUS: usize = 5;
-
-/// How GPU nodes come to exist.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Provisioner {
-    /// The controller creates an AKS agent pool per workspace.
-    Aks,
-    /// The controller creates Karpenter NodeClaims.
-    Karpenter,
-    /// The cluster admin brings the nodes; nothing is provisioned.
-    Byo,
-}
-
-impl FromStr for Provisioner {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "aks" => Ok(Self::Aks),
-            "karpenter" => Ok(Self::Karpenter),
-            "byo" => Ok(Self::Byo),
-            other => Err(format!(
-                "unknown provisioner {other:?}: use \"aks\", \"karpenter\" or \"byo\""
-            )),
-        }
-    }
-}
-
-impl fmt::Display for Provisioner {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Aks => "aks",
-            Self::Karpenter => "karpenter",
-            Self::Byo => "byo",
-        })
-    }
-}
 
 /// What admission needs to know about the installation.
 #[derive(Clone, Debug)]
