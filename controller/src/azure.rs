@@ -338,23 +338,35 @@ impl Arm {
     }
 }
 
+impl AzureSettings {
+    /// The settings the aks provisioner cannot work without: the cluster's subscription,
+    /// resource group and name (the chart's `azure.subscriptionId`, `azure.resourceGroup`,
+    /// `azure.clusterName`).
+    pub fn check(&self) -> Result<(), AzureSetupError> {
+        let required = [
+            (
+                &self.subscription_id,
+                "--azure-subscription-id (AZURE_SUBSCRIPTION_ID)",
+            ),
+            (
+                &self.resource_group,
+                "--azure-resource-group (AZURE_RESOURCE_GROUP)",
+            ),
+            (
+                &self.cluster_name,
+                "--azure-cluster-name (AZURE_CLUSTER_NAME)",
+            ),
+        ];
+        match required.iter().find(|(value, _)| value.trim().is_empty()) {
+            Some((_, setting)) => Err(AzureSetupError::Missing(setting)),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The agent pools client for `settings`.
 pub fn agent_pools_client(settings: &AzureSettings) -> Result<Arm, AzureSetupError> {
-    if settings.subscription_id.is_empty() {
-        return Err(AzureSetupError::Missing(
-            "--azure-subscription-id (AZURE_SUBSCRIPTION_ID)",
-        ));
-    }
-    if settings.resource_group.is_empty() {
-        return Err(AzureSetupError::Missing(
-            "--azure-resource-group (AZURE_RESOURCE_GROUP)",
-        ));
-    }
-    if settings.cluster_name.is_empty() {
-        return Err(AzureSetupError::Missing(
-            "--azure-cluster-name (AKS_CLUSTER_NAME)",
-        ));
-    }
+    settings.check()?;
     let http: Arc<dyn HttpClient> = Arc::new(Transport::new(settings.ca_pem.as_deref())?);
     let endpoint = settings
         .endpoint
@@ -426,5 +438,31 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("AZURE_SUBSCRIPTION_ID"), "{e}");
+        let full = AzureSettings {
+            subscription_id: "s".into(),
+            resource_group: "rg".into(),
+            cluster_name: "c".into(),
+            ..AzureSettings::default()
+        };
+        assert!(full.check().is_ok());
+        for (settings, named) in [
+            (
+                AzureSettings {
+                    resource_group: " ".into(),
+                    ..full.clone()
+                },
+                "--azure-resource-group (AZURE_RESOURCE_GROUP)",
+            ),
+            (
+                AzureSettings {
+                    cluster_name: String::new(),
+                    ..full.clone()
+                },
+                "--azure-cluster-name (AZURE_CLUSTER_NAME)",
+            ),
+        ] {
+            let e = settings.check().expect_err(named).to_string();
+            assert_eq!(e, format!("aks provisioner: set {named}"));
+        }
     }
 }

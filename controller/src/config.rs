@@ -134,11 +134,87 @@ impl Config {
             azure: crate::azure::AzureSettings::default(),
         }
     }
+
+    /// Whether the controller can run with this configuration: the provisioner works on the
+    /// cloud, and the aks provisioner knows its cluster. The error names the setting (flag
+    /// and environment variable) to fix.
+    pub fn validate(&self) -> Result<(), String> {
+        self.provisioner.check_cloud(self.cloud)?;
+        if self.provisioner == Provisioner::Aks {
+            self.azure.check().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as JSON (`kaito-controller --check-config` prints it).
+    /// Secrets are not printed: a static token only shows as set.
+    pub fn summary(&self) -> serde_json::Value {
+        let w = &self.workload;
+        let a = &self.azure;
+        serde_json::json!({
+            "cloud": self.cloud.to_string(),
+            "provisioner": self.provisioner.to_string(),
+            "workload": {
+                "runtimeImage": w.runtime_image,
+                "runtimeCommand": w.runtime_command,
+                "modelDir": w.model_dir,
+                "hfEndpoint": w.hf_endpoint,
+                "weightsCacheHostPath": w.weights_cache_host_path,
+                "adapterPullerImage": w.adapter_puller_image,
+                "dataDownloaderImage": w.data_downloader_image,
+                "trainerImage": w.trainer_image,
+                "trainerCommand": w.trainer_command,
+                "publisherImage": w.publisher_image,
+            },
+            "azure": {
+                "subscriptionId": a.subscription_id,
+                "resourceGroup": a.resource_group,
+                "clusterName": a.cluster_name,
+                "endpoint": a.endpoint,
+                "staticToken": a.static_token.is_some(),
+                "extraCa": a.ca_pem.is_some(),
+                "orphanIntervalSecs": a.orphan_interval.as_secs(),
+            },
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn validation_names_the_setting_to_fix() {
+        assert_eq!(
+            Config::new(Cloud::Aws, Provisioner::Karpenter).validate(),
+            Ok(())
+        );
+        assert_eq!(
+            Config::new(Cloud::Azure, Provisioner::Byo).validate(),
+            Ok(())
+        );
+        let err = Config::new(Cloud::Aws, Provisioner::Aks)
+            .validate()
+            .expect_err("aks on aws");
+        assert!(err.contains("--cloud=azure"), "{err}");
+        let mut aks = Config::new(Cloud::Azure, Provisioner::Aks);
+        aks.azure.subscription_id = "00000000-0000-0000-0000-000000000000".into();
+        aks.azure.resource_group = "rg".into();
+        let err = aks.validate().expect_err("no cluster name");
+        assert!(err.contains("AZURE_CLUSTER_NAME"), "{err}");
+        aks.azure.cluster_name = "aks-1".into();
+        assert_eq!(aks.validate(), Ok(()));
+        aks.azure.static_token = Some("secret-token".into());
+        let summary = aks.summary();
+        assert_eq!(summary["cloud"], "azure");
+        assert_eq!(summary["provisioner"], "aks");
+        assert_eq!(summary["azure"]["clusterName"], "aks-1");
+        assert_eq!(summary["azure"]["staticToken"], true);
+        assert!(
+            !summary.to_string().contains("secret-token"),
+            "the summary must not print the token"
+        );
+    }
 
     #[test]
     fn images_take_the_preset_name() {

@@ -82,7 +82,7 @@ struct Args {
     #[arg(long, env = "AZURE_RESOURCE_GROUP", default_value = "")]
     azure_resource_group: String,
     /// aks: name of the AKS cluster.
-    #[arg(long, env = "AKS_CLUSTER_NAME", default_value = "")]
+    #[arg(long, env = "AZURE_CLUSTER_NAME", default_value = "")]
     azure_cluster_name: String,
     /// aks: Azure Resource Manager endpoint (tests: a local ARM endpoint).
     #[arg(long, env = "KAITO_AZURE_ENDPOINT")]
@@ -97,6 +97,27 @@ struct Args {
     /// aks: seconds between sweeps for orphaned agent pools.
     #[arg(long, env = "KAITO_AZURE_ORPHAN_INTERVAL", default_value_t = 60)]
     azure_orphan_interval_secs: u64,
+    /// Parse the flags and environment, validate them (the provisioner's required settings
+    /// included), print the effective configuration as JSON and exit: 0 when the controller
+    /// could start with it, 1 with the setting to fix. Nothing is contacted.
+    #[arg(long)]
+    check_config: bool,
+}
+
+/// The effective configuration `--check-config` prints: the controller's [`Config`] and the
+/// process settings around it.
+fn effective(args: &Args, config: &Config) -> serde_json::Value {
+    let mut v = config.summary();
+    v["namespace"] = serde_json::json!(args.namespace);
+    v["metricsAddr"] = serde_json::json!(args.metrics_addr.to_string());
+    v["leaderElection"] = serde_json::json!({
+        "enabled": !args.no_leader_election,
+        "namespace": args.leader_election_namespace,
+        "name": args.leader_election_name,
+        "identity": args.identity,
+    });
+    v["logJson"] = serde_json::json!(args.log_json);
+    v
 }
 
 fn azure(args: &Args) -> anyhow::Result<AzureSettings> {
@@ -153,6 +174,20 @@ async fn main() -> anyhow::Result<()> {
     // aws-lc-rs through other crates, and rustls then refuses to pick one on its own.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
+    let config = Config {
+        cloud: args.cloud,
+        provisioner: args.provisioner,
+        workload: workload(&args),
+        azure: azure(&args)?,
+    };
+    config.validate().map_err(anyhow::Error::msg)?;
+    if args.check_config {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&effective(&args, &config))?
+        );
+        return Ok(());
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
     if args.log_json {
@@ -164,12 +199,6 @@ async fn main() -> anyhow::Result<()> {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
-    let config = Config {
-        cloud: args.cloud,
-        provisioner: args.provisioner,
-        workload: workload(&args),
-        azure: azure(&args)?,
-    };
     let client = Client::try_default()
         .await
         .context("connecting to the Kubernetes API")?;

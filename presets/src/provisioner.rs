@@ -29,7 +29,7 @@ impl Provisioner {
             (Self::Aks, Cloud::Azure) | (Self::Karpenter | Self::Byo, _) => Ok(()),
             (Self::Aks, other) => Err(format!(
                 "provisioner \"aks\" creates AKS agent pools and needs cloud \"azure\", not \
-                 {other:?}: set --cloud=azure (KAITO_CLOUD), or use provisioner \"karpenter\" \
+                 \"{other}\": set --cloud=azure (KAITO_CLOUD), or use provisioner \"karpenter\" \
                  or \"byo\" on {other}"
             )),
         }

@@ -27,6 +27,15 @@ enum TlsMode {
     Secret,
 }
 
+/// Log format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// Admission webhook for kaito.sh Workspaces: defaults (POST /mutate) and validation
 /// (POST /validate) over HTTPS; /healthz, /readyz and /metrics over plain HTTP.
 #[derive(Debug, Parser)]
@@ -124,21 +133,99 @@ struct Args {
     cert_check_interval_secs: u64,
 
     /// Log format: text or json.
-    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
-    log_format: String,
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+
+    /// Parse the flags and environment, validate them (cloud and provisioner, the catalog
+    /// files, the certificate source's required flags), print the effective configuration as
+    /// JSON and exit: 0 when the webhook could start with it, 1 with the setting to fix.
+    /// Nothing is bound or contacted.
+    #[arg(long)]
+    check_config: bool,
+}
+
+/// The admission configuration of `args`: cloud, provisioner and catalogs, checked.
+fn admission_config(args: &Args) -> anyhow::Result<AdmissionConfig> {
+    args.provisioner
+        .check_cloud(args.cloud)
+        .map_err(anyhow::Error::msg)?;
+    let mut config = AdmissionConfig::new(args.cloud, args.provisioner);
+    if let Some(path) = &args.preset_catalog {
+        config.presets = PresetCatalog::from_file(path)
+            .with_context(|| format!("loading the preset catalog {}", path.display()))?;
+    }
+    if let Some(path) = &args.sku_catalog {
+        config.skus = SkuCatalog::from_file(path)
+            .with_context(|| format!("loading the SKU catalog {}", path.display()))?;
+    }
+    Ok(config)
+}
+
+/// The certificate source of `args`, with the flags it needs checked.
+fn tls_mode(args: &Args) -> anyhow::Result<TlsMode> {
+    let mode = args.tls_mode.unwrap_or(if args.tls_cert_file.is_some() {
+        TlsMode::Files
+    } else if !args.tls_self_signed_for.is_empty() {
+        TlsMode::SelfSigned
+    } else {
+        TlsMode::Secret
+    });
+    match mode {
+        TlsMode::Files if args.tls_cert_file.is_none() || args.tls_key_file.is_none() => {
+            anyhow::bail!("--tls-mode files needs --tls-cert-file and --tls-key-file")
+        }
+        TlsMode::SelfSigned if args.tls_self_signed_for.is_empty() => {
+            anyhow::bail!("--tls-mode self-signed needs --tls-self-signed-for HOST[,HOST...]")
+        }
+        TlsMode::Secret if args.namespace.is_empty() || args.cert_secret.is_empty() => {
+            anyhow::bail!(
+                "--tls-mode secret needs --namespace (POD_NAMESPACE) and --cert-secret \
+                 (WEBHOOK_CERT_SECRET)"
+            )
+        }
+        mode => Ok(mode),
+    }
+}
+
+/// The command-line spelling of a value (`self-signed`, `json`).
+fn value_name(v: impl ValueEnum) -> Option<String> {
+    v.to_possible_value().map(|p| p.get_name().to_owned())
+}
+
+/// The effective configuration `--check-config` prints.
+fn effective(args: &Args, config: &AdmissionConfig, mode: TlsMode) -> serde_json::Value {
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    serde_json::json!({
+        "cloud": config.cloud.to_string(),
+        "provisioner": config.provisioner.to_string(),
+        "presetCatalog": path(&args.preset_catalog),
+        "skuCatalog": path(&args.sku_catalog),
+        "presets": config.presets.iter().count(),
+        "gpuSizes": config.skus.gpu_skus(config.cloud).count(),
+        "https": SocketAddr::new(args.bind_address, args.port).to_string(),
+        "health": SocketAddr::new(args.health_bind_address, args.health_port).to_string(),
+        "maxBodyBytes": args.max_body_bytes,
+        "tlsMode": value_name(mode),
+        "namespace": args.namespace,
+        "serviceName": args.service_name,
+        "certSecret": args.cert_secret,
+        "mutatingWebhookConfig": args.mutating_webhook_config,
+        "validatingWebhookConfig": args.validating_webhook_config,
+        "logFormat": value_name(args.log_format),
+    })
 }
 
 fn non_empty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_owned())
 }
 
-fn init_tracing(format: &str) {
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if format == "json" {
+    if format == LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();
@@ -170,28 +257,21 @@ async fn main() -> anyhow::Result<()> {
     // aws-lc-rs through other crates, and rustls then refuses to pick one on its own.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
-    init_tracing(&args.log_format);
+    let config = admission_config(&args)?;
+    let mode = tls_mode(&args)?;
+    if args.check_config {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&effective(&args, &config, mode))?
+        );
+        return Ok(());
+    }
+    init_tracing(args.log_format);
 
-    let mut config = AdmissionConfig::new(args.cloud, args.provisioner);
-    if let Some(path) = &args.preset_catalog {
-        config.presets = PresetCatalog::from_file(path)
-            .with_context(|| format!("loading the preset catalog {}", path.display()))?;
-    }
-    if let Some(path) = &args.sku_catalog {
-        config.skus = SkuCatalog::from_file(path)
-            .with_context(|| format!("loading the SKU catalog {}", path.display()))?;
-    }
     let mut state = AppState::new(config);
     state.max_body = args.max_body_bytes;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let mode = args.tls_mode.unwrap_or(if args.tls_cert_file.is_some() {
-        TlsMode::Files
-    } else if !args.tls_self_signed_for.is_empty() {
-        TlsMode::SelfSigned
-    } else {
-        TlsMode::Secret
-    });
     let mut client = None;
     let cert_task = match mode {
         TlsMode::Files => {
@@ -212,9 +292,6 @@ async fn main() -> anyhow::Result<()> {
             )
         }
         TlsMode::SelfSigned => {
-            if args.tls_self_signed_for.is_empty() {
-                anyhow::bail!("--tls-mode self-signed needs --tls-self-signed-for HOST[,HOST...]");
-            }
             tls::self_signed(
                 &args.tls_self_signed_for,
                 Duration::from_secs(args.cert_validity_days * DAY),

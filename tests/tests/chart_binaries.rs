@@ -1,0 +1,309 @@
+//! The chart and the binaries agree: for each provisioner (aks, karpenter, byo) and cloud
+//! (azure, aws) the chart is rendered with `helm template`, and the controller's and the
+//! webhook's containers are checked against the real binaries:
+//!
+//! - every `env` name the chart sets is one the binary reads (`--help` lists each variable a
+//!   flag takes as `[env: NAME=]`; a name missing there is silently ignored at run time);
+//! - the binary, run with the container's args and only the container's environment plus
+//!   `--check-config`, accepts them and its provisioner's required settings (the aks cluster
+//!   name, ...) and exits 0;
+//! - the effective configuration it prints carries the chart's values: the same cloud and
+//!   provisioner in both binaries, the Azure cluster, the images, the watched namespace.
+//!
+//! Needs helm (`tests/cluster/build.sh` builds it; `KAITO_CLUSTER_BIN` names its directory)
+//! and the workspace's binaries (`cargo build --workspace --bins`), no cluster.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use kaito_e2e::{cluster_script, repo_root, run_command, workspace_bin};
+use serde_json::Value;
+
+const RELEASE_NS: &str = "kaito-chart-binaries";
+/// The Kubernetes version rendered for (the local cluster's, as `scripts/chart-check.sh`).
+const KUBE_VERSION: &str = "1.34.4";
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The directory of helm: `KAITO_CLUSTER_BIN`, else what `cluster.sh bin` prints (the
+/// running cluster's, or `build.sh`'s cache, built on first use).
+fn helm() -> Result<PathBuf> {
+    let dir = match std::env::var_os("KAITO_CLUSTER_BIN") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let mut cmd = Command::new("bash");
+            cmd.arg(cluster_script()).arg("bin");
+            let out = run_command(cmd, None, Duration::from_secs(3600))?.ok()?;
+            PathBuf::from(out.lines().last().unwrap_or_default().trim())
+        }
+    };
+    let helm = dir.join("helm");
+    ensure!(
+        helm.is_file(),
+        "{} does not exist: run tests/cluster/build.sh, or point KAITO_CLUSTER_BIN at a \
+         directory holding helm",
+        helm.display()
+    );
+    Ok(helm)
+}
+
+/// One way of installing the chart.
+struct Install {
+    name: &'static str,
+    sets: Vec<(&'static str, &'static str)>,
+}
+
+impl Install {
+    fn new(name: &'static str, provisioner: &'static str, cloud: &'static str) -> Self {
+        Self {
+            name,
+            sets: vec![("provisioner", provisioner), ("cloud", cloud)],
+        }
+    }
+    fn set(mut self, key: &'static str, value: &'static str) -> Self {
+        self.sets.push((key, value));
+        self
+    }
+    fn value(&self, key: &str) -> Option<&'static str> {
+        self.sets
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+    }
+}
+
+/// The rendered objects of the chart with `install`'s values.
+fn render(helm: &PathBuf, install: &Install) -> Result<Vec<Value>> {
+    let home = tempfile::tempdir()?;
+    let mut cmd = Command::new(helm);
+    cmd.args(["template", "kaito"])
+        .arg(repo_root().join("charts/kaito"))
+        .args(["--namespace", RELEASE_NS])
+        // helm's built-in default (1.20) is older than the chart's kubeVersion.
+        .args(["--kube-version", KUBE_VERSION])
+        .env("HELM_CACHE_HOME", home.path().join("cache"))
+        .env("HELM_CONFIG_HOME", home.path().join("config"))
+        .env("HELM_DATA_HOME", home.path().join("data"));
+    for (k, v) in &install.sets {
+        cmd.args(["--set", &format!("{k}={v}")]);
+    }
+    let yaml = run_command(cmd, None, TIMEOUT)?
+        .ok()
+        .with_context(|| format!("helm template ({})", install.name))?;
+    // helm separates the documents with a line `---`.
+    let mut docs = Vec::new();
+    for doc in yaml.split("\n---\n") {
+        let v: Value = serde_yaml::from_str(doc)
+            .with_context(|| format!("a rendered document is not YAML:\n{doc}"))?;
+        if !v.is_null() {
+            docs.push(v);
+        }
+    }
+    Ok(docs)
+}
+
+/// The first container of the chart's Deployment of `component` (controller or webhook).
+fn container<'a>(docs: &'a [Value], component: &str) -> Result<&'a Value> {
+    docs.iter()
+        .find(|d| {
+            d["kind"] == "Deployment"
+                && d["metadata"]["labels"]["app.kubernetes.io/component"] == component
+        })
+        .map(|d| &d["spec"]["template"]["spec"]["containers"][0])
+        .with_context(|| format!("no {component} Deployment rendered"))
+}
+
+/// The container's environment as the kubelet would give it: `value`s as written, the
+/// downward-API fields the chart uses filled in.
+fn environment(c: &Value) -> Result<Vec<(String, String)>> {
+    let mut env = Vec::new();
+    for e in c["env"].as_array().into_iter().flatten() {
+        let name = e["name"].as_str().context("env entry without a name")?;
+        let value = match (
+            &e["value"],
+            e["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        ) {
+            (Value::String(v), _) => v.clone(),
+            (_, Some("metadata.name")) => "kaito-pod-0".to_owned(),
+            (_, Some("metadata.namespace")) => RELEASE_NS.to_owned(),
+            _ => bail!("env {name}: neither a value nor a known fieldRef: {e}"),
+        };
+        env.push((name.to_owned(), value));
+    }
+    Ok(env)
+}
+
+/// Checks `component`'s container against `bin` and returns the binary's effective
+/// configuration.
+fn check(docs: &[Value], component: &str, bin: &str, bin_env: &str) -> Result<Value> {
+    let bin = workspace_bin(bin, bin_env)?;
+    let c = container(docs, component)?;
+    let args: Vec<String> = c["args"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| a.as_str().map(str::to_owned).context("non-string arg"))
+        .collect::<Result<_>>()?;
+    let env = environment(c)?;
+
+    let mut help = Command::new(&bin);
+    help.arg("--help").env_clear();
+    let help = run_command(help, None, TIMEOUT)?.ok()?;
+    let unread: Vec<&str> = env
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .filter(|name| !help.contains(&format!("[env: {name}=")))
+        .collect();
+    ensure!(
+        unread.is_empty(),
+        "the chart sets env {unread:?} on the {component} container, but `{} --help` lists no \
+         such variable: the binary ignores it",
+        bin.display()
+    );
+
+    let mut run = Command::new(&bin);
+    run.env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .args(&args)
+        .arg("--check-config");
+    let out = run_command(run, None, TIMEOUT)?;
+    ensure!(
+        out.success(),
+        "{component} refuses the chart's settings\n  args: {args:?}\n  env: {env:?}\n{}",
+        out.stderr.trim()
+    );
+    serde_json::from_str(&out.stdout)
+        .with_context(|| format!("{component} --check-config printed no JSON: {}", out.stdout))
+}
+
+fn installs() -> Vec<Install> {
+    vec![
+        Install::new("aks on azure, every optional setting", "aks", "azure")
+            .set(
+                "azure.subscriptionId",
+                "00000000-0000-0000-0000-000000000000",
+            )
+            .set("azure.resourceGroup", "rg-kaito")
+            .set("azure.clusterName", "aks-kaito")
+            .set("azure.tenantId", "11111111-2222-3333-4444-555555555555")
+            .set("azure.workloadIdentity.enabled", "true")
+            .set(
+                "azure.workloadIdentity.clientId",
+                "11111111-2222-3333-4444-555555555555",
+            )
+            .set("controller.watchNamespace", "team-a")
+            .set(
+                "workloads.runtime.image",
+                "registry.example/runtime:{preset}",
+            )
+            .set("workloads.huggingfaceEndpoint", "https://hf-mirror.example")
+            .set("workloads.weightsCacheHostPath", "/mnt/nvme/weights")
+            .set("workloads.trainerCommand", "python train.py --gpus={gpus}"),
+        Install::new("karpenter on azure (defaults)", "karpenter", "azure"),
+        Install::new("karpenter on aws", "karpenter", "aws"),
+        Install::new(
+            "byo on aws, one replica without leader election",
+            "byo",
+            "aws",
+        )
+        .set("controller.replicas", "1")
+        .set("controller.leaderElection.enabled", "false")
+        .set("controller.logJson", "false")
+        .set("webhook.logFormat", "text"),
+        Install::new("byo on azure", "byo", "azure"),
+    ]
+}
+
+fn expect_eq(what: &str, got: &Value, want: &str) -> Result<()> {
+    ensure!(
+        got == want,
+        "{what}: the binary has {got}, the chart says {want:?}"
+    );
+    Ok(())
+}
+
+#[test]
+#[ignore = "end-to-end tier: needs helm (tests/cluster/build.sh) and the built binaries; run tests/e2e.sh"]
+fn the_chart_passes_only_settings_the_binaries_read_and_accept() -> Result<()> {
+    let helm = helm()?;
+    let mut failures = Vec::new();
+    for install in installs() {
+        let result = (|| -> Result<()> {
+            let docs = render(&helm, &install)?;
+            let provisioner = install.value("provisioner").unwrap_or_default();
+            let cloud = install.value("cloud").unwrap_or_default();
+            let ctrl = check(
+                &docs,
+                "controller",
+                "kaito-controller",
+                "KAITO_CONTROLLER_BIN",
+            )?;
+            let hook = check(&docs, "webhook", "kaito-webhook", "KAITO_WEBHOOK_BIN")?;
+            for (who, cfg) in [("controller", &ctrl), ("webhook", &hook)] {
+                expect_eq(&format!("{who} cloud"), &cfg["cloud"], cloud)?;
+                expect_eq(
+                    &format!("{who} provisioner"),
+                    &cfg["provisioner"],
+                    provisioner,
+                )?;
+            }
+            expect_eq("webhook tlsMode", &hook["tlsMode"], "secret")?;
+            expect_eq("webhook namespace", &hook["namespace"], RELEASE_NS)?;
+            let leading = install.value("controller.leaderElection.enabled") != Some("false");
+            ensure!(
+                ctrl["leaderElection"]["enabled"] == leading,
+                "controller leader election: {}",
+                ctrl["leaderElection"]
+            );
+            if leading {
+                expect_eq(
+                    "controller leader election namespace",
+                    &ctrl["leaderElection"]["namespace"],
+                    RELEASE_NS,
+                )?;
+                expect_eq(
+                    "controller identity",
+                    &ctrl["leaderElection"]["identity"],
+                    "kaito-pod-0",
+                )?;
+            }
+            let pairs = [
+                ("azure.subscriptionId", "/azure/subscriptionId"),
+                ("azure.resourceGroup", "/azure/resourceGroup"),
+                ("azure.clusterName", "/azure/clusterName"),
+                ("controller.watchNamespace", "/namespace"),
+                ("workloads.runtime.image", "/workload/runtimeImage"),
+                ("workloads.huggingfaceEndpoint", "/workload/hfEndpoint"),
+                (
+                    "workloads.weightsCacheHostPath",
+                    "/workload/weightsCacheHostPath",
+                ),
+            ];
+            for (key, pointer) in pairs {
+                if let Some(want) = install.value(key) {
+                    let got = ctrl.pointer(pointer).cloned().unwrap_or_default();
+                    expect_eq(&format!("controller {pointer} ({key})"), &got, want)?;
+                }
+            }
+            if let Some(cmd) = install.value("workloads.trainerCommand") {
+                let got: Vec<&str> = ctrl["workload"]["trainerCommand"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                ensure!(got.join(" ") == cmd, "controller trainerCommand {got:?}");
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            failures.push(format!("{}: {e:#}", install.name));
+        }
+    }
+    if !failures.is_empty() {
+        bail!("{}", failures.join("\n\n"));
+    }
+    Ok(())
+}
