@@ -53,8 +53,6 @@ pub struct WorkloadConfig {
     /// Command of the publisher; gets `--source /mnt/results --target <image>` and, with
     /// `output.imagePushSecret`, `--docker-config <file>` appended.
     pub publisher_command: Vec<String>,
-    /// Karpenter NodeClass reference: group, kind, name.
-    pub node_class: (String, String, String),
 }
 
 impl Default for WorkloadConfig {
@@ -73,11 +71,6 @@ impl Default for WorkloadConfig {
             trainer_command: UPSTREAM_TRAINER_COMMAND.map(String::from).to_vec(),
             publisher_image: ADAPTER_IMAGE.into(),
             publisher_command: vec!["kaito-adapter".into(), "publish".into()],
-            node_class: (
-                "karpenter.azure.com".into(),
-                "AKSNodeClass".into(),
-                "default".into(),
-            ),
         }
     }
 }
@@ -111,6 +104,88 @@ pub const UPSTREAM_TRAINER_COMMAND: [&str; 4] = [
     "/workspace/tfs/fine_tuning.py",
 ];
 
+/// The NodeClass a `karpenter.sh/v1` NodeClaim references (`spec.nodeClassRef`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeClassRef {
+    /// API group of the cloud's Karpenter provider.
+    pub group: String,
+    /// Kind of the cloud's NodeClass.
+    pub kind: String,
+    /// Name of the NodeClass; it must exist (Karpenter launches nothing for a claim whose
+    /// NodeClass is missing).
+    pub name: String,
+}
+
+/// Default `--karpenter-node-class-name`: the NodeClass AKS node auto-provisioning and the
+/// Karpenter getting-started guides create.
+pub const DEFAULT_NODE_CLASS: &str = "default";
+/// Default `--karpenter-node-pool-name` (upstream KAITO's NodePool label).
+pub const DEFAULT_NODE_POOL: &str = "kaito";
+
+/// What the karpenter provisioner puts into its NodeClaims besides the workspace's needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KarpenterConfig {
+    /// The NodeClass every claim references: the cloud's kind, the configured name.
+    pub node_class: NodeClassRef,
+    /// The NodePool named by each claim's `karpenter.sh/nodepool` label and requirement.
+    pub node_pool: String,
+}
+
+impl KarpenterConfig {
+    /// The NodeClass `node_class_name` of `cloud`'s Karpenter provider (Azure:
+    /// `karpenter.azure.com` AKSNodeClass; AWS: `karpenter.k8s.aws` EC2NodeClass) and the
+    /// NodePool `node_pool`.
+    pub fn new(cloud: Cloud, node_class_name: &str, node_pool: &str) -> Self {
+        let (group, kind) = match cloud {
+            Cloud::Azure => ("karpenter.azure.com", "AKSNodeClass"),
+            Cloud::Aws => ("karpenter.k8s.aws", "EC2NodeClass"),
+        };
+        Self {
+            node_class: NodeClassRef {
+                group: group.into(),
+                kind: kind.into(),
+                name: node_class_name.into(),
+            },
+            node_pool: node_pool.into(),
+        }
+    }
+
+    /// Both names must be Kubernetes object names; the NodePool's is also a label value, so
+    /// at most 63 characters.
+    pub fn validate(&self) -> Result<(), String> {
+        let name = &self.node_class.name;
+        if !is_dns1123_subdomain(name) {
+            return Err(format!(
+                "--karpenter-node-class-name (KAITO_KARPENTER_NODE_CLASS_NAME, chart value \
+                 karpenter.nodeClassName) {name:?} is not a {} name: use the name of an \
+                 existing {} (lowercase letters, digits, '-' and '.')",
+                self.node_class.kind, self.node_class.kind
+            ));
+        }
+        let pool = &self.node_pool;
+        if pool.len() > 63 || !is_dns1123_subdomain(pool) {
+            return Err(format!(
+                "--karpenter-node-pool-name (KAITO_KARPENTER_NODE_POOL_NAME, chart value \
+                 karpenter.nodePoolName) {pool:?} is not a NodePool name usable as a label \
+                 value: at most 63 lowercase letters, digits, '-' and '.'"
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn is_dns1123_subdomain(s: &str) -> bool {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    s.len() <= 253 && s.split('.').all(label)
+}
+
 /// Whole-controller configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -122,6 +197,8 @@ pub struct Config {
     pub workload: WorkloadConfig,
     /// Azure settings of the aks provisioner.
     pub azure: crate::azure::AzureSettings,
+    /// NodeClaim settings of the karpenter provisioner.
+    pub karpenter: KarpenterConfig,
 }
 
 impl Config {
@@ -132,6 +209,7 @@ impl Config {
             provisioner,
             workload: WorkloadConfig::default(),
             azure: crate::azure::AzureSettings::default(),
+            karpenter: KarpenterConfig::new(cloud, DEFAULT_NODE_CLASS, DEFAULT_NODE_POOL),
         }
     }
 
@@ -140,10 +218,11 @@ impl Config {
     /// and environment variable) to fix.
     pub fn validate(&self) -> Result<(), String> {
         self.provisioner.check_cloud(self.cloud)?;
-        if self.provisioner == Provisioner::Aks {
-            self.azure.check().map_err(|e| e.to_string())?;
+        match self.provisioner {
+            Provisioner::Aks => self.azure.check().map_err(|e| e.to_string()),
+            Provisioner::Karpenter => self.karpenter.validate(),
+            Provisioner::Byo => Ok(()),
         }
-        Ok(())
     }
 
     /// The effective configuration as JSON (`kaito-controller --check-config` prints it).
@@ -174,6 +253,14 @@ impl Config {
                 "staticToken": a.static_token.is_some(),
                 "extraCa": a.ca_pem.is_some(),
                 "orphanIntervalSecs": a.orphan_interval.as_secs(),
+            },
+            "karpenter": {
+                "nodeClassRef": {
+                    "group": self.karpenter.node_class.group,
+                    "kind": self.karpenter.node_class.kind,
+                    "name": self.karpenter.node_class.name,
+                },
+                "nodePool": self.karpenter.node_pool,
             },
         })
     }
@@ -214,6 +301,46 @@ mod tests {
             !summary.to_string().contains("secret-token"),
             "the summary must not print the token"
         );
+    }
+
+    #[test]
+    fn the_node_class_follows_the_cloud_and_names_are_checked() {
+        let azure = KarpenterConfig::new(Cloud::Azure, "gpu", "gpu-pool");
+        assert_eq!(
+            azure.node_class,
+            NodeClassRef {
+                group: "karpenter.azure.com".into(),
+                kind: "AKSNodeClass".into(),
+                name: "gpu".into()
+            }
+        );
+        let aws = Config::new(Cloud::Aws, Provisioner::Karpenter);
+        assert_eq!(aws.karpenter.node_class.group, "karpenter.k8s.aws");
+        assert_eq!(aws.karpenter.node_class.kind, "EC2NodeClass");
+        assert_eq!(aws.karpenter.node_class.name, "default");
+        assert_eq!(aws.karpenter.node_pool, "kaito");
+        assert_eq!(aws.validate(), Ok(()));
+        let summary = aws.summary();
+        assert_eq!(summary["karpenter"]["nodeClassRef"]["kind"], "EC2NodeClass");
+
+        let mut bad = aws.clone();
+        bad.karpenter.node_class.name = "GPU_class".into();
+        let err = bad.validate().expect_err("not a name");
+        assert!(
+            err.contains("KAITO_KARPENTER_NODE_CLASS_NAME")
+                && err.contains("karpenter.nodeClassName")
+                && err.contains("EC2NodeClass"),
+            "{err}"
+        );
+        let mut bad = aws.clone();
+        bad.karpenter.node_pool = "p".repeat(64);
+        let err = bad.validate().expect_err("too long for a label value");
+        assert!(err.contains("karpenter.nodePoolName"), "{err}");
+        bad.karpenter.node_pool = String::new();
+        assert!(bad.validate().is_err(), "an empty NodePool name");
+        // Only the karpenter provisioner uses them.
+        bad.provisioner = Provisioner::Byo;
+        assert_eq!(bad.validate(), Ok(()));
     }
 
     #[test]

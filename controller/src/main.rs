@@ -9,7 +9,10 @@ use anyhow::Context as _;
 use clap::Parser;
 use k8s_openapi::api::coordination::v1::Lease;
 use kaito_controller::azure::AzureSettings;
-use kaito_controller::config::{Cloud, Config, Provisioner, WorkloadConfig};
+use kaito_controller::config::{
+    Cloud, Config, DEFAULT_NODE_CLASS, DEFAULT_NODE_POOL, KarpenterConfig, Provisioner,
+    WorkloadConfig,
+};
 use kaito_controller::leader::LeaderElector;
 use kaito_controller::reconcile;
 use kaito_controller::telemetry::{Health, Metrics, router};
@@ -97,6 +100,14 @@ struct Args {
     /// aks: seconds between sweeps for orphaned agent pools.
     #[arg(long, env = "KAITO_AZURE_ORPHAN_INTERVAL", default_value_t = 60)]
     azure_orphan_interval_secs: u64,
+    /// karpenter: name of the NodeClass every NodeClaim references (its group and kind follow
+    /// --cloud: AKSNodeClass on azure, EC2NodeClass on aws); it must exist.
+    #[arg(long, env = "KAITO_KARPENTER_NODE_CLASS_NAME", default_value = DEFAULT_NODE_CLASS)]
+    karpenter_node_class_name: String,
+    /// karpenter: NodePool named in each NodeClaim's karpenter.sh/nodepool label and
+    /// requirement.
+    #[arg(long, env = "KAITO_KARPENTER_NODE_POOL_NAME", default_value = DEFAULT_NODE_POOL)]
+    karpenter_node_pool_name: String,
     /// Parse the flags and environment, validate them (the provisioner's required settings
     /// included), print the effective configuration as JSON and exit: 0 when the controller
     /// could start with it, 1 with the setting to fix. Nothing is contacted.
@@ -179,6 +190,11 @@ async fn main() -> anyhow::Result<()> {
         provisioner: args.provisioner,
         workload: workload(&args),
         azure: azure(&args)?,
+        karpenter: KarpenterConfig::new(
+            args.cloud,
+            &args.karpenter_node_class_name,
+            &args.karpenter_node_pool_name,
+        ),
     };
     config.validate().map_err(anyhow::Error::msg)?;
     if args.check_config {

@@ -8,16 +8,14 @@ use kaito_api::{LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, Workspace};
 use kaito_presets::skus::{LABEL_GPU_COUNT, LABEL_GPU_PRODUCT};
 use serde_json::{Value, json};
 
-use crate::config::WorkloadConfig;
+use crate::config::KarpenterConfig;
 use crate::naming;
 use crate::plan::WorkspacePlan;
 
 /// The GPU extended resource.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
-/// NodePool label every claim carries.
+/// NodePool label every claim carries (its value: `--karpenter-node-pool-name`).
 pub const NODEPOOL_LABEL: &str = "karpenter.sh/nodepool";
-/// The NodePool name used for workspace claims.
-pub const NODEPOOL: &str = "kaito";
 
 /// GPUs a node offers to pods (`allocatable["nvidia.com/gpu"]`), 0 when absent or unparsable.
 pub fn allocatable_gpus(node: &Node) -> u64 {
@@ -173,16 +171,18 @@ pub const NODECLAIM_API_VERSION: &str = "karpenter.sh/v1";
 
 /// The `index`-th `karpenter.sh/v1` NodeClaim of a workspace. Cluster-scoped, so it cannot
 /// carry an owner reference to the namespaced Workspace: the finalizer deletes it instead.
-pub fn nodeclaim(ws: &Workspace, plan: &WorkspacePlan, cfg: &WorkloadConfig, index: u32) -> Value {
+/// Its `nodeClassRef` is the cloud's NodeClass of the configured name, its NodePool label the
+/// configured NodePool.
+pub fn nodeclaim(ws: &Workspace, plan: &WorkspacePlan, cfg: &KarpenterConfig, index: u32) -> Value {
     let mut labels = ws.match_labels();
     labels.extend(naming::workspace_labels(ws));
-    labels.insert(NODEPOOL_LABEL.into(), NODEPOOL.into());
+    labels.insert(NODEPOOL_LABEL.into(), cfg.node_pool.clone());
     let disk_gib = plan
         .preset
         .map(|p| p.disk.as_gib().ceil() as u64)
         .unwrap_or(0)
         .max(128);
-    let (group, kind, name) = &cfg.node_class;
+    let class = &cfg.node_class;
     json!({
         "apiVersion": NODECLAIM_API_VERSION,
         "kind": "NodeClaim",
@@ -191,10 +191,10 @@ pub fn nodeclaim(ws: &Workspace, plan: &WorkspacePlan, cfg: &WorkloadConfig, ind
             "labels": labels,
         },
         "spec": {
-            "nodeClassRef": {"group": group, "kind": kind, "name": name},
+            "nodeClassRef": {"group": class.group, "kind": class.kind, "name": class.name},
             "requirements": [
                 {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": [plan.instance_type]},
-                {"key": NODEPOOL_LABEL, "operator": "In", "values": [NODEPOOL]},
+                {"key": NODEPOOL_LABEL, "operator": "In", "values": [cfg.node_pool]},
             ],
             "taints": [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}],
             "resources": {"requests": {"storage": format!("{disk_gib}Gi")}},
@@ -205,7 +205,7 @@ pub fn nodeclaim(ws: &Workspace, plan: &WorkspacePlan, cfg: &WorkloadConfig, ind
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Cloud;
+    use crate::config::{Cloud, Config, Provisioner};
     use crate::plan::plan;
     use crate::testutil::{obj, ws};
 
@@ -323,8 +323,21 @@ mod tests {
     fn nodeclaim_follows_the_contract() {
         let w = ws(include_str!("../../examples/inference-phi-3.yaml"));
         let p = plan(&w, Cloud::Azure, None).expect("plan");
-        let c = nodeclaim(&w, &p, &WorkloadConfig::default(), 0);
+        let c = nodeclaim(
+            &w,
+            &p,
+            &Config::new(Cloud::Azure, Provisioner::Karpenter).karpenter,
+            0,
+        );
         assert_eq!(c["apiVersion"], "karpenter.sh/v1");
+        assert_eq!(
+            c["spec"]["nodeClassRef"],
+            json!({"group": "karpenter.azure.com", "kind": "AKSNodeClass", "name": "default"})
+        );
+        assert_eq!(
+            c["spec"]["requirements"][1],
+            json!({"key": "karpenter.sh/nodepool", "operator": "In", "values": ["kaito"]})
+        );
         assert_eq!(
             c["metadata"]["name"],
             naming::nodeclaim_name("default", "workspace-phi-3-mini", 0)
@@ -353,5 +366,27 @@ mod tests {
                 .is_some_and(|s| s.ends_with("Gi"))
         );
         assert!(c["metadata"].get("ownerReferences").is_none());
+    }
+
+    #[test]
+    fn nodeclaim_references_the_clouds_node_class_and_the_configured_pool() {
+        let w = ws(
+            "metadata: {name: w, namespace: n}\nresource: {instanceType: g5.xlarge, labelSelector: {matchLabels: {apps: x}}}\ninference: {preset: {name: phi-3-mini-4k-instruct}}",
+        );
+        let p = plan(&w, Cloud::Aws, None).expect("plan");
+        let cfg = KarpenterConfig::new(Cloud::Aws, "gpu-nodes", "gpu-pool");
+        let c = nodeclaim(&w, &p, &cfg, 0);
+        assert_eq!(
+            c["spec"]["nodeClassRef"],
+            json!({"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "gpu-nodes"})
+        );
+        assert_eq!(c["metadata"]["labels"]["karpenter.sh/nodepool"], "gpu-pool");
+        assert_eq!(
+            c["spec"]["requirements"],
+            json!([
+                {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["g5.xlarge"]},
+                {"key": "karpenter.sh/nodepool", "operator": "In", "values": ["gpu-pool"]},
+            ])
+        );
     }
 }

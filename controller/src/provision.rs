@@ -7,7 +7,7 @@ use kube::api::{
 };
 use kube::{Api, Client};
 
-use crate::config::{Provisioner, WorkloadConfig};
+use crate::config::{Config, KarpenterConfig, Provisioner};
 use crate::naming::{self, FIELD_MANAGER};
 use crate::nodes;
 use crate::plan::WorkspacePlan;
@@ -61,7 +61,7 @@ impl NodeProvisioner for Byo {
 #[derive(Clone)]
 pub struct Karpenter {
     api: Api<DynamicObject>,
-    cfg: WorkloadConfig,
+    cfg: KarpenterConfig,
 }
 
 /// The NodeClaim API resource.
@@ -83,7 +83,7 @@ pub fn workspace_selector(ws: &Workspace) -> String {
 
 impl Karpenter {
     /// A provisioner using `client`.
-    pub fn new(client: Client, cfg: WorkloadConfig) -> Self {
+    pub fn new(client: Client, cfg: KarpenterConfig) -> Self {
         Self {
             api: Api::all_with(client, &nodeclaim_resource()),
             cfg,
@@ -193,21 +193,16 @@ pub enum AnyProvisioner {
 }
 
 impl AnyProvisioner {
-    /// The provisioner for `kind`.
-    pub fn new(
-        kind: Provisioner,
-        client: Client,
-        cfg: &WorkloadConfig,
-        azure: &crate::azure::AzureSettings,
-    ) -> Result<Self, String> {
-        match kind {
+    /// The provisioner `config` names.
+    pub fn new(config: &Config, client: Client) -> Result<Self, String> {
+        match config.provisioner {
             Provisioner::Byo => Ok(Self::Byo(Byo)),
             Provisioner::Karpenter => Ok(Self::Karpenter(Box::new(Karpenter::new(
                 client,
-                cfg.clone(),
+                config.karpenter.clone(),
             )))),
             Provisioner::Aks => {
-                let aks = crate::aks::Aks::new(azure.clone()).map_err(|e| e.to_string())?;
+                let aks = crate::aks::Aks::new(config.azure.clone()).map_err(|e| e.to_string())?;
                 aks.spawn_orphan_sweeper(client);
                 Ok(Self::Aks(Box::new(aks)))
             }

@@ -457,12 +457,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     ready: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<(), String> {
-    let provisioner = AnyProvisioner::new(
-        config.provisioner,
-        client.clone(),
-        &config.workload,
-        &config.azure,
-    )?;
+    let provisioner = AnyProvisioner::new(&config, client.clone())?;
     let nodes_api: Api<Node> = Api::all(client.clone());
     let (node_store, writer) = reflector::store();
     let node_stream = reflector(

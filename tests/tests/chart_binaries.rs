@@ -8,7 +8,8 @@
 //!   `--check-config`, accepts them and its provisioner's required settings (the aks cluster
 //!   name, ...) and exits 0;
 //! - the effective configuration it prints carries the chart's values: the same cloud and
-//!   provisioner in both binaries, the Azure cluster, the images, the watched namespace.
+//!   provisioner in both binaries, the Azure cluster, Karpenter's NodeClass (the cloud's kind,
+//!   the chart's name) and NodePool, the images, the watched namespace.
 //!
 //! Needs helm (`tests/cluster/build.sh` builds it; `KAITO_CLUSTER_BIN` names its directory)
 //! and the workspace's binaries (`cargo build --workspace --bins`), no cluster.
@@ -202,7 +203,13 @@ fn installs() -> Vec<Install> {
             .set("workloads.weightsCacheHostPath", "/mnt/nvme/weights")
             .set("workloads.trainerCommand", "python train.py --gpus={gpus}"),
         Install::new("karpenter on azure (defaults)", "karpenter", "azure"),
-        Install::new("karpenter on aws", "karpenter", "aws"),
+        Install::new(
+            "karpenter on aws, own NodeClass and NodePool",
+            "karpenter",
+            "aws",
+        )
+        .set("karpenter.nodeClassName", "gpu-nodes")
+        .set("karpenter.nodePoolName", "gpu-pool"),
         Install::new(
             "byo on aws, one replica without leader election",
             "byo",
@@ -286,6 +293,20 @@ fn the_chart_passes_only_settings_the_binaries_read_and_accept() -> Result<()> {
                     let got = ctrl.pointer(pointer).cloned().unwrap_or_default();
                     expect_eq(&format!("controller {pointer} ({key})"), &got, want)?;
                 }
+            }
+            if provisioner == "karpenter" {
+                let (group, kind) = match cloud {
+                    "aws" => ("karpenter.k8s.aws", "EC2NodeClass"),
+                    _ => ("karpenter.azure.com", "AKSNodeClass"),
+                };
+                let name = install
+                    .value("karpenter.nodeClassName")
+                    .unwrap_or("default");
+                let want = serde_json::json!({"group": group, "kind": kind, "name": name});
+                let got = &ctrl["karpenter"]["nodeClassRef"];
+                ensure!(*got == want, "controller nodeClassRef {got}, want {want}");
+                let pool = install.value("karpenter.nodePoolName").unwrap_or("kaito");
+                expect_eq("controller NodePool", &ctrl["karpenter"]["nodePool"], pool)?;
             }
             if let Some(cmd) = install.value("workloads.trainerCommand") {
                 let got: Vec<&str> = ctrl["workload"]["trainerCommand"]
