@@ -31,6 +31,16 @@ pub enum BuildError {
         #[source]
         source: serde_json::Error,
     },
+    /// An adapter's `source.volumeSource` is not a volume source object (admission refuses
+    /// it; a workspace stored before that check could still carry one).
+    #[error(
+        "{field}: not a volume source; give one volume type, e.g. \
+         {{persistentVolumeClaim: {{claimName: my-adapter}}}}"
+    )]
+    AdapterVolume {
+        /// `inference.adapters[i].source.volumeSource`.
+        field: String,
+    },
 }
 
 pub(crate) fn typed<T: serde::de::DeserializeOwned>(
@@ -109,10 +119,19 @@ pub struct Adapter {
     pub strength: String,
     /// The adapter image, pulled by the puller init container.
     pub image: Option<String>,
+    /// A volume holding the adapter (`adapter_config.json` and `adapter_model.safetensors`
+    /// at its root), mounted read-only at `/mnt/adapter/<name>` in the serving container.
+    pub volume_source: Option<Value>,
+    /// The adapter's index in `inference.adapters`, for messages.
+    pub index: usize,
     /// The docker-config Secret the puller authenticates with: the first of the source's
     /// `imagePullSecrets` (`kaito-adapter pull` reads one docker config file).
     pub pull_secret: Option<String>,
 }
+
+/// Where the serving container finds adapters (the runtime's `--adapters-dir`): one directory
+/// per adapter, `<name>/adapter_config.json` and `<name>/adapter_model.safetensors`.
+pub const ADAPTERS_DIR: &str = "/mnt/adapter";
 
 /// Where an adapter's pull Secret is mounted in its puller.
 pub const ADAPTER_PULL_SECRET_DIR: &str = "/mnt/pull-secret";
@@ -126,12 +145,15 @@ pub fn adapters(ws: &Workspace) -> Vec<Adapter> {
         .and_then(|i| i.adapters.as_ref())
         .map(|list| {
             list.iter()
-                .filter_map(|a| {
+                .enumerate()
+                .filter_map(|(index, a)| {
                     let src = a.source.as_ref()?;
                     Some(Adapter {
                         name: src.name.clone()?,
                         strength: a.strength.clone().unwrap_or_else(|| "1.0".into()),
                         image: src.image.clone(),
+                        volume_source: src.volume_source.clone(),
+                        index,
                         pull_secret: src
                             .image_pull_secrets
                             .as_ref()
@@ -237,7 +259,7 @@ fn preset_pod(
             "--dtype",
             dtype,
             "--adapters-dir",
-            "/mnt/adapter",
+            ADAPTERS_DIR,
         ]
         .map(String::from),
     );
@@ -263,17 +285,33 @@ fn preset_pod(
         .collect();
     // One Secret volume per distinct adapter pull secret, mounted only into its pullers.
     let mut secret_volumes: Vec<(String, Value)> = Vec::new();
+    // Adapters on a volume: the volume itself, mounted where the runtime looks for adapters.
+    let mut adapter_volumes: Vec<Value> = Vec::new();
+    let mut adapter_mounts: Vec<Value> = Vec::new();
     for a in &adapters {
         env.push(json!({"name": a.name, "value": a.strength}));
+        if let Some(source) = &a.volume_source {
+            let Some(source) = source.as_object().filter(|o| !o.contains_key("name")) else {
+                return Err(BuildError::AdapterVolume {
+                    field: format!("inference.adapters[{}].source.volumeSource", a.index),
+                });
+            };
+            let volume = format!("adapter-volume-{}", adapter_volumes.len());
+            let mut v = source.clone();
+            v.insert("name".into(), json!(volume));
+            adapter_volumes.push(Value::Object(v));
+            adapter_mounts.push(json!({"name": volume,
+                "mountPath": format!("{ADAPTERS_DIR}/{}", a.name), "readOnly": true}));
+        }
         let Some(image) = &a.image else { continue };
         let mut cmd = cfg.adapter_puller_command.clone();
         cmd.extend([
             "--image".into(),
             image.clone(),
             "--output".into(),
-            format!("/mnt/adapter/{}", a.name),
+            format!("{ADAPTERS_DIR}/{}", a.name),
         ]);
-        let mut mounts = vec![json!({"name": "adapters", "mountPath": "/mnt/adapter"})];
+        let mut mounts = vec![json!({"name": "adapters", "mountPath": ADAPTERS_DIR})];
         if let Some(secret) = &a.pull_secret {
             let volume = match secret_volumes.iter().position(|(s, _)| s == secret) {
                 Some(i) => format!("adapter-pull-secret-{i}"),
@@ -313,8 +351,12 @@ fn preset_pod(
         json!({"name": WEIGHTS_VOLUME, "mountPath": cfg.model_dir}),
     ];
     if !adapters.is_empty() {
+        // The directory the runtime reads (image adapters are pulled into it); volume adapters
+        // are mounted below it, after it (the kubelet mounts parents first).
         volumes.push(json!({"name": "adapters", "emptyDir": {}}));
-        mounts.push(json!({"name": "adapters", "mountPath": "/mnt/adapter"}));
+        mounts.push(json!({"name": "adapters", "mountPath": ADAPTERS_DIR}));
+        volumes.extend(adapter_volumes);
+        mounts.extend(adapter_mounts);
     }
     volumes.extend(secret_volumes.into_iter().map(|(_, v)| v));
     let mut pod = json!({
@@ -599,6 +641,98 @@ mod tests {
                 .contains(&json!({"name": "adapters", "emptyDir": {}}))
         );
         assert!(pod["imagePullSecrets"].is_null());
+    }
+
+    #[test]
+    fn volume_adapters_are_mounted_where_the_runtime_reads_adapters() {
+        let yaml = "metadata: {name: w, namespace: n}
+resource: {instanceType: Standard_NC6s_v3, labelSelector: {matchLabels: {apps: x}}}
+inference:
+  preset: {name: phi-3-mini-128k-instruct}
+  adapters:
+    - source: {name: pulled, image: registry.example/adapter:1}
+    - source: {name: tuned, volumeSource: {persistentVolumeClaim: {claimName: tuning-out}}}
+      strength: \"0.5\"
+    - source: {name: shared, volumeSource: {nfs: {server: nfs.example, path: /adapters/a}}}
+";
+        let s = sts_json(yaml, Provisioner::Byo);
+        let pod = &s["spec"]["template"]["spec"];
+        // Only the image adapter needs a puller.
+        let init = pod["initContainers"].as_array().expect("init");
+        assert_eq!(init.len(), 1);
+        assert_eq!(init[0]["name"], "adapter-pulled");
+        let model = &pod["containers"][0];
+        assert!(
+            model["args"]
+                .as_array()
+                .expect("args")
+                .windows(2)
+                .any(|w| w == [json!("--adapters-dir"), json!(ADAPTERS_DIR)])
+        );
+        let mounts = model["volumeMounts"].as_array().expect("mounts");
+        let at = |m: &Value| mounts.iter().position(|x| x == m);
+        let parent = at(&json!({"name": "adapters", "mountPath": "/mnt/adapter"}));
+        let tuned = at(&json!({"name": "adapter-volume-0",
+            "mountPath": "/mnt/adapter/tuned", "readOnly": true}));
+        let shared = at(&json!({"name": "adapter-volume-1",
+            "mountPath": "/mnt/adapter/shared", "readOnly": true}));
+        assert!(
+            parent.is_some() && tuned.is_some() && shared.is_some(),
+            "{mounts:?}"
+        );
+        assert!(
+            parent < tuned,
+            "the adapters dir is mounted before the volumes in it"
+        );
+        let volumes = pod["volumes"].as_array().expect("volumes");
+        assert!(volumes.contains(&json!({"name": "adapter-volume-0",
+            "persistentVolumeClaim": {"claimName": "tuning-out"}})));
+        assert!(volumes.contains(&json!({"name": "adapter-volume-1",
+            "nfs": {"server": "nfs.example", "path": "/adapters/a"}})));
+        let env = model["env"].as_array().expect("env");
+        for (name, strength) in [("pulled", "1.0"), ("tuned", "0.5"), ("shared", "1.0")] {
+            assert!(
+                env.contains(&json!({"name": name, "value": strength})),
+                "{name}: {env:?}"
+            );
+        }
+
+        // A volume adapter alone: no init container, the adapters dir still exists.
+        let only = sts_json(
+            &yaml.replace(
+                "    - source: {name: pulled, image: registry.example/adapter:1}\n",
+                "",
+            ),
+            Provisioner::Byo,
+        );
+        let pod = &only["spec"]["template"]["spec"];
+        assert_eq!(pod["initContainers"], json!([]));
+        assert!(
+            pod["volumes"]
+                .as_array()
+                .expect("v")
+                .contains(&json!({"name": "adapters", "emptyDir": {}}))
+        );
+
+        // A volumeSource that is no volume source is an error naming the field.
+        let mut bad = ws(yaml);
+        if let Some(a) = bad.inference.as_mut().and_then(|i| i.adapters.as_mut()) {
+            a[1].source.as_mut().expect("source").volume_source = Some(json!("tuning-out"));
+        }
+        let p = plan(&bad, Cloud::Azure, None).expect("plans");
+        let err = statefulset(
+            &bad,
+            &p,
+            &WorkloadConfig::default(),
+            Provisioner::Byo,
+            &EngineParams::default(),
+        )
+        .expect_err("not a volume source")
+        .to_string();
+        assert!(
+            err.starts_with("inference.adapters[1].source.volumeSource: not a volume source"),
+            "{err}"
+        );
     }
 
     #[test]

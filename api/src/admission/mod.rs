@@ -397,6 +397,32 @@ fn check_preset<'a>(
     Some(preset)
 }
 
+/// An adapter's `volumeSource` is mounted as a pod volume at `/mnt/adapter/<name>` (where the
+/// runtime reads adapters), so it must be one volume type, as in a pod's `volumes[]` entry.
+fn check_adapter_volume(field: &str, volume: &serde_json::Value, v: &mut Verdict) {
+    let example = "e.g. {persistentVolumeClaim: {claimName: my-adapter}}; the volume must hold \
+                   adapter_config.json and adapter_model.safetensors at its root";
+    match volume.as_object() {
+        Some(o) if o.contains_key("name") => v.error(
+            field,
+            format!("remove `name`: the volume is named by the controller; {example}"),
+        ),
+        Some(o) if o.len() == 1 => {}
+        Some(o) => v.error(
+            field,
+            format!(
+                "give exactly one volume type, not {} ({}); {example}",
+                o.len(),
+                o.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ),
+        None => v.error(
+            field,
+            format!("not a volume source (an object naming one volume type); {example}"),
+        ),
+    }
+}
+
 fn check_adapters(ws: &Workspace, adapters: &[AdapterSpec], v: &mut Verdict) {
     if adapters.is_empty() {
         return;
@@ -449,6 +475,9 @@ fn check_adapters(ws: &Workspace, adapters: &[AdapterSpec], v: &mut Verdict) {
                         format!("{field}.source"),
                         "set exactly one of image and volumeSource",
                     );
+                }
+                if let Some(volume) = &source.volume_source {
+                    check_adapter_volume(&format!("{field}.source.volumeSource"), volume, v);
                 }
             }
         }

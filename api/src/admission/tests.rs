@@ -408,6 +408,42 @@ fn adapters_cannot_come_from_urls() {
 }
 
 #[test]
+fn adapters_on_a_volume_name_one_volume_type() {
+    let w = with_adapters(
+        "    - source: {name: a, volumeSource: {persistentVolumeClaim: {claimName: tuned}}}\n      strength: '0.5'\n",
+    );
+    assert!(admit(w).1.is_allowed());
+    let w = with_adapters("    - source: {name: a, volumeSource: {}}\n");
+    assert_rejected(
+        w,
+        "inference.adapters[0].source.volumeSource",
+        "give exactly one volume type, not 0",
+    );
+    let w = with_adapters(
+        "    - source: {name: a, volumeSource: {persistentVolumeClaim: {claimName: t}, emptyDir: {}}}\n",
+    );
+    assert_rejected(
+        w,
+        "inference.adapters[0].source.volumeSource",
+        "exactly one volume type, not 2",
+    );
+    let w = with_adapters(
+        "    - source: {name: a, volumeSource: {name: v, persistentVolumeClaim: {claimName: t}}}\n",
+    );
+    assert_rejected(
+        w,
+        "inference.adapters[0].source.volumeSource",
+        "remove `name`",
+    );
+    let w = with_adapters("    - source: {name: a, volumeSource: tuned}\n");
+    assert_rejected(
+        w,
+        "inference.adapters[0].source.volumeSource",
+        "not a volume source",
+    );
+}
+
+#[test]
 fn adapter_strength_is_a_number_from_zero_to_one() {
     let w = with_adapters("    - source: {name: a, image: 'r.io/a:1'}\n      strength: '1.5'\n");
     assert_rejected(w, "inference.adapters[0].strength", "\"0.0\" to \"1.0\"");
