@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use kaito_e2e::hub::{self, Hub, HubRepo};
-use kaito_e2e::{Cluster, CmdOutput, TestNamespace, cluster_script, repo_root, run_command, wait_for};
+use kaito_e2e::{
+    Cluster, CmdOutput, TestNamespace, cluster_script, repo_root, run_command, wait_for,
+};
 use serde_json::Value;
 
 const RELEASE: &str = "kaito";
@@ -101,7 +103,10 @@ struct Release<'a> {
 impl Drop for Release<'_> {
     fn drop(&mut self) {
         let _ = run_command(
-            helm(self.cluster, &["uninstall", RELEASE, "-n", RELEASE_NS, "--wait"]),
+            helm(
+                self.cluster,
+                &["uninstall", RELEASE, "-n", RELEASE_NS, "--wait"],
+            ),
             None,
             Duration::from_secs(120),
         );
@@ -116,8 +121,14 @@ fn helm(cluster: &Cluster, args: &[&str]) -> Command {
 
 fn helm_install<'a>(node: &'a RealNode, hub_endpoint: &str) -> Result<Release<'a>> {
     let images = images(node)?;
-    let (webhook, controller) = (image(images, "kaito-webhook")?, image(images, "kaito-controller")?);
-    let (runtime, adapter) = (image(images, "kaito-runtime")?, image(images, "kaito-adapter")?);
+    let (webhook, controller) = (
+        image(images, "kaito-webhook")?,
+        image(images, "kaito-controller")?,
+    );
+    let (runtime, adapter) = (
+        image(images, "kaito-runtime")?,
+        image(images, "kaito-adapter")?,
+    );
     let split = |r: &'a str| r.rsplit_once(':').expect("a tagged reference");
     let sets = [
         "provisioner=byo".to_owned(),
@@ -161,7 +172,11 @@ fn helm_install<'a>(node: &'a RealNode, hub_endpoint: &str) -> Result<Release<'a
             .kubectl(["get", "pods", "-n", RELEASE_NS, "-o", "wide"])
             .map(|o| o.stdout)
             .unwrap_or_default();
-        bail!("helm install failed:\n{}\n{}\npods:\n{pods}", out.stdout, out.stderr);
+        bail!(
+            "helm install failed:\n{}\n{}\npods:\n{pods}",
+            out.stdout,
+            out.stderr
+        );
     }
     eprintln!(
         "[real-node] helm install --wait: {:.1}s",
@@ -177,8 +192,12 @@ fn start_hub(node: &RealNode, scratch: &Path) -> Result<Hub> {
         "the real model is needed here: scripts/fetch-model.sh (the test command runs it)",
     )?;
     let phi3 = scratch.join("phi3");
-    let mut cmd = Command::new(kaito_e2e::workspace_bin("kaito-runtime", "KAITO_RUNTIME_BIN")?);
-    cmd.args(["gen-model", "--arch", "phi3", "--out"]).arg(&phi3);
+    let mut cmd = Command::new(kaito_e2e::workspace_bin(
+        "kaito-runtime",
+        "KAITO_RUNTIME_BIN",
+    )?);
+    cmd.args(["gen-model", "--arch", "phi3", "--out"])
+        .arg(&phi3);
     run_command(cmd, None, Duration::from_secs(120))?.ok()?;
     Hub::start_on(
         &format!("{}:0", node.ip),
@@ -190,7 +209,10 @@ fn start_hub(node: &RealNode, scratch: &Path) -> Result<Hub> {
 }
 
 fn plugin(ns: &TestNamespace<'_>, args: &[&str]) -> Result<CmdOutput> {
-    let mut cmd = Command::new(kaito_e2e::workspace_bin("kubectl-kaito", "KUBECTL_KAITO_BIN")?);
+    let mut cmd = Command::new(kaito_e2e::workspace_bin(
+        "kubectl-kaito",
+        "KUBECTL_KAITO_BIN",
+    )?);
     cmd.arg("--kubeconfig")
         .arg(ns.cluster().kubeconfig())
         .args(["-n", ns.name()])
@@ -223,17 +245,27 @@ fn serve_example(ns: &TestNamespace<'_>, node: &RealNode, file: &str, name: &str
             let ws = ns.get_json(["workspace", name])?;
             if let Some((status, reason, message)) = condition(&ws, "InferenceReady")
                 && status == "False"
-                && ["ModelDownloadFailed", "ModelNotFound", "ModelLoadFailed", "ImagePullError"]
-                    .contains(&reason.as_str())
+                && [
+                    "ModelDownloadFailed",
+                    "ModelNotFound",
+                    "ModelLoadFailed",
+                    "ImagePullError",
+                ]
+                .contains(&reason.as_str())
             {
                 bail!("{name}: InferenceReady=False {reason}: {message}");
             }
-            Ok(matches!(condition(&ws, "WorkspaceSucceeded"), Some((s, _, _)) if s == "True")
-                .then_some(ws))
+            Ok(
+                matches!(condition(&ws, "WorkspaceSucceeded"), Some((s, _, _)) if s == "True")
+                    .then_some(ws),
+            )
         },
     )
     .with_context(|| {
-        let pods = ns.kubectl(["get", "pods", "-o", "wide"]).map(|o| o.stdout).unwrap_or_default();
+        let pods = ns
+            .kubectl(["get", "pods", "-o", "wide"])
+            .map(|o| o.stdout)
+            .unwrap_or_default();
         let logs = ns
             .kubectl(["logs", &format!("{name}-0"), "--tail", "30"])
             .map(|o| o.stdout + &o.stderr)
@@ -275,7 +307,8 @@ fn delete_workspace(ns: &TestNamespace<'_>, name: &str) -> Result<()> {
         Duration::from_millis(500),
         || {
             let sel = format!("kaito.sh/workspace={name}");
-            let left = ns.kubectl_ok(["get", "statefulset,service,pod", "-l", &sel, "-o", "name"])?;
+            let left =
+                ns.kubectl_ok(["get", "statefulset,service,pod", "-l", &sel, "-o", "name"])?;
             let direct = ns.kubectl(["get", "statefulset", name, "-o", "name"])?;
             Ok((left.trim().is_empty() && !direct.success()).then_some(()))
         },
@@ -305,28 +338,53 @@ fn real_node_helm_install_serves_the_seed_examples_in_real_containers() -> Resul
                     .is_some_and(|n| n.starts_with(&format!("{RELEASE}-{component}")))
             })
             .with_context(|| format!("no {component} pod"))?;
-        ensure!(pod["spec"]["nodeName"] == node.name.as_str(), "{component} not on the real node");
-        let img = pod["spec"]["containers"][0]["image"].as_str().unwrap_or_default();
+        ensure!(
+            pod["spec"]["nodeName"] == node.name.as_str(),
+            "{component} not on the real node"
+        );
+        let img = pod["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap_or_default();
         ensure!(
             img.starts_with(&node.registry),
             "{component} runs {img}, not the local build"
         );
     }
-    for kind in ["mutatingwebhookconfiguration", "validatingwebhookconfiguration"] {
+    for kind in [
+        "mutatingwebhookconfiguration",
+        "validatingwebhookconfiguration",
+    ] {
         let cfg = cluster.get_json([kind, &format!("{RELEASE}-webhook")])?;
         let ca = cfg["webhooks"][0]["clientConfig"]["caBundle"]
             .as_str()
             .unwrap_or_default();
-        ensure!(!ca.is_empty(), "{kind}: the webhook did not fill in the caBundle");
+        ensure!(
+            !ca.is_empty(),
+            "{kind}: the webhook did not fill in the caBundle"
+        );
     }
 
     // The real node as the seed's GPU size: labels and one advertised GPU.
-    script(cluster, &["advertise-gpus", "--sku", "Standard_NC6s_v3", "--label", "apps=smollm2"])?;
+    script(
+        cluster,
+        &[
+            "advertise-gpus",
+            "--sku",
+            "Standard_NC6s_v3",
+            "--label",
+            "apps=smollm2",
+        ],
+    )?;
     let ns = cluster.namespace("real")?;
 
     // The real trained model, from an example file applied unchanged.
     let started = Instant::now();
-    serve_example(&ns, &node, "examples/inference-smollm2.yaml", "workspace-smollm2")?;
+    serve_example(
+        &ns,
+        &node,
+        "examples/inference-smollm2.yaml",
+        "workspace-smollm2",
+    )?;
     let out = plugin(
         &ns,
         &[
@@ -368,11 +426,33 @@ fn real_node_helm_install_serves_the_seed_examples_in_real_containers() -> Resul
 
     // The Phi-3 seed, unchanged: a generated tiny Phi-3 stands in for the weights (the hub
     // cannot be reached); the runtime serves it on the CPU.
-    script(cluster, &["advertise-gpus", "--sku", "Standard_NC6s_v3", "--label", "apps=phi-3"])?;
-    serve_example(&ns, &node, "examples/inference-phi-3.yaml", "workspace-phi-3-mini")?;
+    script(
+        cluster,
+        &[
+            "advertise-gpus",
+            "--sku",
+            "Standard_NC6s_v3",
+            "--label",
+            "apps=phi-3",
+        ],
+    )?;
+    serve_example(
+        &ns,
+        &node,
+        "examples/inference-phi-3.yaml",
+        "workspace-phi-3-mini",
+    )?;
     let out = plugin(
         &ns,
-        &["chat", "workspace-phi-3-mini", "--max-tokens", "8", "--raw-chat", "--prompt", "hi"],
+        &[
+            "chat",
+            "workspace-phi-3-mini",
+            "--max-tokens",
+            "8",
+            "--raw-chat",
+            "--prompt",
+            "hi",
+        ],
     )?;
     ensure!(
         out.success() && !out.stdout.trim().is_empty(),
