@@ -31,6 +31,9 @@ pub struct FetchOptions {
     pub max_bytes: u64,
     /// Permit 127.0.0.1 and ::1 (tests only; never private or metadata addresses).
     pub allow_loopback: bool,
+    /// TESTS ONLY: this one address may be reached whatever its kind (a test cluster's data
+    /// server on a private address); `--test-only-allow-address`.
+    pub test_only_allow_address: Option<IpAddr>,
     /// Retries after the first attempt on transient errors.
     pub retries: u32,
     /// The first retry's wait; doubled for each further one.
@@ -48,6 +51,7 @@ impl FetchOptions {
             output: output.into(),
             max_bytes: DEFAULT_MAX_BYTES,
             allow_loopback: false,
+            test_only_allow_address: None,
             retries: 3,
             backoff: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(30),
@@ -177,12 +181,13 @@ fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
 async fn resolve_checked(
     raw: &str,
     url: &Url,
-    allow_loopback: bool,
+    opts: &FetchOptions,
 ) -> Result<(Option<String>, Vec<SocketAddr>), FetchError> {
-    let policy = if allow_loopback {
-        UrlPolicy::AllowLoopback
-    } else {
-        UrlPolicy::PublicOnly
+    let allow_loopback = opts.allow_loopback;
+    let policy = match opts.test_only_allow_address {
+        Some(ip) => UrlPolicy::TestOnlyAllowAddress(ip),
+        None if allow_loopback => UrlPolicy::AllowLoopback,
+        None => UrlPolicy::PublicOnly,
     };
     check_download_url(url.as_str(), policy)
         .map_err(|e| permanent(raw, format!("refused: {e}")))?;
@@ -205,6 +210,9 @@ async fn resolve_checked(
         }
     };
     for addr in &addrs {
+        if Some(addr.ip()) == opts.test_only_allow_address {
+            continue;
+        }
         if let Some(reason) = blocked_reason(addr.ip(), allow_loopback) {
             let host = url.host_str().unwrap_or_default();
             return Err(permanent(
@@ -350,7 +358,7 @@ async fn fetch_once(
     let mut url = start.clone();
     let mut hops = 0;
     let mut response = loop {
-        let (domain, addrs) = resolve_checked(raw, &url, opts.allow_loopback).await?;
+        let (domain, addrs) = resolve_checked(raw, &url, opts).await?;
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()

@@ -59,6 +59,10 @@ enum Command {
         /// Tests only: permit 127.0.0.1 and ::1 (never private or metadata addresses).
         #[arg(long, hide = true, env = "KAITO_FETCH_ALLOW_LOOPBACK", value_parser = clap::builder::FalseyValueParser::new())]
         allow_loopback: bool,
+        /// TESTS ONLY: this one address may be reached whatever its kind (a test cluster's
+        /// data server on a private address); never set it in production.
+        #[arg(long, hide = true, env = "KAITO_TEST_ONLY_ALLOW_DATA_ADDRESS")]
+        test_only_allow_address: Option<std::net::IpAddr>,
         /// The URLs to download.
         #[arg(required = true, value_name = "URL")]
         urls: Vec<String>,
@@ -96,11 +100,13 @@ async fn run(cli: Cli) -> Result<(), String> {
             output,
             max_bytes,
             allow_loopback,
+            test_only_allow_address,
             urls,
         } => {
             let opts = FetchOptions {
                 max_bytes,
                 allow_loopback,
+                test_only_allow_address,
                 ..FetchOptions::new(output)
             };
             let files = fetch_all(&urls, &opts).await.map_err(|e| e.to_string())?;

@@ -346,3 +346,24 @@ async fn a_body_over_max_bytes_fails_and_leaves_no_file() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--max-bytes"));
     assert!(dir_entries(dir.path()).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_test_only_address_is_reached_and_no_other() {
+    let server = TestServer::start(|_, _| Reply::ok(b"rows")).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let allowed = FetchOptions {
+        test_only_allow_address: Some("127.0.0.1".parse().expect("ip")),
+        ..opts(dir.path(), false)
+    };
+    let files = fetch_all(&[server.url("/train.parquet")], &allowed)
+        .await
+        .expect("the allowed address is fetched");
+    assert_eq!(files.len(), 1);
+    assert_eq!(std::fs::read(&files[0]).expect("read"), b"rows");
+    // Any other non-public address stays refused, before a connection is made.
+    for url in ["http://10.0.0.1/x", "http://169.254.169.254/x", "http://[::1]/x"] {
+        let err = fetch_err(url, &allowed).await;
+        assert!(!err.transient && err.cause.contains("refused"), "{url}: {err}");
+    }
+    assert_eq!(server.hits(), 1);
+}

@@ -142,6 +142,10 @@ struct Args {
     /// Nothing is bound or contacted.
     #[arg(long)]
     check_config: bool,
+    /// TESTS ONLY: tuning input URLs may also name this one address (private or not). For a
+    /// test cluster whose data server sits on a private address; never set it in production.
+    #[arg(long, hide = true, env = "KAITO_TEST_ONLY_ALLOW_DATA_ADDRESS")]
+    test_only_allow_data_address: Option<std::net::IpAddr>,
 }
 
 /// The admission configuration of `args`: cloud, provisioner and catalogs, checked.
@@ -150,6 +154,10 @@ fn admission_config(args: &Args) -> anyhow::Result<AdmissionConfig> {
         .check_cloud(args.cloud)
         .map_err(anyhow::Error::msg)?;
     let mut config = AdmissionConfig::new(args.cloud, args.provisioner);
+    if let Some(ip) = args.test_only_allow_data_address {
+        tracing::warn!(%ip, "TESTS ONLY: tuning input URLs may name this address");
+        config.url_policy = kaito_api::admission::UrlPolicy::TestOnlyAllowAddress(ip);
+    }
     if let Some(path) = &args.preset_catalog {
         config.presets = PresetCatalog::from_file(path)
             .with_context(|| format!("loading the preset catalog {}", path.display()))?;

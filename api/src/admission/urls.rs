@@ -12,6 +12,10 @@ pub enum UrlPolicy {
     PublicOnly,
     /// Loopback is allowed too: for tests that serve data from 127.0.0.1 only.
     AllowLoopback,
+    /// This one address is allowed too, whatever its kind: for a test cluster whose data server
+    /// sits on a private address (the local cluster's node bridge). Set only by the hidden
+    /// `--test-only-allow-data-address` settings; never in production.
+    TestOnlyAllowAddress(IpAddr),
 }
 
 /// Host names that always mean "this machine" or a cloud's metadata service.
@@ -63,6 +67,9 @@ pub fn blocked_ip_reason(ip: IpAddr, policy: UrlPolicy) -> Option<&'static str> 
             .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     };
+    if policy == UrlPolicy::TestOnlyAllowAddress(ip) {
+        return None;
+    }
     if ip.is_loopback() {
         return (policy != UrlPolicy::AllowLoopback).then_some("a loopback address");
     }
@@ -172,5 +179,20 @@ mod tests {
         assert!(check_download_url("http://localhost:8080/x", UrlPolicy::AllowLoopback).is_ok());
         assert!(check_download_url("http://10.0.0.1/x", UrlPolicy::AllowLoopback).is_err());
         assert!(check_download_url("http://169.254.169.254/x", UrlPolicy::AllowLoopback).is_err());
+    }
+
+    #[test]
+    fn the_test_only_address_is_allowed_and_nothing_else() {
+        let policy = UrlPolicy::TestOnlyAllowAddress("10.88.77.1".parse().unwrap());
+        assert!(check_download_url("http://10.88.77.1:8080/train.parquet", policy).is_ok());
+        for other in [
+            "http://10.88.77.2/x",
+            "http://127.0.0.1/x",
+            "http://169.254.169.254/x",
+            "http://localhost/x",
+        ] {
+            assert!(check_download_url(other, policy).is_err(), "{other}");
+        }
+        assert!(check_download_url("http://10.88.77.1/x", UrlPolicy::PublicOnly).is_err());
     }
 }
