@@ -361,9 +361,16 @@ async fn the_test_only_address_is_reached_and_no_other() {
     assert_eq!(files.len(), 1);
     assert_eq!(std::fs::read(&files[0]).expect("read"), b"rows");
     // Any other non-public address stays refused, before a connection is made.
-    for url in ["http://10.0.0.1/x", "http://169.254.169.254/x", "http://[::1]/x"] {
+    for url in [
+        "http://10.0.0.1/x",
+        "http://169.254.169.254/x",
+        "http://[::1]/x",
+    ] {
         let err = fetch_err(url, &allowed).await;
-        assert!(!err.transient && err.cause.contains("refused"), "{url}: {err}");
+        assert!(
+            !err.transient && err.cause.contains("refused"),
+            "{url}: {err}"
+        );
     }
     assert_eq!(server.hits(), 1);
 }
