@@ -53,6 +53,12 @@ pub struct WorkloadConfig {
     /// Command of the publisher; gets `--source /mnt/results --target <image>` and, with
     /// `output.imagePushSecret`, `--docker-config <file>` appended.
     pub publisher_command: Vec<String>,
+    /// Registries (`host:port`) the adapter publisher and pullers speak plain http to (an
+    /// in-cluster registry without TLS): `--insecure-registry` for each.
+    pub insecure_registries: Vec<String>,
+    /// TESTS ONLY: the one non-public address tuning input may come from (a test cluster's data
+    /// server); passed to the data downloader as `KAITO_TEST_ONLY_ALLOW_DATA_ADDRESS`.
+    pub test_only_allow_data_address: Option<String>,
 }
 
 impl Default for WorkloadConfig {
@@ -71,11 +77,20 @@ impl Default for WorkloadConfig {
             trainer_command: UPSTREAM_TRAINER_COMMAND.map(String::from).to_vec(),
             publisher_image: ADAPTER_IMAGE.into(),
             publisher_command: vec!["kaito-adapter".into(), "publish".into()],
+            insecure_registries: Vec::new(),
+            test_only_allow_data_address: None,
         }
     }
 }
 
 impl WorkloadConfig {
+    /// `--insecure-registry R` for each plain-http registry (publisher and pullers).
+    pub fn registry_args(&self) -> impl Iterator<Item = String> + '_ {
+        self.insecure_registries
+            .iter()
+            .flat_map(|r| ["--insecure-registry".to_owned(), r.clone()])
+    }
+
     /// The serving image for `preset`.
     pub fn runtime_image_for(&self, preset: &str) -> String {
         self.runtime_image.replace("{preset}", preset)

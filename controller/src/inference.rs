@@ -311,6 +311,7 @@ fn preset_pod(
             "--output".into(),
             format!("{ADAPTERS_DIR}/{}", a.name),
         ]);
+        cmd.extend(cfg.registry_args());
         let mut mounts = vec![json!({"name": "adapters", "mountPath": ADAPTERS_DIR})];
         if let Some(secret) = &a.pull_secret {
             let volume = match secret_volumes.iter().position(|(s, _)| s == secret) {

@@ -75,6 +75,17 @@ struct Args {
     /// Data downloader image (runs `kaito-adapter fetch`).
     #[arg(long, env = "KAITO_DATA_DOWNLOADER_IMAGE")]
     data_downloader_image: Option<String>,
+    /// Registries (host:port) the adapter publisher and pullers speak plain http to.
+    #[arg(
+        long = "insecure-registry",
+        env = "KAITO_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    insecure_registries: Vec<String>,
+    /// TESTS ONLY: the one non-public address tuning input may come from (a test cluster's
+    /// data server); never set it in production.
+    #[arg(long, env = "KAITO_TEST_ONLY_ALLOW_DATA_ADDRESS")]
+    test_only_allow_data_address: Option<std::net::IpAddr>,
     /// JSON logs.
     #[arg(long, env = "KAITO_LOG_JSON")]
     log_json: bool,
@@ -176,6 +187,13 @@ fn workload(args: &Args) -> WorkloadConfig {
         .clone()
         .filter(|s| !s.is_empty());
     words(&mut w.trainer_command, &args.trainer_command);
+    w.insecure_registries = args
+        .insecure_registries
+        .iter()
+        .filter(|r| !r.is_empty())
+        .cloned()
+        .collect();
+    w.test_only_allow_data_address = args.test_only_allow_data_address.map(|ip| ip.to_string());
     w
 }
 

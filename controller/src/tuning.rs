@@ -35,6 +35,9 @@ pub fn training_config(qlora: bool, dtype: Dtype) -> String {
     let torch = match dtype {
         Dtype::Bf16 => "bfloat16",
         Dtype::F16 => "float16",
+        // Tuning on a CPU size is refused at admission; a hand-written plan still gets a
+        // valid config.
+        Dtype::F32 => "float32",
     };
     let mut s = format!(
         "training_config:\n  ModelConfig:\n    torch_dtype: \"{torch}\"\n    local_files_only: true\n    device_map: \"auto\"\n"
@@ -144,12 +147,17 @@ pub fn job(
             let mut cmd = cfg.data_downloader_command.clone();
             cmd.extend(["--output".into(), "/mnt/data".into()]);
             cmd.extend(urls.iter().cloned());
-            init.push(json!({
+            let mut downloader = json!({
                 "name": "data-downloader",
                 "image": cfg.data_downloader_image,
                 "command": cmd,
                 "volumeMounts": [{"name": "data", "mountPath": "/mnt/data"}],
-            }));
+            });
+            if let Some(ip) = &cfg.test_only_allow_data_address {
+                downloader["env"] =
+                    json!([{"name": "KAITO_TEST_ONLY_ALLOW_DATA_ADDRESS", "value": ip}]);
+            }
+            init.push(downloader);
         }
         (None, Some(image), None) => {
             volumes.push(json!({"name": "data", "emptyDir": {}}));
@@ -202,6 +210,7 @@ pub fn job(
             "--target".into(),
             image.clone(),
         ]);
+        cmd.extend(cfg.registry_args());
         let mut mounts =
             vec![json!({"name": "results", "mountPath": RESULTS_DIR, "readOnly": true})];
         if let Some(secret) = &output.image_push_secret {
@@ -417,6 +426,36 @@ mod tests {
                 .iter()
                 .any(|v| v["name"] == "push-secret")
         );
+    }
+
+    #[test]
+    fn plain_http_registries_and_the_test_only_data_address_reach_their_containers() {
+        let w = seed();
+        let p = plan(&w, Cloud::Azure, None).expect("plan");
+        let cfg = WorkloadConfig {
+            insecure_registries: vec!["10.88.77.1:5000".into()],
+            test_only_allow_data_address: Some("10.88.77.1".into()),
+            ..WorkloadConfig::default()
+        };
+        let j = serde_json::to_value(job(&w, &p, &cfg, Provisioner::Karpenter).expect("job"))
+            .expect("json");
+        let pod = &j["spec"]["template"]["spec"];
+        let cmd = strings(&pod["containers"][0]["command"]);
+        assert!(
+            cmd.windows(2)
+                .any(|w| w == ["--insecure-registry", "10.88.77.1:5000"]),
+            "{cmd:?}"
+        );
+        assert_eq!(
+            pod["initContainers"][0]["env"],
+            json!([{"name": "KAITO_TEST_ONLY_ALLOW_DATA_ADDRESS", "value": "10.88.77.1"}])
+        );
+        // Off by default.
+        let j = job_json(&w);
+        let pod = &j["spec"]["template"]["spec"];
+        assert!(pod["initContainers"][0]["env"].is_null());
+        let cmd = strings(&pod["containers"][0]["command"]);
+        assert!(!cmd.contains(&"--insecure-registry"), "{cmd:?}");
     }
 
     #[test]

@@ -201,7 +201,9 @@ fn installs() -> Vec<Install> {
             )
             .set("workloads.huggingfaceEndpoint", "https://hf-mirror.example")
             .set("workloads.weightsCacheHostPath", "/mnt/nvme/weights")
-            .set("workloads.trainerCommand", "python train.py --gpus={gpus}"),
+            .set("workloads.trainerCommand", "python train.py --gpus={gpus}")
+            .set("workloads.insecureRegistries", "{registry.local:5000}")
+            .set("testOnly.allowDataAddress", "10.88.77.1"),
         Install::new("karpenter on azure (defaults)", "karpenter", "azure"),
         Install::new(
             "karpenter on aws, own NodeClass and NodePool",

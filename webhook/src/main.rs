@@ -144,7 +144,7 @@ struct Args {
     check_config: bool,
     /// TESTS ONLY: tuning input URLs may also name this one address (private or not). For a
     /// test cluster whose data server sits on a private address; never set it in production.
-    #[arg(long, hide = true, env = "KAITO_TEST_ONLY_ALLOW_DATA_ADDRESS")]
+    #[arg(long, env = "KAITO_TEST_ONLY_ALLOW_DATA_ADDRESS")]
     test_only_allow_data_address: Option<std::net::IpAddr>,
 }
 
