@@ -24,9 +24,26 @@ use serde_json::Value;
 
 const RELEASE: &str = "kaito";
 const RELEASE_NS: &str = "kaito-system";
-/// The revision the catalog pins for phi-3-mini-4k-instruct.
-const PHI3_REPO: &str = "microsoft/Phi-3-mini-4k-instruct";
-const PHI3_REVISION: &str = "0a67737cc96d2554230f90338b163bc6380a2a85";
+/// The repositories and revisions the catalog pins for the two Phi-3 presets of the seeds.
+const PHI3_REPOS: [(&str, &str); 2] = [
+    (
+        "microsoft/Phi-3-mini-4k-instruct",
+        "0a67737cc96d2554230f90338b163bc6380a2a85",
+    ),
+    (
+        "microsoft/Phi-3-mini-128k-instruct",
+        "072cb7562cb8c4adf682a8e186aaafa49469eb5d",
+    ),
+];
+/// The tuning seed's training data, served by the local hub (any file does: the stand-in
+/// trainer does not read it).
+const DATA_REPO: &str = "kaito-e2e/dolly-sample";
+const DATA_FILE: &str = "train-00000-of-00001.parquet";
+/// The stand-in trainer: the runtime image writes a PEFT LoRA adapter for the generated tiny
+/// Phi-3 (same seed, same shapes as the model the hub serves) where the upstream trainer would
+/// (the upstream trainer needs a GPU and its registry).
+const STAND_IN_TRAINER: &str =
+    "kaito-runtime gen-model --arch phi3 --out /tmp/base-model --adapter-out /mnt/results";
 
 /// The cluster's real node: its name, IP (the bridge's, where the hub listens) and registry.
 struct RealNode {
@@ -143,6 +160,12 @@ fn helm_install<'a>(node: &'a RealNode, hub_endpoint: &str) -> Result<Release<'a
         format!("workloads.publisherImage={adapter}"),
         format!("workloads.dataDownloaderImage={adapter}"),
         format!("workloads.huggingfaceEndpoint={hub_endpoint}"),
+        // Tuning: the stand-in trainer, the cluster's plain-http registry, the data server on
+        // the node bridge (a private address: allowed by the test-only setting).
+        format!("workloads.trainerImage={runtime}"),
+        format!("workloads.trainerCommand={STAND_IN_TRAINER}"),
+        format!("workloads.insecureRegistries={{{}}}", node.registry),
+        format!("testOnly.allowDataAddress={}", node.ip),
     ];
     let chart = repo_root().join("charts/kaito");
     let mut args = vec![
@@ -186,7 +209,7 @@ fn helm_install<'a>(node: &'a RealNode, hub_endpoint: &str) -> Result<Release<'a
 }
 
 /// The local hub on the node's bridge, serving the real SmolLM2 GGUF and a generated tiny
-/// Phi-3 model under the repositories and revisions the catalog pins.
+/// Phi-3 model under the repositories and revisions the catalog pins, and the tuning data.
 fn start_hub(node: &RealNode, scratch: &Path) -> Result<Hub> {
     let gguf = hub::smollm2_gguf()?.context(
         "the real model is needed here: scripts/fetch-model.sh (the test command runs it)",
@@ -199,13 +222,26 @@ fn start_hub(node: &RealNode, scratch: &Path) -> Result<Hub> {
     cmd.args(["gen-model", "--arch", "phi3", "--out"])
         .arg(&phi3);
     run_command(cmd, None, Duration::from_secs(120))?.ok()?;
-    Hub::start_on(
-        &format!("{}:0", node.ip),
-        vec![
-            hub::smollm2_repo(&gguf)?,
-            HubRepo::from_dir(PHI3_REPO, &phi3, None)?.with_commit(PHI3_REVISION),
-        ],
-    )
+    let data = scratch.join(DATA_FILE);
+    std::fs::write(&data, b"PAR1 stand-in training rows")?;
+    let mut repos = vec![
+        hub::smollm2_repo(&gguf)?,
+        HubRepo::new(DATA_REPO, &[(DATA_FILE, &data)], None)?,
+    ];
+    for (repo, revision) in PHI3_REPOS {
+        repos.push(HubRepo::from_dir(repo, &phi3, None)?.with_commit(revision));
+    }
+    Hub::start_on(&format!("{}:0", node.ip), repos)
+}
+
+/// An example file with its placeholders (and only those) replaced.
+fn example_with(file: &str, replace: &[(&str, &str)]) -> Result<String> {
+    let mut text = std::fs::read_to_string(repo_root().join(file))?;
+    for (from, to) in replace {
+        ensure!(text.contains(from), "{file} no longer contains {from:?}");
+        text = text.replace(from, to);
+    }
+    Ok(text)
 }
 
 fn plugin(ns: &TestNamespace<'_>, args: &[&str]) -> Result<CmdOutput> {
@@ -236,6 +272,11 @@ fn condition(ws: &Value, type_: &str) -> Option<(String, String, String)> {
 fn serve_example(ns: &TestNamespace<'_>, node: &RealNode, file: &str, name: &str) -> Result<Value> {
     let path: PathBuf = repo_root().join(file);
     ns.kubectl_ok(["apply", "-f", &path.display().to_string()])?;
+    serve(ns, node, file, name)
+}
+
+/// Waits until the Workspace `name` succeeds, and returns its serving pod.
+fn serve(ns: &TestNamespace<'_>, node: &RealNode, file: &str, name: &str) -> Result<Value> {
     let started = Instant::now();
     let ws = wait_for(
         &format!("Workspace {name} to succeed"),
@@ -461,6 +502,165 @@ fn real_node_helm_install_serves_the_seed_examples_in_real_containers() -> Resul
         out.stderr
     );
     delete_workspace(&ns, "workspace-phi-3-mini")?;
+
+    // The tuning seed with its placeholders filled in: the data from the local server, the
+    // adapter pushed to the cluster's registry with a push secret of our own.
+    let adapter_image = format!("{}/adapters/phi-3-tuned:0.0.1", node.registry);
+    let data_url = format!("{endpoint}/{DATA_REPO}/resolve/main/{DATA_FILE}");
+    let tuning = example_with(
+        "examples/tuning-phi-3.yaml",
+        &[
+            (
+                "https://huggingface.co/datasets/philschmid/dolly-15k-oai-style/resolve/main/data/train-00000-of-00001-54e3756291ca09c6.parquet?download=true",
+                &data_url,
+            ),
+            (
+                "ACR_REPO_HERE.azurecr.io/IMAGE_NAME_HERE:0.0.1",
+                &adapter_image,
+            ),
+            ("ACR_REGISTRY_SECRET_HERE", "adapter-push"),
+        ],
+    )?;
+    script(
+        cluster,
+        &[
+            "advertise-gpus",
+            "--sku",
+            "Standard_NC6s_v3",
+            "--label",
+            "app=tuning-phi-3",
+        ],
+    )?;
+    // The push secret the seed names (the registry takes any credentials: it has no auth).
+    ns.kubectl_ok([
+        "create",
+        "secret",
+        "docker-registry",
+        "adapter-push",
+        &format!("--docker-server={}", node.registry),
+        "--docker-username=kaito",
+        "--docker-password=unused",
+    ])?;
+    ns.apply(&tuning)?;
+    let started = Instant::now();
+    wait_for(
+        "the tuning Workspace to succeed (fetch, train, publish)",
+        Duration::from_secs(600),
+        Duration::from_secs(1),
+        || {
+            let ws = ns.get_json(["workspace", "workspace-tuning-phi-3"])?;
+            if let Some((status, reason, message)) = condition(&ws, "WorkspaceSucceeded")
+                && status == "False"
+                && reason.contains("Failed")
+            {
+                bail!("tuning failed: {reason}: {message}");
+            }
+            Ok(
+                matches!(condition(&ws, "WorkspaceSucceeded"), Some((s, _, _)) if s == "True")
+                    .then_some(()),
+            )
+        },
+    )
+    .with_context(|| {
+        let pods = ns
+            .kubectl(["get", "pods", "-o", "wide"])
+            .map(|o| o.stdout)
+            .unwrap_or_default();
+        let logs = ns
+            .kubectl([
+                "logs",
+                "job/workspace-tuning-phi-3",
+                "--all-containers",
+                "--tail",
+                "20",
+            ])
+            .map(|o| o.stdout + &o.stderr)
+            .unwrap_or_default();
+        format!("pods:\n{pods}\nlogs:\n{logs}")
+    })?;
+    eprintln!(
+        "[real-node] tuning seed: fetched, trained (stand-in), published {adapter_image} in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let job_logs = ns.kubectl_ok(["logs", "job/workspace-tuning-phi-3", "--all-containers"])?;
+    ensure!(
+        job_logs.contains(DATA_FILE),
+        "the data downloader did not fetch {DATA_FILE}:\n{job_logs}"
+    );
+
+    // The adapter seed with its placeholder filled in: the puller takes the adapter the tuning
+    // Job published, the runtime serves it with its strength.
+    let adapter = example_with(
+        "examples/inference-phi-3-adapter.yaml",
+        &[(
+            "ACR_REPO_HERE.azurecr.io/ADAPTER_HERE:0.0.1",
+            &adapter_image,
+        )],
+    )?;
+    script(
+        cluster,
+        &[
+            "advertise-gpus",
+            "--sku",
+            "Standard_NC6s_v3",
+            "--label",
+            "apps=phi-3-adapter",
+        ],
+    )?;
+    ns.apply(&adapter)?;
+    let pod = serve(
+        &ns,
+        &node,
+        "examples/inference-phi-3-adapter.yaml",
+        "workspace-phi-3-mini-adapter",
+    )?;
+    let puller = pod["status"]["initContainerStatuses"]
+        .as_array()
+        .and_then(|s| s.iter().find(|c| c["name"] == "adapter-phi-3-adapter"))
+        .context("no adapter puller init container")?;
+    ensure!(
+        puller["state"]["terminated"]["exitCode"] == 0,
+        "the adapter puller did not succeed: {puller}"
+    );
+    let env = &pod["spec"]["containers"][0]["env"];
+    ensure!(
+        env.as_array().is_some_and(|e| e
+            .iter()
+            .any(|v| v["name"] == "phi-3-adapter" && v["value"] == "1.0")),
+        "the adapter's strength is not in the serving container's env: {env}"
+    );
+    let logs = plugin(&ns, &["logs", "workspace-phi-3-mini-adapter"])?;
+    ensure!(
+        logs.stdout.contains("adapters=1"),
+        "the runtime did not load the adapter:\n{}",
+        logs.stdout
+    );
+    let out = plugin(
+        &ns,
+        &[
+            "chat",
+            "workspace-phi-3-mini-adapter",
+            "--max-tokens",
+            "8",
+            "--raw-chat",
+            "--prompt",
+            "hi",
+        ],
+    )?;
+    ensure!(
+        out.success() && !out.stdout.trim().is_empty(),
+        "chat with the adapter workspace failed: {}{}",
+        out.stdout,
+        out.stderr
+    );
+    delete_workspace(&ns, "workspace-phi-3-mini-adapter")?;
+    ns.kubectl_ok([
+        "delete",
+        "workspace",
+        "workspace-tuning-phi-3",
+        "--wait",
+        "--timeout=120s",
+    ])?;
     drop(hub);
     Ok(())
 }
