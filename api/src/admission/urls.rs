@@ -183,7 +183,7 @@ mod tests {
 
     #[test]
     fn the_test_only_address_is_allowed_and_nothing_else() {
-        let policy = UrlPolicy::TestOnlyAllowAddress("10.88.77.1".parse().unwrap());
+        let policy = UrlPolicy::TestOnlyAllowAddress("10.88.77.1".parse().expect("an IP address"));
         assert!(check_download_url("http://10.88.77.1:8080/train.parquet", policy).is_ok());
         for other in [
             "http://10.88.77.2/x",
