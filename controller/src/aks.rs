@@ -26,8 +26,9 @@ use crate::status::ProvisionReport;
 pub const API_VERSION: &str = "2023-01-02-preview";
 
 /// The agent pool body for `ws`: vmSize = instanceType, count, node labels = workspace
-/// labels + the user's matchLabels, taint `sku=gpu:NoSchedule`, OS disk from the preset,
-/// mode User, tagged with the workspace.
+/// labels + the user's matchLabels, taint `sku=gpu:NoSchedule` (not on a CPU-only size, whose
+/// serving pod carries no GPU toleration), OS disk from the preset, mode User, tagged with the
+/// workspace.
 pub fn agent_pool_body(ws: &Workspace, plan: &WorkspacePlan) -> Value {
     let mut labels = ws.match_labels();
     labels.extend(naming::workspace_labels(ws));
@@ -36,6 +37,11 @@ pub fn agent_pool_body(ws: &Workspace, plan: &WorkspacePlan) -> Value {
         .map(|p| p.disk.as_gib().ceil() as u64)
         .unwrap_or(0)
         .max(128);
+    let taints: Vec<&str> = if plan.cpu_only() {
+        Vec::new()
+    } else {
+        vec!["sku=gpu:NoSchedule"]
+    };
     json!({
         "properties": {
             "count": plan.node_count,
@@ -45,7 +51,7 @@ pub fn agent_pool_body(ws: &Workspace, plan: &WorkspacePlan) -> Value {
             "mode": "User",
             "type": "VirtualMachineScaleSets",
             "nodeLabels": labels,
-            "nodeTaints": ["sku=gpu:NoSchedule"],
+            "nodeTaints": taints,
             "tags": {
                 LABEL_WORKSPACE: naming::name(ws),
                 LABEL_WORKSPACE_NAMESPACE: naming::namespace(ws),
@@ -377,6 +383,17 @@ mod tests {
     use crate::config::Cloud;
     use crate::plan::plan;
     use crate::testutil::ws;
+
+    #[test]
+    fn a_cpu_only_pool_has_no_gpu_taint() {
+        let w = ws(
+            "metadata: {name: w, namespace: n}\nresource: {instanceType: Standard_D4s_v3, labelSelector: {matchLabels: {apps: x}}}\ninference: {preset: {name: smollm2-135m-instruct}}",
+        );
+        let p = plan(&w, Cloud::Azure, None).expect("plan");
+        let b = agent_pool_body(&w, &p);
+        assert_eq!(b["properties"]["vmSize"], "Standard_D4s_v3");
+        assert_eq!(b["properties"]["nodeTaints"], json!([]));
+    }
 
     #[test]
     fn pool_body_follows_the_contract() {

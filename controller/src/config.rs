@@ -3,6 +3,7 @@
 //! components (the runtime, the tuning trainer, the adapter publisher/puller) are built
 //! separately.
 
+use kaito_presets::GpuShape;
 pub use kaito_presets::{Cloud, Provisioner};
 
 /// Default image of the data downloader, the adapter publisher and the adapter puller: the
@@ -12,10 +13,37 @@ pub const ADAPTER_IMAGE: &str = "ghcr.io/kaito-rs/kaito-adapter:0.1.0";
 /// Where the serving container's weights volume is mounted (as upstream KAITO).
 pub const WEIGHTS_DIR: &str = "/workspace/weights";
 
+/// Placeholder of the serving and tuning images replaced by the preset name.
+pub const PRESET_PLACEHOLDER: &str = "{preset}";
+/// Placeholder of the serving image replaced by the CUDA compute capability of the
+/// workspace's GPU without the dot (`70`, `75`, `80`, `86`, `89`, `90`), or by `cpu` on a
+/// CPU-only size: one runtime image per capability, as `runtime/Dockerfile` builds them
+/// (`CUDA_COMPUTE_CAP`).
+pub const COMPUTE_CAPABILITY_PLACEHOLDER: &str = "{computeCapability}";
+
+/// The serving image has `{computeCapability}` but the nodes' compute capability is unknown.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the runtime image cannot be chosen: workloads.runtime.image (--runtime-image, \
+     KAITO_RUNTIME_IMAGE) {image:?} contains {{computeCapability}}, and the CUDA compute \
+     capability of {node} is not known; set resource.instanceType to a GPU size of the SKU \
+     catalog, give the nodes the labels nvidia.com/cuda.compute.major and \
+     nvidia.com/cuda.compute.minor (NVIDIA GPU feature discovery sets them), or set \
+     workloads.runtime.image without {{computeCapability}}"
+)]
+pub struct RuntimeImageError {
+    /// The configured image.
+    pub image: String,
+    /// The nodes' description.
+    pub node: String,
+}
+
 /// Images and commands of the workloads the controller builds.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorkloadConfig {
-    /// Serving image; `{preset}` is replaced by the preset name.
+    /// Serving image; `{preset}` is replaced by the preset name, `{computeCapability}` by the
+    /// GPU's compute capability without the dot (`80`) or `cpu` on a CPU-only size. A value
+    /// without placeholders is used as is.
     pub runtime_image: String,
     /// Command of the serving container (the runtime binary).
     pub runtime_command: Vec<String>,
@@ -91,9 +119,52 @@ impl WorkloadConfig {
             .flat_map(|r| ["--insecure-registry".to_owned(), r.clone()])
     }
 
-    /// The serving image for `preset`.
-    pub fn runtime_image_for(&self, preset: &str) -> String {
-        self.runtime_image.replace("{preset}", preset)
+    /// The serving image for `preset` on nodes of `shape`: `{preset}` replaced by the preset
+    /// name, `{computeCapability}` by the shape's compute capability without the dot (`70` for
+    /// a V100, `80` for an A100) or by `cpu` when the shape has no GPU. An error when the
+    /// image has `{computeCapability}` and the GPU's capability is not known (bring-your-own
+    /// nodes without the GPU feature discovery labels).
+    pub fn runtime_image_for(
+        &self,
+        preset: &str,
+        shape: &GpuShape,
+    ) -> Result<String, RuntimeImageError> {
+        let image = self.runtime_image.replace(PRESET_PLACEHOLDER, preset);
+        if !image.contains(COMPUTE_CAPABILITY_PLACEHOLDER) {
+            return Ok(image);
+        }
+        let capability = if shape.is_cpu_only() {
+            "cpu".to_string()
+        } else {
+            shape
+                .compute_capability
+                .map(|c| c.digits())
+                .ok_or_else(|| RuntimeImageError {
+                    image: self.runtime_image.clone(),
+                    node: shape.describe(),
+                })?
+        };
+        Ok(image.replace(COMPUTE_CAPABILITY_PLACEHOLDER, &capability))
+    }
+
+    /// The serving image may only hold the placeholders the controller replaces.
+    pub fn validate_runtime_image(&self) -> Result<(), String> {
+        let mut rest = self.runtime_image.as_str();
+        while let Some(open) = rest.find('{') {
+            let tail = &rest[open..];
+            let end = tail.find('}').map_or(tail.len(), |i| i + 1);
+            let placeholder = &tail[..end];
+            if placeholder != PRESET_PLACEHOLDER && placeholder != COMPUTE_CAPABILITY_PLACEHOLDER {
+                return Err(format!(
+                    "--runtime-image (KAITO_RUNTIME_IMAGE, chart value workloads.runtime.image) \
+                     {:?} holds {placeholder:?}, which the controller does not replace: use \
+                     {PRESET_PLACEHOLDER} and {COMPUTE_CAPABILITY_PLACEHOLDER} only (spelled so)",
+                    self.runtime_image
+                ));
+            }
+            rest = &tail[end..];
+        }
+        Ok(())
     }
     /// The tuning image for `preset`.
     pub fn trainer_image_for(&self, preset: &str) -> String {
@@ -233,6 +304,7 @@ impl Config {
     /// and environment variable) to fix.
     pub fn validate(&self) -> Result<(), String> {
         self.provisioner.check_cloud(self.cloud)?;
+        self.workload.validate_runtime_image()?;
         match self.provisioner {
             Provisioner::Aks => self.azure.check().map_err(|e| e.to_string()),
             Provisioner::Karpenter => self.karpenter.validate(),
@@ -358,13 +430,115 @@ mod tests {
         assert_eq!(bad.validate(), Ok(()));
     }
 
+    fn shape(instance_type: &str) -> GpuShape {
+        crate::plan::sku_shape(Cloud::Azure, instance_type)
+            .or_else(|| crate::plan::sku_shape(Cloud::Aws, instance_type))
+            .expect("a catalog size")
+    }
+
+    #[test]
+    fn the_runtime_image_takes_the_compute_capability_of_the_size() {
+        let w = WorkloadConfig {
+            runtime_image: "ghcr.io/kaito-rs/kaito-runtime:0.1.0-cuda{computeCapability}".into(),
+            ..WorkloadConfig::default()
+        };
+        for (size, tag) in [
+            ("Standard_NC24ads_A100_v4", "cuda80"),
+            ("Standard_NC6s_v3", "cuda70"),
+            ("Standard_NC4as_T4_v3", "cuda75"),
+            ("Standard_NV36ads_A10_v5", "cuda86"),
+            ("g6.xlarge", "cuda89"),
+            ("Standard_NC40ads_H100_v5", "cuda90"),
+            ("Standard_D4s_v3", "cudacpu"),
+            ("m5.xlarge", "cudacpu"),
+        ] {
+            assert_eq!(
+                w.runtime_image_for("phi-3", &shape(size)),
+                Ok(format!("ghcr.io/kaito-rs/kaito-runtime:0.1.0-{tag}")),
+                "{size}"
+            );
+        }
+        // Both placeholders at once.
+        let both = WorkloadConfig {
+            runtime_image: "r/{preset}:{computeCapability}".into(),
+            ..WorkloadConfig::default()
+        };
+        assert_eq!(
+            both.runtime_image_for("phi-3", &shape("Standard_NC6s_v3")),
+            Ok("r/phi-3:70".into())
+        );
+        assert_eq!(both.validate_runtime_image(), Ok(()));
+    }
+
+    #[test]
+    fn a_runtime_image_without_the_placeholder_is_used_as_is() {
+        let w = WorkloadConfig::default();
+        for size in [
+            "Standard_NC24ads_A100_v4",
+            "Standard_NC6s_v3",
+            "Standard_D4s_v3",
+        ] {
+            assert_eq!(
+                w.runtime_image_for("phi-3", &shape(size)),
+                Ok("ghcr.io/kaito-rs/kaito-runtime:0.1.0".into())
+            );
+        }
+        assert_eq!(w.validate_runtime_image(), Ok(()));
+    }
+
+    #[test]
+    fn an_unknown_compute_capability_is_an_error_saying_how_to_fix_it() {
+        let w = WorkloadConfig {
+            runtime_image: "r:{computeCapability}".into(),
+            ..WorkloadConfig::default()
+        };
+        let mut byo = shape("Standard_NC24ads_A100_v4");
+        byo.source = "2 bring-your-own node(s)".into();
+        byo.compute_capability = None;
+        let err = w
+            .runtime_image_for("phi-3", &byo)
+            .expect_err("unknown capability")
+            .to_string();
+        for needle in [
+            "workloads.runtime.image",
+            "2 bring-your-own node(s)",
+            "set resource.instanceType to a GPU size",
+            "nvidia.com/cuda.compute.major",
+            "without {computeCapability}",
+        ] {
+            assert!(err.contains(needle), "{needle:?} missing from {err}");
+        }
+        // Without the placeholder the capability is not needed.
+        assert!(
+            WorkloadConfig::default()
+                .runtime_image_for("phi-3", &byo)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_misspelled_placeholder_in_the_runtime_image_is_refused_at_start() {
+        for bad in ["r:{compute_capability}", "r:{preset", "r/{model}:1"] {
+            let mut c = Config::new(Cloud::Azure, Provisioner::Byo);
+            c.workload.runtime_image = bad.into();
+            let err = c.validate().expect_err(bad);
+            assert!(
+                err.contains("workloads.runtime.image") && err.contains("{computeCapability}"),
+                "{err}"
+            );
+        }
+    }
+
     #[test]
     fn images_take_the_preset_name() {
         let w = WorkloadConfig {
             runtime_image: "r/{preset}:1".into(),
             ..WorkloadConfig::default()
         };
-        assert_eq!(w.runtime_image_for("phi-3"), "r/phi-3:1");
+        assert_eq!(
+            w.runtime_image_for("phi-3", &shape("Standard_NC6s_v3")),
+            Ok("r/phi-3:1".into())
+        );
         assert_eq!(
             w.trainer_image_for("phi-3"),
             "mcr.microsoft.com/aks/kaito/kaito-phi-3:0.1.1"

@@ -14,8 +14,9 @@ use kaito_api::admission::EngineParams;
 use kaito_api::{ANNOTATION_ENABLE_LB, LABEL_WORKSPACE, Workspace};
 use serde_json::{Value, json};
 
-use crate::config::{Provisioner, WorkloadConfig};
+use crate::config::{Provisioner, RuntimeImageError, WorkloadConfig};
 use crate::naming::{self, RUNTIME_PORT, headless_service};
+use crate::nodes::GPU_RESOURCE;
 use crate::plan::WorkspacePlan;
 
 /// A builder produced something the API types reject (a bug, or a user template that does
@@ -41,6 +42,10 @@ pub enum BuildError {
         /// `inference.adapters[i].source.volumeSource`.
         field: String,
     },
+    /// The runtime image cannot be chosen for the nodes (the reconciler reports it as an
+    /// invalid spec before building; see [`serving_image`]).
+    #[error(transparent)]
+    RuntimeImage(#[from] RuntimeImageError),
 }
 
 pub(crate) fn typed<T: serde::de::DeserializeOwned>(
@@ -70,7 +75,8 @@ pub fn startup_budget_seconds(plan: &WorkspacePlan) -> i64 {
     (secs as i64).clamp(300, 7200)
 }
 
-/// Tolerations every GPU pod carries.
+/// Tolerations every GPU pod carries (a pod on a CPU-only size carries none: its nodes have
+/// no GPU taint).
 pub fn gpu_tolerations() -> Value {
     json!([
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
@@ -174,12 +180,15 @@ pub fn statefulset(
     engine: &EngineParams,
 ) -> Result<StatefulSet, BuildError> {
     let name = naming::name(ws);
-    let gpus = plan.gpus_per_node.max(1).to_string();
+    // All the GPUs of the node; none on a CPU-only size.
+    let gpus = (!plan.cpu_only()).then(|| plan.gpus_per_node.max(1).to_string());
     let mut labels = naming::workspace_labels(ws);
     labels.extend(selector_labels(ws));
     let template = match ws.inference.as_ref().and_then(|i| i.template.as_ref()) {
-        Some(user) if plan.preset.is_none() => template_pod(ws, user, &gpus, provisioner)?,
-        _ => preset_pod(ws, plan, cfg, provisioner, &gpus, engine)?,
+        Some(user) if plan.preset.is_none() => {
+            template_pod(ws, user, gpus.as_deref(), provisioner)?
+        }
+        _ => preset_pod(ws, plan, cfg, provisioner, gpus.as_deref(), engine)?,
     };
     let mut template = serde_json::to_value(template).map_err(|source| BuildError::Shape {
         what: "pod template",
@@ -209,22 +218,45 @@ pub fn statefulset(
     )
 }
 
-/// The pod of a preset. `engine`: the runtime parameters of `inference.config`.
+/// The serving container's image: a private preset's own image (it carries the weights), else
+/// the configured runtime image for the preset on the plan's nodes — `{computeCapability}`
+/// becomes the GPU's compute capability (`80`) or `cpu` (see
+/// [`WorkloadConfig::runtime_image_for`]). The reconciler calls it before building, so that an
+/// image that cannot be chosen is a status condition, not a retried error.
+pub fn serving_image(
+    ws: &Workspace,
+    plan: &WorkspacePlan,
+    cfg: &WorkloadConfig,
+) -> Result<String, RuntimeImageError> {
+    let spec = ws.preset();
+    let private = spec.and_then(|p| p.access_mode.as_deref()) == Some("private");
+    match spec
+        .and_then(|p| p.preset_options.as_ref())
+        .and_then(|o| o.image.clone())
+    {
+        Some(img) if private => Ok(img),
+        _ => cfg.runtime_image_for(
+            spec.map(|p| p.name.as_str()).unwrap_or_default(),
+            &plan.shape,
+        ),
+    }
+}
+
+/// The pod of a preset. `gpus`: the GPUs it requests, `None` on a CPU-only size (then it
+/// requests the sizing's CPU memory estimate, carries no GPU toleration, and the runtime is
+/// told `--cpu`). `engine`: the runtime parameters of `inference.config`.
 fn preset_pod(
     ws: &Workspace,
     plan: &WorkspacePlan,
     cfg: &WorkloadConfig,
     provisioner: Provisioner,
-    gpus: &str,
+    gpus: Option<&str>,
     engine: &EngineParams,
 ) -> Result<PodTemplateSpec, BuildError> {
     let preset = ws.preset().map(|p| p.name.clone()).unwrap_or_default();
     let options = ws.preset().and_then(|p| p.preset_options.as_ref());
     let private = ws.preset().and_then(|p| p.access_mode.as_deref()) == Some("private");
-    let image = match options.and_then(|o| o.image.clone()) {
-        Some(img) if private => img,
-        _ => cfg.runtime_image_for(&preset),
-    };
+    let image = serving_image(ws, plan, cfg)?;
     let sizing = plan.sizing.as_ref();
     let dtype = engine
         .dtype
@@ -263,6 +295,11 @@ fn preset_pod(
         ]
         .map(String::from),
     );
+    if gpus.is_none() {
+        // No GPU on the node: the runtime must not look for one (a CUDA build would fail to
+        // initialize the device).
+        args.push("--cpu".to_string());
+    }
     args.extend(engine.args(sizing.and_then(|s| s.max_model_len).map(u64::from)));
     let mut env = vec![json!({"name": "SERVED_MODEL_NAME", "value": preset})];
     if let Some(endpoint) = cfg.hf_endpoint.as_ref().filter(|_| source.is_some()) {
@@ -360,10 +397,16 @@ fn preset_pod(
         mounts.extend(adapter_mounts);
     }
     volumes.extend(secret_volumes.into_iter().map(|(_, v)| v));
+    let resources = match gpus {
+        Some(gpus) => json!({"requests": {GPU_RESOURCE: gpus}, "limits": {GPU_RESOURCE: gpus}}),
+        // The CPU memory estimate sizing admitted the size with (no limit: a request the
+        // scheduler places by, not a cap that kills a pod over an estimate).
+        None => json!({"requests": {"memory": format!("{}Mi",
+            sizing.map(|s| s.needs.as_bytes()).unwrap_or(0).div_ceil(1 << 20))}}),
+    };
     let mut pod = json!({
         "spec": {
             "affinity": node_affinity(ws, provisioner),
-            "tolerations": gpu_tolerations(),
             "initContainers": init,
             "containers": [{
                 "name": "model",
@@ -372,7 +415,7 @@ fn preset_pod(
                 "args": args,
                 "env": env,
                 "ports": [{"name": "http", "containerPort": RUNTIME_PORT}],
-                "resources": {"requests": {"nvidia.com/gpu": gpus}, "limits": {"nvidia.com/gpu": gpus}},
+                "resources": resources,
                 // /health turns 200 once the weights are downloaded and loaded; /healthz
                 // answers as long as the server runs, so a download is not killed as dead.
                 "startupProbe": probe("/health", 10, budget / 10),
@@ -383,6 +426,9 @@ fn preset_pod(
             "volumes": volumes,
         }
     });
+    if gpus.is_some() {
+        pod["spec"]["tolerations"] = gpu_tolerations();
+    }
     if !pull_secrets.is_empty() {
         pod["spec"]["imagePullSecrets"] = json!(pull_secrets);
     }
@@ -420,10 +466,13 @@ fn weights(plan: &WorkspacePlan, cfg: &WorkloadConfig) -> (Value, String) {
     }
 }
 
+/// A user's pod template, placed on the workspace's nodes; on a GPU size (`gpus` given) its
+/// first container gets the node's GPUs unless it asks itself, and the pod the GPU
+/// tolerations; on a CPU-only size it is left as written.
 fn template_pod(
     ws: &Workspace,
     user: &PodTemplateSpec,
-    gpus: &str,
+    gpus: Option<&str>,
     provisioner: Provisioner,
 ) -> Result<PodTemplateSpec, BuildError> {
     let mut pod = serde_json::to_value(user).map_err(|source| BuildError::Shape {
@@ -432,14 +481,16 @@ fn template_pod(
     })?;
     let spec = &mut pod["spec"];
     spec["affinity"] = node_affinity(ws, provisioner);
-    let mut tol = spec["tolerations"].as_array().cloned().unwrap_or_default();
-    tol.extend(gpu_tolerations().as_array().cloned().unwrap_or_default());
-    spec["tolerations"] = Value::Array(tol);
-    if let Some(c) = spec["containers"].get_mut(0)
-        && c["resources"]["limits"]["nvidia.com/gpu"].is_null()
-    {
-        c["resources"]["limits"]["nvidia.com/gpu"] = json!(gpus);
-        c["resources"]["requests"]["nvidia.com/gpu"] = json!(gpus);
+    if let Some(gpus) = gpus {
+        let mut tol = spec["tolerations"].as_array().cloned().unwrap_or_default();
+        tol.extend(gpu_tolerations().as_array().cloned().unwrap_or_default());
+        spec["tolerations"] = Value::Array(tol);
+        if let Some(c) = spec["containers"].get_mut(0)
+            && c["resources"]["limits"][GPU_RESOURCE].is_null()
+        {
+            c["resources"]["limits"][GPU_RESOURCE] = json!(gpus);
+            c["resources"]["requests"][GPU_RESOURCE] = json!(gpus);
+        }
     }
     typed("inference.template", pod)
 }
@@ -584,6 +635,169 @@ mod tests {
             spec["template"]["metadata"]["labels"]["kaito.sh/workspace"],
             "workspace-phi-3-mini"
         );
+    }
+
+    fn sts_on(yaml: &str, cloud: Cloud, cfg: &WorkloadConfig, provisioner: Provisioner) -> Value {
+        let w = ws(yaml);
+        let p = plan(&w, cloud, None).expect("plans");
+        let s = statefulset(&w, &p, cfg, provisioner, &EngineParams::default()).expect("builds");
+        serde_json::to_value(s).expect("json")
+    }
+
+    fn arg_after<'a>(container: &'a Value, flag: &str) -> Option<&'a str> {
+        let args = container["args"].as_array()?;
+        let i = args.iter().position(|a| a == flag)?;
+        args.get(i + 1).and_then(Value::as_str)
+    }
+
+    #[test]
+    fn a_cpu_only_size_gets_a_cpu_pod_with_a_memory_request_and_no_gpu() {
+        let yaml = "metadata: {name: small, namespace: n}
+resource: {instanceType: Standard_D4s_v3, labelSelector: {matchLabels: {apps: small}}}
+inference: {preset: {name: smollm2-135m-instruct}}";
+        let cfg = WorkloadConfig {
+            runtime_image: "r/kaito-runtime:1-cuda{computeCapability}".into(),
+            ..WorkloadConfig::default()
+        };
+        for provisioner in [Provisioner::Byo, Provisioner::Karpenter, Provisioner::Aks] {
+            let s = sts_on(yaml, Cloud::Azure, &cfg, provisioner);
+            let pod = &s["spec"]["template"]["spec"];
+            let c = &pod["containers"][0];
+            assert!(
+                !c.to_string().contains("nvidia.com/gpu"),
+                "no GPU request or limit: {c}"
+            );
+            assert!(pod.get("tolerations").is_none(), "{pod}");
+            assert!(!pod.to_string().contains("\"sku\""), "no GPU toleration");
+            let w = ws(yaml);
+            let p = plan(&w, Cloud::Azure, None).expect("plans");
+            let needs = p.sizing.as_ref().expect("sized").needs;
+            assert_eq!(
+                c["resources"],
+                json!({"requests": {"memory": format!("{}Mi", needs.as_bytes().div_ceil(1 << 20))}})
+            );
+            assert_eq!(
+                needs,
+                kaito_presets::sizing::cpu_serving_memory(
+                    p.preset.expect("preset"),
+                    p.sizing
+                        .as_ref()
+                        .and_then(|s| s.max_model_len)
+                        .expect("context")
+                )
+                .total()
+            );
+            assert_eq!(arg_after(c, "--dtype"), Some("f32"));
+            assert!(
+                c["args"]
+                    .as_array()
+                    .expect("args")
+                    .contains(&json!("--cpu"))
+            );
+            assert_eq!(c["image"], "r/kaito-runtime:1-cudacpu");
+            // The node affinity is the workspace's, as on a GPU size.
+            let exprs = &pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+                ["nodeSelectorTerms"][0]["matchExpressions"];
+            assert!(
+                exprs
+                    .as_array()
+                    .expect("exprs")
+                    .contains(&json!({"key": "apps", "operator": "In", "values": ["small"]}))
+            );
+        }
+        // A GPU pod says neither --cpu nor a memory request.
+        let gpu = sts_json(
+            include_str!("../../examples/inference-phi-3.yaml"),
+            Provisioner::Byo,
+        );
+        let c = &gpu["spec"]["template"]["spec"]["containers"][0];
+        assert!(
+            !c["args"]
+                .as_array()
+                .expect("args")
+                .contains(&json!("--cpu"))
+        );
+        assert!(c["resources"]["requests"].get("memory").is_none());
+    }
+
+    #[test]
+    fn a_template_on_a_cpu_only_size_is_left_without_gpus() {
+        let yaml = "metadata: {name: t, namespace: n}
+resource: {instanceType: Standard_D8s_v3, labelSelector: {matchLabels: {apps: t}}}
+inference:
+  template:
+    spec:
+      containers: [{name: c, image: example/server:1}]";
+        let s = sts_on(
+            yaml,
+            Cloud::Azure,
+            &WorkloadConfig::default(),
+            Provisioner::Byo,
+        );
+        let pod = &s["spec"]["template"]["spec"];
+        assert!(!pod.to_string().contains("nvidia.com/gpu"), "{pod}");
+        assert!(pod["tolerations"].is_null(), "{pod}");
+        let gpu = sts_on(
+            &yaml.replace("Standard_D8s_v3", "Standard_NC6s_v3"),
+            Cloud::Azure,
+            &WorkloadConfig::default(),
+            Provisioner::Byo,
+        );
+        let pod = &gpu["spec"]["template"]["spec"];
+        assert_eq!(
+            pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"],
+            "1"
+        );
+    }
+
+    #[test]
+    fn the_dtype_is_f16_below_compute_capability_8_bf16_from_8_and_f32_on_a_cpu() {
+        let cfg = WorkloadConfig {
+            runtime_image: "r:{computeCapability}".into(),
+            ..WorkloadConfig::default()
+        };
+        for (cloud, size, dtype, image) in [
+            (Cloud::Azure, "Standard_NC6s_v3", "f16", "r:70"),
+            (Cloud::Azure, "Standard_NC4as_T4_v3", "f16", "r:75"),
+            (Cloud::Azure, "Standard_NC24ads_A100_v4", "bf16", "r:80"),
+            (Cloud::Azure, "Standard_NV36ads_A10_v5", "bf16", "r:86"),
+            (Cloud::Aws, "g6.xlarge", "bf16", "r:89"),
+            (Cloud::Azure, "Standard_NC40ads_H100_v5", "bf16", "r:90"),
+            (Cloud::Azure, "Standard_D8s_v3", "f32", "r:cpu"),
+        ] {
+            let yaml = format!(
+                "metadata: {{name: w, namespace: n}}\nresource: {{instanceType: {size}, labelSelector: {{matchLabels: {{apps: w}}}}}}\ninference: {{preset: {{name: phi-3-mini-4k-instruct}}}}"
+            );
+            let s = sts_on(&yaml, cloud, &cfg, Provisioner::Byo);
+            let c = &s["spec"]["template"]["spec"]["containers"][0];
+            assert_eq!(arg_after(c, "--dtype"), Some(dtype), "{size}");
+            assert_eq!(c["image"], image, "{size}");
+        }
+    }
+
+    #[test]
+    fn an_image_that_cannot_be_chosen_is_an_error_naming_the_fix() {
+        let w = ws(
+            "metadata: {name: w, namespace: n}\nresource: {labelSelector: {matchLabels: {apps: w}}}\ninference: {preset: {name: phi-3-mini-4k-instruct}}",
+        );
+        // Bring-your-own nodes whose labels give no compute capability.
+        let mut shape =
+            crate::plan::sku_shape(Cloud::Azure, "Standard_NC24ads_A100_v4").expect("A100");
+        shape.source = "1 bring-your-own node(s)".into();
+        shape.compute_capability = None;
+        let p = plan(&w, Cloud::Azure, Some(&shape)).expect("plans");
+        let cfg = WorkloadConfig {
+            runtime_image: "r:{computeCapability}".into(),
+            ..WorkloadConfig::default()
+        };
+        let err = serving_image(&w, &p, &cfg)
+            .expect_err("unknown")
+            .to_string();
+        assert!(err.contains("cannot be chosen"), "{err}");
+        let built = statefulset(&w, &p, &cfg, Provisioner::Byo, &EngineParams::default());
+        assert!(matches!(built, Err(BuildError::RuntimeImage(_))));
+        // Without the placeholder the same nodes are served.
+        assert!(serving_image(&w, &p, &WorkloadConfig::default()).is_ok());
     }
 
     #[test]

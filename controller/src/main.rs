@@ -48,7 +48,9 @@ struct Args {
     /// Identity in the Lease (default: hostname-pid).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
-    /// Serving image (`{preset}` is replaced by the preset name).
+    /// Serving image: `{preset}` is replaced by the preset name, `{computeCapability}` by the
+    /// workspace's GPU's CUDA compute capability without the dot (70, 75, 80, 86, 89, 90) or by
+    /// `cpu` on a CPU-only size; a value without placeholders is used as is.
     #[arg(long, env = "KAITO_RUNTIME_IMAGE")]
     runtime_image: Option<String>,
     /// Serving command (space-separated).

@@ -28,8 +28,9 @@ pub fn allocatable_gpus(node: &Node) -> u64 {
 }
 
 /// A node is ready for a workspace when its `Ready` condition is True, it is not being
-/// deleted or cordoned, and it has allocatable GPUs.
-pub fn node_ready(node: &Node) -> bool {
+/// deleted or cordoned, and — `gpu`: for a GPU workspace, not one on a CPU-only size — it has
+/// allocatable GPUs.
+pub fn node_ready(node: &Node, gpu: bool) -> bool {
     let ready = node
         .status
         .as_ref()
@@ -40,7 +41,10 @@ pub fn node_ready(node: &Node) -> bool {
         .as_ref()
         .and_then(|s| s.unschedulable)
         .unwrap_or(false);
-    ready && !cordoned && node.metadata.deletion_timestamp.is_none() && allocatable_gpus(node) > 0
+    ready
+        && !cordoned
+        && node.metadata.deletion_timestamp.is_none()
+        && (!gpu || allocatable_gpus(node) > 0)
 }
 
 /// What the controller reads of a node, hashed: labels, taints, cordon, deletion, the Ready
@@ -124,16 +128,31 @@ pub struct NodeCensus {
     pub not_ready: Vec<(String, String)>,
     /// Nodes matching the selector but without GPU-feature-discovery labels (byo only).
     pub unlabelled: Vec<String>,
+    /// The workspace runs on a CPU-only size: its nodes need no GPU.
+    pub cpu_only: bool,
 }
 
-/// Sorts `nodes` into ready / not ready for `ws`. `byo`: match the user's selector and require
-/// GFD labels; otherwise: match the workspace labels the provisioner put on its nodes.
+impl NodeCensus {
+    /// What the nodes are, for messages: `GPU` or `CPU-only`.
+    pub fn node_kind(&self) -> &'static str {
+        if self.cpu_only { "CPU-only" } else { "GPU" }
+    }
+}
+
+/// Sorts `nodes` into ready / not ready for `ws`. `byo`: match the user's selector and (on a
+/// GPU size) require GFD labels; otherwise: match the workspace labels the provisioner put on
+/// its nodes. `cpu_only`: the workspace asks for a CPU-only size, so its nodes need neither
+/// GPUs nor GFD labels.
 pub fn census<'a>(
     ws: &Workspace,
     nodes: impl IntoIterator<Item = &'a Node>,
     byo: bool,
+    cpu_only: bool,
 ) -> NodeCensus {
-    let mut c = NodeCensus::default();
+    let mut c = NodeCensus {
+        cpu_only,
+        ..NodeCensus::default()
+    };
     for node in nodes {
         let name = node.metadata.name.clone().unwrap_or_default();
         let labels = node.metadata.labels.clone().unwrap_or_default();
@@ -145,14 +164,14 @@ pub fn census<'a>(
         if !mine {
             continue;
         }
-        if byo && !has_gfd_labels(&labels) {
+        if byo && !cpu_only && !has_gfd_labels(&labels) {
             c.unlabelled.push(name);
             continue;
         }
-        if node_ready(node) {
+        if node_ready(node, !cpu_only) {
             c.ready.push(name);
         } else {
-            let why = if allocatable_gpus(node) == 0 {
+            let why = if !cpu_only && allocatable_gpus(node) == 0 {
                 "no allocatable nvidia.com/gpu (is the NVIDIA device plugin running?)"
             } else {
                 "not Ready"
@@ -172,7 +191,8 @@ pub const NODECLAIM_API_VERSION: &str = "karpenter.sh/v1";
 /// The `index`-th `karpenter.sh/v1` NodeClaim of a workspace. Cluster-scoped, so it cannot
 /// carry an owner reference to the namespaced Workspace: the finalizer deletes it instead.
 /// Its `nodeClassRef` is the cloud's NodeClass of the configured name, its NodePool label the
-/// configured NodePool.
+/// configured NodePool. A GPU node is tainted `sku=gpu:NoSchedule` (GPU pods tolerate it); a
+/// CPU-only node is not, as the serving pod on it carries no GPU toleration.
 pub fn nodeclaim(ws: &Workspace, plan: &WorkspacePlan, cfg: &KarpenterConfig, index: u32) -> Value {
     let mut labels = ws.match_labels();
     labels.extend(naming::workspace_labels(ws));
@@ -183,7 +203,7 @@ pub fn nodeclaim(ws: &Workspace, plan: &WorkspacePlan, cfg: &KarpenterConfig, in
         .unwrap_or(0)
         .max(128);
     let class = &cfg.node_class;
-    json!({
+    let mut claim = json!({
         "apiVersion": NODECLAIM_API_VERSION,
         "kind": "NodeClaim",
         "metadata": {
@@ -196,10 +216,13 @@ pub fn nodeclaim(ws: &Workspace, plan: &WorkspacePlan, cfg: &KarpenterConfig, in
                 {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": [plan.instance_type]},
                 {"key": NODEPOOL_LABEL, "operator": "In", "values": [cfg.node_pool]},
             ],
-            "taints": [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}],
             "resources": {"requests": {"storage": format!("{disk_gib}Gi")}},
         }
-    })
+    });
+    if !plan.cpu_only() {
+        claim["spec"]["taints"] = json!([{"key": "sku", "value": "gpu", "effect": "NoSchedule"}]);
+    }
+    claim
 }
 
 #[cfg(test)]
@@ -261,7 +284,7 @@ mod tests {
             (format!("metadata: {{name: a}}\nspec: {{unschedulable: true}}\n{READY}"), false),
         ];
         for (y, want) in table {
-            assert_eq!(node_ready(&node(&y)), want, "{y}");
+            assert_eq!(node_ready(&node(&y), true), want, "{y}");
         }
     }
 
@@ -286,16 +309,55 @@ mod tests {
                 "metadata: {{name: cold, labels: {{apps: phi-3, {gfd}}}}}\nstatus: {{allocatable: {{nvidia.com/gpu: \"1\"}}}}"
             )),
         ];
-        let c = census(&w, &nodes, true);
+        let c = census(&w, &nodes, true, false);
         assert_eq!(c.ready, ["n1", "n2"]);
         assert_eq!(c.unlabelled, ["plain"]);
         assert_eq!(c.not_ready, [("cold".to_string(), "not Ready".to_string())]);
-        let c = census(&w, &nodes, false);
+        let c = census(&w, &nodes, false, false);
         assert_eq!(
             c,
             NodeCensus::default(),
             "byo nodes are not provisioned nodes"
         );
+    }
+
+    #[test]
+    fn cpu_only_nodes_are_ready_without_gpus_or_gfd_labels() {
+        let cpu_ready = "status:\n  conditions: [{type: Ready, status: \"True\"}]\n  allocatable: {cpu: \"4\", memory: 16Gi}";
+        let plain = node(&format!(
+            "metadata: {{name: plain, labels: {{apps: phi-3}}}}\n{cpu_ready}"
+        ));
+        assert!(!node_ready(&plain, true), "a GPU workspace needs GPUs");
+        assert!(node_ready(&plain, false));
+        let cordoned = node(&format!(
+            "metadata: {{name: c, labels: {{apps: phi-3}}}}\nspec: {{unschedulable: true}}\n{cpu_ready}"
+        ));
+        assert!(!node_ready(&cordoned, false));
+        let w = ws(include_str!("../../examples/inference-phi-3.yaml"));
+        let c = census(&w, [&plain, &cordoned], true, true);
+        assert_eq!(c.ready, ["plain"]);
+        assert!(c.unlabelled.is_empty());
+        assert_eq!(c.not_ready, [("c".to_string(), "not Ready".to_string())]);
+        assert_eq!(c.node_kind(), "CPU-only");
+        let gpu = census(&w, [&plain], true, false);
+        assert_eq!(gpu.unlabelled, ["plain"]);
+        assert_eq!(gpu.node_kind(), "GPU");
+    }
+
+    #[test]
+    fn a_cpu_only_nodeclaim_has_no_gpu_taint() {
+        let w = ws(
+            "metadata: {name: w, namespace: n}\nresource: {instanceType: m5.xlarge, labelSelector: {matchLabels: {apps: x}}}\ninference: {preset: {name: smollm2-135m-instruct}}",
+        );
+        let p = plan(&w, Cloud::Aws, None).expect("plan");
+        let c = nodeclaim(
+            &w,
+            &p,
+            &Config::new(Cloud::Aws, Provisioner::Karpenter).karpenter,
+            0,
+        );
+        assert!(c["spec"].get("taints").is_none(), "{c}");
+        assert_eq!(c["spec"]["requirements"][0]["values"], json!(["m5.xlarge"]));
     }
 
     #[test]

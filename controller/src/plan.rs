@@ -82,10 +82,21 @@ pub struct WorkspacePlan {
     pub sizing: Option<Plan>,
     /// Nodes (and serving replicas).
     pub node_count: i32,
-    /// GPUs each pod requests: all the GPUs of its node.
+    /// GPUs each pod requests: all the GPUs of its node (0 on a CPU-only size).
     pub gpus_per_node: u32,
     /// The VM size (may be empty for bring-your-own nodes).
     pub instance_type: String,
+    /// The node shape planned on: the size's catalog entry, or the bring-your-own nodes'
+    /// labels. It picks the runtime image (`{computeCapability}`) and says whether the
+    /// workload runs on a CPU.
+    pub shape: GpuShape,
+}
+
+impl WorkspacePlan {
+    /// Whether the nodes have no GPU: the model is served on their CPU.
+    pub fn cpu_only(&self) -> bool {
+        self.shape.is_cpu_only()
+    }
 }
 
 /// The admission configuration whose catalogs the controller sizes with: the built-in presets
@@ -108,6 +119,17 @@ pub fn sku_shape(cloud: Cloud, instance_type: &str) -> Option<GpuShape> {
         .skus
         .get(cloud, instance_type)
         .map(|s| s.shape())
+}
+
+/// Whether `ws` asks for a CPU-only size of `cloud` (`resource.instanceType` names one in the
+/// SKU catalog): its nodes then need no GPU to be ready, and provisioned ones get no GPU taint.
+/// Known before planning, so the node census can use it.
+pub fn cpu_only_size(ws: &Workspace, cloud: Cloud) -> bool {
+    ws.resource
+        .instance_type
+        .as_deref()
+        .and_then(|t| sku_shape(cloud, t))
+        .is_some_and(|s| s.is_cpu_only())
 }
 
 /// A GPU size of `cloud` for messages.
@@ -172,6 +194,7 @@ pub fn plan(
                 node_count,
                 gpus_per_node: shape.gpus,
                 instance_type,
+                shape,
             });
         }
         return Err(PlanError::NoPreset(if kind == WorkloadKind::Inference {
@@ -227,6 +250,7 @@ pub fn plan(
         sizing: Some(sizing),
         node_count,
         instance_type,
+        shape,
     })
 }
 
@@ -261,7 +285,7 @@ mod tests {
             ),
             (
                 "resource: {instanceType: Standard_D4s_v3}\ninference: {preset: {name: phi-3-mini-4k-instruct}}",
-                "has no GPU; choose a GPU size",
+                "serving phi-3-mini-4k-instruct on the CPU needs",
             ),
             (
                 "resource: {instanceType: Standard_NC6s_v3, count: 0}\ninference: {preset: {name: phi-3-mini-4k-instruct}}",
@@ -315,6 +339,26 @@ mod tests {
         );
         let err = plan(&unset, Cloud::Aws, None).expect_err("no instance type");
         assert!(err.to_string().contains("of aws, e.g. g5.xlarge"), "{err}");
+    }
+
+    #[test]
+    fn a_cpu_only_size_plans_a_cpu_workload_and_refuses_tuning() {
+        let w = ws(
+            "metadata: {name: w, namespace: n}\nresource: {instanceType: Standard_D4s_v3, labelSelector: {matchLabels: {a: b}}}\ninference: {preset: {name: smollm2-135m-instruct}}",
+        );
+        assert!(cpu_only_size(&w, Cloud::Azure));
+        assert!(!cpu_only_size(&w, Cloud::Aws), "not an AWS size");
+        let p = plan(&w, Cloud::Azure, None).expect("plans");
+        assert!(p.cpu_only());
+        assert_eq!(p.gpus_per_node, 0);
+        assert_eq!(p.sizing.as_ref().map(|s| s.dtype.as_str()), Some("f32"));
+        let t = ws(
+            "metadata: {name: t, namespace: n}\nresource: {instanceType: Standard_D16s_v3}\ntuning: {method: qlora, preset: {name: phi-3-mini-4k-instruct}}",
+        );
+        let err = plan(&t, Cloud::Azure, None).expect_err("tuning needs a GPU");
+        assert!(err.to_string().contains("needs a GPU"), "{err}");
+        let gpu = ws(include_str!("../../examples/inference-phi-3.yaml"));
+        assert!(!cpu_only_size(&gpu, Cloud::Azure));
     }
 
     #[test]

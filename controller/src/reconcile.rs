@@ -204,8 +204,9 @@ async fn reconcile_inner(ws: &Workspace, ctx: &Context) -> Result<Action, Reconc
     // Fetch: nodes from the reflector, the byo shape from their labels.
     let byo = ctx.config.provisioner == Provisioner::Byo;
     let all_nodes = ctx.nodes.state();
-    let census = nodes::census(ws, all_nodes.iter().map(|n| n.as_ref()), byo);
-    let byo_shape = if byo {
+    let cpu_only = plan::cpu_only_size(ws, ctx.config.cloud);
+    let census = nodes::census(ws, all_nodes.iter().map(|n| n.as_ref()), byo, cpu_only);
+    let byo_shape = if byo && !cpu_only {
         let labelled: Vec<(String, std::collections::BTreeMap<String, String>)> = all_nodes
             .iter()
             .filter(|n| {
@@ -243,9 +244,22 @@ async fn reconcile_inner(ws: &Workspace, ctx: &Context) -> Result<Action, Reconc
     // Plan (pure).
     let planned = plan::plan(ws, ctx.config.cloud, byo_shape.as_ref());
     let target = ws.resource.count.unwrap_or(1);
+    // The serving image depends on the planned nodes (`{computeCapability}`); one that cannot
+    // be chosen is reported like an invalid spec, with the fix.
+    let planned = planned
+        .map_err(|e| e.to_string())
+        .and_then(|p| match p.kind {
+            WorkloadKind::Inference if p.preset.is_some() => {
+                match inference::serving_image(ws, &p, &ctx.config.workload) {
+                    Ok(_) => Ok(p),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            _ => Ok(p),
+        });
     let (plan, invalid) = match (planned, engine.as_ref()) {
         (Ok(p), Ok(_)) => (Some(p), None),
-        (Err(e), _) => (None, Some(e.to_string())),
+        (Err(e), _) => (None, Some(e)),
         (Ok(_), Err(errors)) => {
             let why: Vec<String> = errors.iter().map(ToString::to_string).collect();
             (None, Some(why.join("; ")))

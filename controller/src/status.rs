@@ -332,12 +332,14 @@ pub fn desired(ws: &Workspace, o: &Observed<'_>) -> (Vec<Cond>, &'static str) {
 fn resource_condition(ws: &Workspace, o: &Observed<'_>) -> Cond {
     let target = usize::try_from(o.target.max(1)).unwrap_or(1);
     let ready = o.census.ready.len();
+    // GPU, or CPU-only for a workspace served on the CPU.
+    let kind = o.census.node_kind();
     if ready >= target {
         return Cond::yes(
             CONDITION_RESOURCE_READY,
             reason::READY,
             format!(
-                "{ready} of {target} GPU node(s) ready: {}",
+                "{ready} of {target} {kind} node(s) ready: {}",
                 o.census.ready.join(", ")
             ),
         );
@@ -361,11 +363,11 @@ fn resource_condition(ws: &Workspace, o: &Observed<'_>) -> Cond {
             let selector = selector_text(ws);
             let mut msg = if ready == 0 && o.census.not_ready.is_empty() {
                 format!(
-                    "no GPU nodes match the label selector {selector}; label {target} GPU node(s) with it, or change resource.labelSelector"
+                    "no {kind} nodes match the label selector {selector}; label {target} {kind} node(s) with it, or change resource.labelSelector"
                 )
             } else {
                 format!(
-                    "{ready} of {target} matching GPU node(s) ready{not_ready}; add {} GPU node(s) matching {selector} or lower resource.count",
+                    "{ready} of {target} matching {kind} node(s) ready{not_ready}; add {} {kind} node(s) matching {selector} or lower resource.count",
                     target - ready
                 )
             };
@@ -381,7 +383,7 @@ fn resource_condition(ws: &Workspace, o: &Observed<'_>) -> Cond {
             CONDITION_RESOURCE_READY,
             reason::PROVISIONING,
             format!(
-                "{ready} of {target} GPU node(s) ready{not_ready}; {}",
+                "{ready} of {target} {kind} node(s) ready{not_ready}; {}",
                 o.provision
                     .progress
                     .clone()
@@ -408,7 +410,7 @@ fn waiting_for_nodes(type_: &'static str) -> Cond {
     Cond::no(
         type_,
         reason::NODES_NOT_READY,
-        "waiting for ResourceReady: the workload is created once the GPU nodes are ready",
+        "waiting for ResourceReady: the workload is created once the nodes are ready",
     )
 }
 
@@ -778,6 +780,10 @@ mod tests {
             "metadata: {name: w-0}\nstatus: {containerStatuses: [{name: model, image: i, imageID: '', ready: false, restartCount: 3, state: {waiting: {reason: CrashLoopBackOff}}, lastState: {terminated: {exitCode: 2}}}]}",
         );
         let none = NodeCensus::default();
+        let none_cpu = NodeCensus {
+            cpu_only: true,
+            ..NodeCensus::default()
+        };
         let one = census(&["n1"]);
         let quota = ProvisionReport { failure: Some(("QuotaExceeded".into(), "Operation could not be completed as it results in exceeding approved standardNCSv3Family Cores quota".into())), progress: None, requeue_after: None };
         let ok = ProvisionReport::default();
@@ -791,6 +797,14 @@ mod tests {
                 "NodesNotReady",
                 "Pending",
                 "no GPU nodes match the label selector apps=phi-3",
+            ),
+            (
+                observed(Provisioner::Byo, &none_cpu, &ok, None, &[]),
+                false,
+                false,
+                "NodesNotReady",
+                "Pending",
+                "no CPU-only nodes match the label selector apps=phi-3; label 1 CPU-only node(s)",
             ),
             (
                 observed(Provisioner::Aks, &none, &quota, None, &[]),

@@ -100,6 +100,7 @@ fn skus_values(cloud: kaito_presets::Cloud) -> serde_json::Value {
                 "gpuMemory": k.gpu_memory.to_string(),
                 "computeCapability": k.compute_capability.map(|c| c.to_string()),
                 "vcpus": k.vcpus,
+                "memory": k.memory.map(|m| m.to_string()),
             })
         })
         .collect()

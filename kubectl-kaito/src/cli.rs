@@ -173,7 +173,7 @@ pub enum Command {
     /// The model presets this build knows.
     #[command(subcommand)]
     Models(ModelsCommand),
-    /// The GPU sizes (SKUs) of a cloud.
+    /// The VM sizes (SKUs) of a cloud: GPU sizes and CPU-only ones.
     #[command(after_help = SKUS_EXAMPLES)]
     Skus(SkusArgs),
     /// Print a shell completion script.
@@ -294,13 +294,14 @@ pub struct WorkspaceFlags {
     /// Model preset (see `kubectl kaito models list`).
     #[arg(long, value_name = "PRESET")]
     pub preset: String,
-    /// GPU VM size, e.g. Standard_NC6s_v3 (default: the smallest that fits).
+    /// VM size, e.g. Standard_NC6s_v3 (default: the smallest GPU size that fits); a CPU-only
+    /// size (e.g. Standard_D4s_v3) serves a small preset on the CPU.
     #[arg(long, value_name = "SKU")]
     pub instance_type: Option<String>,
-    /// Number of GPU nodes (serving replicas).
+    /// Number of nodes (serving replicas).
     #[arg(long, value_name = "N")]
     pub count: Option<i32>,
-    /// Label the GPU nodes carry (resource.labelSelector.matchLabels), repeatable: k=v.
+    /// Label the nodes carry (resource.labelSelector.matchLabels), repeatable: k=v.
     #[arg(long = "label", value_name = "K=V")]
     pub labels: Vec<String>,
     /// Adapter: name=image[,strength=0.8], repeatable.
@@ -474,7 +475,7 @@ pub enum ModelsCommand {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,
     },
-    /// Show a preset and which GPU sizes of a cloud fit it.
+    /// Show a preset and which sizes of a cloud fit it (GPU, and CPU-only for serving).
     #[command(
         after_help = "Examples:\n  kubectl kaito models describe phi-3-mini-4k-instruct\n  kubectl kaito models describe llama-3.1-8b-instruct --cloud aws"
     )]

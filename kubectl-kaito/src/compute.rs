@@ -225,11 +225,15 @@ pub fn build_workspace(f: &WorkspaceFlags, namespace: Option<&str>) -> Result<Wo
 }
 
 /// The one-line human summary of a plan for `count` nodes, e.g.
-/// `1 × Standard_NC6s_v3 (V100 16 GiB), f16, fits: needs 9 GiB`.
+/// `1 × Standard_NC6s_v3 (V100 16 GiB), f16, fits: needs 9 GiB`, or on a CPU-only size
+/// `1 × Standard_D4s_v3 (no GPU, 16 GiB memory: served on the CPU), f32, fits: needs 1.44 GiB`.
 pub fn plan_headline(count: i32, plan: &Plan) -> String {
     let shape = &plan.shape;
     let gpus = if shape.gpus == 0 {
-        "no GPU".to_string()
+        match shape.memory {
+            Some(m) => format!("no GPU, {m} memory: served on the CPU"),
+            None => "no GPU".to_string(),
+        }
     } else if shape.gpus == 1 {
         format!("{} {}", shape.gpu_model, shape.per_gpu_memory())
     } else {

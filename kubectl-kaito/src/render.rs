@@ -111,6 +111,15 @@ pub fn model_describe(preset: &Preset, mode: Mode, skus: &SkuCatalog, cloud: Clo
         "Serving needs: {} of GPU memory on one node (at least {} per GPU, {} GPU(s))",
         preset.serve.gpu_memory, preset.serve.per_gpu_memory, preset.serve.min_gpus
     );
+    let cpu = sizing::cpu_serving_memory(preset, preset.context_length);
+    let _ = writeln!(
+        s,
+        "On a CPU:      {} of memory with the full context ({} weights, {} KV cache, {} runtime; f32), on a CPU-only size",
+        cpu.total(),
+        cpu.weights,
+        cpu.kv_cache,
+        cpu.runtime
+    );
     let _ = writeln!(s, "Context:       {} tokens", preset.context_length);
     let _ = writeln!(s, "Disk:          {}", preset.disk);
     match &preset.tuning {
@@ -148,13 +157,37 @@ pub fn model_describe(preset: &Preset, mode: Mode, skus: &SkuCatalog, cloud: Clo
     let _ = writeln!(s);
     if fits.is_empty() {
         let _ = writeln!(s, "No {cloud} GPU size fits {mode} of {}.", preset.name);
-        return s;
+    } else {
+        let _ = writeln!(
+            s,
+            "{} {cloud} GPU sizes fit {mode}, smallest first (1 node each; more nodes add replicas):",
+            fits.len()
+        );
+        plan_rows(&mut s, &fits);
     }
-    let _ = writeln!(
-        s,
-        "{} {cloud} GPU sizes fit {mode}, smallest first (1 node each; more nodes add replicas):",
-        fits.len()
-    );
+    if mode == Mode::Serve {
+        let cpu = sizing::fitting_cpu_skus(preset, mode, RuntimeParams::default(), skus, cloud);
+        let _ = writeln!(s);
+        if cpu.is_empty() {
+            let _ = writeln!(
+                s,
+                "No {cloud} CPU-only size has the memory to serve {} on the CPU.",
+                preset.name
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "{} {cloud} CPU-only sizes serve it on the CPU (f32, slow; ask for one with --instance-type), least memory first:",
+                cpu.len()
+            );
+            plan_rows(&mut s, &cpu);
+        }
+    }
+    s
+}
+
+/// `SKU  PLAN` rows, indented, with each plan's notes.
+fn plan_rows(s: &mut String, fits: &[(&kaito_presets::Sku, sizing::Plan)]) {
     let rows: Vec<Vec<String>> = fits
         .iter()
         .map(|(sku, plan)| {
@@ -169,7 +202,6 @@ pub fn model_describe(preset: &Preset, mode: Mode, skus: &SkuCatalog, cloud: Clo
     for line in table(&["SKU", "PLAN"], &rows).lines() {
         let _ = writeln!(s, "  {line}");
     }
-    s
 }
 
 /// `skus`.
@@ -193,6 +225,9 @@ pub fn skus_table(skus: &SkuCatalog, cloud: Cloud) -> String {
                     .map(|c| c.to_string())
                     .unwrap_or_else(|| "-".into()),
                 k.vcpus.to_string(),
+                k.memory
+                    .map(|m| m.to_string())
+                    .unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
@@ -205,6 +240,7 @@ pub fn skus_table(skus: &SkuCatalog, cloud: Cloud) -> String {
             "GPU-MEMORY",
             "COMPUTE",
             "VCPUS",
+            "MEMORY",
         ],
         &rows,
     )

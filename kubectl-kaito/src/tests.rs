@@ -704,7 +704,27 @@ fn models_and_skus_render_from_the_catalog() {
             "16",
             "GiB",
             "7.0",
-            "6"
+            "6",
+            "-"
+        ]
+    );
+    let cpu = skus
+        .lines()
+        .find(|l| l.starts_with("Standard_D4s_v3 "))
+        .expect("D4s_v3 row");
+    assert_eq!(
+        cpu.split_whitespace().collect::<Vec<_>>(),
+        [
+            "Standard_D4s_v3",
+            "0",
+            "-",
+            "-",
+            "0",
+            "GiB",
+            "-",
+            "4",
+            "16",
+            "GiB"
         ]
     );
     let d = render::model_describe(
@@ -724,6 +744,61 @@ fn models_and_skus_render_from_the_catalog() {
         d.contains("azure GPU sizes fit serving, smallest first"),
         "{d}"
     );
+    assert!(
+        d.contains("azure CPU-only sizes serve it on the CPU")
+            && d.lines().any(|l| l.starts_with("  Standard_D8s_v3 ")
+                && l.contains("(no GPU, 32 GiB memory): fits serving")),
+        "{d}"
+    );
+    assert!(
+        d.contains("On a CPU:      18.24 GiB of memory with the full context"),
+        "{d}"
+    );
+    let big = render::model_describe(
+        kaito_presets::PresetCatalog::builtin()
+            .get("llama-3.3-70b-instruct")
+            .expect("preset"),
+        kaito_presets::Mode::Serve,
+        kaito_presets::SkuCatalog::builtin(),
+        Cloud::Azure,
+    );
+    assert!(
+        big.contains("No azure CPU-only size has the memory to serve llama-3.3-70b-instruct"),
+        "{big}"
+    );
+    let tuning = render::model_describe(
+        kaito_presets::PresetCatalog::builtin()
+            .get("phi-3-mini-4k-instruct")
+            .expect("preset"),
+        kaito_presets::Mode::TuneQlora,
+        kaito_presets::SkuCatalog::builtin(),
+        Cloud::Azure,
+    );
+    assert!(!tuning.contains("CPU-only sizes"), "{tuning}");
+}
+
+#[test]
+fn a_cpu_only_plan_reads_as_served_on_the_cpu() {
+    let preset = kaito_presets::PresetCatalog::builtin()
+        .get("smollm2-135m-instruct")
+        .expect("preset");
+    let sku = kaito_presets::SkuCatalog::builtin()
+        .get(Cloud::Aws, "m5.xlarge")
+        .expect("sku");
+    let plan = kaito_presets::sizing::plan(
+        preset,
+        kaito_presets::Mode::Serve,
+        Default::default(),
+        &sku.shape(),
+    );
+    let headline = compute::plan_headline(2, &plan);
+    assert!(
+        headline.starts_with(
+            "2 × m5.xlarge (no GPU, 16 GiB memory: served on the CPU), f32, fits: needs "
+        ) && headline.ends_with(", context 8192"),
+        "{headline}"
+    );
+    assert!(!headline.contains("GPU)"), "{headline}");
 }
 
 #[test]

@@ -6,6 +6,10 @@
 //! fit in what is left. The runtime (mistral.rs) serves one whole copy of the model per
 //! node, tensor-parallel across that node's GPUs, so a node must hold the model by itself:
 //! more nodes add replicas, not memory.
+//!
+//! On a CPU-only size (no GPU) a preset is served on the CPU, in f32, when
+//! [`cpu_serving_memory`] — the one CPU estimate, which the serving pod also requests — fits
+//! in [`CPU_USABLE_FRACTION`] of the node's memory. Tuning needs a GPU.
 
 use std::fmt;
 
@@ -25,6 +29,16 @@ pub const HEADROOM: f64 = 1.05;
 pub const MIN_SERVING_CONTEXT: u32 = 2048;
 /// Context lengths chosen by sizing are multiples of this.
 pub const CONTEXT_STEP: u32 = 256;
+/// Share of a CPU-only node's memory a serving pod may request: the kubelet's and the
+/// system's reservations and the eviction threshold keep the rest (AKS reserves about 2.6 GiB
+/// of a 16 GiB node).
+pub const CPU_USABLE_FRACTION: f64 = 0.8;
+/// Memory the runtime needs on a CPU beside the weights and the KV cache (the process,
+/// tokenizer, activations, request buffers).
+pub const CPU_RUNTIME_OVERHEAD_GIB: f64 = 1.0;
+/// The runtime computes in f32 on a CPU (candle has no CPU bf16 matmul; x86 has no f16
+/// arithmetic), so 16-bit weights and the KV cache take twice the bytes the catalog gives.
+pub const CPU_F32_FACTOR: f64 = 2.0;
 
 /// What the node will do with the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,14 +75,17 @@ pub enum Dtype {
     Bf16,
     /// float16 (older GPUs such as V100 and T4).
     F16,
+    /// float32 (on a CPU).
+    F32,
 }
 
 impl Dtype {
-    /// The runtime's name for the precision.
+    /// The runtime's name for the precision (its `--dtype` value).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Bf16 => "bf16",
             Self::F16 => "f16",
+            Self::F32 => "f32",
         }
     }
 }
@@ -82,11 +99,45 @@ impl fmt::Display for Dtype {
 /// One reason a model does not fit a node. The text says what is missing.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum Problem {
-    /// The node has no GPU.
-    #[error("{node} has no GPU; choose a GPU size")]
-    CpuOnly {
+    /// Tuning asked of a node without a GPU.
+    #[error(
+        "{mode} needs a GPU and {node} has none; choose a GPU size (only serving runs on a CPU)"
+    )]
+    TuningNeedsGpu {
+        /// What for.
+        mode: Mode,
         /// The node's description.
         node: String,
+    },
+    /// A CPU-only size whose memory the SKU catalog does not give.
+    #[error(
+        "{node} has no GPU and the SKU catalog gives no memory for it, so serving on its CPU cannot be sized; add `memory` to its SKU catalog entry, or choose a GPU size"
+    )]
+    CpuMemoryUnknown {
+        /// The node's description.
+        node: String,
+    },
+    /// Serving on a CPU-only node needs more memory than a pod may use there.
+    #[error(
+        "serving {preset} on the CPU needs {needs} of memory ({weights} of weights, {kv_cache} of KV cache for {context} tokens in f32, {runtime} for the runtime); {node} lets a pod use {has}"
+    )]
+    CpuMemory {
+        /// Preset name.
+        preset: String,
+        /// The whole estimate.
+        needs: Memory,
+        /// Its weights part.
+        weights: Memory,
+        /// Its KV-cache part.
+        kv_cache: Memory,
+        /// The context the KV cache is counted for.
+        context: u32,
+        /// Its runtime part.
+        runtime: Memory,
+        /// The node's description.
+        node: String,
+        /// What a pod may use of the node's memory.
+        has: Memory,
     },
     /// The node's total GPU memory is below the preset's minimum.
     #[error("{preset} needs at least {needs} of GPU memory on one node; {node} has {has}")]
@@ -187,7 +238,8 @@ pub struct Plan {
     pub dtype: Dtype,
     /// Context length to serve with (serving only).
     pub max_model_len: Option<u32>,
-    /// Memory the preset requires of the node (serving) or of each GPU (tuning).
+    /// Memory the preset requires of the node's GPUs (serving), of each GPU (tuning), or of
+    /// a CPU-only node (serving on the CPU: [`cpu_serving_memory`], which the pod requests).
     pub needs: Memory,
     /// Plain-language notes: choices sizing made that a user should know about.
     pub notes: Vec<String>,
@@ -217,9 +269,50 @@ impl Plan {
     }
 }
 
+/// What serving a preset on a CPU takes of the node's memory; see [`cpu_serving_memory`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuMemoryEstimate {
+    /// The weights as loaded.
+    pub weights: Memory,
+    /// The KV cache for the context, in f32.
+    pub kv_cache: Memory,
+    /// The runtime's own memory.
+    pub runtime: Memory,
+}
+
+impl CpuMemoryEstimate {
+    /// The sum: what admission checks against the node and the serving pod requests.
+    pub fn total(&self) -> Memory {
+        Memory::bytes(self.weights.as_bytes() + self.kv_cache.as_bytes() + self.runtime.as_bytes())
+    }
+}
+
+/// The memory serving `preset` on a CPU takes with a context of `context` tokens — the one
+/// CPU estimate, used by admission and as the serving pod's memory request:
+/// - the weights: a GGUF preset's quantized tensors stay as the file holds them; 16-bit
+///   safetensors weights are loaded in f32, [`CPU_F32_FACTOR`] times the catalog's `weights`;
+/// - the KV cache: `kvBytesPerToken` (16-bit) × [`CPU_F32_FACTOR`] × `context`, the cache of
+///   `context` tokens in flight (as on a GPU, concurrent sequences share this budget);
+/// - [`CPU_RUNTIME_OVERHEAD_GIB`] for the runtime itself.
+pub fn cpu_serving_memory(preset: &Preset, context: u32) -> CpuMemoryEstimate {
+    let weights = if preset.huggingface.file.is_some() {
+        preset.weights
+    } else {
+        Memory::bytes((preset.weights.as_bytes() as f64 * CPU_F32_FACTOR) as u64)
+    };
+    let kv = preset.kv_bytes_per_token as f64 * CPU_F32_FACTOR * f64::from(context);
+    CpuMemoryEstimate {
+        weights,
+        kv_cache: Memory::bytes(kv as u64),
+        runtime: Memory::gib_f64(CPU_RUNTIME_OVERHEAD_GIB),
+    }
+}
+
 /// Sizes `preset` for `mode` on one node of `shape`.
 pub fn plan(preset: &Preset, mode: Mode, params: RuntimeParams, shape: &GpuShape) -> Plan {
-    let dtype = if shape.supports_bf16() {
+    let dtype = if shape.is_cpu_only() {
+        Dtype::F32
+    } else if shape.supports_bf16() {
         Dtype::Bf16
     } else {
         Dtype::F16
@@ -236,8 +329,14 @@ pub fn plan(preset: &Preset, mode: Mode, params: RuntimeParams, shape: &GpuShape
         notes: Vec::new(),
     };
     let node = shape.describe();
-    if shape.gpus == 0 {
-        plan.problems.push(Problem::CpuOnly { node });
+    if shape.is_cpu_only() {
+        plan.gpus_needed = 0;
+        match mode {
+            Mode::Serve => size_cpu_serving(preset, params, shape, &mut plan),
+            Mode::TuneLora | Mode::TuneQlora => {
+                plan.problems.push(Problem::TuningNeedsGpu { mode, node })
+            }
+        }
         return plan;
     }
     if dtype == Dtype::F16 {
@@ -346,6 +445,63 @@ fn size_serving(preset: &Preset, params: RuntimeParams, shape: &GpuShape, plan: 
     }
 }
 
+fn size_cpu_serving(preset: &Preset, params: RuntimeParams, shape: &GpuShape, plan: &mut Plan) {
+    let node = shape.describe();
+    let Some(memory) = shape.memory else {
+        plan.problems.push(Problem::CpuMemoryUnknown { node });
+        return;
+    };
+    let usable = Memory::gib_f64(memory.as_gib() * CPU_USABLE_FRACTION);
+    // Tokens whose KV cache fits beside the weights and the runtime.
+    let fixed = cpu_serving_memory(preset, 0).total();
+    let per_token = cpu_serving_memory(preset, 1).kv_cache.as_bytes().max(1);
+    let room = usable.as_bytes().saturating_sub(fixed.as_bytes());
+    let fits_tokens = u32::try_from(room / per_token).unwrap_or(u32::MAX);
+    let fits_tokens = fits_tokens / CONTEXT_STEP * CONTEXT_STEP;
+    let context = match params.max_model_len {
+        Some(requested) if requested > preset.context_length => {
+            plan.problems.push(Problem::ContextTooLong {
+                preset: preset.name.clone(),
+                requested,
+                limit: preset.context_length,
+            });
+            return;
+        }
+        Some(requested) => requested,
+        None if fits_tokens >= preset.context_length => preset.context_length,
+        None => {
+            let context = fits_tokens.max(MIN_SERVING_CONTEXT.min(preset.context_length));
+            if context == fits_tokens {
+                plan.notes.push(format!(
+                    "context limited to {fits_tokens} tokens (the model supports {}) so the KV cache fits in the node's memory",
+                    preset.context_length
+                ));
+            }
+            context
+        }
+    };
+    let estimate = cpu_serving_memory(preset, context);
+    plan.needs = estimate.total();
+    if estimate.total() > usable {
+        plan.problems.push(Problem::CpuMemory {
+            preset: preset.name.clone(),
+            needs: estimate.total(),
+            weights: estimate.weights,
+            kv_cache: estimate.kv_cache,
+            context,
+            runtime: estimate.runtime,
+            node,
+            has: usable,
+        });
+        return;
+    }
+    plan.max_model_len = Some(context);
+    plan.notes.push(format!(
+        "no GPU: served on the CPU in f32 (slow; meant for small models); the pod requests {} of memory",
+        estimate.total()
+    ));
+}
+
 fn size_tuning(preset: &Preset, mode: Mode, shape: &GpuShape, plan: &mut Plan) {
     let Some(tuning) = &preset.tuning else {
         plan.problems.push(Problem::TuningNotSupported {
@@ -394,6 +550,27 @@ pub fn fitting_skus<'a>(
     fits.sort_by(|(a, _), (b, _)| {
         (a.gpus, a.gpu_memory, a.vcpus, &a.name).cmp(&(b.gpus, b.gpu_memory, b.vcpus, &b.name))
     });
+    fits
+}
+
+/// Every CPU-only size of `cloud` on which `preset` is served on the CPU, least memory first
+/// (then fewest vCPUs, then name). Empty for tuning, which needs a GPU.
+pub fn fitting_cpu_skus<'a>(
+    preset: &Preset,
+    mode: Mode,
+    params: RuntimeParams,
+    catalog: &'a SkuCatalog,
+    cloud: Cloud,
+) -> Vec<(&'a Sku, Plan)> {
+    if mode != Mode::Serve {
+        return Vec::new();
+    }
+    let mut fits: Vec<(&Sku, Plan)> = catalog
+        .cpu_skus(cloud)
+        .map(|sku| (sku, plan(preset, mode, params, &sku.shape())))
+        .filter(|(_, plan)| plan.fits())
+        .collect();
+    fits.sort_by(|(a, _), (b, _)| (a.memory, a.vcpus, &a.name).cmp(&(b.memory, b.vcpus, &b.name)));
     fits
 }
 
@@ -599,14 +776,156 @@ mod tests {
     }
 
     #[test]
-    fn cpu_only_size_is_rejected_as_such() {
-        let p = size("phi-3-mini-4k-instruct", Mode::Serve, "Standard_D4s_v3");
+    fn a_small_preset_is_served_on_a_cpu_only_size_with_its_full_context() {
+        let p = size("smollm2-135m-instruct", Mode::Serve, "Standard_D4s_v3");
+        assert!(p.fits(), "{:?}", p.problems);
+        assert_eq!(p.dtype, Dtype::F32);
+        assert_eq!((p.gpus_per_node, p.gpus_needed), (0, 0));
+        assert_eq!(p.max_model_len, Some(8192));
+        // GGUF weights as in the file (98362432 bytes), f32 KV cache for 8192 tokens
+        // (2 x 23040 x 8192 bytes), 1 GiB for the runtime.
+        let want = 98_362_432 + 2 * 23_040 * 8192 + (1u64 << 30);
+        assert_eq!(p.needs, Memory::bytes(want));
+        assert_eq!(
+            p.needs,
+            cpu_serving_memory(preset("smollm2-135m-instruct"), 8192).total()
+        );
         assert!(
-            matches!(p.problems.as_slice(), [Problem::CpuOnly { .. }]),
+            p.summary()
+                .starts_with("Standard_D4s_v3 (no GPU, 16 GiB memory): fits serving"),
+            "{}",
+            p.summary()
+        );
+        assert!(
+            p.notes.iter().any(|n| n.contains("served on the CPU")),
+            "{:?}",
+            p.notes
+        );
+    }
+
+    #[test]
+    fn safetensors_weights_count_twice_on_a_cpu_because_they_are_loaded_in_f32() {
+        let p = preset("phi-3-mini-4k-instruct");
+        let e = cpu_serving_memory(p, 4096);
+        assert_eq!(e.weights, Memory::bytes(2 * p.weights.as_bytes()));
+        assert_eq!(e.kv_cache, Memory::bytes(2 * 393_216 * 4096));
+        // 14.24 + 3 + 1 GiB does not fit the 12.8 GiB a pod may use of 16 GiB, fits 32 GiB.
+        let small = size("phi-3-mini-4k-instruct", Mode::Serve, "Standard_D4s_v3");
+        assert!(
+            matches!(small.problems.as_slice(), [Problem::CpuMemory { .. }]),
+            "{:?}",
+            small.problems
+        );
+        assert!(size("phi-3-mini-4k-instruct", Mode::Serve, "Standard_D8s_v3").fits());
+    }
+
+    #[test]
+    fn a_big_preset_on_a_cpu_only_size_is_refused_with_needs_and_has() {
+        let p = size("llama-3.3-70b-instruct", Mode::Serve, "Standard_D4s_v3");
+        let text = p
+            .problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        assert!(
+            matches!(p.problems.as_slice(), [Problem::CpuMemory { .. }]),
+            "{text}"
+        );
+        for needle in [
+            "serving llama-3.3-70b-instruct on the CPU needs",
+            "262.84 GiB of weights",
+            "Standard_D4s_v3 (no GPU, 16 GiB memory) lets a pod use 12.8 GiB",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from {text}");
+        }
+        assert!(
+            fitting_cpu_skus(
+                preset("llama-3.3-70b-instruct"),
+                Mode::Serve,
+                RuntimeParams::default(),
+                SkuCatalog::builtin(),
+                Cloud::Azure
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn cpu_context_is_shortened_to_fit_or_checked_when_given() {
+        // phi-3-mini-128k: 15.24 GiB fixed; 32 GiB x 0.8 leaves room for ~11k f32 tokens.
+        let p = size("phi-3-mini-128k-instruct", Mode::Serve, "Standard_D8s_v3");
+        assert!(p.fits(), "{:?}", p.problems);
+        let len = p.max_model_len.expect("a context");
+        assert!((MIN_SERVING_CONTEXT..131072).contains(&len), "{len}");
+        assert!(p.notes.iter().any(|n| n.contains("node's memory")));
+        let long = plan(
+            preset("phi-3-mini-128k-instruct"),
+            Mode::Serve,
+            RuntimeParams {
+                max_model_len: Some(65536),
+            },
+            &azure("Standard_D8s_v3"),
+        );
+        assert!(
+            matches!(
+                long.problems.as_slice(),
+                [Problem::CpuMemory { context: 65536, .. }]
+            ),
+            "{:?}",
+            long.problems
+        );
+    }
+
+    #[test]
+    fn cpu_only_sizes_cannot_tune_or_serve_without_a_known_memory() {
+        let t = size("phi-3-mini-4k-instruct", Mode::TuneQlora, "Standard_E8s_v5");
+        assert!(
+            matches!(t.problems.as_slice(), [Problem::TuningNeedsGpu { .. }]),
+            "{:?}",
+            t.problems
+        );
+        assert!(t.problems[0].to_string().contains("needs a GPU"));
+        let mut shape = azure("Standard_D4s_v3");
+        shape.memory = None;
+        let p = plan(
+            preset("smollm2-135m-instruct"),
+            Mode::Serve,
+            RuntimeParams::default(),
+            &shape,
+        );
+        assert!(
+            matches!(p.problems.as_slice(), [Problem::CpuMemoryUnknown { .. }]),
             "{:?}",
             p.problems
         );
-        assert!(p.problems[0].to_string().contains("has no GPU"));
+        assert!(p.problems[0].to_string().contains("add `memory`"));
+    }
+
+    #[test]
+    fn cpu_sizes_that_fit_come_smallest_memory_first() {
+        let names: Vec<String> = fitting_cpu_skus(
+            preset("smollm2-135m-instruct"),
+            Mode::Serve,
+            RuntimeParams::default(),
+            SkuCatalog::builtin(),
+            Cloud::Azure,
+        )
+        .into_iter()
+        .map(|(s, _)| s.name.clone())
+        .collect();
+        assert_eq!(names.first().map(String::as_str), Some("Standard_DS2_v2"));
+        assert!(names.contains(&"Standard_D4s_v3".to_string()), "{names:?}");
+        assert!(
+            fitting_cpu_skus(
+                preset("smollm2-135m-instruct"),
+                Mode::TuneLora,
+                RuntimeParams::default(),
+                SkuCatalog::builtin(),
+                Cloud::Azure
+            )
+            .is_empty()
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The GPU SKU catalog (`catalog/skus.yaml`) and node shapes from GPU-feature-discovery
-//! labels (bring-your-own nodes).
+//! The VM size catalog (`catalog/skus.yaml`: GPU sizes, and CPU-only sizes with their memory
+//! for serving small presets on a CPU) and node shapes from GPU-feature-discovery labels
+//! (bring-your-own nodes).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -70,6 +71,12 @@ impl ComputeCapability {
     pub fn supports_bf16(self) -> bool {
         self.major >= 8
     }
+
+    /// The capability without the dot, as `CUDA_COMPUTE_CAP` and the runtime image tags write
+    /// it: `80` for 8.0, `75` for 7.5.
+    pub fn digits(self) -> String {
+        format!("{}{}", self.major, self.minor)
+    }
 }
 
 impl FromStr for ComputeCapability {
@@ -115,6 +122,10 @@ pub struct Sku {
     /// CUDA compute capability.
     #[serde(default)]
     pub compute_capability: Option<ComputeCapability>,
+    /// Memory (RAM) of the node. CPU-only sizes need it to serve a preset on the CPU; a
+    /// CPU-only size without it is refused with that reason.
+    #[serde(default)]
+    pub memory: Option<Memory>,
     /// vCPUs (only used to prefer the smaller of two otherwise equal sizes).
     #[serde(default)]
     pub vcpus: u32,
@@ -132,6 +143,7 @@ impl Sku {
             gpu_memory: self.gpu_memory,
             gpu_model: self.gpu_model.clone().unwrap_or_else(|| "none".into()),
             compute_capability: self.compute_capability,
+            memory: self.memory,
         }
     }
 }
@@ -197,6 +209,11 @@ impl SkuCatalog {
                         "a GPU size needs gpuMemory above 0 and a computeCapability",
                     ));
                 }
+                if s.memory.is_some_and(Memory::is_zero) {
+                    return Err(bad(
+                        "memory must be above 0Gi (or left out where it is not known)",
+                    ));
+                }
             }
         }
         Ok(Self {
@@ -223,6 +240,11 @@ impl SkuCatalog {
     pub fn gpu_skus(&self, cloud: Cloud) -> impl Iterator<Item = &Sku> {
         self.list(cloud).iter().filter(|s| s.gpus > 0)
     }
+
+    /// The CPU-only sizes of a cloud.
+    pub fn cpu_skus(&self, cloud: Cloud) -> impl Iterator<Item = &Sku> {
+        self.list(cloud).iter().filter(|s| s.gpus == 0)
+    }
 }
 
 /// The GPUs of one node, from a catalog SKU or from a bring-your-own node's labels.
@@ -238,9 +260,16 @@ pub struct GpuShape {
     pub gpu_model: String,
     /// CUDA compute capability, when known.
     pub compute_capability: Option<ComputeCapability>,
+    /// Memory (RAM) of the node, when known (catalog sizes that give it; not from labels).
+    pub memory: Option<Memory>,
 }
 
 impl GpuShape {
+    /// Whether the node has no GPU: the model is served on its CPU.
+    pub fn is_cpu_only(&self) -> bool {
+        self.gpus == 0
+    }
+
     /// Memory of each GPU.
     pub fn per_gpu_memory(&self) -> Memory {
         if self.gpus == 0 {
@@ -298,6 +327,7 @@ impl GpuShape {
                 }),
                 _ => None,
             },
+            memory: None,
         })
     }
 
@@ -325,10 +355,13 @@ impl GpuShape {
         })
     }
 
-    /// `Standard_NC6s_v3 (1× V100, 16 GiB)`.
+    /// `Standard_NC6s_v3 (1× V100, 16 GiB)`; `Standard_D4s_v3 (no GPU, 16 GiB memory)`.
     pub fn describe(&self) -> String {
         if self.gpus == 0 {
-            format!("{} (no GPU)", self.source)
+            match self.memory {
+                Some(m) => format!("{} (no GPU, {m} memory)", self.source),
+                None => format!("{} (no GPU)", self.source),
+            }
         } else {
             format!(
                 "{} ({}× {}, {})",
@@ -521,6 +554,48 @@ mod tests {
         let err = GpuShape::uniform(&[a, ("c".into(), bigger)]).expect_err("differs");
         assert!(matches!(err, ShapeError::NotUniform { .. }));
         assert_eq!(GpuShape::uniform(&[]), Err(ShapeError::NoNodes));
+    }
+
+    #[test]
+    fn every_builtin_cpu_only_size_gives_its_memory() {
+        let c = SkuCatalog::builtin();
+        for cloud in [Cloud::Azure, Cloud::Aws] {
+            assert!(c.cpu_skus(cloud).count() >= 3, "{cloud}");
+            for s in c.cpu_skus(cloud) {
+                assert!(s.memory.is_some_and(|m| !m.is_zero()), "{cloud} {}", s.name);
+            }
+        }
+        let d4 = c.get(Cloud::Azure, "Standard_D4s_v3").expect("listed");
+        assert_eq!(d4.memory, Some(Memory::gib(16)));
+        assert!(d4.shape().is_cpu_only());
+        assert_eq!(
+            d4.shape().describe(),
+            "Standard_D4s_v3 (no GPU, 16 GiB memory)"
+        );
+        assert_eq!(
+            c.get(Cloud::Aws, "m5.2xlarge").and_then(|s| s.memory),
+            Some(Memory::gib(32))
+        );
+    }
+
+    #[test]
+    fn catalog_rejects_a_zero_memory() {
+        let bad =
+            "version: 1\nclouds:\n  aws:\n    - {name: m, gpus: 0, gpuMemory: 0Gi, memory: 0Gi}\n";
+        let err = SkuCatalog::from_yaml(bad).expect_err("bad").to_string();
+        assert!(
+            err.contains("aws #0 (m)") && err.contains("memory"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn compute_capability_digits_drop_the_dot() {
+        let cc = |s: &str| s.parse::<ComputeCapability>().expect("valid").digits();
+        assert_eq!(cc("7.0"), "70");
+        assert_eq!(cc("7.5"), "75");
+        assert_eq!(cc("8.9"), "89");
+        assert_eq!(cc("9.0"), "90");
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub struct AdmissionConfig {
     pub provisioner: Provisioner,
     /// The model presets.
     pub presets: PresetCatalog,
-    /// The GPU sizes.
+    /// The VM sizes (GPU and CPU-only).
     pub skus: SkuCatalog,
     /// Which download URLs tuning input may name.
     pub url_policy: UrlPolicy,
@@ -670,18 +670,17 @@ fn check_resource(ws: &Workspace, cfg: &AdmissionConfig, v: &mut Verdict) {
         return;
     };
     let Some(sku) = cfg.skus.get(cfg.cloud, instance_type) else {
-        let known: Vec<&str> = cfg
-            .skus
-            .gpu_skus(cfg.cloud)
-            .map(|s| s.name.as_str())
-            .collect();
+        let names = |skus: &mut dyn Iterator<Item = &kaito_presets::Sku>| {
+            skus.map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+        };
         v.resource_problem(
             bypass,
             field,
             format!(
-                "{instance_type:?} is not a known {} GPU size; supported sizes: {}",
+                "{instance_type:?} is not a known {} size; GPU sizes: {}; CPU-only sizes (small presets, served on the CPU): {}",
                 cfg.cloud,
-                known.join(", ")
+                names(&mut cfg.skus.gpu_skus(cfg.cloud)),
+                names(&mut cfg.skus.cpu_skus(cfg.cloud)),
             ),
         );
         return;
@@ -690,16 +689,51 @@ fn check_resource(ws: &Workspace, cfg: &AdmissionConfig, v: &mut Verdict) {
     if plan.fits() {
         return;
     }
-    let fitting: Vec<String> =
-        sizing::fitting_skus(preset, mode, RuntimeParams::default(), &cfg.skus, cfg.cloud)
-            .into_iter()
+    let first_names = |fits: Vec<(&kaito_presets::Sku, Plan)>| {
+        fits.into_iter()
             .take(SUGGESTED_SKUS)
             .map(|(s, _)| s.name.clone())
-            .collect();
-    let hint = if fitting.is_empty() {
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let fitting = first_names(sizing::fitting_skus(
+        preset,
+        mode,
+        RuntimeParams::default(),
+        &cfg.skus,
+        cfg.cloud,
+    ));
+    let cpu_too_small = plan
+        .problems
+        .iter()
+        .any(|p| matches!(p, sizing::Problem::CpuMemory { .. }));
+    let hint = if cpu_too_small {
+        // A CPU-only size asked for a preset that does not fit its memory: a bigger CPU-only
+        // size, or a GPU size.
+        let cpu = first_names(sizing::fitting_cpu_skus(
+            preset,
+            mode,
+            RuntimeParams::default(),
+            &cfg.skus,
+            cfg.cloud,
+        ));
+        let cpu = if cpu.is_empty() {
+            format!("no {} CPU-only size has enough memory", cfg.cloud)
+        } else {
+            format!("CPU-only sizes that fit: {cpu}")
+        };
+        let gpu = if fitting.is_empty() {
+            format!("no {} GPU size fits", cfg.cloud)
+        } else {
+            format!("GPU sizes that fit: {fitting}")
+        };
+        format!(
+            "set resource.instanceType to a CPU-only size with more memory ({cpu}) or to a GPU size ({gpu})"
+        )
+    } else if fitting.is_empty() {
         format!("no {} size fits", cfg.cloud)
     } else {
-        format!("sizes that fit: {}", fitting.join(", "))
+        format!("sizes that fit: {fitting}")
     };
     let reasons = plan
         .problems
@@ -721,7 +755,10 @@ pub fn workspace_plan(ws: &Workspace, cfg: &AdmissionConfig) -> Result<Plan, Vec
     let sku = cfg.skus.get(cfg.cloud, instance_type).ok_or_else(|| {
         vec![FieldError::new(
             "resource.instanceType",
-            format!("{instance_type:?} is not a known {} GPU size", cfg.cloud),
+            format!(
+                "{instance_type:?} is not a known {} size (GPU or CPU-only)",
+                cfg.cloud
+            ),
         )]
     })?;
     workspace_plan_for_shape(ws, cfg, &sku.shape())

@@ -294,7 +294,7 @@ fn unknown_instance_type_is_rejected_listing_supported_sizes() {
     assert_rejected(
         w,
         "resource.instanceType",
-        "supported sizes: Standard_NV36ads_A10_v5",
+        "GPU sizes: Standard_NV36ads_A10_v5",
     );
 }
 
@@ -327,9 +327,76 @@ fn phi3_medium_on_a_v100_is_rejected_with_needs_has_and_fitting_sizes() {
 }
 
 #[test]
-fn cpu_only_size_is_rejected() {
+fn a_small_preset_is_admitted_on_a_cpu_only_size() {
+    let w = ws(&INFERENCE
+        .replace("Standard_NC6s_v3", "Standard_D4s_v3")
+        .replace("phi-3-mini-4k-instruct", "smollm2-135m-instruct"));
+    let (w, verdict) = admit(w);
+    assert!(verdict.is_allowed(), "{}", verdict.message());
+    assert!(verdict.warnings.is_empty(), "{:?}", verdict.warnings);
+    // The instance type the user asked for stays; the plan is a CPU plan.
+    assert_eq!(w.resource.instance_type.as_deref(), Some("Standard_D4s_v3"));
+    let plan = workspace_plan(&w, &cfg()).expect("plans");
+    assert!(plan.fits(), "{:?}", plan.problems);
+    assert_eq!(plan.dtype, kaito_presets::Dtype::F32);
+    assert_eq!(plan.gpus_per_node, 0);
+    // Also on AWS's CPU-only sizes.
+    let aws = AdmissionConfig::new(Cloud::Aws, Provisioner::Karpenter);
+    let mut w = ws(&INFERENCE
+        .replace("Standard_NC6s_v3", "m5.xlarge")
+        .replace("phi-3-mini-4k-instruct", "smollm2-135m-instruct"));
+    apply_defaults(&mut w, &aws);
+    let verdict = validate(None, &w, &aws);
+    assert!(verdict.is_allowed(), "{}", verdict.message());
+}
+
+#[test]
+fn a_big_preset_on_a_cpu_only_size_is_refused_with_needed_available_and_the_fix() {
+    let w = ws(&INFERENCE
+        .replace("Standard_NC6s_v3", "Standard_D4s_v3")
+        .replace("phi-3-mini-4k-instruct", "llama-3.3-70b-instruct"));
+    let errors = errors_of(w);
+    let e = errors
+        .iter()
+        .find(|e| e.field == "resource.instanceType")
+        .unwrap_or_else(|| panic!("a resource.instanceType error in {errors:#?}"));
+    for needle in [
+        "serving llama-3.3-70b-instruct on the CPU needs",
+        "of memory",
+        "Standard_D4s_v3 (no GPU, 16 GiB memory) lets a pod use 12.8 GiB",
+        "set resource.instanceType to a CPU-only size with more memory",
+        "no azure CPU-only size has enough memory",
+        "or to a GPU size (GPU sizes that fit: Standard_NC80adis_H100_v5",
+    ] {
+        assert!(
+            e.message.contains(needle),
+            "{needle:?} missing from {}",
+            e.message
+        );
+    }
+    assert!(e.to_string().starts_with("resource.instanceType: "), "{e}");
+}
+
+#[test]
+fn a_cpu_only_size_too_small_for_a_mid_preset_names_the_cpu_sizes_that_fit() {
     let w = ws(&INFERENCE.replace("Standard_NC6s_v3", "Standard_D4s_v3"));
-    assert_rejected(w, "resource.instanceType", "has no GPU");
+    let errors = errors_of(w);
+    let e = errors
+        .iter()
+        .find(|e| e.field == "resource.instanceType")
+        .unwrap_or_else(|| panic!("a resource.instanceType error in {errors:#?}"));
+    assert!(
+        e.message
+            .contains("CPU-only sizes that fit: Standard_D8s_v3"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn tuning_on_a_cpu_only_size_is_refused_because_it_needs_a_gpu() {
+    let w = ws(&TUNING.replace("Standard_NC6s_v3", "Standard_D16s_v3"));
+    assert_rejected(w, "resource.instanceType", "needs a GPU and");
 }
 
 #[test]
