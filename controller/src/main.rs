@@ -126,6 +126,38 @@ struct Args {
     /// could start with it, 1 with the setting to fix. Nothing is contacted.
     #[arg(long)]
     check_config: bool,
+    /// Preset catalog (YAML) instead of the built-in one; the webhook's setting of the same
+    /// name, so both size with the same catalog.
+    #[arg(long, env = "KAITO_PRESET_CATALOG")]
+    preset_catalog: Option<std::path::PathBuf>,
+    /// SKU (GPU size) catalog (YAML) instead of the built-in one; the webhook's setting.
+    #[arg(long, env = "KAITO_SKU_CATALOG")]
+    sku_catalog: Option<std::path::PathBuf>,
+}
+
+/// Loads `--preset-catalog`/`--sku-catalog` (if given) and sizes with them from now on.
+fn catalogs(args: &Args) -> anyhow::Result<()> {
+    let presets = args
+        .preset_catalog
+        .as_deref()
+        .map(|p| {
+            kaito_presets::PresetCatalog::from_file(p).with_context(|| {
+                format!(
+                    "loading the preset catalog {} (--preset-catalog)",
+                    p.display()
+                )
+            })
+        })
+        .transpose()?;
+    let skus = args
+        .sku_catalog
+        .as_deref()
+        .map(|p| {
+            kaito_presets::SkuCatalog::from_file(p)
+                .with_context(|| format!("loading the SKU catalog {} (--sku-catalog)", p.display()))
+        })
+        .transpose()?;
+    kaito_controller::plan::use_catalogs(args.cloud, presets, skus).map_err(anyhow::Error::msg)
 }
 
 /// The effective configuration `--check-config` prints: the controller's [`Config`] and the
@@ -141,6 +173,12 @@ fn effective(args: &Args, config: &Config) -> serde_json::Value {
         "identity": args.identity,
     });
     v["logJson"] = serde_json::json!(args.log_json);
+    let catalog = kaito_controller::plan::admission_config(args.cloud);
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    v["presetCatalog"] = serde_json::json!(path(&args.preset_catalog));
+    v["skuCatalog"] = serde_json::json!(path(&args.sku_catalog));
+    v["presets"] = serde_json::json!(catalog.presets.iter().count());
+    v["gpuSizes"] = serde_json::json!(catalog.skus.gpu_skus(args.cloud).count());
     v
 }
 
@@ -217,6 +255,7 @@ async fn main() -> anyhow::Result<()> {
         ),
     };
     config.validate().map_err(anyhow::Error::msg)?;
+    catalogs(&args)?;
     if args.check_config {
         println!(
             "{}",

@@ -99,10 +99,38 @@ impl WorkspacePlan {
     }
 }
 
-/// The admission configuration whose catalogs the controller sizes with: the built-in presets
-/// and the SKU table of `cloud` (`--cloud`/KAITO_CLOUD, the setting the webhook reads), so the
-/// controller accepts exactly the sizes the webhook admitted.
+/// The catalogs this process was started with (`--preset-catalog`, `--sku-catalog`: the
+/// webhook's settings), set once by [`use_catalogs`]; unset: the built-in ones.
+static CONFIGURED: OnceLock<AdmissionConfig> = OnceLock::new();
+
+/// Makes the controller size `cloud`'s workspaces with these catalogs (`None`: the built-in
+/// one) for the rest of the process, as the webhook does with the same settings. Call once, at
+/// start; a second call is an error.
+pub fn use_catalogs(
+    cloud: Cloud,
+    presets: Option<kaito_presets::PresetCatalog>,
+    skus: Option<kaito_presets::SkuCatalog>,
+) -> Result<(), &'static str> {
+    let mut config = AdmissionConfig::new(cloud, Provisioner::Byo);
+    if let Some(p) = presets {
+        config.presets = p;
+    }
+    if let Some(s) = skus {
+        config.skus = s;
+    }
+    CONFIGURED
+        .set(config)
+        .map_err(|_| "the catalogs were already chosen")
+}
+
+/// The admission configuration whose catalogs the controller sizes with: the catalogs of
+/// [`use_catalogs`] (the webhook's `--preset-catalog`/`--sku-catalog`), else the built-in
+/// presets and SKU table, for `cloud` (`--cloud`/KAITO_CLOUD, the setting the webhook reads),
+/// so the controller accepts exactly the sizes the webhook admitted.
 pub fn admission_config(cloud: Cloud) -> &'static AdmissionConfig {
+    if let Some(c) = CONFIGURED.get().filter(|c| c.cloud == cloud) {
+        return c;
+    }
     static AZURE: OnceLock<AdmissionConfig> = OnceLock::new();
     static AWS: OnceLock<AdmissionConfig> = OnceLock::new();
     let cell = match cloud {

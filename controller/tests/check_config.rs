@@ -73,3 +73,35 @@ fn the_cloud_comes_from_kaito_cloud_and_aks_needs_azure() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("use \"azure\" or \"aws\""), "{err}");
 }
+
+#[test]
+fn the_sku_catalog_is_the_webhooks_setting() {
+    let dir = std::env::temp_dir().join(format!("kaito-controller-skus-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let path = dir.join("skus.yaml");
+    std::fs::write(
+        &path,
+        "version: 1\nclouds:\n  azure:\n    - {name: Custom_GPU_1, gpus: 1, gpuMemory: 24Gi, \
+         gpuModel: A10, computeCapability: \"8.6\", vcpus: 8}\n  aws: []\n",
+    )
+    .expect("write the catalog");
+    let p = path.display().to_string();
+    let c = config(&controller(&[], &[("KAITO_SKU_CATALOG", p.as_str())]));
+    assert_eq!(c["skuCatalog"], p.as_str());
+    assert_eq!(c["gpuSizes"], 1, "{c}");
+    let builtin = config(&controller(&[], &[]));
+    assert!(
+        builtin["gpuSizes"].as_u64().unwrap_or_default() > 1,
+        "{builtin}"
+    );
+
+    std::fs::write(&path, "version: 1\nclouds: {azure: [{name: X}]}\n").expect("write");
+    let out = controller(&["--sku-catalog", p.as_str()], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--sku-catalog") && stderr.contains(&p),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
