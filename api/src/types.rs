@@ -297,16 +297,16 @@ mod tests {
 
     const SEEDS: [(&str, &str); 3] = [
         (
-            "inference-phi-3.yaml",
-            include_str!("../../examples/inference-phi-3.yaml"),
+            "inference/kaito_workspace_phi_3.yaml",
+            include_str!("../../examples/inference/kaito_workspace_phi_3.yaml"),
         ),
         (
-            "inference-phi-3-adapter.yaml",
-            include_str!("../../examples/inference-phi-3-adapter.yaml"),
+            "inference/kaito_workspace_phi_3_with_adapters.yaml",
+            include_str!("../../examples/inference/kaito_workspace_phi_3_with_adapters.yaml"),
         ),
         (
-            "tuning-phi-3.yaml",
-            include_str!("../../examples/tuning-phi-3.yaml"),
+            "fine-tuning/kaito_workspace_tuning_phi_3.yaml",
+            include_str!("../../examples/fine-tuning/kaito_workspace_tuning_phi_3.yaml"),
         ),
     ];
 

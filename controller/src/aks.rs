@@ -397,7 +397,9 @@ mod tests {
 
     #[test]
     fn pool_body_follows_the_contract() {
-        let w = ws(include_str!("../../examples/inference-phi-3.yaml"));
+        let w = ws(include_str!(
+            "../../examples/inference/kaito_workspace_phi_3.yaml"
+        ));
         let p = plan(&w, Cloud::Azure, None).expect("plan");
         let b = agent_pool_body(&w, &p);
         let props = &b["properties"];

@@ -558,7 +558,9 @@ mod tests {
 
     #[test]
     fn seed_statefulset_follows_the_contract() {
-        let mut w = ws(include_str!("../../examples/inference-phi-3.yaml"));
+        let mut w = ws(include_str!(
+            "../../examples/inference/kaito_workspace_phi_3.yaml"
+        ));
         w.resource.count = Some(2);
         let s = sts_of(w, Provisioner::Karpenter);
         assert_eq!(s["spec"]["replicas"], 2);
@@ -707,7 +709,7 @@ inference: {preset: {name: smollm2-135m-instruct}}";
         }
         // A GPU pod says neither --cpu nor a memory request.
         let gpu = sts_json(
-            include_str!("../../examples/inference-phi-3.yaml"),
+            include_str!("../../examples/inference/kaito_workspace_phi_3.yaml"),
             Provisioner::Byo,
         );
         let c = &gpu["spec"]["template"]["spec"]["containers"][0];
@@ -803,7 +805,7 @@ inference:
     #[test]
     fn byo_affinity_uses_only_the_user_selector() {
         let s = sts_json(
-            include_str!("../../examples/inference-phi-3.yaml"),
+            include_str!("../../examples/inference/kaito_workspace_phi_3.yaml"),
             Provisioner::Byo,
         );
         assert_eq!(s["spec"]["replicas"], 1);
@@ -818,7 +820,7 @@ inference:
     #[test]
     fn adapters_get_an_init_container_and_a_strength_env() {
         let s = sts_json(
-            include_str!("../../examples/inference-phi-3-adapter.yaml"),
+            include_str!("../../examples/inference/kaito_workspace_phi_3_with_adapters.yaml"),
             Provisioner::Aks,
         );
         let pod = &s["spec"]["template"]["spec"];
@@ -952,7 +954,9 @@ inference:
 
     #[test]
     fn adapter_pull_secrets_become_the_pullers_docker_config() {
-        let mut w = ws(include_str!("../../examples/inference-phi-3-adapter.yaml"));
+        let mut w = ws(include_str!(
+            "../../examples/inference/kaito_workspace_phi_3_with_adapters.yaml"
+        ));
         let list = w
             .inference
             .as_mut()
@@ -1059,7 +1063,9 @@ inference:
 
     #[test]
     fn inference_config_parameters_reach_the_runtime_flags() {
-        let w = ws(include_str!("../../examples/inference-phi-3.yaml"));
+        let w = ws(include_str!(
+            "../../examples/inference/kaito_workspace_phi_3.yaml"
+        ));
         let p = plan(&w, Cloud::Azure, None).expect("plans");
         let engine = EngineParams {
             max_model_len: Some(2048),
@@ -1118,7 +1124,9 @@ inference:
     #[test]
     fn startup_budget_grows_with_the_model() {
         let small = plan(
-            &ws(include_str!("../../examples/inference-phi-3.yaml")),
+            &ws(include_str!(
+                "../../examples/inference/kaito_workspace_phi_3.yaml"
+            )),
             Cloud::Azure,
             None,
         )

@@ -290,7 +290,9 @@ mod tests {
 
     #[test]
     fn byo_census_needs_selector_and_gfd_labels() {
-        let w = ws(include_str!("../../examples/inference-phi-3.yaml"));
+        let w = ws(include_str!(
+            "../../examples/inference/kaito_workspace_phi_3.yaml"
+        ));
         let gfd = "nvidia.com/gpu.product: V100, nvidia.com/gpu.count: \"1\"";
         let nodes = [
             node(&format!(
@@ -333,7 +335,9 @@ mod tests {
             "metadata: {{name: c, labels: {{apps: phi-3}}}}\nspec: {{unschedulable: true}}\n{cpu_ready}"
         ));
         assert!(!node_ready(&cordoned, false));
-        let w = ws(include_str!("../../examples/inference-phi-3.yaml"));
+        let w = ws(include_str!(
+            "../../examples/inference/kaito_workspace_phi_3.yaml"
+        ));
         let c = census(&w, [&plain, &cordoned], true, true);
         assert_eq!(c.ready, ["plain"]);
         assert!(c.unlabelled.is_empty());
@@ -383,7 +387,9 @@ mod tests {
 
     #[test]
     fn nodeclaim_follows_the_contract() {
-        let w = ws(include_str!("../../examples/inference-phi-3.yaml"));
+        let w = ws(include_str!(
+            "../../examples/inference/kaito_workspace_phi_3.yaml"
+        ));
         let p = plan(&w, Cloud::Azure, None).expect("plan");
         let c = nodeclaim(
             &w,

@@ -289,13 +289,17 @@ mod tests {
 
     #[test]
     fn seeds_plan_on_their_sku() {
-        let w = ws(include_str!("../../examples/inference-phi-3.yaml"));
+        let w = ws(include_str!(
+            "../../examples/inference/kaito_workspace_phi_3.yaml"
+        ));
         let p = plan(&w, Cloud::Azure, None).expect("plans");
         assert_eq!(p.kind, WorkloadKind::Inference);
         assert_eq!(p.node_count, 1);
         assert_eq!(p.gpus_per_node, 1);
         assert_eq!(p.sizing.as_ref().map(|s| s.dtype.as_str()), Some("f16"));
-        let t = ws(include_str!("../../examples/tuning-phi-3.yaml"));
+        let t = ws(include_str!(
+            "../../examples/fine-tuning/kaito_workspace_tuning_phi_3.yaml"
+        ));
         let p = plan(&t, Cloud::Azure, None).expect("plans");
         assert_eq!(p.kind, WorkloadKind::Tuning);
     }
@@ -356,7 +360,9 @@ mod tests {
             "{err}"
         );
         // And the other way round: an Azure size is unknown on AWS.
-        let azure = ws(include_str!("../../examples/inference-phi-3.yaml"));
+        let azure = ws(include_str!(
+            "../../examples/inference/kaito_workspace_phi_3.yaml"
+        ));
         let err = plan(&azure, Cloud::Aws, None).expect_err("not an AWS size");
         assert!(
             err.to_string().contains("not a known aws GPU size"),
@@ -385,7 +391,9 @@ mod tests {
         );
         let err = plan(&t, Cloud::Azure, None).expect_err("tuning needs a GPU");
         assert!(err.to_string().contains("needs a GPU"), "{err}");
-        let gpu = ws(include_str!("../../examples/inference-phi-3.yaml"));
+        let gpu = ws(include_str!(
+            "../../examples/inference/kaito_workspace_phi_3.yaml"
+        ));
         assert!(!cpu_only_size(&gpu, Cloud::Azure));
     }
 

@@ -768,7 +768,9 @@ mod tests {
 
     #[test]
     fn inference_status_table() {
-        let w = ws(include_str!("../../examples/inference-phi-3.yaml"));
+        let w = ws(include_str!(
+            "../../examples/inference/kaito_workspace_phi_3.yaml"
+        ));
         let now = time("2026-01-01T00:00:00Z");
         let ready_sts: StatefulSet = obj(
             "metadata: {name: w, generation: 2}\nspec: {replicas: 1, serviceName: h, selector: {}, template: {}}\nstatus: {replicas: 1, readyReplicas: 1, updatedReplicas: 1, observedGeneration: 2}",
@@ -878,7 +880,9 @@ mod tests {
 
     #[test]
     fn ready_then_broken_is_not_ready() {
-        let mut w = ws(include_str!("../../examples/inference-phi-3.yaml"));
+        let mut w = ws(include_str!(
+            "../../examples/inference/kaito_workspace_phi_3.yaml"
+        ));
         w.status = Some(WorkspaceStatus {
             state: Some("Ready".into()),
             ..WorkspaceStatus::default()
@@ -895,7 +899,9 @@ mod tests {
 
     #[test]
     fn invalid_spec_fails_every_condition_with_the_reason() {
-        let w = ws(include_str!("../../examples/inference-phi-3.yaml"));
+        let w = ws(include_str!(
+            "../../examples/inference/kaito_workspace_phi_3.yaml"
+        ));
         let none = NodeCensus::default();
         let ok = ProvisionReport::default();
         let mut o = observed(Provisioner::Byo, &none, &ok, None, &[]);
@@ -912,7 +918,9 @@ mod tests {
 
     #[test]
     fn tuning_status_table() {
-        let w = ws(include_str!("../../examples/tuning-phi-3.yaml"));
+        let w = ws(include_str!(
+            "../../examples/fine-tuning/kaito_workspace_tuning_phi_3.yaml"
+        ));
         let now = time("2026-01-01T00:00:00Z");
         let one = census(&["n1"]);
         let ok = ProvisionReport::default();

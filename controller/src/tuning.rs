@@ -265,7 +265,9 @@ mod tests {
     use crate::testutil::ws;
 
     fn seed() -> Workspace {
-        ws(include_str!("../../examples/tuning-phi-3.yaml"))
+        ws(include_str!(
+            "../../examples/fine-tuning/kaito_workspace_tuning_phi_3.yaml"
+        ))
     }
 
     fn job_json(w: &Workspace) -> Value {

@@ -14,7 +14,7 @@ use kaito_controller::provision::{NodeProvisioner, ProvisionError};
 type R = Result<(), Box<dyn std::error::Error>>;
 
 fn workspace(name: &str) -> Result<(Workspace, WorkspacePlan), Box<dyn std::error::Error>> {
-    let text = include_str!("../../examples/inference-phi-3.yaml")
+    let text = include_str!("../../examples/inference/kaito_workspace_phi_3.yaml")
         .replace("name: workspace-phi-3-mini", &format!("name: {name}"));
     let mut ws: Workspace = serde_yaml::from_str(&text)?;
     ws.metadata.namespace = Some("default".into());

@@ -212,7 +212,7 @@ Examples:
       --output-image myacr.azurecr.io/phi3-tuned:0.0.1 --output-secret acr-push
 
   # Create from a file
-  kubectl kaito create -f examples/inference-phi-3.yaml";
+  kubectl kaito create -f examples/inference/kaito_workspace_phi_3.yaml";
 
 const GET_EXAMPLES: &str = "\
 Examples:

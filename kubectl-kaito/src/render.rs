@@ -556,13 +556,43 @@ pub fn status(v: &StatusView<'_>) -> String {
             let _ = writeln!(s, "Next step: {step}");
         }
         None if ws.tuning.is_some() => {
-            let _ = writeln!(s, "Ready: tuning finished and the adapter was published.");
+            let _ = writeln!(s, "{}", tuning_done(ws));
         }
         None => {
             let _ = writeln!(s, "Ready: try `kubectl kaito chat {name}`.");
         }
     }
     s
+}
+
+/// What a finished tuning workspace tells its user: where the adapter went, that a tuning
+/// workspace serves nothing (no Service to curl), and how to serve the adapter.
+fn tuning_done(ws: &Workspace) -> String {
+    let name = ws.metadata.name.as_deref().unwrap_or_default();
+    let output = ws.tuning.as_ref().and_then(|t| t.output.as_ref());
+    let preset = ws
+        .tuning
+        .as_ref()
+        .and_then(|t| t.preset.as_ref())
+        .map(|p| p.name.as_str())
+        .unwrap_or("PRESET");
+    match output.and_then(|o| o.image.as_deref()) {
+        Some(image) => format!(
+            "Ready: tuning finished and the adapter was published to {image}.\n\
+             A tuning workspace serves nothing: there is no Service {name} to call. Next step: \
+             serve the adapter on its base model with an inference workspace, e.g.\n  \
+             kubectl kaito create workspace {name}-serve --preset {preset} \
+             --adapter {name}={image} --instance-type <size>\n\
+             (or list it under inference.adapters, as in \
+             examples/inference/kaito_workspace_phi_3_with_adapters.yaml)."
+        ),
+        None => format!(
+            "Ready: tuning finished and the adapter was written to the output volume.\n\
+             A tuning workspace serves nothing: there is no Service {name} to call. Next step: \
+             serve the adapter from that volume with an inference workspace \
+             (inference.adapters[].source.volumeSource)."
+        ),
+    }
 }
 
 /// `create --dry-run=client` trailer: the sizing plan, the human summary and the warnings,

@@ -196,7 +196,7 @@ fn tuning_flags_build_exactly_the_seed() {
         "--output-secret",
         "ACR_REGISTRY_SECRET_HERE",
     ]);
-    assert_eq!(built, seed("tuning-phi-3.yaml"));
+    assert_eq!(built, seed("fine-tuning/kaito_workspace_tuning_phi_3.yaml"));
 }
 
 #[test]
@@ -214,7 +214,7 @@ fn inference_flags_build_exactly_the_seeds() {
         "--preset",
         "phi-3-mini-4k-instruct",
     ]);
-    assert_eq!(built, seed("inference-phi-3.yaml"));
+    assert_eq!(built, seed("inference/kaito_workspace_phi_3.yaml"));
     let built = flags_workspace(&[
         "create",
         "workspace",
@@ -230,7 +230,10 @@ fn inference_flags_build_exactly_the_seeds() {
         "--adapter",
         "phi-3-adapter=ACR_REPO_HERE.azurecr.io/ADAPTER_HERE:0.0.1,strength=1.0",
     ]);
-    assert_eq!(built, seed("inference-phi-3-adapter.yaml"));
+    assert_eq!(
+        built,
+        seed("inference/kaito_workspace_phi_3_with_adapters.yaml")
+    );
 }
 
 #[test]
@@ -318,7 +321,7 @@ fn bad_flags_are_refused_with_the_fix() {
 #[test]
 fn dry_run_client_defaults_sizes_and_summarises_the_seed() {
     let text = std::fs::read_to_string(format!(
-        "{}/../examples/inference-phi-3.yaml",
+        "{}/../examples/inference/kaito_workspace_phi_3.yaml",
         env!("CARGO_MANIFEST_DIR")
     ))
     .expect("seed");
@@ -432,7 +435,8 @@ fn cond(t: &str, status: &str, reason: &str, message: &str) -> Condition {
 }
 
 fn sample_ws(conditions: Vec<Condition>) -> Workspace {
-    let mut ws: Workspace = serde_json::from_value(seed("inference-phi-3.yaml")).expect("seed");
+    let mut ws: Workspace =
+        serde_json::from_value(seed("inference/kaito_workspace_phi_3.yaml")).expect("seed");
     ws.metadata.namespace = Some("default".into());
     ws.metadata.creation_timestamp = Some(Time(ts("2026-01-01T23:55:00Z")));
     ws.status = Some(WorkspaceStatus {
@@ -911,4 +915,39 @@ fn log_pods_prefer_a_ready_one() {
     assert_eq!(names(app::pick_log_pods(&pods, false)), ["b"]);
     assert_eq!(names(app::pick_log_pods(&pods, true)), ["a", "b"]);
     assert_eq!(names(app::pick_log_pods(&pods[..1], false)), ["a"]);
+}
+
+#[test]
+fn status_of_a_finished_tuning_workspace_names_the_adapter_and_how_to_serve_it() {
+    let mut ws: Workspace =
+        serde_json::from_value(seed("fine-tuning/kaito_workspace_tuning_phi_3.yaml"))
+            .expect("seed");
+    ws.metadata.namespace = Some("default".into());
+    ws.metadata.creation_timestamp = Some(Time(ts("2026-01-01T23:55:00Z")));
+    ws.status = Some(WorkspaceStatus {
+        worker_nodes: Some(vec!["gpu-1".into()]),
+        conditions: Some(vec![
+            cond("ResourceReady", "True", "Ready", "1/1 GPU nodes ready"),
+            cond("JobStarted", "True", "Running", "job started"),
+            cond("WorkspaceSucceeded", "True", "Succeeded", "tuning finished"),
+        ]),
+        state: Some("Succeeded".into()),
+        target_node_count: Some(1),
+    });
+    let text = render::status(&render::StatusView {
+        ws: &ws,
+        pods: &[],
+        nodes: &[],
+        events: &[],
+        max_events: 10,
+        endpoint: None,
+        now: ts("2026-01-02T00:00:00Z"),
+    });
+    for want in [
+        "published to ACR_REPO_HERE.azurecr.io/IMAGE_NAME_HERE:0.0.1",
+        "there is no Service workspace-tuning-phi-3",
+        "--preset phi-3-mini-128k-instruct --adapter workspace-tuning-phi-3=ACR_REPO_HERE.azurecr.io/IMAGE_NAME_HERE:0.0.1",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
 }

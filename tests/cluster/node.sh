@@ -70,7 +70,7 @@ node_pki() { # the kubelet's client and serving certificates, kube-proxy's clien
 
 node_configs() {
   local n="$DIR/node" reg="$NODE_IP:${PORTS[registry]}"
-  mkdir -p "$n"/{containerd/root,containerd/state,containerd/opt,containerd/runc,cni/net.d,cni/ipam,kubelet,pod-logs,sysctl,hostdirs,registry,buildah,certs.d/"$reg"}
+  mkdir -p "$n"/{containerd/root,containerd/state,containerd/opt,containerd/runc,cni/net.d,cni/ipam,kubelet,pod-logs,sysctl,hostdirs,registry,buildah,certs.d/"$reg",certs.d/docker.io}
   cat >"$n/registry.yml" <<EOF
 version: 0.1
 log:
@@ -85,6 +85,13 @@ http:
 EOF
   cat >"$n/certs.d/$reg/hosts.toml" <<EOF
 server = "http://$reg"
+[host."http://$reg"]
+  capabilities = ["pull", "resolve"]
+EOF
+  # docker.io is mirrored by the local registry (nothing public is reachable): what is pushed
+  # there as curlimages/curl is what `--image=curlimages/curl` gets.
+  cat >"$n/certs.d/docker.io/hosts.toml" <<EOF
+server = "https://registry-1.docker.io"
 [host."http://$reg"]
   capabilities = ["pull", "resolve"]
 EOF
@@ -213,6 +220,34 @@ node_pause_image() {
   "${b[@]}" push -q --tls-verify=false "localhost/pause:$K8S_PAUSE_TAG" "docker://$reg/pause:$K8S_PAUSE_TAG"
 }
 
+# `curlimages/curl` for the guides' `kubectl run ... --image=curlimages/curl -- curl ...`: the
+# host's real curl with the shared libraries it loads and CA certificates, pushed to the local
+# registry that mirrors docker.io.
+node_curl_image() {
+  local reg="$NODE_IP:${PORTS[registry]}" b c lib root="$DIR/node/curl-root" curl_bin
+  curl_bin=$(command -v curl)
+  b=(buildah --storage-driver vfs --root "$DIR/node/buildah/root" --runroot "$DIR/node/buildah/run")
+  mkdir -p "$root/usr/bin" "$root/etc/ssl/certs" "$root/tmp"
+  chmod 1777 "$root/tmp"
+  cp "$curl_bin" "$root/usr/bin/curl"
+  [ -f /etc/ssl/certs/ca-certificates.crt ] && cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
+  printf 'root:x:0:0:root:/root:/sbin/nologin\ncurl_user:x:100:101:curl:/home/curl_user:/sbin/nologin\n' >"$root/etc/passwd"
+  for lib in $(ldd "$curl_bin" | grep -o '/[^ ]*'); do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+  done
+  c=$("${b[@]}" from scratch)
+  "${b[@]}" copy "$c" "$root" / >/dev/null
+  # No entrypoint, like the real image's behaviour for `-- curl ARGS`: the arguments are the
+  # command, found on PATH.
+  "${b[@]}" config --cmd '["curl", "--help"]' --user 100:101 \
+    --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$c"
+  "${b[@]}" commit -q "$c" localhost/curl:latest >/dev/null
+  "${b[@]}" rm "$c" >/dev/null
+  "${b[@]}" push -q --tls-verify=false localhost/curl:latest "docker://$reg/curlimages/curl:latest"
+  rm -rf "$root"
+}
+
 node_up() { # bin
   local bin=$1 t k="$1/kubectl --kubeconfig=$DIR/kubeconfig"
   t=$(now_ms)
@@ -221,6 +256,7 @@ node_up() { # bin
   start registry docker-registry serve "$DIR/node/registry.yml"
   wait_for registry "the registry's /v2/" curl_ok "http://$NODE_IP:${PORTS[registry]}/v2/"
   node_pause_image "$bin"
+  node_curl_image
   node_mountpoints
   # The namespace holder: containerd and the kubelet run as its children (node_inner).
   start node-ns unshare --mount --propagation slave -- bash "$here/cluster.sh" __node-inner

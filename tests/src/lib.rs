@@ -500,9 +500,29 @@ pub fn kaito_crd_files() -> Result<Vec<PathBuf>> {
     yaml_files(&repo_root().join("charts/kaito/crds"))
 }
 
-/// The seed examples, `examples/*.yaml`, sorted.
+/// The seed examples, `examples/**/*.yaml` (the guides' paths: `examples/inference/...`,
+/// `examples/fine-tuning/...`), sorted.
 pub fn example_files() -> Result<Vec<PathBuf>> {
-    yaml_files(&repo_root().join("examples"))
+    let root = repo_root().join("examples");
+    let mut files = Vec::new();
+    for entry in
+        std::fs::read_dir(&root).with_context(|| format!("cannot read {}", root.display()))?
+    {
+        let path = entry?.path();
+        if path.is_dir() {
+            files.extend(yaml_files(&path)?);
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        bail!("no *.yaml files under {}", root.display());
+    }
+    Ok(files)
 }
 
 fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -837,7 +857,7 @@ mod tests {
     #[test]
     fn repo_files_are_found() {
         assert!(cluster_script().is_file());
-        let examples = example_files().expect("examples/*.yaml");
+        let examples = example_files().expect("examples/**/*.yaml");
         assert!(examples.len() >= 3, "{examples:?}");
     }
 }

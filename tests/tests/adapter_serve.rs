@@ -129,7 +129,7 @@ fn an_adapter_pulled_from_the_registry_changes_the_served_output_by_strength() -
     };
     // The adapter's name and strength, as the user wrote them.
     let seed: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(
-        repo_root().join("examples/inference-phi-3-adapter.yaml"),
+        repo_root().join("examples/inference/kaito_workspace_phi_3_with_adapters.yaml"),
     )?)?;
     let adapter = &seed["inference"]["adapters"][0];
     let name = adapter["source"]["name"].as_str().context("adapter name")?;

@@ -151,7 +151,12 @@ fn check(docs: &[Value], component: &str, bin: &str, bin_env: &str) -> Result<Va
 
     let mut help = Command::new(&bin);
     help.arg("--help").env_clear();
-    let help = run_command(help, None, TIMEOUT)?.ok()?;
+    // Help text wraps at the terminal width, also between "[env:" and the name: one line.
+    let help = run_command(help, None, TIMEOUT)?
+        .ok()?
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     let unread: Vec<&str> = env
         .iter()
         .map(|(name, _)| name.as_str())

@@ -398,7 +398,8 @@ fn controller_and_webhook_work_as_the_charts_service_accounts_and_need_nothing_m
             .label("apps", "phi-3")
             .label("kaito-e2e/group", &nsn),
     )?;
-    let seed = std::fs::read_to_string(repo_root().join("examples/inference-phi-3.yaml"))?;
+    let seed =
+        std::fs::read_to_string(repo_root().join("examples/inference/kaito_workspace_phi_3.yaml"))?;
     let mut ws: Value = serde_yaml::from_str(&seed)?;
     ws["resource"]["labelSelector"]["matchLabels"]["kaito-e2e/group"] = Value::from(nsn.clone());
     let name = ws["metadata"]["name"].as_str().context("name")?.to_owned();

@@ -257,8 +257,8 @@ fn cluster_with_crds() -> Result<&'static Cluster> {
 fn seed_inference(name: &str, label: &str) -> Result<String> {
     let file = kaito_e2e::example_files()?
         .into_iter()
-        .find(|f| f.file_name().is_some_and(|n| n == "inference-phi-3.yaml"))
-        .context("examples/inference-phi-3.yaml")?;
+        .find(|f| f.ends_with("inference/kaito_workspace_phi_3.yaml"))
+        .context("examples/inference/kaito_workspace_phi_3.yaml")?;
     let text = std::fs::read_to_string(&file)?;
     let mut v: Value = serde_yaml::from_str(&text)?;
     if v["resource"]["instanceType"] != VM_SIZE {

@@ -106,7 +106,7 @@ fn controller_byo_seed_inference_becomes_ready_and_deletes_cleanly() -> Result<(
     )?;
     let ctl = ControllerProcess::start(&ns, "byo")?;
     let name = "workspace-phi-3-mini";
-    ns.apply(&seed("inference-phi-3.yaml", name, &label)?)?;
+    ns.apply(&seed("inference/kaito_workspace_phi_3.yaml", name, &label)?)?;
     let table = wait_columns_true(
         &ns,
         name,
@@ -242,7 +242,7 @@ fn controller_reports_a_pod_the_scheduler_cannot_place() -> Result<()> {
     )?;
     let ctl = ControllerProcess::start(&ns, "byo")?;
     let name = "unschedulable";
-    ns.apply(&seed("inference-phi-3.yaml", name, &label)?)?;
+    ns.apply(&seed("inference/kaito_workspace_phi_3.yaml", name, &label)?)?;
     let cond = wait_for("InferenceReady=False/Unschedulable", WAIT, POLL, || {
         Ok(condition(&conditions(&ns, name)?, "InferenceReady")
             .filter(|c| c["reason"] == "Unschedulable"))
@@ -278,7 +278,11 @@ fn controller_seed_tuning_runs_a_job_to_success() -> Result<()> {
     )?;
     let ctl = ControllerProcess::start(&ns, "byo")?;
     let name = "workspace-tuning-phi-3";
-    ns.apply(&seed("tuning-phi-3.yaml", name, &label)?)?;
+    ns.apply(&seed(
+        "fine-tuning/kaito_workspace_tuning_phi_3.yaml",
+        name,
+        &label,
+    )?)?;
     let job = wait_for("the tuning Job", WAIT, POLL, || {
         Ok(ns.get_json(["job", name]).ok())
     })
@@ -407,7 +411,11 @@ fn controller_seed_adapter_gets_the_puller_init_container() -> Result<()> {
     )?;
     let ctl = ControllerProcess::start(&ns, "byo")?;
     let name = "workspace-phi-3-mini-adapter";
-    ns.apply(&seed("inference-phi-3-adapter.yaml", name, &label)?)?;
+    ns.apply(&seed(
+        "inference/kaito_workspace_phi_3_with_adapters.yaml",
+        name,
+        &label,
+    )?)?;
     let sts = wait_for("the serving StatefulSet", WAIT, POLL, || {
         Ok(ns.get_json(["statefulset", name]).ok())
     })
@@ -526,7 +534,7 @@ fn controller_karpenter_nodeclaims_become_nodes_and_are_removed_on_delete() -> R
     let ctl = ControllerProcess::start(&ns, "karpenter")?;
     let name = "workspace-phi-3-mini";
     let label = unique_name("karp");
-    ns.apply(&seed("inference-phi-3.yaml", name, &label)?)?;
+    ns.apply(&seed("inference/kaito_workspace_phi_3.yaml", name, &label)?)?;
     let mut nodes = Vec::new();
     let claims = wait_for("a NodeClaim", WAIT, POLL, || {
         let c = karpenter_pass(cluster, ns.name(), &mut nodes)?;

@@ -45,6 +45,21 @@ const DATA_FILE: &str = "train-00000-of-00001.parquet";
 const STAND_IN_TRAINER: &str =
     "kaito-runtime gen-model --arch phi3 --out /tmp/base-model --adapter-out /mnt/results";
 
+/// SmolLM2 on a CPU-only size (upstream's open request): served without a GPU.
+const CPU_WORKSPACE: &str = "apiVersion: kaito.sh/v1alpha1
+kind: Workspace
+metadata:
+  name: workspace-smollm2-cpu
+resource:
+  instanceType: Standard_D4s_v3
+  labelSelector:
+    matchLabels:
+      apps: smollm2-cpu
+inference:
+  preset:
+    name: smollm2-135m-instruct
+";
+
 /// The cluster's real node: its name, IP (the bridge's, where the hub listens) and registry.
 struct RealNode {
     cluster: &'static Cluster,
@@ -339,6 +354,113 @@ fn serve(ns: &TestNamespace<'_>, node: &RealNode, file: &str, name: &str) -> Res
     Ok(pod)
 }
 
+/// The seed guides' command lines, run by bash as a user types them: `kubectl` on PATH, a
+/// kubeconfig whose current namespace is the test's.
+struct Guide {
+    _dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+    path: String,
+}
+
+impl Guide {
+    fn new(ns: &TestNamespace<'_>) -> Result<Guide> {
+        let dir = tempfile::tempdir()?;
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::copy(ns.cluster().kubeconfig(), &kubeconfig)?;
+        let path = format!(
+            "{}:{}",
+            ns.cluster().bin_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let guide = Guide {
+            _dir: dir,
+            kubeconfig,
+            path,
+        };
+        guide.run(&format!(
+            "kubectl config set-context --current --namespace={}",
+            ns.name()
+        ))?;
+        Ok(guide)
+    }
+
+    /// Runs `lines` with bash (`-e`) in a pseudo-terminal: whether they succeeded, and the output.
+    fn exec(&self, lines: &str) -> Result<(bool, String)> {
+        // In a terminal, as the user types them (`kubectl run -it` attaches to one): script(1)
+        // gives bash a pseudo-terminal.
+        let file = self._dir.path().join("lines.sh");
+        std::fs::write(&file, lines)?;
+        let mut cmd = Command::new("script");
+        cmd.args(["-qefc", &format!("bash -e {}", file.display()), "/dev/null"])
+            .current_dir(repo_root())
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("PATH", &self.path);
+        let out = run_command(cmd, None, Duration::from_secs(300))?;
+        let all = format!("{}{}", out.stdout, out.stderr).replace('\r', "");
+        eprintln!(
+            "[real-node] $ {}\n{}",
+            lines.replace('\n', "\n$ "),
+            all.trim_end()
+        );
+        Ok((out.success(), all))
+    }
+
+    /// Runs `lines`, which must succeed; returns their output.
+    fn run(&self, lines: &str) -> Result<String> {
+        let (ok, all) = self.exec(lines)?;
+        ensure!(ok, "the guide's lines failed:\n{lines}\n---\n{all}");
+        Ok(all)
+    }
+
+    /// Runs `lines` that must fail (a guide step that cannot work); returns their output.
+    fn run_expecting_failure(&self, lines: &str) -> Result<String> {
+        let (ok, all) = self.exec(lines)?;
+        ensure!(!ok, "expected to fail:\n{lines}\n---\n{all}");
+        Ok(all)
+    }
+
+    /// The guides' test of a served model: the Service, its ClusterIP, and `/chat` from a
+    /// curl pod through that ClusterIP (kube-proxy's data path, not a port-forward).
+    fn chat_through_the_cluster_ip(&self, ws: &str) -> Result<()> {
+        let svc = self.run(&format!("kubectl get svc {ws}"))?;
+        ensure!(svc.contains("ClusterIP"), "kubectl get svc {ws}: {svc}");
+        // `kubectl run -it` attaches once the container runs; curl may finish before that (kubectl
+        // then prints "If you don't see a command prompt" and no reply), as for any user: the
+        // guide's line is typed again, up to five times.
+        let line = format!(
+            r#"export CLUSTERIP=$(kubectl get svc {ws} -o jsonpath="{{.spec.clusterIPs[0]}}")
+kubectl run -it --rm --restart=Never curl --image=curlimages/curl -- curl -X POST http://$CLUSTERIP/chat -H "accept: application/json" -H "Content-Type: application/json" -d "{{\"prompt\":\"YOUR QUESTION HERE\"}}""#
+        );
+        let mut out = String::new();
+        for _ in 0..5 {
+            out = self.run(&line)?;
+            if out.contains("{\"Result\"") {
+                break;
+            }
+        }
+        let Some(start) = out.find("{\"Result\"") else {
+            // Diagnose: the same request from a pod that is not attached to.
+            let (_, diag) = self.exec(&format!(
+                r#"export CLUSTERIP=$(kubectl get svc {ws} -o jsonpath="{{.spec.clusterIPs[0]}}")
+kubectl run --restart=Never curl-diag --image=curlimages/curl -- curl -sS -v -m 60 -X POST http://$CLUSTERIP/chat -H "Content-Type: application/json" -d "{{\"prompt\":\"YOUR QUESTION HERE\"}}"
+kubectl wait --for=jsonpath='{{.status.phase}}'=Succeeded pod/curl-diag --timeout=90s || true
+kubectl logs curl-diag; kubectl get pod curl-diag -o wide; kubectl delete pod curl-diag --wait=false"#
+            ))?;
+            bail!("no JSON reply from /chat through the ClusterIP:\n{out}\n--- diagnosis:\n{diag}");
+        };
+        let reply: Value = serde_json::Deserializer::from_str(&out[start..])
+            .into_iter::<Value>()
+            .next()
+            .context("/chat: no JSON value")?
+            .with_context(|| format!("/chat answered no JSON: {}", &out[start..]))?;
+        ensure!(
+            reply["Result"].as_str().is_some_and(|r| !r.is_empty()),
+            "/chat through the ClusterIP: {reply}"
+        );
+        Ok(())
+    }
+}
+
 /// Deletes the Workspace and checks that what the controller made is gone.
 fn delete_workspace(ns: &TestNamespace<'_>, name: &str) -> Result<()> {
     ns.kubectl_ok(["delete", "workspace", name, "--wait", "--timeout=120s"])?;
@@ -423,7 +545,7 @@ fn real_node_helm_install_serves_the_seed_examples_in_real_containers() -> Resul
     serve_example(
         &ns,
         &node,
-        "examples/inference-smollm2.yaml",
+        "examples/inference/kaito_workspace_smollm2.yaml",
         "workspace-smollm2",
     )?;
     let out = plugin(
@@ -446,7 +568,7 @@ fn real_node_helm_install_serves_the_seed_examples_in_real_containers() -> Resul
         out.stdout
     );
     eprintln!(
-        "[real-node] kubectl apply -f examples/inference-smollm2.yaml → chat answer {:?}: {:.1}s",
+        "[real-node] kubectl apply -f examples/inference/kaito_workspace_smollm2.yaml → chat answer {:?}: {:.1}s",
         out.stdout.trim(),
         started.elapsed().as_secs_f64()
     );
@@ -465,6 +587,52 @@ fn real_node_helm_install_serves_the_seed_examples_in_real_containers() -> Resul
     );
     delete_workspace(&ns, "workspace-smollm2")?;
 
+    // CPU-only serving: the same model on a CPU-only size asks for no GPU at all.
+    cluster.kubectl_ok([
+        "label",
+        "node",
+        &node.name,
+        "--overwrite",
+        "apps=smollm2-cpu",
+        "node.kubernetes.io/instance-type=Standard_D4s_v3",
+    ])?;
+    ns.apply(CPU_WORKSPACE)?;
+    let pod = serve(&ns, &node, "a CPU-only Workspace", "workspace-smollm2-cpu")?;
+    let container = &pod["spec"]["containers"][0];
+    ensure!(
+        container["resources"]["requests"]["nvidia.com/gpu"].is_null()
+            && container["resources"]["limits"]["nvidia.com/gpu"].is_null(),
+        "a CPU-only size must not request a GPU: {}",
+        container["resources"]
+    );
+    ensure!(
+        container["args"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == "--cpu")),
+        "the runtime is not told to use the CPU: {}",
+        container["args"]
+    );
+    let out = plugin(
+        &ns,
+        &[
+            "chat",
+            "workspace-smollm2-cpu",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "24",
+            "--prompt",
+            "What is the capital of France? Answer in one word.",
+        ],
+    )?;
+    ensure!(
+        out.success() && out.stdout.contains("Paris"),
+        "SmolLM2 on the CPU-only size did not answer Paris: {}{}",
+        out.stdout,
+        out.stderr
+    );
+    delete_workspace(&ns, "workspace-smollm2-cpu")?;
+
     // The Phi-3 seed, unchanged: a generated tiny Phi-3 stands in for the weights (the hub
     // cannot be reached); the runtime serves it on the CPU.
     script(
@@ -477,30 +645,16 @@ fn real_node_helm_install_serves_the_seed_examples_in_real_containers() -> Resul
             "apps=phi-3",
         ],
     )?;
-    serve_example(
+    // The guide's own command lines, typed as written (the namespace is the kubeconfig's).
+    let guide = Guide::new(&ns)?;
+    guide.run("kubectl apply -f examples/inference/kaito_workspace_phi_3.yaml")?;
+    serve(
         &ns,
         &node,
-        "examples/inference-phi-3.yaml",
+        "examples/inference/kaito_workspace_phi_3.yaml",
         "workspace-phi-3-mini",
     )?;
-    let out = plugin(
-        &ns,
-        &[
-            "chat",
-            "workspace-phi-3-mini",
-            "--max-tokens",
-            "8",
-            "--raw-chat",
-            "--prompt",
-            "hi",
-        ],
-    )?;
-    ensure!(
-        out.success() && !out.stdout.trim().is_empty(),
-        "kubectl kaito chat (raw /chat) to phi-3 failed: {}{}",
-        out.stdout,
-        out.stderr
-    );
+    guide.chat_through_the_cluster_ip("workspace-phi-3-mini")?;
     delete_workspace(&ns, "workspace-phi-3-mini")?;
 
     // The tuning seed with its placeholders filled in: the data from the local server, the
@@ -508,7 +662,7 @@ fn real_node_helm_install_serves_the_seed_examples_in_real_containers() -> Resul
     let adapter_image = format!("{}/adapters/phi-3-tuned:0.0.1", node.registry);
     let data_url = format!("{endpoint}/{DATA_REPO}/resolve/main/{DATA_FILE}");
     let tuning = example_with(
-        "examples/tuning-phi-3.yaml",
+        "examples/fine-tuning/kaito_workspace_tuning_phi_3.yaml",
         &[
             (
                 "https://huggingface.co/datasets/philschmid/dolly-15k-oai-style/resolve/main/data/train-00000-of-00001-54e3756291ca09c6.parquet?download=true",
@@ -582,6 +736,25 @@ fn real_node_helm_install_serves_the_seed_examples_in_real_containers() -> Resul
         "[real-node] tuning seed: fetched, trained (stand-in), published {adapter_image} in {:.1}s",
         started.elapsed().as_secs_f64()
     );
+    // The guide then looks for a Service of the tuning workspace: there is none (a tuning
+    // workspace serves nothing), and `kubectl kaito status` says what to do instead.
+    let svc = guide.run_expecting_failure("kubectl get svc workspace-tuning-phi-3")?;
+    ensure!(svc.contains("NotFound"), "{svc}");
+    let status = plugin(&ns, &["status", "workspace-tuning-phi-3"])?;
+    ensure!(
+        status.success()
+            && status
+                .stdout
+                .contains(&format!("published to {adapter_image}"))
+            && status.stdout.contains("no Service workspace-tuning-phi-3"),
+        "kubectl kaito status of the finished tuning workspace:\n{}{}",
+        status.stdout,
+        status.stderr
+    );
+    eprintln!(
+        "[real-node] $ kubectl kaito status workspace-tuning-phi-3\n{}",
+        status.stdout.trim_end()
+    );
     let job_logs = ns.kubectl_ok(["logs", "job/workspace-tuning-phi-3", "--all-containers"])?;
     ensure!(
         job_logs.contains(DATA_FILE),
@@ -591,7 +764,7 @@ fn real_node_helm_install_serves_the_seed_examples_in_real_containers() -> Resul
     // The adapter seed with its placeholder filled in: the puller takes the adapter the tuning
     // Job published, the runtime serves it with its strength.
     let adapter = example_with(
-        "examples/inference-phi-3-adapter.yaml",
+        "examples/inference/kaito_workspace_phi_3_with_adapters.yaml",
         &[(
             "ACR_REPO_HERE.azurecr.io/ADAPTER_HERE:0.0.1",
             &adapter_image,
@@ -611,7 +784,7 @@ fn real_node_helm_install_serves_the_seed_examples_in_real_containers() -> Resul
     let pod = serve(
         &ns,
         &node,
-        "examples/inference-phi-3-adapter.yaml",
+        "examples/inference/kaito_workspace_phi_3_with_adapters.yaml",
         "workspace-phi-3-mini-adapter",
     )?;
     let puller = pod["status"]["initContainerStatuses"]
@@ -635,24 +808,7 @@ fn real_node_helm_install_serves_the_seed_examples_in_real_containers() -> Resul
         "the runtime did not load the adapter:\n{}",
         logs.stdout
     );
-    let out = plugin(
-        &ns,
-        &[
-            "chat",
-            "workspace-phi-3-mini-adapter",
-            "--max-tokens",
-            "8",
-            "--raw-chat",
-            "--prompt",
-            "hi",
-        ],
-    )?;
-    ensure!(
-        out.success() && !out.stdout.trim().is_empty(),
-        "chat with the adapter workspace failed: {}{}",
-        out.stdout,
-        out.stderr
-    );
+    guide.chat_through_the_cluster_ip("workspace-phi-3-mini-adapter")?;
     delete_workspace(&ns, "workspace-phi-3-mini-adapter")?;
     ns.kubectl_ok([
         "delete",

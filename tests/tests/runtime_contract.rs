@@ -70,8 +70,9 @@ fn the_controllers_serving_container_runs_the_runtime_as_written() -> Result<()>
     let mut ctl =
         ControllerProcess::spawn(&ns, "byo", ["--hf-endpoint", hub.endpoint().as_str()], &log)?;
     ctl.wait_ready()?;
-    let example =
-        std::fs::read_to_string(kaito_e2e::repo_root().join("examples/inference-smollm2.yaml"))?;
+    let example = std::fs::read_to_string(
+        kaito_e2e::repo_root().join("examples/inference/kaito_workspace_smollm2.yaml"),
+    )?;
     let mut ws: Value = serde_yaml::from_str(&example)?;
     ws["resource"]["labelSelector"] = serde_json::json!({"matchLabels": {"apps": label}});
     ws["resource"]["count"] = Value::from(1);

@@ -1,4 +1,4 @@
-//! Each seed example (`examples/*.yaml`), applied with the real `kubectl apply -f`, is stored as
+//! Each seed example (`examples/**/*.yaml`), applied with the real `kubectl apply -f`, is stored as
 //! written, and `kubectl get workspace` prints the seed's columns.
 
 use kaito_e2e::{Cluster, example_files, in_order, json_subset, table_header, wait_for};

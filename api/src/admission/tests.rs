@@ -13,9 +13,11 @@ fn ws(yaml: &str) -> Workspace {
 
 fn seed(name: &str) -> Workspace {
     let text = match name {
-        "inference" => include_str!("../../../examples/inference-phi-3.yaml"),
-        "adapter" => include_str!("../../../examples/inference-phi-3-adapter.yaml"),
-        "tuning" => include_str!("../../../examples/tuning-phi-3.yaml"),
+        "inference" => include_str!("../../../examples/inference/kaito_workspace_phi_3.yaml"),
+        "adapter" => {
+            include_str!("../../../examples/inference/kaito_workspace_phi_3_with_adapters.yaml")
+        }
+        "tuning" => include_str!("../../../examples/fine-tuning/kaito_workspace_tuning_phi_3.yaml"),
         other => panic!("no seed {other}"),
     };
     ws(text)
