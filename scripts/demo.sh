@@ -170,6 +170,25 @@ info "kube-apiserver, controller-manager, scheduler, etcd, kwok, kubectl, helm, 
 k() { kubectl --request-timeout=60s "$@"; }
 QUESTION="What is the capital of France? Answer in one word."
 
+# Prints each change of $WS's conditions until WorkspaceSucceeded=True; dies after SECS.
+wait_workspace_succeeded() { # SECS
+  local last="" line cond i
+  for i in $(seq 1 "$1"); do
+    line=$(k -n "$NS" get workspace "$WS" -o jsonpath='{range .status.conditions[*]}{.type}={.status} {end}' 2>/dev/null || true)
+    [ "$line" != "$last" ] && { info "${line:-(no conditions yet)}"; last=$line; }
+    cond=$(k -n "$NS" get workspace "$WS" -o jsonpath='{.status.conditions[?(@.type=="WorkspaceSucceeded")].status}' 2>/dev/null || true)
+    [ "$cond" = True ] && return 0
+    [ "$i" = "$1" ] && { k -n "$NS" describe workspace "$WS" >&2 || true; die "workspace not ready after ${1}s"; }
+    sleep 1
+  done
+}
+
+show_workspace() {
+  step "kubectl get workspace"
+  k -n "$NS" get workspace | sed 's/^/     /'
+  k -n "$NS" get statefulset,pods,services -o wide | sed 's/^/     /'
+}
+
 # --- on a real node: the chart, the images, real containers --------------------------------
 demo_real() {
   step "Debian packages of the real node (containerd, runc, buildah, CNI plugins, docker-registry)"
@@ -235,20 +254,9 @@ demo_real() {
   info "as stored after the webhook: $(k -n "$NS" get workspace "$WS" -o jsonpath='resource={.resource}' | cut -c1-200)"
 
   step "waiting for the workspace: the pod on $node downloads its weights from the hub, loads, turns Ready"
-  local last="" line cond i
-  for i in $(seq 1 600); do
-    line=$(k -n "$NS" get workspace "$WS" -o jsonpath='{range .status.conditions[*]}{.type}={.status} {end}' 2>/dev/null || true)
-    [ "$line" != "$last" ] && { info "${line:-(no conditions yet)}"; last=$line; }
-    cond=$(k -n "$NS" get workspace "$WS" -o jsonpath='{.status.conditions[?(@.type=="WorkspaceSucceeded")].status}' 2>/dev/null || true)
-    [ "$cond" = True ] && break
-    [ "$i" = 600 ] && { k -n "$NS" describe workspace "$WS" >&2 || true; die "workspace not ready after 600s"; }
-    sleep 1
-  done
+  wait_workspace_succeeded 600
   info "ready $(( ($(date +%s%3N) - t_apply) / 1000 ))s after kubectl apply"
-
-  step "kubectl get workspace"
-  k -n "$NS" get workspace | sed 's/^/     /'
-  k -n "$NS" get statefulset,pods,services -o wide | sed 's/^/     /'
+  show_workspace
 
   step "kubectl kaito chat $WS --prompt \"$QUESTION\"  (port-forward through the API server to the pod)"
   kubectl kaito chat "$WS" -n "$NS" --prompt "$QUESTION" --max-tokens 48 --temperature 0 >"$STATE/logs/chat.out" 2>"$STATE/logs/chat.err" \
@@ -388,20 +396,9 @@ grep -E 'download: (complete|file verified)|model loaded' "$STATE/logs/runtime.l
 info "kaito-runtime on 127.0.0.1:$rt_port: pod $NS/$POD's port 5000 (kwok PortForward) and log (kwok Logs)"
 
 step "waiting for the workspace to turn ready"
-last=""
-for i in $(seq 1 180); do
-  line=$(k -n "$NS" get workspace "$WS" -o jsonpath='{range .status.conditions[*]}{.type}={.status} {end}' 2>/dev/null || true)
-  [ "$line" != "$last" ] && { info "${line:-(no conditions yet)}"; last=$line; }
-  cond=$(k -n "$NS" get workspace "$WS" -o jsonpath='{.status.conditions[?(@.type=="WorkspaceSucceeded")].status}' 2>/dev/null || true)
-  [ "$cond" = True ] && break
-  [ "$i" = 180 ] && { k -n "$NS" describe workspace "$WS" >&2 || true; die "workspace not ready after 180s"; }
-  sleep 1
-done
+wait_workspace_succeeded 180
 info "ready"
-
-step "kubectl get workspace"
-k -n "$NS" get workspace | sed 's/^/     /'
-k -n "$NS" get statefulset,pods,services -o wide | sed 's/^/     /'
+show_workspace
 
 step "kubectl kaito chat $WS --prompt \"$QUESTION\"  (port-forward through the API server)"
 if kubectl kaito chat "$WS" -n "$NS" --prompt "$QUESTION" --max-tokens 48 --temperature 0 >"$STATE/logs/chat.out" 2>"$STATE/logs/chat.err" \

@@ -435,14 +435,23 @@ fn cond(t: &str, status: &str, reason: &str, message: &str) -> Condition {
 }
 
 fn sample_ws(conditions: Vec<Condition>) -> Workspace {
-    let mut ws: Workspace =
-        serde_json::from_value(seed("inference/kaito_workspace_phi_3.yaml")).expect("seed");
+    seed_ws(
+        "inference/kaito_workspace_phi_3.yaml",
+        conditions,
+        "Pending",
+    )
+}
+
+/// The seed `file` in namespace default, created 5 minutes before the tests' "now", with this
+/// status on one node.
+fn seed_ws(file: &str, conditions: Vec<Condition>, state: &str) -> Workspace {
+    let mut ws: Workspace = serde_json::from_value(seed(file)).expect("seed");
     ws.metadata.namespace = Some("default".into());
     ws.metadata.creation_timestamp = Some(Time(ts("2026-01-01T23:55:00Z")));
     ws.status = Some(WorkspaceStatus {
         worker_nodes: Some(vec!["gpu-1".into()]),
         conditions: Some(conditions),
-        state: Some("Pending".into()),
+        state: Some(state.into()),
         target_node_count: Some(1),
     });
     ws
@@ -919,21 +928,15 @@ fn log_pods_prefer_a_ready_one() {
 
 #[test]
 fn status_of_a_finished_tuning_workspace_names_the_adapter_and_how_to_serve_it() {
-    let mut ws: Workspace =
-        serde_json::from_value(seed("fine-tuning/kaito_workspace_tuning_phi_3.yaml"))
-            .expect("seed");
-    ws.metadata.namespace = Some("default".into());
-    ws.metadata.creation_timestamp = Some(Time(ts("2026-01-01T23:55:00Z")));
-    ws.status = Some(WorkspaceStatus {
-        worker_nodes: Some(vec!["gpu-1".into()]),
-        conditions: Some(vec![
+    let ws = seed_ws(
+        "fine-tuning/kaito_workspace_tuning_phi_3.yaml",
+        vec![
             cond("ResourceReady", "True", "Ready", "1/1 GPU nodes ready"),
             cond("JobStarted", "True", "Running", "job started"),
             cond("WorkspaceSucceeded", "True", "Succeeded", "tuning finished"),
-        ]),
-        state: Some("Succeeded".into()),
-        target_node_count: Some(1),
-    });
+        ],
+        "Succeeded",
+    );
     let text = render::status(&render::StatusView {
         ws: &ws,
         pods: &[],

@@ -208,25 +208,34 @@ node_mountpoints() { # empty mount points on the host; the ones made here are re
   done
 }
 
-# The pause (sandbox) image: Kubernetes' pause binary alone, pushed to the node's registry.
-node_pause_image() {
-  local bin=$1 reg="$NODE_IP:${PORTS[registry]}" b c
+# An image of the directory ROOT (as its /) with the given `buildah config` options, pushed to
+# the node's registry as REPO:TAG.
+node_push_image() { # ROOT REPO:TAG CONFIG-OPTIONS...
+  local root=$1 ref=$2 b c; shift 2
   b=(buildah --storage-driver vfs --root "$DIR/node/buildah/root" --runroot "$DIR/node/buildah/run")
   c=$("${b[@]}" from scratch)
-  "${b[@]}" copy "$c" "$bin/pause" /pause >/dev/null
-  "${b[@]}" config --entrypoint '["/pause"]' --user 65535:65535 "$c"
-  "${b[@]}" commit -q "$c" "localhost/pause:$K8S_PAUSE_TAG" >/dev/null
+  "${b[@]}" copy "$c" "$root" / >/dev/null
+  "${b[@]}" config "$@" "$c"
+  "${b[@]}" commit -q "$c" "localhost/$ref" >/dev/null
   "${b[@]}" rm "$c" >/dev/null
-  "${b[@]}" push -q --tls-verify=false "localhost/pause:$K8S_PAUSE_TAG" "docker://$reg/pause:$K8S_PAUSE_TAG"
+  "${b[@]}" push -q --tls-verify=false "localhost/$ref" "docker://$NODE_IP:${PORTS[registry]}/$ref"
+}
+
+# The pause (sandbox) image: Kubernetes' pause binary alone.
+node_pause_image() { # bin
+  local root="$DIR/node/pause-root"
+  mkdir -p "$root"
+  cp "$1/pause" "$root/pause"
+  node_push_image "$root" "pause:$K8S_PAUSE_TAG" --entrypoint '["/pause"]' --user 65535:65535
+  rm -rf "$root"
 }
 
 # `curlimages/curl` for the guides' `kubectl run ... --image=curlimages/curl -- curl ...`: the
-# host's real curl with the shared libraries it loads and CA certificates, pushed to the local
-# registry that mirrors docker.io.
+# host's real curl with the shared libraries it loads and CA certificates, in the local registry
+# that mirrors docker.io.
 node_curl_image() {
-  local reg="$NODE_IP:${PORTS[registry]}" b c lib root="$DIR/node/curl-root" curl_bin
+  local root="$DIR/node/curl-root" curl_bin lib
   curl_bin=$(command -v curl)
-  b=(buildah --storage-driver vfs --root "$DIR/node/buildah/root" --runroot "$DIR/node/buildah/run")
   mkdir -p "$root/usr/bin" "$root/etc/ssl/certs" "$root/tmp"
   chmod 1777 "$root/tmp"
   cp "$curl_bin" "$root/usr/bin/curl"
@@ -236,15 +245,10 @@ node_curl_image() {
     mkdir -p "$root$(dirname "$lib")"
     cp -L "$lib" "$root$lib"
   done
-  c=$("${b[@]}" from scratch)
-  "${b[@]}" copy "$c" "$root" / >/dev/null
   # No entrypoint, like the real image's behaviour for `-- curl ARGS`: the arguments are the
   # command, found on PATH.
-  "${b[@]}" config --cmd '["curl", "--help"]' --user 100:101 \
-    --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$c"
-  "${b[@]}" commit -q "$c" localhost/curl:latest >/dev/null
-  "${b[@]}" rm "$c" >/dev/null
-  "${b[@]}" push -q --tls-verify=false localhost/curl:latest "docker://$reg/curlimages/curl:latest"
+  node_push_image "$root" curlimages/curl:latest --cmd '["curl", "--help"]' --user 100:101 \
+    --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
   rm -rf "$root"
 }
 

@@ -282,6 +282,45 @@ fn condition(ws: &Value, type_: &str) -> Option<(String, String, String)> {
         })
 }
 
+/// The real node as the seeds' GPU size (`Standard_NC6s_v3`, one GPU advertised), labelled for
+/// one seed's `labelSelector`.
+fn advertise_seed_size(cluster: &Cluster, label: &str) -> Result<String> {
+    script(
+        cluster,
+        &[
+            "advertise-gpus",
+            "--sku",
+            "Standard_NC6s_v3",
+            "--label",
+            label,
+        ],
+    )
+}
+
+/// `kubectl kaito chat` (greedy) of the real model in `ws`, which must answer Paris; the reply.
+fn ask_the_capital_of_france(ns: &TestNamespace<'_>, ws: &str) -> Result<String> {
+    let out = plugin(
+        ns,
+        &[
+            "chat",
+            ws,
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "24",
+            "--prompt",
+            "What is the capital of France? Answer in one word.",
+        ],
+    )?;
+    ensure!(
+        out.success() && out.stdout.contains("Paris"),
+        "{ws}: kubectl kaito chat did not answer Paris: {:?} {}",
+        out.stdout,
+        out.stderr
+    );
+    Ok(out.stdout)
+}
+
 /// Applies an example file unchanged, waits until the Workspace succeeds, and returns the
 /// serving pod.
 fn serve_example(ns: &TestNamespace<'_>, node: &RealNode, file: &str, name: &str) -> Result<Value> {
@@ -528,16 +567,7 @@ fn real_node_helm_install_serves_the_seed_examples_in_real_containers() -> Resul
     }
 
     // The real node as the seed's GPU size: labels and one advertised GPU.
-    script(
-        cluster,
-        &[
-            "advertise-gpus",
-            "--sku",
-            "Standard_NC6s_v3",
-            "--label",
-            "apps=smollm2",
-        ],
-    )?;
+    advertise_seed_size(cluster, "apps=smollm2")?;
     let ns = cluster.namespace("real")?;
 
     // The real trained model, from an example file applied unchanged.
@@ -548,28 +578,10 @@ fn real_node_helm_install_serves_the_seed_examples_in_real_containers() -> Resul
         "examples/inference/kaito_workspace_smollm2.yaml",
         "workspace-smollm2",
     )?;
-    let out = plugin(
-        &ns,
-        &[
-            "chat",
-            "workspace-smollm2",
-            "--temperature",
-            "0",
-            "--max-tokens",
-            "24",
-            "--prompt",
-            "What is the capital of France? Answer in one word.",
-        ],
-    )?;
-    ensure!(out.success(), "kubectl kaito chat failed: {}", out.stderr);
-    ensure!(
-        out.stdout.contains("Paris"),
-        "SmolLM2 did not answer Paris: {:?}",
-        out.stdout
-    );
+    let answer = ask_the_capital_of_france(&ns, "workspace-smollm2")?;
     eprintln!(
         "[real-node] kubectl apply -f examples/inference/kaito_workspace_smollm2.yaml → chat answer {:?}: {:.1}s",
-        out.stdout.trim(),
+        answer.trim(),
         started.elapsed().as_secs_f64()
     );
     let logs = plugin(&ns, &["logs", "workspace-smollm2"])?;
@@ -612,39 +624,12 @@ fn real_node_helm_install_serves_the_seed_examples_in_real_containers() -> Resul
         "the runtime is not told to use the CPU: {}",
         container["args"]
     );
-    let out = plugin(
-        &ns,
-        &[
-            "chat",
-            "workspace-smollm2-cpu",
-            "--temperature",
-            "0",
-            "--max-tokens",
-            "24",
-            "--prompt",
-            "What is the capital of France? Answer in one word.",
-        ],
-    )?;
-    ensure!(
-        out.success() && out.stdout.contains("Paris"),
-        "SmolLM2 on the CPU-only size did not answer Paris: {}{}",
-        out.stdout,
-        out.stderr
-    );
+    ask_the_capital_of_france(&ns, "workspace-smollm2-cpu")?;
     delete_workspace(&ns, "workspace-smollm2-cpu")?;
 
     // The Phi-3 seed, unchanged: a generated tiny Phi-3 stands in for the weights (the hub
     // cannot be reached); the runtime serves it on the CPU.
-    script(
-        cluster,
-        &[
-            "advertise-gpus",
-            "--sku",
-            "Standard_NC6s_v3",
-            "--label",
-            "apps=phi-3",
-        ],
-    )?;
+    advertise_seed_size(cluster, "apps=phi-3")?;
     // The guide's own command lines, typed as written (the namespace is the kubeconfig's).
     let guide = Guide::new(&ns)?;
     guide.run("kubectl apply -f examples/inference/kaito_workspace_phi_3.yaml")?;
@@ -675,16 +660,7 @@ fn real_node_helm_install_serves_the_seed_examples_in_real_containers() -> Resul
             ("ACR_REGISTRY_SECRET_HERE", "adapter-push"),
         ],
     )?;
-    script(
-        cluster,
-        &[
-            "advertise-gpus",
-            "--sku",
-            "Standard_NC6s_v3",
-            "--label",
-            "app=tuning-phi-3",
-        ],
-    )?;
+    advertise_seed_size(cluster, "app=tuning-phi-3")?;
     // The push secret the seed names (the registry takes any credentials: it has no auth).
     ns.kubectl_ok([
         "create",
@@ -770,16 +746,7 @@ fn real_node_helm_install_serves_the_seed_examples_in_real_containers() -> Resul
             &adapter_image,
         )],
     )?;
-    script(
-        cluster,
-        &[
-            "advertise-gpus",
-            "--sku",
-            "Standard_NC6s_v3",
-            "--label",
-            "apps=phi-3-adapter",
-        ],
-    )?;
+    advertise_seed_size(cluster, "apps=phi-3-adapter")?;
     ns.apply(&adapter)?;
     let pod = serve(
         &ns,
