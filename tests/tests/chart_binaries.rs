@@ -208,7 +208,10 @@ fn installs() -> Vec<Install> {
             .set("workloads.weightsCacheHostPath", "/mnt/nvme/weights")
             .set("workloads.trainerCommand", "python train.py --gpus={gpus}")
             .set("workloads.insecureRegistries", "{registry.local:5000}")
-            .set("testOnly.allowDataAddress", "10.88.77.1"),
+            .set("testOnly.allowDataAddress", "10.88.77.1")
+            .set("policy.maxNodesPerWorkspace", "3")
+            .set("policy.allowHostPath", "true")
+            .set("policy.allowPrivileged", "true"),
         Install::new("karpenter on azure (defaults)", "karpenter", "azure"),
         Install::new(
             "karpenter on aws, own NodeClass and NodePool",
@@ -315,6 +318,18 @@ fn the_chart_passes_only_settings_the_binaries_read_and_accept() -> Result<()> {
                 let pool = install.value("karpenter.nodePoolName").unwrap_or("kaito");
                 expect_eq("controller NodePool", &ctrl["karpenter"]["nodePool"], pool)?;
             }
+            let policy = serde_json::json!({
+                "maxNodesPerWorkspace": install
+                    .value("policy.maxNodesPerWorkspace")
+                    .map_or(Ok(10), str::parse::<u64>)?,
+                "allowHostPath": install.value("policy.allowHostPath") == Some("true"),
+                "allowPrivileged": install.value("policy.allowPrivileged") == Some("true"),
+            });
+            ensure!(
+                hook["policy"] == policy,
+                "webhook policy {}, want {policy}",
+                hook["policy"]
+            );
             if let Some(cmd) = install.value("workloads.trainerCommand") {
                 let got: Vec<&str> = ctrl["workload"]["trainerCommand"]
                     .as_array()

@@ -146,6 +146,17 @@ struct Args {
     /// test cluster whose data server sits on a private address; never set it in production.
     #[arg(long, env = "KAITO_TEST_ONLY_ALLOW_DATA_ADDRESS")]
     test_only_allow_data_address: Option<std::net::IpAddr>,
+    /// Most nodes (`resource.count`) one Workspace may ask for.
+    #[arg(long, env = "KAITO_MAX_NODES_PER_WORKSPACE",
+          default_value_t = kaito_api::admission::DEFAULT_MAX_NODES_PER_WORKSPACE)]
+    max_nodes_per_workspace: u32,
+    /// Admit hostPath volumes in inference.template and in volumeSource fields.
+    #[arg(long, env = "KAITO_ALLOW_HOST_PATH")]
+    allow_host_path: bool,
+    /// Admit privileged containers, host namespaces and capabilities beyond the Pod Security
+    /// Standards' baseline in inference.template.
+    #[arg(long, env = "KAITO_ALLOW_PRIVILEGED")]
+    allow_privileged: bool,
 }
 
 /// The admission configuration of `args`: cloud, provisioner and catalogs, checked.
@@ -154,6 +165,11 @@ fn admission_config(args: &Args) -> anyhow::Result<AdmissionConfig> {
         .check_cloud(args.cloud)
         .map_err(anyhow::Error::msg)?;
     let mut config = AdmissionConfig::new(args.cloud, args.provisioner);
+    config.pod_policy = kaito_api::admission::PodPolicy {
+        max_nodes_per_workspace: args.max_nodes_per_workspace,
+        allow_host_path: args.allow_host_path,
+        allow_privileged: args.allow_privileged,
+    };
     if let Some(ip) = args.test_only_allow_data_address {
         tracing::warn!(%ip, "TESTS ONLY: tuning input URLs may name this address");
         config.url_policy = kaito_api::admission::UrlPolicy::TestOnlyAllowAddress(ip);
@@ -213,6 +229,11 @@ fn effective(args: &Args, config: &AdmissionConfig, mode: TlsMode) -> serde_json
         "https": SocketAddr::new(args.bind_address, args.port).to_string(),
         "health": SocketAddr::new(args.health_bind_address, args.health_port).to_string(),
         "maxBodyBytes": args.max_body_bytes,
+        "policy": {
+            "maxNodesPerWorkspace": config.pod_policy.max_nodes_per_workspace,
+            "allowHostPath": config.pod_policy.allow_host_path,
+            "allowPrivileged": config.pod_policy.allow_privileged,
+        },
         "tlsMode": value_name(mode),
         "namespace": args.namespace,
         "serviceName": args.service_name,

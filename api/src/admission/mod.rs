@@ -5,6 +5,7 @@
 //! [`workspace_plan`], so the three can never disagree. Nothing here does I/O.
 
 mod inference_config;
+mod policy;
 mod tuning_config;
 mod urls;
 
@@ -24,6 +25,7 @@ pub use inference_config::{
     ENGINE_SECTION, EngineParams, INFERENCE_CONFIG_KEY, InferenceConfig, parse_inference_config,
     parse_inference_config_map,
 };
+pub use policy::{DEFAULT_MAX_NODES_PER_WORKSPACE, PodPolicy};
 pub use tuning_config::{
     RESULTS_DIR, TRAINING_CONFIG_KEY, TRAINING_CONFIG_ROOT, TRAINING_CONFIG_SECTIONS,
     validate_training_config, validate_training_config_map,
@@ -50,6 +52,8 @@ pub struct AdmissionConfig {
     pub skus: SkuCatalog,
     /// Which download URLs tuning input may name.
     pub url_policy: UrlPolicy,
+    /// How many nodes a workspace may ask for and what its pods may do on them.
+    pub pod_policy: PodPolicy,
 }
 
 impl AdmissionConfig {
@@ -61,6 +65,7 @@ impl AdmissionConfig {
             presets: PresetCatalog::builtin().clone(),
             skus: SkuCatalog::builtin().clone(),
             url_policy: UrlPolicy::PublicOnly,
+            pod_policy: PodPolicy::default(),
         }
     }
 }
@@ -252,6 +257,7 @@ pub fn validate(old: Option<&Workspace>, new: &Workspace, cfg: &AdmissionConfig)
         (None, Some(_)) => check_tuning(new, cfg, &mut v),
     }
     check_resource(new, cfg, &mut v);
+    policy::check_policy(new, cfg, &mut v);
     v
 }
 

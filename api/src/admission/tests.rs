@@ -731,3 +731,173 @@ fn workspace_plan_is_the_sizing_of_the_defaulted_workspace() {
         Mode::TuneQlora
     );
 }
+
+// ---- the installation's policy ------------------------------------------------------------
+
+const TEMPLATE: &str = "
+apiVersion: kaito.sh/v1beta1
+kind: Workspace
+metadata: {name: tpl}
+resource:
+  instanceType: Standard_NC6s_v3
+  labelSelector: {matchLabels: {apps: tpl}}
+inference:
+  template:
+    spec:
+      containers:
+        - name: server
+          image: registry.example.com/server:1
+";
+
+fn template_with(extra_spec: &str, container_security: &str) -> Workspace {
+    let mut text = TEMPLATE.to_string();
+    if !container_security.is_empty() {
+        text.push_str(&format!(
+            "          securityContext: {container_security}\n"
+        ));
+    }
+    if !extra_spec.is_empty() {
+        text.push_str(&format!("      {extra_spec}\n"));
+    }
+    ws(&text)
+}
+
+fn with_policy(policy: PodPolicy) -> AdmissionConfig {
+    AdmissionConfig {
+        pod_policy: policy,
+        ..cfg()
+    }
+}
+
+fn errors_under(w: &Workspace, config: &AdmissionConfig) -> Vec<FieldError> {
+    let mut w = w.clone();
+    apply_defaults(&mut w, config);
+    validate(None, &w, config).errors
+}
+
+#[test]
+fn resource_count_is_capped_by_the_installation_policy() {
+    let mut w = ws(INFERENCE);
+    w.resource.count = Some(1000);
+    assert_rejected(
+        w.clone(),
+        "resource.count",
+        "more than this installation allows for one workspace (10); use at most 10, or ask the \
+         cluster admin to raise the chart value policy.maxNodesPerWorkspace",
+    );
+    w.resource.count = Some(DEFAULT_MAX_NODES_PER_WORKSPACE as i32);
+    assert!(
+        errors_of(w.clone()).is_empty(),
+        "{:#?}",
+        errors_of(w.clone())
+    );
+    let raised = with_policy(PodPolicy {
+        max_nodes_per_workspace: 1000,
+        ..PodPolicy::default()
+    });
+    w.resource.count = Some(1000);
+    assert!(errors_under(&w, &raised).is_empty());
+}
+
+#[test]
+fn a_plain_template_is_admitted() {
+    let errors = errors_of(template_with("", "{runAsNonRoot: true}"));
+    assert!(errors.is_empty(), "{errors:#?}");
+}
+
+#[test]
+fn host_path_in_a_template_is_refused_unless_the_policy_allows_it() {
+    let w = template_with(
+        "volumes: [{name: root, hostPath: {path: /}}, {name: scratch, emptyDir: {}}]",
+        "",
+    );
+    assert_rejected(
+        w.clone(),
+        "inference.template.spec.volumes[0].hostPath",
+        "hostPath volumes are not allowed here: they expose the node's files to the \
+         workspace's pods; use a persistentVolumeClaim, or ask the cluster admin to set the \
+         chart value policy.allowHostPath",
+    );
+    assert_eq!(errors_of(w.clone()).len(), 1, "the emptyDir is fine");
+    let allowed = with_policy(PodPolicy {
+        allow_host_path: true,
+        ..PodPolicy::default()
+    });
+    assert!(errors_under(&w, &allowed).is_empty());
+}
+
+#[test]
+fn host_path_volume_sources_are_refused_for_adapters_and_tuning() {
+    let w = with_adapters("    - source: {name: a, volumeSource: {hostPath: {path: /etc}}}\n");
+    assert_rejected(
+        w,
+        "inference.adapters[0].source.volumeSource.hostPath",
+        "policy.allowHostPath",
+    );
+    let w = ws(&TUNING.replace(
+        "input: {urls: ['https://example.com/data.parquet']}",
+        "input: {volumeSource: {hostPath: {path: /var/lib/kubelet}}}",
+    ));
+    assert_rejected(
+        w,
+        "tuning.input.volumeSource.hostPath",
+        "policy.allowHostPath",
+    );
+    let w = ws(&TUNING.replace(
+        "output: {image: 'registry.example.com/a:1', imagePushSecret: push}",
+        "output: {volumeSource: {hostPath: {path: /root}}}",
+    ));
+    assert_rejected(
+        w,
+        "tuning.output.volumeSource.hostPath",
+        "policy.allowHostPath",
+    );
+}
+
+#[test]
+fn privileged_templates_are_refused_unless_the_policy_allows_them() {
+    let message = "is not allowed: it gives the pod control of its node; remove it, or ask the \
+                   cluster admin to set the chart value policy.allowPrivileged";
+    let privileged = template_with("", "{privileged: true}");
+    assert_rejected(
+        privileged.clone(),
+        "inference.template.spec.containers[0].securityContext.privileged",
+        message,
+    );
+    for host in ["hostNetwork", "hostPID", "hostIPC"] {
+        assert_rejected(
+            template_with(&format!("{host}: true"), ""),
+            &format!("inference.template.spec.{host}"),
+            message,
+        );
+    }
+    assert_rejected(
+        template_with(
+            "",
+            "{capabilities: {add: [NET_BIND_SERVICE, CAP_SYS_ADMIN]}}",
+        ),
+        "inference.template.spec.containers[0].securityContext.capabilities.add[1]",
+        "adding CAP_SYS_ADMIN (beyond the Pod Security Standards' baseline)",
+    );
+    assert_eq!(
+        errors_of(template_with(
+            "",
+            "{capabilities: {add: [NET_BIND_SERVICE, CHOWN]}}"
+        )),
+        vec![],
+        "baseline capabilities are fine"
+    );
+    let init = ws(&format!(
+        "{TEMPLATE}      initContainers:\n        - name: setup\n          image: busybox\n          securityContext: {{privileged: true}}\n"
+    ));
+    assert_rejected(
+        init,
+        "inference.template.spec.initContainers[0].securityContext.privileged",
+        message,
+    );
+    let allowed = with_policy(PodPolicy {
+        allow_privileged: true,
+        ..PodPolicy::default()
+    });
+    assert!(errors_under(&privileged, &allowed).is_empty());
+}
