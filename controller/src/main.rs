@@ -13,7 +13,7 @@ use kaito_controller::config::{
     Cloud, Config, DEFAULT_NODE_CLASS, DEFAULT_NODE_POOL, KarpenterConfig, Provisioner,
     WorkloadConfig,
 };
-use kaito_controller::leader::LeaderElector;
+use kaito_controller::leader::{LeaderElector, Timing};
 use kaito_controller::reconcile;
 use kaito_controller::telemetry::{Health, Metrics, router};
 use kube::{Api, Client};
@@ -45,6 +45,18 @@ struct Args {
     /// Disable leader election (single replica).
     #[arg(long)]
     no_leader_election: bool,
+    /// Seconds a standby waits after it last saw the Lease change (on its own clock) before it
+    /// takes it; written into the Lease.
+    #[arg(long, env = "KAITO_LEADER_LEASE_DURATION", default_value_t = 15)]
+    leader_election_lease_duration_secs: u64,
+    /// Seconds the leader goes on without a successful renewal before it exits (shorter than
+    /// the lease duration); each Lease API call times out after half of it.
+    #[arg(long, env = "KAITO_LEADER_RENEW_DEADLINE", default_value_t = 10)]
+    leader_election_renew_deadline_secs: u64,
+    /// Seconds between two renewals (or two looks at the Lease by a standby); shorter than
+    /// the renew deadline.
+    #[arg(long, env = "KAITO_LEADER_RETRY_PERIOD", default_value_t = 2)]
+    leader_election_retry_period_secs: u64,
     /// Identity in the Lease (default: hostname-pid).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -135,6 +147,15 @@ struct Args {
     sku_catalog: Option<std::path::PathBuf>,
 }
 
+/// The leader-election durations of the flags.
+fn timing(args: &Args) -> Timing {
+    Timing {
+        lease_duration: Duration::from_secs(args.leader_election_lease_duration_secs),
+        renew_deadline: Duration::from_secs(args.leader_election_renew_deadline_secs),
+        retry_period: Duration::from_secs(args.leader_election_retry_period_secs),
+    }
+}
+
 /// Loads `--preset-catalog`/`--sku-catalog` (if given) and sizes with them from now on.
 fn catalogs(args: &Args) -> anyhow::Result<()> {
     let presets = args
@@ -171,6 +192,9 @@ fn effective(args: &Args, config: &Config) -> serde_json::Value {
         "namespace": args.leader_election_namespace,
         "name": args.leader_election_name,
         "identity": args.identity,
+        "leaseDurationSeconds": args.leader_election_lease_duration_secs,
+        "renewDeadlineSeconds": args.leader_election_renew_deadline_secs,
+        "retryPeriodSeconds": args.leader_election_retry_period_secs,
     });
     v["logJson"] = serde_json::json!(args.log_json);
     let catalog = kaito_controller::plan::admission_config(args.cloud);
@@ -255,6 +279,9 @@ async fn main() -> anyhow::Result<()> {
         ),
     };
     config.validate().map_err(anyhow::Error::msg)?;
+    if !args.no_leader_election {
+        timing(&args).validate()?;
+    }
     catalogs(&args)?;
     if args.check_config {
         println!(
@@ -304,40 +331,23 @@ async fn main() -> anyhow::Result<()> {
             )
         });
         let leases: Api<Lease> = Api::namespaced(client.clone(), &args.leader_election_namespace);
-        let elector = Arc::new(LeaderElector::new(
-            leases,
-            &args.leader_election_name,
-            &identity,
-            Duration::from_secs(15),
-        ));
+        let mut elector =
+            LeaderElector::new(leases, &args.leader_election_name, &identity, timing(&args))?;
         info!(%identity, "waiting for leadership");
-        loop {
-            match elector.try_acquire_or_renew().await {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(e) => warn!(error = %e, "leader election"),
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
+        let leadership = elector
+            .acquire(|e| warn!(error = %e, "leader election"))
+            .await;
         info!(%identity, "leading");
-        let renewer = elector.clone();
         tokio::spawn(async move {
-            let mut last_ok = std::time::Instant::now();
-            loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                match renewer.try_acquire_or_renew().await {
-                    Ok(true) => last_ok = std::time::Instant::now(),
-                    Ok(false) => {
-                        error!("lost the leader lease; exiting");
-                        std::process::exit(1);
-                    }
-                    Err(e) => warn!(error = %e, "renewing the leader lease"),
-                }
-                if last_ok.elapsed() > renewer.lease_duration {
-                    error!("could not renew the leader lease in time; exiting");
-                    std::process::exit(1);
-                }
-            }
+            let why = elector
+                .hold(
+                    leadership,
+                    |e| warn!(error = %e, "renewing the leader lease"),
+                )
+                .await;
+            // Stop reconciling at once: a standby may take over once the lease expires.
+            error!(error = %why, "no longer the leader; exiting");
+            std::process::exit(1);
         });
     }
     reconcile::run(client, config, args.namespace.clone(), metrics, ready)
