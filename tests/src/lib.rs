@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod chart;
 pub mod container;
 pub mod hub;
 pub mod processes;

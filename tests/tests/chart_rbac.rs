@@ -11,9 +11,13 @@
 //!   becomes ready on a simulated GPU node, and deleting it releases the finalizer;
 //! - no `forbidden` in either log, and `kubectl auth can-i --list` for each ServiceAccount shows
 //!   nothing beyond the table in `charts/kaito/README.md` (plus Kubernetes' default discovery
-//!   rules), and everything in that table.
+//!   rules), and everything in that table; the chart is rendered with
+//!   `controller.watchNamespace` = the test's namespace (as the controller runs), and in another
+//!   namespace the controller may touch nothing namespaced;
+//! - without a cluster, `helm template` with and without `controller.watchNamespace` puts the
+//!   controller's rights where they belong: a Role in the watched namespace, or cluster-wide.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
@@ -130,10 +134,11 @@ fn http_ok(port: u16, path: &str) -> bool {
 /// (non-resource URL, "", verb).
 type Grant = (String, String, String);
 
-/// `kubectl auth can-i --list` rows, expanded to one grant per name and verb.
-fn can_i_list(cluster: &Cluster, ns: &str, sa: &str) -> Result<BTreeSet<Grant>> {
+/// `kubectl auth can-i --list` rows in namespace `in_ns` for ServiceAccount `sa` of namespace
+/// `ns`, expanded to one grant per name and verb.
+fn can_i_list(cluster: &Cluster, ns: &str, sa: &str, in_ns: &str) -> Result<BTreeSet<Grant>> {
     let who = format!("system:serviceaccount:{ns}:{sa}");
-    let out = cluster.kubectl_ok(["auth", "can-i", "--list", "-n", ns, "--as", &who])?;
+    let out = cluster.kubectl_ok(["auth", "can-i", "--list", "-n", in_ns, "--as", &who])?;
     let row = regex_lite_row;
     let mut grants = BTreeSet::new();
     for line in out.lines().skip(1) {
@@ -259,13 +264,15 @@ fn controller_and_webhook_work_as_the_charts_service_accounts_and_need_nothing_m
         args.extend_from_slice(extra);
         helm(&cluster, &args)
     };
+    // The controller watches the test's namespace, as the process below does.
+    let watch = format!("controller.watchNamespace={nsn}");
     let rbac = render(
         &[
             "templates/serviceaccounts.yaml",
             "templates/rbac-controller.yaml",
             "templates/rbac-webhook.yaml",
         ],
-        &[],
+        &["--set", &watch],
     )?;
     let _cleanup = ClusterScoped {
         cluster: &cluster,
@@ -282,7 +289,7 @@ fn controller_and_webhook_work_as_the_charts_service_accounts_and_need_nothing_m
 
     // Nothing beyond the README's table (and Kubernetes' default discovery rules).
     for sa in ["controller", "webhook"] {
-        let granted = can_i_list(&cluster, &nsn, &format!("{fullname}-{sa}"))?;
+        let granted = can_i_list(&cluster, &nsn, &format!("{fullname}-{sa}"), &nsn)?;
         let listed = readme_grants(sa, &fullname)?;
         let extra: Vec<&Grant> = granted
             .iter()
@@ -298,6 +305,17 @@ fn controller_and_webhook_work_as_the_charts_service_accounts_and_need_nothing_m
             "{sa}: listed in charts/kaito/README.md but not granted: {missing:?}"
         );
     }
+
+    // Outside the watched namespace the controller may touch no namespaced object.
+    let elsewhere = can_i_list(&cluster, &nsn, &format!("{fullname}-controller"), "default")?;
+    let beyond: Vec<&Grant> = elsewhere
+        .iter()
+        .filter(|g| !is_default_discovery(g) && !CLUSTER_SCOPED.contains(&g.0.as_str()))
+        .collect();
+    ensure!(
+        beyond.is_empty(),
+        "controller: rights in namespace default although it watches {nsn}: {beyond:?}"
+    );
 
     // The chart's webhook configurations, re-pointed at the local webhook process.
     let hook_port = free_port()?;
@@ -495,5 +513,177 @@ fn the_readme_table_lists_both_service_accounts() -> Result<()> {
         "rel-kaito-webhook-cert".into(),
         "get".into()
     )));
+    Ok(())
+}
+
+/// Resources without a namespace that the chart's roles name; every other resource they name
+/// is namespaced.
+const CLUSTER_SCOPED: [&str; 4] = [
+    "nodes",
+    "nodeclaims.karpenter.sh",
+    "mutatingwebhookconfigurations.admissionregistration.k8s.io",
+    "validatingwebhookconfigurations.admissionregistration.k8s.io",
+];
+
+/// The grants of a Role's or ClusterRole's rules, written as `kubectl auth can-i --list`
+/// writes them (RESOURCE.GROUP/SUBRESOURCE).
+fn role_grants(role: &Value) -> Result<BTreeSet<Grant>> {
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut grants = BTreeSet::new();
+    for rule in role["rules"].as_array().context("a role without rules")? {
+        let mut names = strings(&rule["resourceNames"]);
+        if names.is_empty() {
+            names.push(String::new());
+        }
+        for g in strings(&rule["apiGroups"]) {
+            for r in strings(&rule["resources"]) {
+                let (res, sub) = match r.split_once('/') {
+                    Some((r, s)) => (r.to_owned(), format!("/{s}")),
+                    None => (r.clone(), String::new()),
+                };
+                let resource = if g.is_empty() {
+                    format!("{res}{sub}")
+                } else {
+                    format!("{res}.{g}{sub}")
+                };
+                for n in &names {
+                    for v in strings(&rule["verbs"]) {
+                        grants.insert((resource.clone(), n.clone(), v));
+                    }
+                }
+            }
+        }
+    }
+    Ok(grants)
+}
+
+/// What the rendered bindings give ServiceAccount `sa` of namespace `ns`, by where it holds:
+/// `"*"` for ClusterRoleBindings (all namespaces), else the RoleBinding's namespace.
+fn grants_by_scope(
+    docs: &[Value],
+    sa: &str,
+    ns: &str,
+) -> Result<BTreeMap<String, BTreeSet<Grant>>> {
+    let mut out: BTreeMap<String, BTreeSet<Grant>> = BTreeMap::new();
+    for b in docs {
+        let kind = b["kind"].as_str().unwrap_or_default();
+        if kind != "RoleBinding" && kind != "ClusterRoleBinding" {
+            continue;
+        }
+        let binds = b["subjects"].as_array().is_some_and(|ss| {
+            ss.iter()
+                .any(|s| s["kind"] == "ServiceAccount" && s["name"] == sa && s["namespace"] == ns)
+        });
+        if !binds {
+            continue;
+        }
+        let scope = if kind == "ClusterRoleBinding" {
+            "*".to_owned()
+        } else {
+            b["metadata"]["namespace"]
+                .as_str()
+                .context("a RoleBinding without a namespace")?
+                .to_owned()
+        };
+        let role_kind = b["roleRef"]["kind"].as_str().unwrap_or_default();
+        let role = docs
+            .iter()
+            .find(|r| {
+                r["kind"] == role_kind
+                    && r["metadata"]["name"] == b["roleRef"]["name"]
+                    && (role_kind == "ClusterRole" || r["metadata"]["namespace"] == scope.as_str())
+            })
+            .with_context(|| {
+                format!(
+                    "{kind} {} names a role the chart does not render",
+                    b["metadata"]["name"]
+                )
+            })?;
+        out.entry(scope).or_default().extend(role_grants(role)?);
+    }
+    Ok(out)
+}
+
+/// With `controller.watchNamespace` set, the controller's rights on namespaced resources are a
+/// Role in that namespace; cluster-wide it keeps only cluster-scoped resources (nodes,
+/// NodeClaims). Without it, they are cluster-wide. Either way the grants are the README's
+/// table, the Lease rows a Role in the release namespace.
+#[test]
+fn the_controllers_rights_are_namespaced_when_it_watches_one_namespace() -> Result<()> {
+    let sa = "rel-kaito-controller";
+    let release_ns = "kaito-system";
+    let listed = readme_grants("controller", "rel-kaito")?;
+    let is_lease = |g: &Grant| g.0 == "leases.coordination.k8s.io";
+    for provisioner in ["byo", "karpenter"] {
+        for watch in ["team-a", ""] {
+            let docs = kaito_e2e::chart::render(
+                "rel",
+                release_ns,
+                &[
+                    ("provisioner", provisioner),
+                    ("controller.watchNamespace", watch),
+                ],
+                &["templates/rbac-controller.yaml"],
+            )?;
+            let mut by_scope = grants_by_scope(&docs, sa, release_ns)?;
+            let cluster = by_scope.remove("*").unwrap_or_default();
+            let leases = by_scope.remove(release_ns).unwrap_or_default();
+            ensure!(
+                !leases.is_empty() && leases.iter().all(is_lease),
+                "{provisioner}/{watch:?}: the release namespace's Role holds {leases:?}"
+            );
+            let mut all = cluster.clone();
+            all.extend(leases);
+            if watch.is_empty() {
+                ensure!(
+                    by_scope.is_empty(),
+                    "{provisioner}: Roles outside the release namespace without watchNamespace: \
+                     {by_scope:?}"
+                );
+            } else {
+                let namespaced: Vec<&Grant> = cluster
+                    .iter()
+                    .filter(|g| !CLUSTER_SCOPED.contains(&g.0.as_str()))
+                    .collect();
+                ensure!(
+                    namespaced.is_empty(),
+                    "{provisioner}: watchNamespace={watch}, yet cluster-wide rights on namespaced \
+                     resources: {namespaced:?}"
+                );
+                let watched = by_scope.remove(watch).unwrap_or_default();
+                ensure!(
+                    by_scope.is_empty(),
+                    "{provisioner}: Roles in other namespaces: {by_scope:?}"
+                );
+                ensure!(
+                    watched
+                        .iter()
+                        .all(|g| !CLUSTER_SCOPED.contains(&g.0.as_str()) && !is_lease(g)),
+                    "{provisioner}: the Role in {watch} holds {watched:?}"
+                );
+                all.extend(watched);
+            }
+            let nodeclaims = |g: &Grant| g.0 == "nodeclaims.karpenter.sh";
+            ensure!(
+                all.iter().any(nodeclaims) == (provisioner == "karpenter"),
+                "{provisioner}/{watch:?}: NodeClaim rights {all:?}"
+            );
+            // The README's table (its karpenter-only rows left out by readme_grants).
+            all.retain(|g| !nodeclaims(g));
+            ensure!(
+                all == listed,
+                "{provisioner}/{watch:?}: rendered {all:?}\nbut charts/kaito/README.md lists \
+                 {listed:?}"
+            );
+        }
+    }
     Ok(())
 }
