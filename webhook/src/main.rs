@@ -69,6 +69,24 @@ struct Args {
     /// Largest accepted AdmissionReview, in bytes.
     #[arg(long, env = "WEBHOOK_MAX_BODY_BYTES", default_value_t = server::DEFAULT_MAX_BODY)]
     max_body_bytes: usize,
+    /// Admission requests read and handled at once; more wait (up to --request-timeout-secs)
+    /// for a slot. With the body limit this bounds memory: see the chart README.
+    #[arg(long, env = "WEBHOOK_MAX_CONCURRENT_ADMISSIONS", default_value_t = server::Limits::default().max_admissions)]
+    max_concurrent_admissions: usize,
+    /// Open HTTPS connections at most; more wait in the listen backlog.
+    #[arg(long, env = "WEBHOOK_MAX_CONNECTIONS", default_value_t = server::Limits::default().max_connections)]
+    max_connections: usize,
+    /// Seconds from a request's headers to its answer (waiting for a slot included); then it
+    /// is answered 503. Keep it under the webhook configurations' timeoutSeconds.
+    #[arg(long, env = "WEBHOOK_REQUEST_TIMEOUT_SECS", default_value_t = server::Limits::default().request_timeout.as_secs())]
+    request_timeout_secs: u64,
+    /// Seconds a client has to finish the TLS handshake and send a request's headers.
+    #[arg(long, default_value_t = server::Limits::default().header_timeout.as_secs())]
+    header_timeout_secs: u64,
+    /// Threads serving requests (default: the CPUs, at most 4; each thread has its own
+    /// allocator arena, so more threads cost memory without adding capacity).
+    #[arg(long, env = "WEBHOOK_WORKER_THREADS")]
+    worker_threads: Option<usize>,
     /// Seconds open requests may take to finish after SIGTERM.
     #[arg(long, default_value_t = 10)]
     shutdown_grace_secs: u64,
@@ -229,6 +247,10 @@ fn effective(args: &Args, config: &AdmissionConfig, mode: TlsMode) -> serde_json
         "https": SocketAddr::new(args.bind_address, args.port).to_string(),
         "health": SocketAddr::new(args.health_bind_address, args.health_port).to_string(),
         "maxBodyBytes": args.max_body_bytes,
+        "maxConcurrentAdmissions": args.max_concurrent_admissions,
+        "maxConnections": args.max_connections,
+        "requestTimeoutSecs": args.request_timeout_secs,
+        "headerTimeoutSecs": args.header_timeout_secs,
         "policy": {
             "maxNodesPerWorkspace": config.pod_policy.max_nodes_per_workspace,
             "allowHostPath": config.pod_policy.allow_host_path,
@@ -280,14 +302,51 @@ async fn shutdown_signal(tx: watch::Sender<bool>) {
     let _ = tx.send(true);
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// The admission server's limits of `args`, checked.
+fn limits(args: &Args) -> anyhow::Result<server::Limits> {
+    anyhow::ensure!(
+        args.max_concurrent_admissions > 0,
+        "--max-concurrent-admissions (WEBHOOK_MAX_CONCURRENT_ADMISSIONS) must be at least 1"
+    );
+    anyhow::ensure!(
+        args.max_connections > 0,
+        "--max-connections (WEBHOOK_MAX_CONNECTIONS) must be at least 1"
+    );
+    anyhow::ensure!(
+        args.request_timeout_secs > 0 && args.header_timeout_secs > 0,
+        "--request-timeout-secs and --header-timeout-secs must be at least 1"
+    );
+    Ok(server::Limits {
+        max_admissions: args.max_concurrent_admissions,
+        max_connections: args.max_connections,
+        request_timeout: Duration::from_secs(args.request_timeout_secs),
+        header_timeout: Duration::from_secs(args.header_timeout_secs),
+    })
+}
+
+fn main() -> anyhow::Result<()> {
     // One process-wide TLS crypto provider (ring). A workspace-wide build can also link
     // aws-lc-rs through other crates, and rustls then refuses to pick one on its own.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
+    let threads = args.worker_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(4)
+    });
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let config = admission_config(&args)?;
     let mode = tls_mode(&args)?;
+    let limits = limits(&args)?;
     if args.check_config {
         println!(
             "{}",
@@ -297,7 +356,7 @@ async fn main() -> anyhow::Result<()> {
     }
     init_tracing(args.log_format);
 
-    let mut state = AppState::new(config);
+    let mut state = AppState::new(config).with_limits(&limits);
     state.max_body = args.max_body_bytes;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -405,6 +464,7 @@ async fn main() -> anyhow::Result<()> {
         server::admission_router(state),
         shutdown_rx,
         Duration::from_secs(args.shutdown_grace_secs),
+        limits,
     )
     .await;
     health

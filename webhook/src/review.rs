@@ -68,6 +68,8 @@ pub enum VerdictKind {
     Denied,
     /// The body was not an AdmissionReview (HTTP 400).
     BadRequest,
+    /// Not handled: the webhook was at its concurrency limit or the request timed out (503).
+    Unavailable,
 }
 
 impl VerdictKind {
@@ -78,6 +80,7 @@ impl VerdictKind {
             Self::Patched => "patched",
             Self::Denied => "denied",
             Self::BadRequest => "bad_request",
+            Self::Unavailable => "unavailable",
         }
     }
 }
@@ -112,6 +115,9 @@ pub fn handle_with(
     config: &ConfigLookup,
 ) -> Outcome {
     let started = Instant::now();
+    if let Err(outcome) = check_json_values(body) {
+        return outcome;
+    }
     let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
         Ok(review) => review,
         Err(err) => {
@@ -188,7 +194,7 @@ pub fn handle_with(
             // something the apiserver can read anyway.
             return Outcome {
                 http_status: 500,
-                body: fallback_body(&format!("cannot serialize the response: {err}")),
+                body: fallback_body(500, &format!("cannot serialize the response: {err}")),
                 operation,
                 kind,
                 verdict: VerdictKind::BadRequest,
@@ -215,26 +221,125 @@ fn operation_name(op: &Operation) -> &'static str {
 
 /// A 400 answer: the body is not a usable AdmissionReview.
 pub fn bad_request(message: String) -> Outcome {
+    failure(400, VerdictKind::BadRequest, message)
+}
+
+/// A 503 answer: the request was not handled (busy, or it took too long); the API server
+/// retries or applies the webhook's failurePolicy.
+pub fn unavailable(message: String) -> Outcome {
+    failure(503, VerdictKind::Unavailable, message)
+}
+
+fn failure(code: u16, verdict: VerdictKind, message: String) -> Outcome {
     let mut response = AdmissionResponse::invalid(&message);
-    response.result.code = 400;
-    let body =
-        serde_json::to_vec(&response.into_review()).unwrap_or_else(|_| fallback_body(&message));
+    response.result.code = code;
+    let body = serde_json::to_vec(&response.into_review())
+        .unwrap_or_else(|_| fallback_body(code, &message));
     Outcome {
-        http_status: 400,
+        http_status: code,
         body,
         operation: "unknown",
         kind: "unknown",
-        verdict: VerdictKind::BadRequest,
+        verdict,
+    }
+}
+
+/// Most JSON values (numbers, strings, arrays, objects, ...) an AdmissionReview may hold. A
+/// Workspace review, object and old object with their managedFields, holds a few hundred; the
+/// limit keeps what one request can allocate as a JSON tree to a few MiB (each value costs
+/// 32 to 100 bytes once parsed, against 2 bytes of `[0,0,...]` on the wire).
+pub const MAX_JSON_VALUES: usize = 20_000;
+
+/// Counts the JSON values of `body` without building them, and refuses a body with more than
+/// [`MAX_JSON_VALUES`] before anything parses it into a tree. A body that is not JSON passes:
+/// the parser reports it with its position.
+pub fn check_json_values(body: &[u8]) -> Result<(), Outcome> {
+    let left = std::cell::Cell::new(MAX_JSON_VALUES);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    match serde::de::DeserializeSeed::deserialize(ValueCounter { left: &left }, &mut de) {
+        Err(_) if left.get() == 0 => Err(bad_request(format!(
+            "the AdmissionReview holds more than {MAX_JSON_VALUES} JSON values (numbers, \
+             strings, lists, objects), the webhook's limit; a Workspace is far smaller: send the \
+             Workspace without the extra data"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Walks a JSON document, counting down `left` per value; an error once it reaches 0.
+struct ValueCounter<'a> {
+    left: &'a std::cell::Cell<usize>,
+}
+
+impl ValueCounter<'_> {
+    fn tick<E: serde::de::Error>(&self) -> Result<(), E> {
+        match self.left.get() {
+            0 => Err(E::custom("too many JSON values")),
+            n => {
+                self.left.set(n - 1);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ValueCounter<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ValueCounter<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        self.tick()
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        self.tick()
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        self.tick()
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        self.tick()
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        self.tick()
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.tick()
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        self.tick()
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.tick()?;
+        while seq
+            .next_element_seed(ValueCounter { left: self.left })?
+            .is_some()
+        {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.tick()?;
+        while map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+            map.next_value_seed(ValueCounter { left: self.left })?;
+        }
+        Ok(())
     }
 }
 
 /// A hand-built AdmissionReview, for the one case where serde_json could not write ours.
-fn fallback_body(message: &str) -> Vec<u8> {
+fn fallback_body(code: u16, message: &str) -> Vec<u8> {
     let value = serde_json::json!({
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
         "response": {"uid": "", "allowed": false,
-                     "status": {"status": "Failure", "code": 400, "message": message}},
+                     "status": {"status": "Failure", "code": code, "message": message}},
     });
     value.to_string().into_bytes()
 }

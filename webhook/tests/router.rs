@@ -319,3 +319,75 @@ async fn health_and_metrics() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn admissions_wait_for_a_free_slot_and_get_a_503_review_when_none_frees_up()
+-> anyhow::Result<()> {
+    let limits = kaito_webhook::server::Limits {
+        max_admissions: 1,
+        request_timeout: std::time::Duration::from_millis(300),
+        ..kaito_webhook::server::Limits::default()
+    };
+    let st = state().with_limits(&limits);
+    // The only slot is taken: the request waits, then is answered 503 with a review.
+    let slot = st.admissions.clone().acquire_owned().await?;
+    let started = std::time::Instant::now();
+    let (status, body) = call(
+        admission_router(st.clone()),
+        "/validate",
+        fixture("create-seed-phi-3-v1alpha1.json")?,
+    )
+    .await?;
+    assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body:#}");
+    assert_eq!(response(&body)["allowed"], false);
+    let msg = response(&body)["status"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        msg.contains("busy") && msg.contains("--max-concurrent-admissions"),
+        "{msg}"
+    );
+    // A slot freed while waiting is taken: the request is answered normally.
+    let waiting = tokio::spawn(call(
+        admission_router(st.clone()),
+        "/validate",
+        fixture("create-seed-phi-3-v1alpha1.json")?,
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    drop(slot);
+    let (status, body) = waiting.await??;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(response(&body)["allowed"], true, "{body:#}");
+    assert_eq!(st.admissions.available_permits(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_body_of_too_many_json_values_is_refused_before_it_is_parsed() -> anyhow::Result<()> {
+    let mut review: Value = serde_json::from_slice(&fixture("create-seed-phi-3-v1alpha1.json")?)?;
+    let n = kaito_webhook::review::MAX_JSON_VALUES;
+    review["request"]["object"]["junk"] = Value::Array(vec![Value::from(0); n]);
+    let (status, body) = call(
+        admission_router(state()),
+        "/mutate",
+        serde_json::to_vec(&review)?,
+    )
+    .await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let msg = response(&body)["status"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(msg.contains(&format!("more than {n} JSON values")), "{msg}");
+    // The same workspace with a modest extra list is handled as before.
+    review["request"]["object"]["junk"] = Value::Array(vec![Value::from(0); 100]);
+    let (status, body) = call(
+        admission_router(state()),
+        "/mutate",
+        serde_json::to_vec(&review)?,
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(response(&body)["allowed"], true, "{body:#}");
+    Ok(())
+}

@@ -100,6 +100,7 @@ async fn rotated_certificate_files_are_served_without_a_failed_request() -> anyh
         admission_router(state.clone()),
         shutdown_rx,
         Duration::from_secs(5),
+        server::Limits::default(),
     ));
 
     let connector = TlsConnector::from(client_config(&ca.cert_pem)?);
