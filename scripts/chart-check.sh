@@ -59,7 +59,10 @@ aks_values=(--set provisioner=aks --set cloud=azure
   --set azure.resourceGroup=rg-kaito --set azure.clusterName=aks-kaito
   --set azure.workloadIdentity.enabled=true
   --set azure.workloadIdentity.clientId=11111111-2222-3333-4444-555555555555)
-optional=(--set nvidiaDevicePlugin.enabled=true --set serviceMonitor.enabled=true --set networkPolicy.enabled=true)
+# The workloads' NetworkPolicy and the controller's Role go to the watched namespace, which the
+# server-side dry run below has (the release namespace).
+optional=(--set nvidiaDevicePlugin.enabled=true --set serviceMonitor.enabled=true --set networkPolicy.enabled=true
+  --set workloads.networkPolicy.enabled=true --set "controller.watchNamespace=$RELEASE_NS")
 mode_values() {
   case "$1" in
     aks) printf '%s\n' "${aks_values[@]}" ;;
