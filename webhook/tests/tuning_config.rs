@@ -173,3 +173,57 @@ async fn without_a_client_the_config_map_is_not_checked_and_a_warning_says_so() 
     );
     Ok(())
 }
+
+/// A denial about a ConfigMap names the bad keys and the fix, never a value or a line of its
+/// text: the ConfigMap is read with the webhook's rights, the answer goes to the requester.
+#[tokio::test]
+async fn denials_name_the_bad_keys_but_echo_nothing_of_the_config_map() -> anyhow::Result<()> {
+    const SECRET: &str = "sk-live-0123456789abcdef";
+    let maps = vec![
+        (
+            "values",
+            json!({"training_config.yaml": format!(
+                "training_config:\n  QuantizationConfig:\n    load_in_4bit: \"{SECRET}\"\n    \
+                 load_in_8bit: [\"{SECRET}\"]\n  TrainingArguments:\n    output_dir: \"/{SECRET}\"\n  \
+                 LoraConfig: \"{SECRET}\"\n"
+            )}),
+        ),
+        (
+            "syntax",
+            json!({"training_config.yaml": format!("training_config:\n  ModelConfig: {{token: \"{SECRET}\"\n")}),
+        ),
+        (
+            "keys",
+            json!({"training_config.yaml": format!("training_config:\n  ? [\"{SECRET}\"]\n  : 1\n")}),
+        ),
+    ];
+    for name in ["values", "syntax", "keys"] {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let resp = validate(Some(fake_client(maps.clone(), seen)), name).await?;
+        assert_eq!(resp["allowed"], false, "{name}: {resp:#}");
+        let text = resp.to_string();
+        assert!(
+            !text.contains(SECRET),
+            "{name}: the answer echoes the ConfigMap: {text}"
+        );
+        let message = resp["status"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("ConfigMap \"{name}\"")),
+            "{message}"
+        );
+        if name == "values" {
+            for key in [
+                "QuantizationConfig.load_in_4bit must be true or false",
+                "QuantizationConfig.load_in_8bit must be true or false",
+                "TrainingArguments.output_dir",
+                "training_config.LoraConfig must be a mapping",
+            ] {
+                assert!(message.contains(key), "{key}: {message}");
+            }
+        }
+        if name == "syntax" {
+            assert!(message.contains("is not valid YAML (line "), "{message}");
+        }
+    }
+    Ok(())
+}

@@ -15,14 +15,16 @@
 //! `--max-running`, `vllm.dtype` → `--dtype`. Every other key is reported as a warning naming
 //! it (vLLM's memory and scheduler knobs have no mistral.rs equivalent), never silently dropped;
 //! a value of the wrong type, or a file that is not this shape, is an error on
-//! `inference.config` that names the key and the fix. Nothing here does I/O: the webhook and
-//! the controller read the ConfigMap and hand its data in.
+//! `inference.config` that names the key and the fix, never the value (described by its type)
+//! or a line of the text. Nothing here does I/O: the webhook and the controller read the
+//! ConfigMap and hand its data in.
 
 use std::collections::BTreeMap;
 
 use serde_yaml::Value;
 
 use super::FieldError;
+use super::tuning_config::{yaml_error_location, yaml_kind};
 
 /// The ConfigMap key holding the runtime parameters.
 pub const INFERENCE_CONFIG_KEY: &str = "inference_config.yaml";
@@ -74,7 +76,11 @@ pub struct InferenceConfig {
 
 fn positive(key: &str, value: &Value) -> Result<u64, String> {
     value.as_u64().filter(|n| *n > 0).ok_or_else(|| {
-        format!("{ENGINE_SECTION}.{key} must be a positive whole number, not {value:?}")
+        let what = match value {
+            Value::Number(_) => "zero, negative or fractional",
+            other => yaml_kind(other),
+        };
+        format!("{ENGINE_SECTION}.{key} must be a positive whole number, not {what}")
     })
 }
 
@@ -85,7 +91,11 @@ fn dtype(value: &Value) -> Result<&'static str, String> {
         Some("float16" | "half" | "f16" | "fp16") => Ok("f16"),
         Some("float32" | "float" | "f32" | "fp32") => Ok("f32"),
         _ => Err(format!(
-            "{ENGINE_SECTION}.dtype must be auto, bfloat16, float16 or float32, not {value:?}"
+            "{ENGINE_SECTION}.dtype must be auto, bfloat16, float16 or float32, not {}",
+            match value {
+                Value::String(_) => "another string",
+                other => yaml_kind(other),
+            }
         )),
     }
 }
@@ -95,7 +105,8 @@ pub fn parse_inference_config(yaml_text: &str) -> Result<InferenceConfig, Vec<Fi
     let fail = |message: String| vec![FieldError::new(FIELD, message)];
     let doc: Value = serde_yaml::from_str(yaml_text).map_err(|err| {
         fail(format!(
-            "{INFERENCE_CONFIG_KEY} is not valid YAML ({err}): fix the syntax"
+            "{INFERENCE_CONFIG_KEY} is not valid YAML ({}): fix the syntax",
+            yaml_error_location(&err)
         ))
     })?;
     let root = match &doc {

@@ -11,8 +11,11 @@
 //!   here a different path would train into the container's own filesystem and publish nothing,
 //!   so it is refused at admission instead).
 //!
-//! Every error is on the field `tuning.config` and names the path inside the YAML and the fix.
-//! Nothing here does I/O: the webhook fetches the ConfigMap and hands its data in.
+//! Every error is on the field `tuning.config` and names the path inside the YAML and the fix,
+//! never a value or a line of the text (the ConfigMap is read with the webhook's rights and the
+//! message goes to whoever sent the Workspace): a wrong value is described by its type, a YAML
+//! syntax error by its line and column. Nothing here does I/O: the webhook fetches the
+//! ConfigMap and hands its data in.
 
 use std::collections::BTreeMap;
 
@@ -49,7 +52,8 @@ pub fn validate_training_config(method: &str, yaml_text: &str) -> Vec<FieldError
         Ok(doc) => doc,
         Err(err) => {
             error(format!(
-                "{TRAINING_CONFIG_KEY} is not valid YAML ({err}): fix the syntax"
+                "{TRAINING_CONFIG_KEY} is not valid YAML ({}): fix the syntax",
+                yaml_error_location(&err)
             ));
             return errors;
         }
@@ -75,7 +79,7 @@ pub fn validate_training_config(method: &str, yaml_text: &str) -> Vec<FieldError
             error(format!(
                 "{TRAINING_CONFIG_ROOT} has a key that is not a string ({}): use the section \
                  names {}",
-                yaml_inline(key),
+                yaml_kind(key),
                 TRAINING_CONFIG_SECTIONS.join(", ")
             ));
             continue;
@@ -95,7 +99,7 @@ pub fn validate_training_config(method: &str, yaml_text: &str) -> Vec<FieldError
         if !(value.is_mapping() || value.is_null()) {
             error(format!(
                 "{TRAINING_CONFIG_ROOT}.{name} must be a mapping of settings, not {}",
-                yaml_inline(value)
+                yaml_kind(value)
             ));
         }
     }
@@ -110,10 +114,9 @@ pub fn validate_training_config(method: &str, yaml_text: &str) -> Vec<FieldError
             .is_some_and(|d| d.trim_end_matches('/') == RESULTS_DIR);
         if !ok && !dir.is_null() {
             error(format!(
-                "{TRAINING_CONFIG_ROOT}.TrainingArguments.output_dir is {}, but the tuning Job \
-                 collects the adapter from {RESULTS_DIR}: set output_dir: \"{RESULTS_DIR}\" or \
-                 remove it",
-                yaml_inline(dir)
+                "{TRAINING_CONFIG_ROOT}.TrainingArguments.output_dir is not {RESULTS_DIR}, but \
+                 the tuning Job collects the adapter from there: set output_dir: \"{RESULTS_DIR}\" \
+                 or remove it"
             ));
         }
     }
@@ -131,7 +134,7 @@ pub fn validate_training_config(method: &str, yaml_text: &str) -> Vec<FieldError
                     format!(
                         "{TRAINING_CONFIG_ROOT}.QuantizationConfig.{key} must be true or false, \
                          not {}",
-                        yaml_inline(other)
+                        yaml_kind(other)
                     ),
                 ));
                 false
@@ -196,15 +199,24 @@ pub fn validate_training_config_map(
         .collect()
 }
 
-/// A YAML value on one line, for messages.
-fn yaml_inline(value: &Value) -> String {
+/// What a YAML value is, for messages: its type, never its content.
+pub(crate) fn yaml_kind(value: &Value) -> &'static str {
     match value {
-        Value::String(s) => format!("{s:?}"),
-        Value::Mapping(_) => "a mapping".to_owned(),
-        Value::Sequence(_) => "a list".to_owned(),
-        other => serde_yaml::to_string(other)
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_else(|_| "this value".to_owned()),
+        Value::Null => "null",
+        Value::Bool(_) => "true/false",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+/// Where a YAML syntax error is, for messages: serde_yaml's own text can quote the input.
+pub(crate) fn yaml_error_location(err: &serde_yaml::Error) -> String {
+    match err.location() {
+        Some(at) => format!("line {}, column {}", at.line(), at.column()),
+        None => "position unknown".to_owned(),
     }
 }
 
@@ -248,7 +260,7 @@ mod tests {
         let m = one_error("lora", &elsewhere);
         assert!(
             m.starts_with(
-                "training_config.TrainingArguments.output_dir is \"/mnt/output\", but the tuning Job collects the adapter from /mnt/results"
+                "training_config.TrainingArguments.output_dir is not /mnt/results, but the tuning Job collects the adapter from there"
             ),
             "{m}"
         );
@@ -256,8 +268,9 @@ mod tests {
             m.contains("set output_dir: \"/mnt/results\" or remove it"),
             "{m}"
         );
+        assert!(!m.contains("/mnt/output"), "the value is not echoed: {m}");
         let number = LORA.replace("\"/mnt/results\"", "3");
-        assert!(one_error("lora", &number).contains("output_dir is 3,"));
+        assert!(one_error("lora", &number).contains("output_dir is not /mnt/results"));
         let slash = LORA.replace("/mnt/results", "/mnt/results/");
         assert_eq!(validate_training_config("lora", &slash), vec![]);
         let absent = LORA.replace(
@@ -333,7 +346,7 @@ mod tests {
         assert!(
             errors.iter().any(|e| e
                 .message
-                .contains("load_in_4bit must be true or false, not \"true\"")),
+                .contains("load_in_4bit must be true or false, not a string")),
             "{:#?}",
             messages(&errors)
         );
