@@ -412,6 +412,9 @@ pub struct OpenAiPlan {
     pub include_usage: bool,
     /// Prefix of the text (`echo`).
     pub prefix: String,
+    /// The field the client set `sampling.max_len` with (`max_tokens` or
+    /// `max_completion_tokens`); `None` when it is a default.
+    pub max_tokens_field: Option<&'static str>,
 }
 
 /// Rejects a `model` other than the served one.
@@ -456,6 +459,11 @@ impl ChatCompletionRequest {
         sampling.frequency_penalty = self.frequency_penalty;
         sampling.presence_penalty = self.presence_penalty;
         sampling.stop_toks = stop_tokens(self.stop)?;
+        let max_tokens_field = match (self.max_completion_tokens, self.max_tokens) {
+            (Some(_), _) => Some("max_completion_tokens"),
+            (None, Some(_)) => Some("max_tokens"),
+            (None, None) => None,
+        };
         sampling.max_len = check_max_tokens(self.max_completion_tokens.or(self.max_tokens))?;
         Ok(OpenAiPlan {
             input: Input::Chat(to_messages(self.messages)?),
@@ -463,6 +471,7 @@ impl ChatCompletionRequest {
             stream: self.stream,
             include_usage: self.stream_options.is_some_and(|o| o.include_usage),
             prefix: String::new(),
+            max_tokens_field,
         })
     }
 }
@@ -493,6 +502,7 @@ impl CompletionRequest {
             self.repetition_penalty,
         )?;
         sampling.stop_toks = stop_tokens(self.stop)?;
+        let max_tokens_field = self.max_tokens.map(|_| "max_tokens");
         sampling.max_len = Some(check_max_tokens(self.max_tokens)?.unwrap_or(16));
         Ok(OpenAiPlan {
             prefix: if self.echo {
@@ -504,6 +514,7 @@ impl CompletionRequest {
             sampling,
             stream: self.stream,
             include_usage: false,
+            max_tokens_field,
         })
     }
 }

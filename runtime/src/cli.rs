@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Notify;
 
 use crate::adapters;
+use crate::conn::{ConnLimits, serve};
 use crate::download::{Downloader, HubSource, RetryPolicy};
 use crate::engine::{DType, Engine, EngineConfig, LoadError};
 use crate::server::{AppState, Limits, LoadState, router};
@@ -66,9 +67,35 @@ pub struct ServeArgs {
     /// Requests allowed to wait for a slot; beyond that the answer is HTTP 429.
     #[arg(long, env = "MAX_QUEUED", default_value_t = 64)]
     pub max_queued: usize,
+    /// Seconds a request may wait for a slot (fractions allowed); then the answer is HTTP 503
+    /// with Retry-After.
+    #[arg(long, env = "QUEUE_TIMEOUT_SECONDS", default_value = "30", value_parser = seconds)]
+    pub queue_timeout_seconds: Duration,
+    /// Most new tokens one request may generate: an explicit max_tokens / max_new_tokens above
+    /// it is HTTP 400, a default is capped to it. Unset: only the context limit bounds it.
+    #[arg(long, env = "MAX_TOKENS")]
+    pub max_tokens: Option<usize>,
     /// Largest request body in bytes; beyond that the answer is HTTP 413.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
+    /// Largest request line plus headers in bytes (at most 100 header fields); beyond that the
+    /// answer is HTTP 431 and the connection is closed.
+    #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
+    pub max_header_bytes: usize,
+    /// Seconds a client has to send a request's headers, and that an idle kept-alive
+    /// connection stays open (fractions allowed); then the connection is closed.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECONDS", default_value = "30", value_parser = seconds)]
+    pub header_read_timeout_seconds: Duration,
+    /// Seconds a response write may make no progress because the client stopped reading
+    /// (fractions allowed); then the connection is closed and its generation stopped, freeing
+    /// its slot.
+    #[arg(long, env = "WRITE_TIMEOUT_SECONDS", default_value = "30", value_parser = seconds)]
+    pub write_timeout_seconds: Duration,
+    /// Kernel send buffer of each connection, in bytes (SO_SNDBUF; the kernel doubles it).
+    /// Unset: the kernel's autotuning, which on a fast link lets a client that stopped reading
+    /// soak up megabytes before the write timeout starts to count.
+    #[arg(long, env = "SEND_BUFFER_BYTES")]
+    pub send_buffer_bytes: Option<u32>,
     /// Directory whose subdirectories are PEFT adapters; the strength of each comes from the
     /// environment variable named after it.
     #[arg(long, env = "ADAPTERS_DIR", default_value = "/mnt/adapter")]
@@ -106,7 +133,68 @@ pub enum RunError {
     Serve(std::io::Error),
 }
 
+/// Smallest `--max-header-bytes`: room for a request line and ordinary headers.
+const MIN_HEADER_BYTES: usize = 1024;
+
+/// Parses a positive number of seconds, fractions allowed (`30`, `0.5`).
+fn seconds(text: &str) -> Result<Duration, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds, e.g. 30 or 0.5"))?;
+    if value.is_nan() || value <= 0.0 {
+        return Err(format!("{value} s: the timeout must be positive"));
+    }
+    Duration::try_from_secs_f64(value).map_err(|e| format!("{value} s: {e}"))
+}
+
+/// Binds the listening socket; `send_buffer` (SO_SNDBUF) is inherited by every accepted
+/// connection.
+fn bind(addr: SocketAddr, send_buffer: Option<u32>) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    if let Some(bytes) = send_buffer {
+        socket.set_send_buffer_size(bytes)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 impl ServeArgs {
+    /// The HTTP limits these flags describe, checked.
+    pub fn limits(&self) -> Result<(Limits, ConnLimits), RunError> {
+        if self.max_tokens == Some(0) {
+            return Err(RunError::Flag(
+                "--max-tokens / MAX_TOKENS must be positive (leave it unset for no cap)".into(),
+            ));
+        }
+        if self.max_header_bytes < MIN_HEADER_BYTES {
+            return Err(RunError::Flag(format!(
+                "--max-header-bytes / MAX_HEADER_BYTES is {}; it must be at least \
+                 {MIN_HEADER_BYTES}",
+                self.max_header_bytes
+            )));
+        }
+        let limits = Limits {
+            max_running: self.max_running.max(1),
+            max_queued: self.max_queued,
+            max_body_bytes: self.max_body_bytes,
+            queue_timeout: self.queue_timeout_seconds,
+            max_tokens: self.max_tokens,
+        };
+        let conn = ConnLimits {
+            header_read_timeout: self.header_read_timeout_seconds,
+            write_timeout: self.write_timeout_seconds,
+            max_header_bytes: self.max_header_bytes,
+        };
+        Ok((limits, conn))
+    }
+
     /// The engine configuration these flags describe, with adapters read from the environment.
     pub fn engine_config(&self) -> Result<EngineConfig, RunError> {
         let isq = self
@@ -205,20 +293,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let engine_config = args.engine_config()?;
+    let (limits, conn_limits) = args.limits()?;
     let source = args.hub_source();
     let addr = SocketAddr::new(args.host, args.port);
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| RunError::Bind { addr, source })?;
+    let listener =
+        bind(addr, args.send_buffer_bytes).map_err(|source| RunError::Bind { addr, source })?;
     let local = listener.local_addr().map_err(RunError::Serve)?;
-    let state = AppState::new(
-        args.served_model_name.clone(),
-        Limits {
-            max_running: args.max_running.max(1),
-            max_queued: args.max_queued,
-            max_body_bytes: args.max_body_bytes,
-        },
-    );
+    let state = AppState::new(args.served_model_name.clone(), limits);
     println!("kaito-runtime listening on {local}");
     tracing::info!(addr = %local, model_dir = %args.model_dir.display(),
         served_model_name = %args.served_model_name, adapters = engine_config.adapters.len(),
@@ -266,10 +347,10 @@ pub async fn run(
             drain_started.notify_one();
         }
     };
-    let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(stop);
+    let server = serve(listener, router(state.clone()), conn_limits, stop);
     let grace = Duration::from_secs(args.shutdown_grace_seconds);
     tokio::select! {
-        result = server => result.map_err(RunError::Serve)?,
+        () = server => {},
         () = async {
             drain_started.notified().await;
             tokio::time::sleep(grace).await;
@@ -280,4 +361,48 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_take_positive_seconds_with_fractions() {
+        assert_eq!(seconds("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(seconds("0.5"), Ok(Duration::from_millis(500)));
+        for bad in ["0", "-1", "NaN", "inf", "soon"] {
+            assert!(seconds(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn limits_refuse_a_zero_token_cap_and_tiny_header_limits() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let parse = |extra: &[&str]| {
+            let args = ["kaito-runtime"].iter().chain(extra);
+            <Cli as clap::Parser>::try_parse_from(args).map(|c| c.serve)
+        };
+        let args = parse(&[]).expect("defaults parse");
+        let (limits, conn) = args.limits().expect("defaults are valid");
+        assert_eq!(limits.queue_timeout, Duration::from_secs(30));
+        assert_eq!(limits.max_tokens, None);
+        assert_eq!(conn.write_timeout, Duration::from_secs(30));
+        assert_eq!(conn.max_header_bytes, 32 * 1024);
+        let err = parse(&["--max-tokens", "0"])
+            .expect("parses")
+            .limits()
+            .expect_err("zero cap");
+        assert!(err.to_string().contains("--max-tokens"), "{err}");
+        let err = parse(&["--max-header-bytes", "100"])
+            .expect("parses")
+            .limits()
+            .expect_err("tiny");
+        assert!(err.to_string().contains("--max-header-bytes"), "{err}");
+        assert!(parse(&["--write-timeout-seconds", "0"]).is_err());
+    }
 }

@@ -37,6 +37,30 @@ pub enum ApiError {
         /// The configured maximum.
         max: usize,
     },
+    /// A request waited for a generation slot longer than the queue timeout.
+    #[error(
+        "no generation slot became free within {seconds} s while all {running} were busy; retry \
+         later (the wait is bounded by --queue-timeout-seconds, the slots by --max-running)"
+    )]
+    QueueTimeout {
+        /// The queue timeout, in seconds.
+        seconds: f64,
+        /// The slots, all busy.
+        running: usize,
+    },
+    /// A request asks for more new tokens than the server's cap.
+    #[error(
+        "`{field}` is {asked}, above this server's cap of {cap} new tokens (--max-tokens); ask \
+         for at most {cap}"
+    )]
+    TooManyTokens {
+        /// The request field that asked (`max_tokens`, `max_new_tokens`, ...).
+        field: &'static str,
+        /// What it asked for.
+        asked: usize,
+        /// The cap.
+        cap: usize,
+    },
     /// The model is still loading (or failed to load).
     #[error("{0}")]
     NotReady(String),
@@ -52,11 +76,15 @@ impl ApiError {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) | Self::PromptTooLong(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::PromptTooLong(_) | Self::TooManyTokens { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ModelNotFound { .. } => StatusCode::NOT_FOUND,
             Self::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::NotReady(_) | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotReady(_) | Self::ShuttingDown | Self::QueueTimeout { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Engine(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -65,10 +93,12 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => ("invalid_request_error", "invalid_request"),
             Self::PromptTooLong(_) => ("invalid_request_error", "context_length_exceeded"),
+            Self::TooManyTokens { .. } => ("invalid_request_error", "max_tokens_exceeded"),
             Self::PayloadTooLarge { .. } => ("invalid_request_error", "payload_too_large"),
             Self::ModelNotFound { .. } => ("invalid_request_error", "model_not_found"),
             Self::Overloaded { .. } => ("rate_limit_error", "too_many_requests"),
             Self::NotReady(_) => ("service_unavailable", "model_not_ready"),
+            Self::QueueTimeout { .. } => ("service_unavailable", "queue_timeout"),
             Self::ShuttingDown => ("service_unavailable", "shutting_down"),
             Self::Engine(_) => ("server_error", "internal_error"),
         }
@@ -85,7 +115,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let mut response = (status, Json(self.body())).into_response();
-        if matches!(self, Self::Overloaded { .. } | Self::NotReady(_)) {
+        if matches!(
+            self,
+            Self::Overloaded { .. } | Self::QueueTimeout { .. } | Self::NotReady(_)
+        ) {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from_static("1"),
@@ -114,6 +147,23 @@ mod tests {
                 "too_many_requests",
             ),
             (ApiError::NotReady("loading".into()), 503, "model_not_ready"),
+            (
+                ApiError::QueueTimeout {
+                    seconds: 30.0,
+                    running: 16,
+                },
+                503,
+                "queue_timeout",
+            ),
+            (
+                ApiError::TooManyTokens {
+                    field: "max_tokens",
+                    asked: 9,
+                    cap: 8,
+                },
+                400,
+                "max_tokens_exceeded",
+            ),
             (ApiError::Engine("boom".into()), 500, "internal_error"),
         ];
         for (err, status, code) in cases {

@@ -37,7 +37,7 @@ pub struct Metrics {
     pub running: Gauge,
     /// Requests waiting for a generation slot now.
     pub queued: Gauge,
-    /// Requests refused because the queue was full.
+    /// Requests refused: the queue was full (429) or they waited past the queue timeout (503).
     pub rejected: Counter,
     /// Seconds the model took to load.
     pub model_load_seconds: Gauge<f64, AtomicU64>,
@@ -110,7 +110,7 @@ impl Metrics {
         );
         registry.register(
             "rejected_requests",
-            "Requests refused with 429 because the queue was full",
+            "Requests refused: 429 for a full queue, 503 past the queue timeout",
             rejected.clone(),
         );
         registry.register(

@@ -33,6 +33,22 @@ pub struct Limits {
     pub max_queued: usize,
     /// Largest request body, in bytes (413 beyond).
     pub max_body_bytes: usize,
+    /// Longest wait for a slot; beyond it the answer is 503 with `Retry-After`.
+    pub queue_timeout: Duration,
+    /// Most new tokens one request may generate: asking for more is a 400, a default is capped.
+    pub max_tokens: Option<usize>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_running: 16,
+            max_queued: 64,
+            max_body_bytes: 1 << 20,
+            queue_timeout: Duration::from_secs(30),
+            max_tokens: None,
+        }
+    }
 }
 
 /// Where model loading stands.
@@ -121,26 +137,35 @@ impl AppState {
         format!("{prefix}-{}", self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Waits for a generation slot, or refuses with 429 when too many requests already wait.
+    /// Waits for a generation slot, or refuses: 429 when too many requests already wait, 503
+    /// when no slot frees up within the queue timeout.
     async fn admit(self: &Arc<Self>) -> Result<Slot, ApiError> {
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
                 let waiting = self.queued.fetch_add(1, Ordering::SeqCst);
-                let guard = QueueGuard(self.clone());
                 if waiting >= self.limits.max_queued {
-                    drop(guard);
+                    self.queued.fetch_sub(1, Ordering::SeqCst);
                     self.metrics.rejected.inc();
                     return Err(ApiError::Overloaded {
                         queued: waiting,
                         max: self.limits.max_queued,
                     });
                 }
-                self.metrics.queued.inc();
-                let permit = self.slots.clone().acquire_owned().await;
-                self.metrics.queued.dec();
-                drop(guard);
-                permit.map_err(|_| ApiError::ShuttingDown)?
+                // Released however the wait ends: a slot, the deadline, or the client gone
+                // (this future dropped).
+                let _guard = QueueGuard::enter(self.clone());
+                let wait = self.slots.clone().acquire_owned();
+                match tokio::time::timeout(self.limits.queue_timeout, wait).await {
+                    Ok(permit) => permit.map_err(|_| ApiError::ShuttingDown)?,
+                    Err(_) => {
+                        self.metrics.rejected.inc();
+                        return Err(ApiError::QueueTimeout {
+                            seconds: self.limits.queue_timeout.as_secs_f64(),
+                            running: self.limits.max_running,
+                        });
+                    }
+                }
             }
         };
         self.metrics.running.inc();
@@ -151,11 +176,20 @@ impl AppState {
     }
 }
 
-/// Decrements the waiting count when a queued request is admitted or goes away.
+/// A request in the queue (already counted in `queued`): shows in the queued gauge, and leaves
+/// both when it is admitted, times out or goes away.
 struct QueueGuard(SharedState);
+
+impl QueueGuard {
+    fn enter(state: SharedState) -> Self {
+        state.metrics.queued.inc();
+        Self(state)
+    }
+}
 
 impl Drop for QueueGuard {
     fn drop(&mut self) {
+        self.0.metrics.queued.dec();
         self.0.queued.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -309,6 +343,18 @@ enum Wanted {
     Any,
 }
 
+/// Applies the server's cap on new tokens (`--max-tokens`): an explicit ask above it is a 400
+/// naming `field`; a default, or no ask at all, is capped.
+fn cap_tokens(wanted: Wanted, field: &'static str, cap: Option<usize>) -> Result<Wanted, ApiError> {
+    let Some(cap) = cap else { return Ok(wanted) };
+    match wanted {
+        Wanted::Exactly(asked) if asked > cap => Err(ApiError::TooManyTokens { field, asked, cap }),
+        Wanted::Exactly(n) => Ok(Wanted::Exactly(n)),
+        Wanted::AtMost(n) => Ok(Wanted::AtMost(n.min(cap))),
+        Wanted::Any => Ok(Wanted::AtMost(cap)),
+    }
+}
+
 /// Rejects prompts that do not fit in the context limit (the model's own, or `--max-model-len`
 /// when lower) and explicit token budgets that overrun it; caps the others to what remains.
 fn fit_context(
@@ -423,6 +469,14 @@ async fn kaito_chat(
 ) -> Result<Json<Value>, ApiError> {
     let kwargs = req.generate_kwargs.clone();
     let mut plan = req.plan()?;
+    // An explicit ask above the cap is refused before it takes a slot.
+    if let Some(n) = kwargs.max_new_tokens {
+        cap_tokens(
+            Wanted::Exactly(n),
+            "max_new_tokens",
+            state.limits.max_tokens,
+        )?;
+    }
     let engine = state.engine()?;
     // Admission first: tokenizing is work on the engine's thread too, so it waits for a slot
     // (or gets the 429) like generation does.
@@ -432,8 +486,10 @@ async fn kaito_chat(
     let wanted = if kwargs.max_new_tokens.is_some() {
         Wanted::Exactly(n)
     } else {
+        // `max_length` (or its default) minus the prompt: an upper bound, capped.
         Wanted::AtMost(n)
     };
+    let wanted = cap_tokens(wanted, "max_new_tokens", state.limits.max_tokens)?;
     plan.sampling.max_len = fit_context(&engine, prompt_tokens, wanted)?;
     let clock = TokenClock::start();
     let rx = engine.generate(plan.input, plan.sampling, false).await?;
@@ -471,11 +527,18 @@ async fn openai(
     mut plan: OpenAiPlan,
     kind: Kind,
 ) -> Result<Response, ApiError> {
+    // What the client set must fit the cap (400 before it takes a slot); a default is capped.
+    let wanted = match (plan.sampling.max_len, plan.max_tokens_field) {
+        (Some(n), Some(_)) => Wanted::Exactly(n),
+        (Some(n), None) => Wanted::AtMost(n),
+        (None, _) => Wanted::Any,
+    };
+    let field = plan.max_tokens_field.unwrap_or("max_tokens");
+    let wanted = cap_tokens(wanted, field, state.limits.max_tokens)?;
     let engine = state.engine()?;
     // Admission first (see kaito_chat).
     let slot = state.admit().await?;
     let prompt_tokens = engine.count_prompt_tokens(&plan.input).await?;
-    let wanted = plan.sampling.max_len.map_or(Wanted::Any, Wanted::Exactly);
     plan.sampling.max_len = fit_context(&engine, prompt_tokens, wanted)?;
     let clock = TokenClock::start();
     let stream = plan.stream;
@@ -687,6 +750,35 @@ impl Streamer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_cap_refuses_explicit_asks_above_it_and_caps_the_rest() {
+        let cap = Some(64);
+        assert_eq!(
+            cap_tokens(Wanted::Exactly(64), "max_tokens", cap).ok(),
+            Some(Wanted::Exactly(64))
+        );
+        let err = cap_tokens(Wanted::Exactly(65), "max_completion_tokens", cap).expect_err("65");
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            err.to_string(),
+            "`max_completion_tokens` is 65, above this server's cap of 64 new tokens \
+             (--max-tokens); ask for at most 64"
+        );
+        assert_eq!(
+            cap_tokens(Wanted::AtMost(200), "max_new_tokens", cap).ok(),
+            Some(Wanted::AtMost(64))
+        );
+        assert_eq!(
+            cap_tokens(Wanted::Any, "max_tokens", cap).ok(),
+            Some(Wanted::AtMost(64))
+        );
+        assert_eq!(
+            cap_tokens(Wanted::Exactly(10_000), "max_tokens", None).ok(),
+            Some(Wanted::Exactly(10_000)),
+            "no cap: the context limit alone decides"
+        );
+    }
 
     #[test]
     fn context_limits_refuse_explicit_overruns_and_cap_defaults() {

@@ -3,9 +3,11 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{Server, greedy_chat, scratch, sse_data, tiny_model};
+use common::{
+    Server, greedy_chat, raw_post, rss_kib, scratch, sse_data, stalled_reader, tiny_model,
+};
 use kaito_runtime::server::{AppState, Limits, LoadState, router};
 use kaito_runtime::testmodel::Arch;
 use serde_json::{Value, json};
@@ -20,6 +22,37 @@ async fn post(client: &reqwest::Client, url: String, body: &Value) -> (u16, Valu
     (status, value)
 }
 
+/// The value of one metric series (a line `SERIES VALUE` of `/metrics`), if present.
+async fn metric(client: &reqwest::Client, server: &Server, series: &str) -> Option<f64> {
+    let text = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Waits (at most 30 s) until `series` reads `value`.
+async fn wait_metric(client: &reqwest::Client, server: &Server, series: &str, value: f64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = metric(client, server, series).await;
+        if now == Some(value) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} is {now:?}, never reached {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Before the model is loaded: readiness 503, liveness 200, generation 503, bad input still 400.
 #[tokio::test]
 async fn health_before_load_and_failed_load() {
@@ -29,6 +62,7 @@ async fn health_before_load_and_failed_load() {
             max_running: 1,
             max_queued: 1,
             max_body_bytes: 1024,
+            ..Limits::default()
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -473,7 +507,8 @@ fn spawn_stream(
 
 /// Clients that hang up while their prompt is being tokenized (the tokenizer runs on the
 /// engine's thread) must not stop the engine: a stream that is running completes, and the
-/// server still answers afterwards.
+/// server still answers afterwards. 200 hang-ups with a long prompt; the figures (times, the
+/// server's RSS) are printed for the record (`--nocapture`).
 #[tokio::test]
 async fn clients_hanging_up_during_tokenization_do_not_stop_other_generations() {
     use std::io::Write as _;
@@ -481,27 +516,28 @@ async fn clients_hanging_up_during_tokenization_do_not_stop_other_generations() 
     let (model, _) = tiny_model(&dir, Arch::Llama);
     let mut server = Server::start(&model, &["--max-running", "4"], &[]);
     server.wait_ready(READY).await;
+    let rss_before = rss_kib(server.child.id());
     let client = reqwest::Client::new();
+    let started = Instant::now();
     let stream = spawn_stream(&client, server.url("/v1/completions"), 300);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let addr = server.base.trim_start_matches("http://").to_string();
     let body = json!({"messages": [{"role": "user", "content": "a ".repeat(200)}],
                       "max_tokens": 4})
     .to_string();
-    let request = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let request = raw_post("/v1/chat/completions", &body);
     let hangups = tokio::task::spawn_blocking(move || {
-        for _ in 0..150 {
+        let started = Instant::now();
+        for _ in 0..200 {
             let mut s = std::net::TcpStream::connect(&addr).unwrap();
             s.write_all(request.as_bytes()).unwrap();
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
+        started.elapsed()
     });
-    hangups.await.unwrap();
+    let hung_up_in = hangups.await.unwrap();
     let text = stream.await.unwrap();
+    let stream_done = started.elapsed();
     let events = sse_data(&text);
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
     assert!(
@@ -509,11 +545,23 @@ async fn clients_hanging_up_during_tokenization_do_not_stop_other_generations() 
         "the running stream was cut: {}",
         &text[text.len().saturating_sub(400)..]
     );
+    let asked = Instant::now();
     let (status, answer) = post(&client, server.url("/chat"), &greedy_chat("Hello", 4)).await;
+    let answered = asked.elapsed();
     assert_eq!(status, 200, "{answer}");
     assert!(
         server.child.try_wait().unwrap().is_none(),
         "the server exited"
+    );
+    eprintln!(
+        "figures: 200 clients hung up in {:.2} s during a 300-token stream, which completed \
+         {:.2} s after it started; the next /chat was answered in {:.3} s; server RSS {} KiB \
+         before, {} KiB after",
+        hung_up_in.as_secs_f64(),
+        stream_done.as_secs_f64(),
+        answered.as_secs_f64(),
+        rss_before.unwrap_or(0),
+        rss_kib(server.child.id()).unwrap_or(0)
     );
 }
 
@@ -529,25 +577,7 @@ async fn admission_comes_before_tokenization() {
     let client = reqwest::Client::new();
     let busy = spawn_stream(&client, server.url("/v1/completions"), 480);
     // Wait until the stream holds the one slot.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = client
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if text.contains("kaito_runtime_running_sequences 1") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the stream never started"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_metric(&client, &server, "kaito_runtime_running_sequences", 1.0).await;
     let too_long = json!({"prompt": "a".repeat(600), "generate_kwargs": {"max_new_tokens": 4}});
     let (status, body) = post(&client, server.url("/chat"), &too_long).await;
     assert_eq!(status, 429, "{body}");
@@ -557,4 +587,283 @@ async fn admission_comes_before_tokenization() {
         "{}",
         &text[text.len().saturating_sub(200)..]
     );
+}
+
+/// A request that waits for a slot longer than `--queue-timeout-seconds` gets 503 with
+/// Retry-After and the OpenAI-shaped body, and leaves the queue; so does one whose client gives
+/// up while it waits (the queued gauge went stale before).
+#[tokio::test]
+async fn queue_deadline_answers_503_and_releases_the_queue() {
+    let dir = scratch("queue-deadline");
+    let (model, _) = tiny_model(&dir, Arch::Llama);
+    let mut server = Server::start(
+        &model,
+        &[
+            "--max-running",
+            "1",
+            "--max-queued",
+            "4",
+            "--queue-timeout-seconds",
+            "0.5",
+        ],
+        &[],
+    );
+    server.wait_ready(READY).await;
+    let client = reqwest::Client::new();
+    let busy = spawn_stream(&client, server.url("/v1/completions"), 480);
+    wait_metric(&client, &server, "kaito_runtime_running_sequences", 1.0).await;
+
+    // A client that gives up while queued: the queue forgets it at once.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(150))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .post(server.url("/chat"))
+        .json(&greedy_chat("Hello", 4))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "{gave_up:?}");
+    wait_metric(&client, &server, "kaito_runtime_queued_requests", 0.0).await;
+
+    let started = Instant::now();
+    let r = client
+        .post(server.url("/chat"))
+        .json(&greedy_chat("Hello", 4))
+        .send()
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "queue_timeout", "{body}");
+    assert_eq!(body["error"]["type"], "service_unavailable");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("--queue-timeout-seconds"), "{message}");
+    assert!(
+        waited >= Duration::from_millis(450) && waited < Duration::from_secs(10),
+        "answered after {waited:?}"
+    );
+    assert_eq!(
+        metric(&client, &server, "kaito_runtime_queued_requests").await,
+        Some(0.0)
+    );
+    // A full queue's 429 says when to retry too.
+    let mut server_busy = Vec::new();
+    for _ in 0..6 {
+        let client = client.clone();
+        let url = server.url("/chat");
+        server_busy.push(tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .json(&greedy_chat("Hello", 4))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.headers().get("retry-after").cloned())
+        }));
+    }
+    let answers = futures::future::join_all(server_busy).await;
+    let refused: Vec<_> = answers
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|(status, _)| *status == 429)
+        .collect();
+    assert!(
+        !refused.is_empty(),
+        "4 may wait, 6 asked: some must get 429"
+    );
+    assert!(refused.iter().all(|(_, retry)| retry.is_some()));
+    let text = busy.await.unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"));
+}
+
+/// `--max-tokens` caps new tokens: an explicit ask above it is a 400 naming the field and the
+/// cap; a request that asks for nothing (or for a default) gets at most the cap.
+#[tokio::test]
+async fn max_tokens_flag_caps_new_tokens() {
+    let dir = scratch("max-tokens");
+    let (model, _) = tiny_model(&dir, Arch::Llama);
+    let mut server = Server::start(&model, &["--max-tokens", "8"], &[]);
+    server.wait_ready(READY).await;
+    let client = reqwest::Client::new();
+    let chat = |extra: Value| {
+        let mut req = json!({"messages": [{"role": "user", "content": "Hello"}],
+                             "temperature": 0});
+        for (k, v) in extra.as_object().unwrap() {
+            req[k] = v.clone();
+        }
+        req
+    };
+    let cc = server.url("/v1/chat/completions");
+    for field in ["max_tokens", "max_completion_tokens"] {
+        let (status, body) = post(&client, cc.clone(), &chat(json!({field: 9}))).await;
+        assert_eq!(status, 400, "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("`{field}` is 9")) && message.contains("cap of 8"),
+            "{message}"
+        );
+    }
+    let (status, body) = post(&client, cc.clone(), &chat(json!({"max_tokens": 8}))).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(&client, cc.clone(), &chat(json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["usage"]["completion_tokens"], 8, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+    // Streamed, no max_tokens: capped too.
+    let r = client
+        .post(cc.clone())
+        .json(&chat(
+            json!({"stream": true, "stream_options": {"include_usage": true}}),
+        ))
+        .send()
+        .await
+        .unwrap();
+    let data = sse_data(&r.text().await.unwrap());
+    let usage = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .find(|c| c["usage"].is_object())
+        .expect("usage chunk");
+    assert_eq!(usage["usage"]["completion_tokens"], 8);
+    // /v1/completions' default of 16 is capped, not refused.
+    let (status, body) = post(
+        &client,
+        server.url("/v1/completions"),
+        &json!({"prompt": "Hello", "temperature": 0}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["usage"]["completion_tokens"], 8);
+    // /chat: max_new_tokens above the cap is refused; max_length's default is capped.
+    let (status, body) = post(&client, server.url("/chat"), &greedy_chat("Hello", 9)).await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("`max_new_tokens` is 9"), "{message}");
+    let by_default = json!({"prompt": "Hello", "return_full_text": false,
+                            "generate_kwargs": {"do_sample": false}});
+    let (status, body) = post(&client, server.url("/chat"), &by_default).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["Result"].as_str().unwrap().len(), 8, "{body}");
+}
+
+/// Request headers are bounded: beyond `--max-header-bytes` (32 KiB by default) or 100 fields
+/// the answer is 431 or a closed connection — never a request served (a 40 KiB header was
+/// accepted before: hyper's own buffer limit is ~400 KiB).
+#[tokio::test]
+async fn oversized_request_headers_are_refused() {
+    let dir = scratch("headers");
+    let (model, _) = tiny_model(&dir, Arch::Llama);
+    let mut server = Server::start(&model, &[], &[]);
+    server.wait_ready(READY).await;
+    let client = reqwest::Client::new();
+    let big = client
+        .get(server.url("/health"))
+        .header("x-big", "a".repeat(40 * 1024))
+        .send()
+        .await;
+    match big {
+        Ok(r) => assert_eq!(r.status(), 431),
+        Err(e) => assert!(e.is_request() || e.is_connect(), "{e:?}"),
+    }
+    let mut many = client.get(server.url("/health"));
+    for i in 0..101 {
+        many = many.header(format!("x-h{i}"), "1");
+    }
+    assert_eq!(many.send().await.unwrap().status(), 431);
+    let r = client
+        .get(server.url("/health"))
+        .header("x-fits", "a".repeat(16 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "a 16 KiB header is within the limit");
+}
+
+/// A connection that never finishes its request headers (or sends nothing) is closed after
+/// `--header-read-timeout-seconds`.
+#[tokio::test]
+async fn slow_request_headers_are_cut_off() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = scratch("header-timeout");
+    let (model, _) = tiny_model(&dir, Arch::Llama);
+    let mut server = Server::start(&model, &["--header-read-timeout-seconds", "0.5"], &[]);
+    server.wait_ready(READY).await;
+    let addr = server.base.trim_start_matches("http://").to_string();
+    for partial in ["GET /hea", ""] {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(partial.as_bytes()).await.unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 1024];
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await;
+        let waited = started.elapsed();
+        assert!(
+            matches!(read, Ok(Ok(0) | Err(_))),
+            "{partial:?}: the connection must be closed, got {read:?} after {waited:?}"
+        );
+        assert!(
+            waited >= Duration::from_millis(400) && waited < Duration::from_secs(5),
+            "{partial:?}: closed after {waited:?}"
+        );
+    }
+    // A complete request still gets its answer.
+    let r = reqwest::get(server.url("/health")).await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// 16 clients (the default `--max-running`) that start a stream and stop reading hold every
+/// slot only until `--write-timeout-seconds`: then their connections are closed, their
+/// generations stopped, and a fresh client is served. Before, the slots were held for as long
+/// as the stalled clients kept their connections open. `--send-buffer-bytes` keeps loopback's
+/// multi-megabyte socket buffers from absorbing the whole answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stalled_readers_lose_their_slots_after_the_write_timeout() {
+    let dir = scratch("stalled");
+    let (model, _) = tiny_model(&dir, Arch::Llama);
+    let mut server = Server::start(
+        &model,
+        &[
+            "--write-timeout-seconds",
+            "2",
+            "--send-buffer-bytes",
+            "4096",
+        ],
+        &[],
+    );
+    server.wait_ready(READY).await;
+    let client = reqwest::Client::new();
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let request = raw_post(
+        "/v1/completions",
+        &json!({"prompt": "hello", "max_tokens": 480, "temperature": 0, "stream": true})
+            .to_string(),
+    );
+    let started = Instant::now();
+    let mut stalled = Vec::new();
+    for _ in 0..16 {
+        stalled.push(stalled_reader(&addr, &request).await);
+    }
+    wait_metric(&client, &server, "kaito_runtime_running_sequences", 16.0).await;
+    let full = started.elapsed();
+    let rss_stalled = rss_kib(server.child.id());
+    let asked = Instant::now();
+    let (status, body) = post(&client, server.url("/chat"), &greedy_chat("Hello", 4)).await;
+    let served = asked.elapsed();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        served < Duration::from_secs(15),
+        "a fresh client waited {served:?} behind 16 stalled readers"
+    );
+    wait_metric(&client, &server, "kaito_runtime_running_sequences", 0.0).await;
+    eprintln!(
+        "figures: 16 stalled readers held all slots after {:.2} s; a fresh /chat was served \
+         {:.2} s later (write timeout 2 s); server RSS {} KiB with them stalled, {} KiB after",
+        full.as_secs_f64(),
+        served.as_secs_f64(),
+        rss_stalled.unwrap_or(0),
+        rss_kib(server.child.id()).unwrap_or(0)
+    );
+    drop(stalled);
 }

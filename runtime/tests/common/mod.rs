@@ -186,3 +186,33 @@ pub fn sse_data(body: &str) -> Vec<String> {
     );
     out
 }
+
+/// Resident memory of process `pid` in KiB (Linux; `None` elsewhere).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// A raw HTTP/1.1 POST of `body` (JSON) to `path`.
+pub fn raw_post(path: &str, body: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Opens a connection with a small receive buffer, sends `request` and never reads: a client
+/// that stopped reading. Keep the stream alive to keep the connection open.
+pub async fn stalled_reader(addr: &str, request: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream
+}
