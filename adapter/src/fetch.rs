@@ -42,7 +42,13 @@ pub struct FetchOptions {
     pub connect_timeout: Duration,
     /// Longest wait for any read.
     pub read_timeout: Duration,
+    /// Longest the whole fetch (every URL, retries included) may take (`--deadline-secs`): a
+    /// server that trickles bytes cannot hold the tuning Job for ever.
+    pub deadline: Duration,
 }
+
+/// Default overall deadline of a fetch: two hours.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(2 * 3600);
 
 impl FetchOptions {
     /// Production defaults for `output`.
@@ -56,6 +62,7 @@ impl FetchOptions {
             backoff: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(120),
+            deadline: DEFAULT_DEADLINE,
         }
     }
 }
@@ -88,6 +95,18 @@ fn transient(url: &str, cause: impl Into<String>) -> FetchError {
     }
 }
 
+const PRIVATE: &str = "a private address";
+const CGNAT: &str = "a carrier-grade NAT address";
+const LOOPBACK: &str = "a loopback address";
+
+/// Why a registry at `ip` may not be dialled, if it may not. Registries are often private (in
+/// the cluster, or behind a private endpoint), so private, carrier-grade NAT and loopback
+/// addresses pass; cloud metadata, link-local, unspecified, multicast and reserved addresses,
+/// where no registry is, are refused.
+pub fn registry_blocked_reason(ip: IpAddr) -> Option<&'static str> {
+    blocked_reason(ip, true).filter(|r| ![PRIVATE, CGNAT, LOOPBACK].contains(r))
+}
+
 /// Why `ip` may not be reached, if it may not. With `allow_loopback`, 127.0.0.1 and ::1 (and
 /// ::ffff:127.0.0.1) pass; nothing else changes.
 pub fn blocked_reason(ip: IpAddr, allow_loopback: bool) -> Option<&'static str> {
@@ -98,7 +117,7 @@ pub fn blocked_reason(ip: IpAddr, allow_loopback: bool) -> Option<&'static str> 
                 return v4_reason(v4, allow_loopback);
             }
             if v6 == Ipv6Addr::LOCALHOST {
-                return (!allow_loopback).then_some("a loopback address");
+                return (!allow_loopback).then_some(LOOPBACK);
             }
             if let Some(v4) = embedded_v4(v6) {
                 // NAT64, 6to4 and IPv4-compatible forms reach the embedded IPv4 address.
@@ -130,15 +149,15 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
 fn v4_reason(ip: Ipv4Addr, allow_loopback: bool) -> Option<&'static str> {
     let o = ip.octets();
     if ip.is_loopback() {
-        (!(allow_loopback && ip == Ipv4Addr::LOCALHOST)).then_some("a loopback address")
+        (!(allow_loopback && ip == Ipv4Addr::LOCALHOST)).then_some(LOOPBACK)
     } else if ip == Ipv4Addr::new(169, 254, 169, 254) || ip == Ipv4Addr::new(168, 63, 129, 16) {
         Some("a cloud metadata address")
     } else if ip.is_link_local() {
         Some("a link-local address")
     } else if ip.is_private() {
-        Some("a private address")
+        Some(PRIVATE)
     } else if o[0] == 100 && (64..128).contains(&o[1]) {
-        Some("a carrier-grade NAT address")
+        Some(CGNAT)
     } else if ip.is_unspecified() || o[0] == 0 {
         Some("an unspecified address")
     } else if ip.is_multicast() {
@@ -162,11 +181,11 @@ fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
     } else if ip.is_unspecified() {
         Some("an unspecified address")
     } else if ip.is_loopback() {
-        Some("a loopback address")
+        Some(LOOPBACK)
     } else if s[0] & 0xffc0 == 0xfe80 {
         Some("a link-local address")
     } else if s[0] & 0xfe00 == 0xfc00 || s[0] & 0xffc0 == 0xfec0 {
-        Some("a private address")
+        Some(PRIVATE)
     } else if ip.is_multicast() {
         Some("a multicast address")
     } else if s[0] == 0x2001 && s[1] == 0x0db8 {
@@ -294,6 +313,25 @@ pub async fn fetch_all(urls: &[String], opts: &FetchOptions) -> Result<Vec<PathB
             format!("--output {}: cannot create it ({e})", opts.output.display()),
         )
     })?;
+    let first = planned.first().map(|(raw, _, _)| raw.clone());
+    match tokio::time::timeout(opts.deadline, fetch_planned(planned, opts)).await {
+        Ok(result) => result,
+        Err(_) => Err(permanent(
+            first.as_deref().unwrap_or_default(),
+            format!(
+                "the download did not finish within --deadline-secs {} (partial files removed); \
+                 raise it for a large or slow source, or check the server",
+                opts.deadline.as_secs()
+            ),
+        )),
+    }
+}
+
+/// Downloads each planned URL in turn, retrying transient errors.
+async fn fetch_planned(
+    planned: Vec<(String, Url, PathBuf)>,
+    opts: &FetchOptions,
+) -> Result<Vec<PathBuf>, FetchError> {
     let mut done = Vec::new();
     for (raw, url, dest) in planned {
         let mut attempt = 0;
@@ -527,6 +565,35 @@ mod tests {
         }
         for good in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "100.128.0.1"] {
             assert_eq!(blocked_reason(ip(good), false), None, "{good} is public");
+        }
+    }
+
+    #[test]
+    fn registries_may_be_private_but_never_at_metadata_or_link_local_addresses() {
+        for ok in [
+            "10.0.0.4",
+            "192.168.1.2",
+            "100.64.0.1",
+            "127.0.0.1",
+            "::1",
+            "fd12::1",
+            "8.8.8.8",
+        ] {
+            let ip: IpAddr = ok.parse().expect("ip");
+            assert_eq!(registry_blocked_reason(ip), None, "{ok}");
+        }
+        for (bad, why) in [
+            ("169.254.169.254", "a cloud metadata address"),
+            ("::ffff:169.254.169.254", "a cloud metadata address"),
+            ("168.63.129.16", "a cloud metadata address"),
+            ("fd00:ec2::254", "a cloud metadata address"),
+            ("169.254.10.1", "a link-local address"),
+            ("fe80::1", "a link-local address"),
+            ("0.0.0.0", "an unspecified address"),
+            ("224.0.0.1", "a multicast address"),
+        ] {
+            let ip: IpAddr = bad.parse().expect("ip");
+            assert_eq!(registry_blocked_reason(ip), Some(why), "{bad}");
         }
     }
 

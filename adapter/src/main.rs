@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kaito_adapter::fetch::{DEFAULT_MAX_BYTES, FetchOptions, fetch_all};
+use kaito_adapter::fetch::{DEFAULT_DEADLINE, DEFAULT_MAX_BYTES, FetchOptions, fetch_all};
 use kaito_adapter::registry::{RegistryOptions, publish, pull};
 
 #[derive(Parser)]
@@ -56,6 +56,9 @@ enum Command {
         /// The most bytes one file may have.
         #[arg(long, default_value_t = DEFAULT_MAX_BYTES)]
         max_bytes: u64,
+        /// Longest the whole download may take, in seconds (every URL, retries included).
+        #[arg(long, default_value_t = DEFAULT_DEADLINE.as_secs())]
+        deadline_secs: u64,
         /// Tests only: permit 127.0.0.1 and ::1 (never private or metadata addresses).
         #[arg(long, hide = true, env = "KAITO_FETCH_ALLOW_LOOPBACK", value_parser = clap::builder::FalseyValueParser::new())]
         allow_loopback: bool,
@@ -99,12 +102,14 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Fetch {
             output,
             max_bytes,
+            deadline_secs,
             allow_loopback,
             test_only_allow_address,
             urls,
         } => {
             let opts = FetchOptions {
                 max_bytes,
+                deadline: std::time::Duration::from_secs(deadline_secs),
                 allow_loopback,
                 test_only_allow_address,
                 ..FetchOptions::new(output)

@@ -9,6 +9,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
 use crate::adapter_files::{ADAPTER_CONFIG, ADAPTER_MODEL, check_adapter_dir};
+use crate::fetch::registry_blocked_reason;
 use crate::{docker_config, image};
 
 /// How to reach the registry.
@@ -108,6 +109,32 @@ fn describe(e: &OciDistributionError, what: &str, registry: &str, auth: &Registr
     msg
 }
 
+/// Resolves the registry host (`host[:port]`) and refuses addresses where no registry is
+/// (cloud metadata, link-local, ...; see [`registry_blocked_reason`]), as the data fetcher
+/// does for its URLs. The HTTP client resolves the name again when it connects.
+async fn check_registry_address(registry: &str, flag: &str) -> Result<(), String> {
+    let with_port = if registry.rsplit_once(':').is_some_and(|(h, p)| {
+        !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':')
+    }) {
+        registry.to_string()
+    } else {
+        format!("{registry}:443")
+    };
+    let addrs = tokio::net::lookup_host(&with_port)
+        .await
+        .map_err(|e| format!("{flag}: cannot resolve the registry {registry} ({e})"))?;
+    for addr in addrs {
+        if let Some(why) = registry_blocked_reason(addr.ip()) {
+            return Err(format!(
+                "{flag}: the registry {registry} resolves to {}, {why}; no registry is served \
+                 there, so it is refused: name the registry by its own host name",
+                addr.ip()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Pushes the adapter in `source` as image `target`.
 pub async fn publish(
     source: &Path,
@@ -126,6 +153,7 @@ pub async fn publish(
     }
     check_adapter_dir(source).map_err(|e| format!("--source: {e}"))?;
     let reference = parse_reference(target, "--target")?;
+    check_registry_address(reference.resolve_registry(), "--target").await?;
     let auth = auth_for(&reference, opts)?;
     let built = image::build(source)?;
     tracing::info!(
@@ -168,6 +196,7 @@ pub async fn pull(
     opts: &RegistryOptions,
 ) -> Result<Vec<PathBuf>, String> {
     let reference = parse_reference(image_ref, "--image")?;
+    check_registry_address(reference.resolve_registry(), "--image").await?;
     let auth = auth_for(&reference, opts)?;
     let no_adapter = || {
         format!(
@@ -177,29 +206,35 @@ pub async fn pull(
     };
     let client = client(opts)?;
     tracing::info!(image = %reference, "pulling adapter image");
-    let data = match client
-        .pull(&reference, &auth, image::ACCEPTED_LAYER_TYPES.to_vec())
-        .await
-    {
-        Ok(data) => data,
-        Err(e @ OciDistributionError::IncompatibleLayerMediaTypeError(_)) => {
-            return Err(format!("{} ({e})", no_adapter()));
-        }
-        Err(e) => {
-            return Err(describe(
-                &e,
-                &format!("pull {image_ref}"),
-                reference.resolve_registry(),
-                &auth,
-            ));
-        }
+    let failed = |e: OciDistributionError| {
+        describe(
+            &e,
+            &format!("pull {image_ref}"),
+            reference.resolve_registry(),
+            &auth,
+        )
     };
+    // The manifest first: the layers' declared types and sizes are checked before any layer
+    // is downloaded, and each layer is then held in memory only up to its declared size.
+    let (manifest, _) = client
+        .pull_image_manifest(&reference, &auth)
+        .await
+        .map_err(failed)?;
+    let layers = checked_layers(&manifest, max_bytes).map_err(|e| match e {
+        LayerProblem::NotAdapter(why) => format!("{} ({why})", no_adapter()),
+        LayerProblem::TooBig(why) => format!("image {image_ref}: {why}; nothing was downloaded"),
+    })?;
     std::fs::create_dir_all(output)
         .map_err(|e| format!("--output {}: cannot create it ({e})", output.display()))?;
     let mut budget = max_bytes;
     let mut written = 0;
-    for (i, layer) in data.layers.iter().enumerate() {
-        written += image::extract_layer(&layer.data, &layer.media_type, output, &mut budget)
+    for (i, (layer, size)) in layers.into_iter().enumerate() {
+        let mut data = BoundedBuffer::new(size);
+        client
+            .pull_blob(&reference, layer, &mut data)
+            .await
+            .map_err(|e| format!("image {image_ref}, layer {i}: {}", failed(e)))?;
+        written += image::extract_layer(&data.bytes, &layer.media_type, output, &mut budget)
             .map_err(|e| format!("image {image_ref}, layer {i}: {e}"))?;
     }
     tracing::info!(files = written, dir = %output.display(), "extracted data/ files");
@@ -210,4 +245,183 @@ pub async fn pull(
     }
     check_adapter_dir(output).map_err(|e| format!("image {image_ref}: {e}"))?;
     Ok(vec![config, model])
+}
+
+/// Why a manifest's layers are not pulled.
+#[derive(Debug, PartialEq, Eq)]
+enum LayerProblem {
+    /// A layer of a type that is not a filesystem layer.
+    NotAdapter(String),
+    /// More bytes than `--max-bytes` allows, or a size that is not a size.
+    TooBig(String),
+}
+
+/// The layers of `manifest` with their declared sizes, when every one is a filesystem layer
+/// and together they declare at most `max_bytes` (the compressed bytes the registry sends; the
+/// extracted bytes are held to the same budget while extracting).
+fn checked_layers(
+    manifest: &OciImageManifest,
+    max_bytes: u64,
+) -> Result<Vec<(&oci_client::manifest::OciDescriptor, usize)>, LayerProblem> {
+    let mut total: u64 = 0;
+    let mut layers = Vec::with_capacity(manifest.layers.len());
+    for (i, layer) in manifest.layers.iter().enumerate() {
+        if !image::ACCEPTED_LAYER_TYPES.contains(&layer.media_type.as_str()) {
+            return Err(LayerProblem::NotAdapter(format!(
+                "layer {i} has media type {}",
+                layer.media_type
+            )));
+        }
+        let size = u64::try_from(layer.size)
+            .map_err(|_| LayerProblem::TooBig(format!("layer {i} declares size {}", layer.size)))?;
+        total = total.saturating_add(size);
+        if total > max_bytes {
+            return Err(LayerProblem::TooBig(format!(
+                "its layers declare at least {total} bytes, more than --max-bytes {max_bytes}"
+            )));
+        }
+        let size = usize::try_from(size)
+            .map_err(|_| LayerProblem::TooBig(format!("layer {i} declares size {size}")))?;
+        layers.push((layer, size));
+    }
+    Ok(layers)
+}
+
+/// An in-memory layer that refuses bytes beyond the size its descriptor declares (a registry
+/// that sends more is cut off instead of filling memory).
+struct BoundedBuffer {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl BoundedBuffer {
+    fn new(limit: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(limit.min(64 << 20)),
+            limit,
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for BoundedBuffer {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.bytes.len() + buf.len() > this.limit {
+            return std::task::Poll::Ready(Err(std::io::Error::other(format!(
+                "the registry sent more than the layer's declared {} bytes",
+                this.limit
+            ))));
+        }
+        this.bytes.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_client::manifest::OciDescriptor;
+    use tokio::io::AsyncWriteExt;
+
+    fn manifest(layers: &[(&str, i64)]) -> OciImageManifest {
+        OciImageManifest {
+            layers: layers
+                .iter()
+                .map(|(media_type, size)| OciDescriptor {
+                    media_type: media_type.to_string(),
+                    size: *size,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn declared_sizes_are_held_to_the_budget_before_any_download() {
+        let gz = image::ACCEPTED_LAYER_TYPES[0];
+        assert_eq!(
+            checked_layers(&manifest(&[(gz, 10), (gz, 20)]), 30)
+                .map(|l| l.into_iter().map(|(_, s)| s).collect::<Vec<_>>()),
+            Ok(vec![10, 20])
+        );
+        assert_eq!(
+            checked_layers(&manifest(&[(gz, 10), (gz, 21)]), 30).map(|_| ()),
+            Err(LayerProblem::TooBig(
+                "its layers declare at least 31 bytes, more than --max-bytes 30".into()
+            ))
+        );
+        assert!(matches!(
+            checked_layers(&manifest(&[(gz, -1)]), 30),
+            Err(LayerProblem::TooBig(_))
+        ));
+        assert!(matches!(
+            checked_layers(
+                &manifest(&[("application/vnd.oci.image.config.v1+json", 1)]),
+                30
+            ),
+            Err(LayerProblem::NotAdapter(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn registries_at_metadata_addresses_are_refused_before_any_request() {
+        let opts = RegistryOptions::default();
+        let err = pull(
+            "169.254.169.254/adapters/a:v1",
+            Path::new("/nonexistent"),
+            1,
+            &opts,
+        )
+        .await
+        .expect_err("metadata address");
+        assert!(
+            err.starts_with(
+                "--image: the registry 169.254.169.254 resolves to 169.254.169.254, a cloud \
+                 metadata address; no registry is served there"
+            ),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(ADAPTER_CONFIG), br#"{"peft_type":"LORA"}"#).expect("w");
+        let header = br#"{"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#;
+        let mut st = (header.len() as u64).to_le_bytes().to_vec();
+        st.extend_from_slice(header);
+        st.push(0);
+        std::fs::write(dir.path().join(ADAPTER_MODEL), st).expect("w");
+        let err = publish(dir.path(), "169.254.10.1:5000/adapters/a:v1", &opts)
+            .await
+            .expect_err("link-local address");
+        assert!(
+            err.contains("--target: the registry 169.254.10.1:5000 resolves to 169.254.10.1, a link-local address"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_layer_longer_than_declared_is_cut_off() {
+        let mut b = BoundedBuffer::new(4);
+        b.write_all(b"abcd").await.expect("within the size");
+        let err = b.write_all(b"e").await.expect_err("beyond the size");
+        assert!(err.to_string().contains("declared 4 bytes"), "{err}");
+        assert_eq!(b.bytes, b"abcd");
+    }
 }

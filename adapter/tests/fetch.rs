@@ -374,3 +374,51 @@ async fn the_test_only_address_is_reached_and_no_other() {
     }
     assert_eq!(server.hits(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_trickles_bytes_is_cut_off_at_the_deadline_and_leaves_no_file() {
+    // One byte every 100 ms of a 10 000-byte body: every read arrives well within the read
+    // timeout, so only an overall deadline ends it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let head = "HTTP/1.1 200 OK\r\nContent-Length: 10000\r\nConnection: close\r\n\r\n";
+                if conn.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                for _ in 0..10_000 {
+                    if conn.write_all(b"x").await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = FetchOptions {
+        deadline: Duration::from_secs(2),
+        ..opts(dir.path(), true)
+    };
+    let started = std::time::Instant::now();
+    let err = fetch_err(&format!("http://{addr}/slow.jsonl"), &o).await;
+    let took = started.elapsed();
+    server.abort();
+    assert!(
+        err.cause
+            .contains("did not finish within --deadline-secs 2"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert_eq!(
+        dir_entries(dir.path()),
+        Vec::<String>::new(),
+        "no .part left"
+    );
+}

@@ -295,3 +295,45 @@ async fn publish_names_the_missing_file() {
         .expect_err("invalid safetensors");
     assert!(err.contains("not a safetensors file"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_bigger_than_max_bytes_is_refused_before_its_layer_is_downloaded() {
+    let Some(registry) = registry() else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let source = work.path().join("adapter");
+    std::fs::create_dir(&source).expect("mkdir");
+    write_adapter(&source);
+    // A 1 MiB tensor of values gzip cannot shrink (a xorshift sequence).
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let header = br#"{"base_model.model.layers.0.q_proj.lora_A.weight":{"dtype":"U8","shape":[1048576],"data_offsets":[0,1048576]}}"#;
+    let mut st = (header.len() as u64).to_le_bytes().to_vec();
+    st.extend_from_slice(header);
+    st.extend((0..1 << 20).map(|_| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x as u8
+    }));
+    std::fs::write(source.join("adapter_model.safetensors"), st).expect("write safetensors");
+    let config = docker_config(&registry, work.path(), PASSWORD);
+    let opts = options(&registry, Some(config));
+    let image = format!("{}/adapters/too-big:v1", registry.host());
+    let published = publish(&source, &image, &opts).await.expect("publish");
+    let layer = published.manifest.layers[0].digest.clone();
+    assert!(published.manifest.layers[0].size > 1 << 20);
+
+    let err = pull(&image, &work.path().join("out"), 64 << 10, &opts)
+        .await
+        .expect_err("over --max-bytes");
+    assert!(
+        err.contains("more than --max-bytes 65536; nothing was downloaded"),
+        "{err}"
+    );
+    let log = registry.log();
+    assert!(
+        !log.contains(&format!("GET /v2/adapters/too-big/blobs/{layer}")),
+        "the layer was downloaded although its declared size is over the limit:\n{log}"
+    );
+}
