@@ -38,6 +38,9 @@ pub struct RuntimeImageError {
     pub node: String,
 }
 
+/// Default longest run of a tuning Job: three days.
+pub const DEFAULT_TUNING_DEADLINE_SECONDS: u64 = 3 * 24 * 3600;
+
 /// Images and commands of the workloads the controller builds.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorkloadConfig {
@@ -87,6 +90,9 @@ pub struct WorkloadConfig {
     /// TESTS ONLY: the one non-public address tuning input may come from (a test cluster's data
     /// server); passed to the data downloader as `KAITO_TEST_ONLY_ALLOW_DATA_ADDRESS`.
     pub test_only_allow_data_address: Option<String>,
+    /// Longest a tuning Job may run (`activeDeadlineSeconds`): a hung trainer or download
+    /// fails the Job (reason `DeadlineExceeded`) and frees its GPU node instead of holding it.
+    pub tuning_deadline_seconds: u64,
 }
 
 impl Default for WorkloadConfig {
@@ -107,6 +113,7 @@ impl Default for WorkloadConfig {
             publisher_command: vec!["kaito-adapter".into(), "publish".into()],
             insecure_registries: Vec::new(),
             test_only_allow_data_address: None,
+            tuning_deadline_seconds: DEFAULT_TUNING_DEADLINE_SECONDS,
         }
     }
 }
@@ -337,6 +344,7 @@ impl Config {
                 "resourceGroup": a.resource_group,
                 "clusterName": a.cluster_name,
                 "endpoint": a.endpoint,
+                "tuningDeadlineSeconds": w.tuning_deadline_seconds,
                 "staticToken": a.static_token.is_some(),
                 "extraCa": a.ca_pem.is_some(),
                 "orphanIntervalSecs": a.orphan_interval.as_secs(),

@@ -84,6 +84,27 @@ pub fn gpu_tolerations() -> Value {
     ])
 }
 
+/// The securityContext of every container the controller writes: no privilege escalation and
+/// no Linux capabilities. `non_root`: the container runs one of this project's images (they run
+/// as a numeric non-root user), so the kubelet refuses it if it would run as root; the
+/// trainer and a user's data image keep the user their image names.
+pub fn container_security(non_root: bool) -> Value {
+    let mut sc = json!({
+        "allowPrivilegeEscalation": false,
+        "capabilities": {"drop": ["ALL"]},
+    });
+    if non_root {
+        sc["runAsNonRoot"] = json!(true);
+    }
+    sc
+}
+
+/// The pod securityContext of every pod the controller writes: the container runtime's default
+/// seccomp profile.
+pub fn pod_security() -> Value {
+    json!({"seccompProfile": {"type": "RuntimeDefault"}})
+}
+
 /// Required node affinity: the user's selector (matchLabels and matchExpressions), plus
 /// `kaito.sh/workspace=<ws>` for provisioned nodes. Bring-your-own nodes do not carry the
 /// workspace label (the controller never labels nodes it did not create), so there the
@@ -376,6 +397,7 @@ fn preset_pod(
         }));
     }
     let probe = |path: &str, period: i64, failures: i64| {
+            "securityContext": container_security(true),
         json!({"httpGet": {"path": path, "port": RUNTIME_PORT}, "periodSeconds": period,
                "failureThreshold": failures, "timeoutSeconds": 5})
     };
@@ -425,8 +447,10 @@ fn preset_pod(
             }],
             "volumes": volumes,
         }
+                "securityContext": container_security(true),
     });
     if gpus.is_some() {
+            "securityContext": pod_security(),
         pod["spec"]["tolerations"] = gpu_tolerations();
     }
     if !pull_secrets.is_empty() {
@@ -824,6 +848,37 @@ inference:
             Provisioner::Aks,
         );
         let pod = &s["spec"]["template"]["spec"];
+    #[test]
+    fn every_container_of_a_preset_pod_runs_without_privileges() {
+        let s = sts_json(
+            include_str!("../../examples/inference/kaito_workspace_phi_3_with_adapters.yaml"),
+            Provisioner::Aks,
+        );
+        let pod = &s["spec"]["template"]["spec"];
+        assert_eq!(
+            pod["securityContext"],
+            json!({"seccompProfile": {"type": "RuntimeDefault"}})
+        );
+        let containers: Vec<&Value> = ["initContainers", "containers"]
+            .iter()
+            .flat_map(|k| pod[*k].as_array().expect("containers"))
+            .collect();
+        assert_eq!(
+            containers.len(),
+            2,
+            "the adapter puller and the model server"
+        );
+        for c in containers {
+            assert_eq!(
+                c["securityContext"],
+                json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
+                       "runAsNonRoot": true}),
+                "{}",
+                c["name"]
+            );
+        }
+    }
+
         assert_eq!(pod["initContainers"].as_array().map(Vec::len), Some(1));
         let init = &pod["initContainers"][0];
         assert_eq!(init["name"], "adapter-phi-3-adapter");

@@ -13,7 +13,10 @@ use kaito_presets::Dtype;
 use serde_json::{Value, json};
 
 use crate::config::{Provisioner, WorkloadConfig};
-use crate::inference::{BuildError, gpu_tolerations, node_affinity, owner_reference, typed};
+use crate::inference::{
+    BuildError, container_security, gpu_tolerations, node_affinity, owner_reference, pod_security,
+    typed,
+};
 use crate::naming;
 use crate::plan::WorkspacePlan;
 
@@ -152,6 +155,7 @@ pub fn job(
                 "image": cfg.data_downloader_image,
                 "command": cmd,
                 "volumeMounts": [{"name": "data", "mountPath": "/mnt/data"}],
+                "securityContext": container_security(true),
             });
             if let Some(ip) = &cfg.test_only_allow_data_address {
                 downloader["env"] =
@@ -166,6 +170,7 @@ pub fn job(
                 "image": image,
                 "command": ["sh", "-c", DATA_IMAGE_COPY],
                 "volumeMounts": [{"name": "data", "mountPath": "/mnt/data"}],
+                "securityContext": container_security(false),
             }));
             pull_secrets.extend(
                 input
@@ -200,6 +205,7 @@ pub fn job(
             {"name": "data", "mountPath": "/mnt/data"},
             {"name": "results", "mountPath": RESULTS_DIR},
         ],
+        "securityContext": container_security(false),
     });
     let containers = if let Some(image) = &output.image {
         init.push(trainer);
@@ -228,6 +234,7 @@ pub fn job(
             "image": cfg.publisher_image,
             "command": cmd,
             "volumeMounts": mounts,
+            "securityContext": container_security(true),
         })]
     } else {
         vec![trainer]
@@ -239,6 +246,7 @@ pub fn job(
         "initContainers": init,
         "containers": containers,
         "volumes": volumes,
+        "securityContext": pod_security(),
     });
     if !pull_secrets.is_empty() {
         pod_spec["imagePullSecrets"] = Value::Array(pull_secrets);
@@ -251,6 +259,7 @@ pub fn job(
                          "labels": naming::workspace_labels(ws), "ownerReferences": [owner_reference(ws)]},
             "spec": {
                 "backoffLimit": 2,
+                "activeDeadlineSeconds": cfg.tuning_deadline_seconds,
                 "template": {"metadata": {"labels": naming::workspace_labels(ws)}, "spec": pod_spec},
             }
         }),
@@ -292,6 +301,43 @@ mod tests {
             .iter()
             .map(|c| c["name"].as_str().expect("name"))
             .collect()
+    }
+
+    #[test]
+    fn every_container_of_the_tuning_job_runs_without_privileges() {
+        let j = job_json(&seed());
+        let pod = &j["spec"]["template"]["spec"];
+        assert_eq!(
+            pod["securityContext"],
+            json!({"seccompProfile": {"type": "RuntimeDefault"}})
+        );
+        let restricted =
+            json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}});
+        let ours = json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
+                          "runAsNonRoot": true});
+        // The trainer's image is upstream's (it may run as root); the downloader and the
+        // publisher are this project's non-root image.
+        assert_eq!(pod["initContainers"][0]["securityContext"], ours);
+        assert_eq!(pod["initContainers"][1]["securityContext"], restricted);
+        assert_eq!(pod["containers"][0]["securityContext"], ours);
+        let mut w = seed();
+        let input = w
+            .tuning
+            .as_mut()
+            .and_then(|t| t.input.as_mut())
+            .expect("input");
+        input.urls = None;
+        input.image = Some("registry.example/data:1".into());
+        let j = job_json(&w);
+        let extractor = &j["spec"]["template"]["spec"]["initContainers"][0];
+        assert_eq!(extractor["name"], "data-extractor");
+        assert_eq!(extractor["securityContext"], restricted);
+    }
+
+    #[test]
+    fn a_tuning_job_has_a_deadline_so_a_hung_trainer_frees_its_node() {
+        let j = job_json(&seed());
+        assert_eq!(j["spec"]["activeDeadlineSeconds"], 3 * 24 * 3600);
     }
 
     #[test]
