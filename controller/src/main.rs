@@ -83,6 +83,10 @@ struct Args {
     /// Trainer command (space-separated; `{gpus}` is replaced by the GPUs per node).
     #[arg(long, env = "KAITO_TRAINER_COMMAND")]
     trainer_command: Option<String>,
+    /// Longest a tuning Job may run, in seconds (its activeDeadlineSeconds).
+    #[arg(long, env = "KAITO_TUNING_DEADLINE_SECONDS",
+          default_value_t = kaito_controller::config::DEFAULT_TUNING_DEADLINE_SECONDS)]
+    tuning_deadline_seconds: u64,
     /// Publisher image (runs `kaito-adapter publish`).
     #[arg(long, env = "KAITO_PUBLISHER_IMAGE")]
     publisher_image: Option<String>,
@@ -251,6 +255,7 @@ fn workload(args: &Args) -> WorkloadConfig {
         .clone()
         .filter(|s| !s.is_empty());
     words(&mut w.trainer_command, &args.trainer_command);
+    w.tuning_deadline_seconds = args.tuning_deadline_seconds;
     w.insecure_registries = args
         .insecure_registries
         .iter()

@@ -207,6 +207,7 @@ fn installs() -> Vec<Install> {
             .set("workloads.huggingfaceEndpoint", "https://hf-mirror.example")
             .set("workloads.weightsCacheHostPath", "/mnt/nvme/weights")
             .set("workloads.trainerCommand", "python train.py --gpus={gpus}")
+            .set("workloads.tuningDeadlineSeconds", "3600")
             .set("workloads.insecureRegistries", "{registry.local:5000}")
             .set("testOnly.allowDataAddress", "10.88.77.1")
             .set("policy.maxNodesPerWorkspace", "3")
@@ -329,6 +330,14 @@ fn the_chart_passes_only_settings_the_binaries_read_and_accept() -> Result<()> {
                 hook["policy"] == policy,
                 "webhook policy {}, want {policy}",
                 hook["policy"]
+            );
+            let deadline = install
+                .value("workloads.tuningDeadlineSeconds")
+                .map_or(Ok(259_200), str::parse::<u64>)?;
+            ensure!(
+                ctrl["workload"]["tuningDeadlineSeconds"] == deadline,
+                "controller tuningDeadlineSeconds {}, want {deadline}",
+                ctrl["workload"]["tuningDeadlineSeconds"]
             );
             if let Some(cmd) = install.value("workloads.trainerCommand") {
                 let got: Vec<&str> = ctrl["workload"]["trainerCommand"]
