@@ -117,6 +117,34 @@ pub fn issue_serving_cert(
     })
 }
 
+/// Issues a client certificate with common name `common_name` signed by the CA `ca` (tests,
+/// and local runs of a caller).
+pub fn issue_client_cert(
+    ca: &PemPair,
+    common_name: &str,
+    validity: Duration,
+) -> Result<PemPair, CertError> {
+    let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(|e| CertError::BadKey {
+        what: "CA key".to_owned(),
+        detail: e.to_string(),
+    })?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    set_validity(&mut params, validity);
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok(PemPair {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
 fn set_validity(params: &mut CertificateParams, validity: Duration) {
     let now = OffsetDateTime::now_utc();
     // Backdate a little for clock skew between the webhook and the apiserver.
@@ -226,7 +254,8 @@ impl ResolvesServerCert for ReloadingResolver {
     }
 }
 
-/// A rustls server config (HTTP/2 and HTTP/1.1 via ALPN) serving `resolver`'s certificate.
+/// A rustls server config (HTTP/2 and HTTP/1.1 via ALPN) serving `resolver`'s certificate,
+/// with no client authentication.
 pub fn server_config(
     resolver: Arc<ReloadingResolver>,
 ) -> Result<rustls::ServerConfig, rustls::Error> {
@@ -236,6 +265,167 @@ pub fn server_config(
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// Errors of the client-authentication setup.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientAuthError {
+    /// The client CA file holds no usable certificate.
+    #[error(
+        "--client-ca-file {path}: {detail}: give the PEM CA that signs the API server's webhook client certificate"
+    )]
+    Ca {
+        /// The file.
+        path: String,
+        /// Why.
+        detail: String,
+    },
+    /// rustls refused the verifier or the config.
+    #[error("client authentication: {0}")]
+    Rustls(String),
+}
+
+/// Who may call the admission endpoints: a client certificate signed by one of `ca_pem`'s CAs
+/// and, unless `allowed_names` is empty, naming one of them as its subject common name or a
+/// DNS subject alternative name (the CA of a cluster signs users' certificates too).
+#[derive(Clone, Debug)]
+pub struct ClientAuth {
+    /// PEM CA bundle.
+    pub ca_pem: String,
+    /// Where `ca_pem` came from, for messages.
+    pub source: String,
+    /// Accepted names; empty: any certificate the CA signed.
+    pub allowed_names: Vec<String>,
+}
+
+/// A rustls server config like [`server_config`] that requires a client certificate
+/// verified against `auth`: a TLS client without one, or with another, fails the handshake.
+pub fn server_config_with_client_auth(
+    resolver: Arc<ReloadingResolver>,
+    auth: &ClientAuth,
+) -> Result<rustls::ServerConfig, ClientAuthError> {
+    let ca_error = |detail: String| ClientAuthError::Ca {
+        path: auth.source.clone(),
+        detail,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(auth.ca_pem.as_bytes()) {
+        let cert = cert.map_err(|e| ca_error(format!("not PEM: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| ca_error(format!("not a usable CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(ca_error("no PEM certificate found".to_owned()));
+    }
+    let provider = Arc::new(provider());
+    let inner = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| ClientAuthError::Rustls(e.to_string()))?;
+    let verifier = Arc::new(NamedClientVerifier {
+        inner,
+        allowed: auth.allowed_names.clone(),
+    });
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientAuthError::Rustls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The subject common names and DNS subject alternative names of a certificate.
+pub fn certificate_names(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
+        .collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(dns) = name {
+                names.push((*dns).to_owned());
+            }
+        }
+    }
+    names
+}
+
+/// The webpki chain check, then the name check of [`ClientAuth::allowed_names`].
+#[derive(Debug)]
+struct NamedClientVerifier {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    allowed: Vec<String>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for NamedClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if self.allowed.is_empty() {
+            return Ok(verified);
+        }
+        let names = certificate_names(end_entity.as_ref());
+        if names.iter().any(|n| self.allowed.contains(n)) {
+            Ok(verified)
+        } else {
+            tracing::warn!(
+                ?names,
+                allowed = ?self.allowed,
+                "admission client certificate refused: its names are not in --client-allowed-names"
+            );
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 #[cfg(test)]

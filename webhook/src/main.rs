@@ -150,6 +150,18 @@ struct Args {
     #[arg(long, default_value_t = 3600)]
     cert_check_interval_secs: u64,
 
+    /// PEM CA that signs the API server's webhook client certificate. When set, every admission
+    /// connection must present a certificate it signed (and, with --client-allowed-names, one
+    /// of those names), and only then does the webhook read the ConfigMaps that tuning.config
+    /// and inference.config name. Unset: callers are not authenticated and no ConfigMap is read
+    /// at admission (the controller reports a bad one on the Workspace).
+    #[arg(long, env = "WEBHOOK_CLIENT_CA_FILE")]
+    client_ca_file: Option<PathBuf>,
+    /// Names (subject CN or DNS SAN) a client certificate must carry, comma-separated; empty:
+    /// any certificate --client-ca-file signed.
+    #[arg(long, env = "WEBHOOK_CLIENT_ALLOWED_NAMES", value_delimiter = ',')]
+    client_allowed_names: Vec<String>,
+
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -263,6 +275,9 @@ fn effective(args: &Args, config: &AdmissionConfig, mode: TlsMode) -> serde_json
         "mutatingWebhookConfig": args.mutating_webhook_config,
         "validatingWebhookConfig": args.validating_webhook_config,
         "logFormat": value_name(args.log_format),
+        "clientCaFile": path(&args.client_ca_file),
+        "clientAllowedNames": args.client_allowed_names,
+        "configMapChecks": args.client_ca_file.is_some(),
     })
 }
 
@@ -300,6 +315,36 @@ async fn shutdown_signal(tx: watch::Sender<bool>) {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
     }
     let _ = tx.send(true);
+}
+
+/// The client authentication of `args`: the CA file read and checked, or `None`.
+fn client_auth(args: &Args) -> anyhow::Result<Option<certs::ClientAuth>> {
+    let Some(path) = &args.client_ca_file else {
+        anyhow::ensure!(
+            args.client_allowed_names.is_empty(),
+            "--client-allowed-names needs --client-ca-file (WEBHOOK_CLIENT_CA_FILE)"
+        );
+        return Ok(None);
+    };
+    let ca_pem = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "reading --client-ca-file {} (WEBHOOK_CLIENT_CA_FILE)",
+            path.display()
+        )
+    })?;
+    let auth = certs::ClientAuth {
+        ca_pem,
+        source: path.display().to_string(),
+        allowed_names: args
+            .client_allowed_names
+            .iter()
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .collect(),
+    };
+    // Checked here so that --check-config refuses a bad file too.
+    certs::server_config_with_client_auth(Arc::new(certs::ReloadingResolver::new()), &auth)?;
+    Ok(Some(auth))
 }
 
 /// The admission server's limits of `args`, checked.
@@ -347,6 +392,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let config = admission_config(&args)?;
     let mode = tls_mode(&args)?;
     let limits = limits(&args)?;
+    let client_auth = client_auth(&args)?;
     if args.check_config {
         println!(
             "{}",
@@ -419,22 +465,45 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
 
-    // The ConfigMaps named by tuning workspaces are read with the same identity.
-    if client.is_none() {
-        client = match kube::Client::try_default().await {
-            Ok(client) => Some(client),
-            Err(err) => {
-                tracing::warn!(
-                    error = %err,
-                    "no Kubernetes client: the ConfigMaps named in tuning.config are not checked"
-                );
-                None
+    // The ConfigMaps named by tuning.config / inference.config are read with the webhook's
+    // identity, and only for callers it authenticated: with anyone able to reach the port, a
+    // request naming any namespace would make it read (and judge) any ConfigMap.
+    let tls_config = match &client_auth {
+        Some(auth) => {
+            if client.is_none() {
+                client = match kube::Client::try_default().await {
+                    Ok(client) => Some(client),
+                    Err(err) => {
+                        tracing::warn!(
+                            error = %err,
+                            "no Kubernetes client: the ConfigMaps named in tuning.config and \
+                             inference.config are not checked at admission"
+                        );
+                        None
+                    }
+                };
             }
-        };
-    }
-    state.client = client;
-
-    let tls_config = Arc::new(certs::server_config(state.resolver.clone())?);
+            state.client = client;
+            tracing::info!(
+                client_ca = %auth.source,
+                allowed_names = ?auth.allowed_names,
+                "admission callers must present a client certificate; ConfigMap checks at \
+                 admission are on"
+            );
+            certs::server_config_with_client_auth(state.resolver.clone(), auth)?
+        }
+        None => {
+            state.client = None;
+            tracing::warn!(
+                "ConfigMap checks at admission are off: callers are not authenticated (no \
+                 --client-ca-file), so the webhook reads no ConfigMap a request names; \
+                 tuning.config and inference.config are admitted with a warning and checked \
+                 when the controller reads them"
+            );
+            certs::server_config(state.resolver.clone())?
+        }
+    };
+    let tls_config = Arc::new(tls_config);
     let addr = SocketAddr::new(args.bind_address, args.port);
     let listener = TcpListener::bind(addr)
         .await

@@ -9,8 +9,11 @@
 //! a missing ConfigMap. Updates are not checked again: an update must still go through
 //! (finalizer removal) after the ConfigMap was deleted.
 //!
-//! Without a client (a webhook started outside a cluster with no kubeconfig) nothing is fetched
-//! and the workspace is admitted with a warning.
+//! The webhook has a client for this only when it authenticates its callers (`--client-ca-file`:
+//! the API server's client certificate): the request names the namespace and the ConfigMap, so
+//! an unauthenticated caller could otherwise make it read any ConfigMap. Without one nothing is
+//! fetched and the workspace is admitted with a warning. Errors about a ConfigMap name its bad
+//! sections and keys, never its content.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -51,7 +54,11 @@ pub enum ConfigLookup {
 impl ConfigLookup {
     /// What a webhook without a Kubernetes client knows.
     pub fn no_client() -> Self {
-        Self::Unchecked("the webhook runs without a Kubernetes client".to_owned())
+        Self::Unchecked(
+            "the webhook reads ConfigMaps only for callers it authenticates (--client-ca-file) \
+             and with a Kubernetes client"
+                .to_owned(),
+        )
     }
 }
 
