@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use crate::azure::{Arm, AzureSettings, http_failure};
-use crate::naming;
+use crate::naming::{self, LABEL_WORKSPACE_UID};
+use crate::ownership::{self, Lookup, Mark, REASON_CHILD_NAME_TAKEN};
 use crate::plan::WorkspacePlan;
 use crate::provision::ProvisionError;
 use crate::status::ProvisionReport;
@@ -55,6 +56,7 @@ pub fn agent_pool_body(ws: &Workspace, plan: &WorkspacePlan) -> Value {
             "tags": {
                 LABEL_WORKSPACE: naming::name(ws),
                 LABEL_WORKSPACE_NAMESPACE: naming::namespace(ws),
+                LABEL_WORKSPACE_UID: naming::uid(ws),
             },
         }
     })
@@ -101,6 +103,19 @@ pub fn classify(status: u16, code: &str, message: &str) -> (&'static str, String
     )
 }
 
+/// An ARM failure as a [`ProvisionError`], with ARM's status, code and message when it
+/// answered (e.g. `HTTP 401 AuthenticationFailed: ...` once the credentials are gone).
+fn arm_failure(e: azure_core::Error) -> ProvisionError {
+    ProvisionError::Azure(match http_failure(&e) {
+        Some((status, code, message)) => format!(
+            "Azure Resource Manager answered HTTP {status} {}: {}",
+            code.as_deref().unwrap_or("(no code)"),
+            message.as_deref().unwrap_or("(no message)")
+        ),
+        None => e.to_string(),
+    })
+}
+
 /// Whether an ARM status is worth retrying (throttling, timeouts, server errors).
 fn transient(status: u16) -> bool {
     status == 408 || status == 429 || status >= 500
@@ -113,6 +128,18 @@ pub struct Aks {
     settings: AzureSettings,
     /// `Azure-AsyncOperation` URLs of the PUTs this process sent, by pool name.
     operations: Arc<Mutex<HashMap<String, String>>>,
+}
+
+/// The workspace tags of a pool.
+pub fn pool_mark(p: &AgentPool) -> Mark {
+    let tags = p.properties.as_ref().and_then(|p| p.tags.as_ref());
+    let tag = |k: &str| tags.and_then(|t| t[k].as_str()).map(str::to_string);
+    Mark {
+        name: p.sub_resource.name.clone().unwrap_or_default(),
+        namespace: tag(LABEL_WORKSPACE_NAMESPACE),
+        workspace: tag(LABEL_WORKSPACE),
+        uid: tag(LABEL_WORKSPACE_UID),
+    }
 }
 
 /// Provisioning state of a pool that is still changing.
@@ -255,34 +282,42 @@ impl Aks {
         )
     }
 
-    /// Deletes pools tagged with a workspace that no longer exists; returns their names.
+    /// Deletes pools tagged with a workspace that no longer exists (or was recreated: another
+    /// UID); returns their names. A workspace that cannot be looked up is skipped.
     pub async fn delete_orphans(&self, client: &Client) -> Result<Vec<String>, ProvisionError> {
-        let pools = self
-            .list()
-            .await
-            .map_err(|e| ProvisionError::Azure(e.to_string()))?;
+        let pools = self.list().await.map_err(arm_failure)?;
         let mut deleted = Vec::new();
-        for p in pools {
-            let Some(name) = p.sub_resource.name.clone() else {
-                continue;
-            };
-            let tags = p.properties.as_ref().and_then(|p| p.tags.as_ref());
-            let (Some(ws), Some(ns)) = (
-                tags.and_then(|t| t[LABEL_WORKSPACE].as_str()),
-                tags.and_then(|t| t[LABEL_WORKSPACE_NAMESPACE].as_str()),
-            ) else {
+        for p in &pools {
+            let mark = pool_mark(p);
+            let (Some(ns), Some(ws)) = (&mark.namespace, &mark.workspace) else {
                 continue;
             };
             let api: Api<Workspace> = Api::namespaced(client.clone(), ns);
-            if api.get_opt(ws).await?.is_none() {
-                info!(pool = %name, workspace = %ws, namespace = %ns, "deleting orphaned agent pool");
-                self.delete(&name)
-                    .await
-                    .map_err(|e| ProvisionError::Azure(e.to_string()))?;
-                deleted.push(name);
+            let lookup = match api.get_opt(ws).await {
+                Ok(None) => Lookup::Missing,
+                Ok(Some(w)) => Lookup::Found(naming::uid(&w).to_string()),
+                Err(e) => {
+                    warn!(pool = %mark.name, error = %e, "cannot look up the workspace of an agent pool");
+                    continue;
+                }
+            };
+            if !ownership::is_orphan(&mark, &lookup) {
+                continue;
             }
+            info!(pool = %mark.name, workspace = %ws, namespace = %ns, "deleting orphaned agent pool");
+            self.delete(&mark.name).await.map_err(arm_failure)?;
+            deleted.push(mark.name);
         }
         Ok(deleted)
+    }
+
+    /// The `az` command that deletes `pool` of this cluster.
+    fn delete_command(&self, pool: &str) -> String {
+        let s = &self.settings;
+        format!(
+            "`az aks nodepool delete --subscription {} --resource-group {} --cluster-name {} --name {pool}`",
+            s.subscription_id, s.resource_group, s.cluster_name
+        )
     }
 
     /// Looks for orphaned pools every `orphan_interval`, forever.
@@ -325,6 +360,24 @@ impl crate::provision::NodeProvisioner for Aks {
                 requeue_after: Some(Duration::from_secs(2)),
             });
         };
+        // A pool of this name without this workspace's UID is someone else's: never PUT it.
+        if let Err(why) = ownership::marked_for(pool_mark(&existing).uid.as_deref(), ws) {
+            return Ok(ProvisionReport {
+                failure: Some((
+                    REASON_CHILD_NAME_TAKEN.to_owned(),
+                    format!(
+                        "AKS agent pool {pool} already exists and was not created for this \
+                         workspace: {why}; the controller leaves it untouched: if it is left over \
+                         from a deleted workspace, delete it ({}; the orphan sweeper also does \
+                         within {} s), or recreate this workspace under another name",
+                        self.delete_command(&pool),
+                        self.settings.orphan_interval.as_secs()
+                    ),
+                )),
+                progress: None,
+                requeue_after: Some(Duration::from_secs(60)),
+            });
+        }
         let props = existing.properties.unwrap_or_default();
         let state = props.provisioning_state.unwrap_or_default();
         if in_progress(&state) {
@@ -371,9 +424,25 @@ impl crate::provision::NodeProvisioner for Aks {
 
     async fn release(&self, ws: &Workspace) -> Result<bool, ProvisionError> {
         let pool = naming::pool_name(naming::namespace(ws), naming::name(ws));
-        self.delete(&pool)
-            .await
-            .map_err(|e| ProvisionError::Azure(e.to_string()))
+        match self.get(&pool).await.map_err(arm_failure)? {
+            None => Ok(true),
+            Some(p) => {
+                if let Err(why) = ownership::marked_for(pool_mark(&p).uid.as_deref(), ws) {
+                    warn!(%pool, %why, "leaving an agent pool that is not this workspace's");
+                    return Ok(true);
+                }
+                self.delete(&pool).await.map_err(arm_failure)
+            }
+        }
+    }
+
+    fn cleanup_hint(&self, ws: &Workspace) -> String {
+        let pool = naming::pool_name(naming::namespace(ws), naming::name(ws));
+        format!(
+            "its AKS agent pool {pool}: {} (if it still exists and is tagged {LABEL_WORKSPACE_UID}={})",
+            self.delete_command(&pool),
+            naming::uid(ws)
+        )
     }
 }
 
@@ -413,6 +482,7 @@ mod tests {
             "workspace-phi-3-mini"
         );
         assert_eq!(props["tags"]["kaito.sh/workspacenamespace"], "default");
+        assert_eq!(props["tags"]["kaito.sh/workspaceuid"], "uid-1");
         assert!(props["osDiskSizeGB"].as_u64().is_some_and(|d| d >= 128));
         // The body survives the crate's model: nothing the contract needs is dropped.
         let model: AgentPool = serde_json::from_value(b.clone()).expect("model");

@@ -222,7 +222,13 @@ pub struct KarpenterConfig {
     pub node_class: NodeClassRef,
     /// The NodePool named by each claim's `karpenter.sh/nodepool` label and requirement.
     pub node_pool: String,
+    /// How often NodeClaims of workspaces that no longer exist are looked for and deleted.
+    pub orphan_interval: std::time::Duration,
 }
+
+/// How often the karpenter provisioner sweeps for orphaned NodeClaims.
+pub const DEFAULT_NODECLAIM_ORPHAN_INTERVAL: std::time::Duration =
+    std::time::Duration::from_secs(300);
 
 impl KarpenterConfig {
     /// The NodeClass `node_class_name` of `cloud`'s Karpenter provider (Azure:
@@ -240,6 +246,7 @@ impl KarpenterConfig {
                 name: node_class_name.into(),
             },
             node_pool: node_pool.into(),
+            orphan_interval: DEFAULT_NODECLAIM_ORPHAN_INTERVAL,
         }
     }
 
@@ -356,6 +363,7 @@ impl Config {
                     "name": self.karpenter.node_class.name,
                 },
                 "nodePool": self.karpenter.node_pool,
+                "orphanIntervalSecs": self.karpenter.orphan_interval.as_secs(),
             },
         })
     }

@@ -11,7 +11,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PodTemplateSpec, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kaito_api::admission::EngineParams;
-use kaito_api::{ANNOTATION_ENABLE_LB, LABEL_WORKSPACE, Workspace};
+use kaito_api::{ANNOTATION_ENABLE_LB, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, Workspace};
 use serde_json::{Value, json};
 
 use crate::config::{Provisioner, RuntimeImageError, WorkloadConfig};
@@ -106,7 +106,8 @@ pub fn pod_security() -> Value {
 }
 
 /// Required node affinity: the user's selector (matchLabels and matchExpressions), plus
-/// `kaito.sh/workspace=<ws>` for provisioned nodes. Bring-your-own nodes do not carry the
+/// `kaito.sh/workspace=<ws>` and `kaito.sh/workspacenamespace=<namespace>` for provisioned
+/// nodes. Bring-your-own nodes do not carry the
 /// workspace label (the controller never labels nodes it did not create), so there the
 /// user's selector alone picks them.
 pub fn node_affinity(ws: &Workspace, provisioner: Provisioner) -> Value {
@@ -126,7 +127,9 @@ pub fn node_affinity(ws: &Workspace, provisioner: Provisioner) -> Value {
         }
     }
     if provisioner != Provisioner::Byo {
+        // Name and namespace: same-named workspaces of two namespaces have nodes of their own.
         exprs.push(json!({"key": LABEL_WORKSPACE, "operator": "In", "values": [naming::name(ws)]}));
+        exprs.push(json!({"key": LABEL_WORKSPACE_NAMESPACE, "operator": "In", "values": [naming::namespace(ws)]}));
     }
     json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
         "nodeSelectorTerms": [{"matchExpressions": exprs}]
@@ -650,6 +653,10 @@ mod tests {
                 .contains(&json!({"key": "apps", "operator": "In", "values": ["phi-3"]}))
         );
         assert!(exprs.as_array().expect("exprs").contains(&json!({"key": "kaito.sh/workspace", "operator": "In", "values": ["workspace-phi-3-mini"]})));
+        // The name alone is shared by same-named workspaces of other namespaces.
+        assert!(exprs.as_array().expect("exprs").contains(
+            &json!({"key": "kaito.sh/workspacenamespace", "operator": "In", "values": ["default"]})
+        ));
         let vols = &spec["template"]["spec"]["volumes"];
         assert_eq!(vols[0]["emptyDir"]["medium"], "Memory");
         assert_eq!(

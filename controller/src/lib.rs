@@ -17,6 +17,7 @@ pub mod inference;
 pub mod leader;
 pub mod naming;
 pub mod nodes;
+pub mod ownership;
 pub mod plan;
 pub mod provision;
 pub mod reconcile;
@@ -24,5 +25,7 @@ pub mod status;
 pub mod telemetry;
 pub mod tuning;
 
+#[cfg(test)]
+mod component_tests;
 #[cfg(test)]
 pub(crate) mod testutil;

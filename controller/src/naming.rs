@@ -13,27 +13,54 @@ pub fn headless_service(ws: &str) -> String {
     format!("{ws}-headless")
 }
 
-/// FNV-1a, 64 bit: stable across builds and platforms (unlike std's hasher).
-pub fn fnv1a(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in data {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+/// Label (on NodeClaims, and thus their nodes) and tag (on AKS agent pools) holding the UID
+/// of the workspace they were made for: the controller updates or deletes a pool or claim
+/// only when it carries the UID of the workspace at hand, since a name alone can be shared by
+/// a deleted and a recreated workspace.
+pub const LABEL_WORKSPACE_UID: &str = "kaito.sh/workspaceuid";
+
+/// SHA-256 of `namespace/name` (a namespace has no `/`, so the pair is unambiguous).
+fn digest(namespace: &str, name: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(format!("{namespace}/{name}").as_bytes()).into()
 }
 
-/// The AKS agent pool name of a workspace: `ws` + 10 hex digits of a hash of
-/// `namespace/name` — 12 lowercase alphanumerics starting with a letter, as AKS requires for
-/// Linux pools, and the same after any restart.
+const BASE36: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+/// 36^11: the base-36 digits after the pool name's leading letter.
+const POOL_TAIL: u64 = 131_621_703_842_267_136;
+
+/// The AKS agent pool name of a workspace: 12 lowercase alphanumerics starting with a letter
+/// (the limit AKS sets for Linux pools), all of them spent on SHA-256 of `namespace/name`: a
+/// letter then 11 base-36 digits, 26 × 36^11 names (61.6 bits). The same after any restart.
+/// A name is not proof of ownership: pools also carry the workspace's UID
+/// ([`LABEL_WORKSPACE_UID`]), checked before any update or delete.
 pub fn pool_name(namespace: &str, name: &str) -> String {
-    let h = fnv1a(format!("{namespace}/{name}").as_bytes());
-    format!("ws{:010x}", h & 0xff_ffff_ffff)
+    let d = digest(namespace, name);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d[..8]);
+    let v = u64::from_be_bytes(first) % (26 * POOL_TAIL);
+    let mut out = vec![b'a' + (v / POOL_TAIL) as u8];
+    let mut tail = v % POOL_TAIL;
+    let mut digits = [b'0'; 11];
+    for slot in digits.iter_mut().rev() {
+        *slot = BASE36[(tail % 36) as usize];
+        tail /= 36;
+    }
+    out.extend_from_slice(&digits);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Name of the `index`-th NodeClaim of a workspace (cluster-scoped, so namespaced by hash).
+/// Name of the `index`-th NodeClaim of a workspace (cluster-scoped, so namespaced by hash):
+/// `ws` + 96 bits of SHA-256 of `namespace/name` in hex + `-<index>`.
 pub fn nodeclaim_name(namespace: &str, name: &str, index: u32) -> String {
-    format!("{}-{index}", pool_name(namespace, name))
+    let d = digest(namespace, name);
+    let hex: String = d[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("ws{hex}-{index}")
+}
+
+/// The workspace's UID ("" when unset, which the API server never serves).
+pub fn uid(ws: &Workspace) -> &str {
+    ws.metadata.uid.as_deref().unwrap_or_default()
 }
 
 /// Labels that tie a child (pod, node, claim, pool) to its workspace.
@@ -67,7 +94,7 @@ mod tests {
         for (ns, n) in cases {
             let p = pool_name(ns, n);
             assert_eq!(p.len(), 12, "{p}");
-            assert!(p.starts_with("ws"));
+            assert!(p.starts_with(|c: char| c.is_ascii_lowercase()), "{p}");
             assert!(
                 p.chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
@@ -76,20 +103,36 @@ mod tests {
         }
         assert_ne!(pool_name("a", "bc"), pool_name("ab", "c"));
         assert_ne!(pool_name("ns", "w1"), pool_name("ns", "w2"));
-        // Pinned: a change here would orphan every existing pool.
+    }
+
+    #[test]
+    fn names_are_a_long_sha256_of_namespace_and_name() {
+        // Pinned (computed independently with Python's hashlib): a change here would orphan
+        // every existing pool and NodeClaim.
+        assert_eq!(pool_name("default", "workspace-phi-3-mini"), "wjnwg5sszhz9");
+        assert_eq!(pool_name("a", "b"), "bto2ckufheot");
         assert_eq!(
-            pool_name("default", "workspace-phi-3-mini"),
-            pool_name("default", "workspace-phi-3-mini")
+            nodeclaim_name("default", "workspace-phi-3-mini", 0),
+            "ws292eeeef427c21c54e17985f-0"
         );
-        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        // 26 * 36^11 pool names (61.6 bits, all that 12 characters starting with a letter
+        // allow); 96 bits for NodeClaims.
+        let claim = nodeclaim_name("ns", "w", 0);
+        assert_eq!(claim.len(), 2 + 24 + 2, "{claim}");
+        // Many workspaces, no collision in either scheme.
+        let mut pools = std::collections::BTreeSet::new();
+        let mut claims = std::collections::BTreeSet::new();
+        for i in 0..20_000 {
+            assert!(pools.insert(pool_name("ns", &format!("w{i}"))));
+            assert!(claims.insert(nodeclaim_name("ns", &format!("w{i}"), 0)));
+        }
     }
 
     #[test]
     fn claim_names_are_indexed() {
-        assert_eq!(
-            nodeclaim_name("ns", "w", 2),
-            format!("{}-2", pool_name("ns", "w"))
-        );
+        let first = nodeclaim_name("ns", "w", 0);
+        let third = nodeclaim_name("ns", "w", 2);
+        assert_eq!(third.strip_suffix("-2"), first.strip_suffix("-0"));
+        assert_ne!(nodeclaim_name("ns", "w", 0), nodeclaim_name("ns2", "w", 0));
     }
 }

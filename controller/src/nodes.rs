@@ -196,6 +196,7 @@ pub const NODECLAIM_API_VERSION: &str = "karpenter.sh/v1";
 pub fn nodeclaim(ws: &Workspace, plan: &WorkspacePlan, cfg: &KarpenterConfig, index: u32) -> Value {
     let mut labels = ws.match_labels();
     labels.extend(naming::workspace_labels(ws));
+    labels.insert(naming::LABEL_WORKSPACE_UID.into(), naming::uid(ws).into());
     labels.insert(NODEPOOL_LABEL.into(), cfg.node_pool.clone());
     let disk_gib = plan
         .preset
@@ -420,6 +421,7 @@ mod tests {
             "default"
         );
         assert_eq!(c["metadata"]["labels"]["apps"], "phi-3");
+        assert_eq!(c["metadata"]["labels"]["kaito.sh/workspaceuid"], "uid-1");
         assert_eq!(
             c["spec"]["requirements"][0],
             json!({"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["Standard_NC6s_v3"]})

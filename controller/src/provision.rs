@@ -2,14 +2,18 @@
 //! The `aks` provisioner's pure parts live in [`crate::aks`].
 
 use kaito_api::{LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, Workspace};
+use std::time::Duration;
+
 use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
 };
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
+use tracing::{info, warn};
 
 use crate::config::{Config, KarpenterConfig, Provisioner};
-use crate::naming::{self, FIELD_MANAGER};
+use crate::naming::{self, FIELD_MANAGER, LABEL_WORKSPACE_UID};
 use crate::nodes;
+use crate::ownership::{self, Lookup, Mark, REASON_CHILD_NAME_TAKEN};
 use crate::plan::WorkspacePlan;
 use crate::status::ProvisionReport;
 
@@ -36,8 +40,11 @@ pub trait NodeProvisioner {
         ws: &Workspace,
         plan: &WorkspacePlan,
     ) -> impl Future<Output = Result<ProvisionReport, ProvisionError>> + Send;
-    /// Removes everything created for `ws`; true once nothing is left.
+    /// Removes everything created for `ws` (and only that: a pool or claim of its name that
+    /// carries another workspace's UID is left alone); true once nothing is left.
     fn release(&self, ws: &Workspace) -> impl Future<Output = Result<bool, ProvisionError>> + Send;
+    /// What [`Self::release`] would remove, and how to remove it by hand.
+    fn cleanup_hint(&self, ws: &Workspace) -> String;
 }
 
 /// Bring your own nodes: nothing to create, nothing to remove.
@@ -54,6 +61,9 @@ impl NodeProvisioner for Byo {
     }
     async fn release(&self, _: &Workspace) -> Result<bool, ProvisionError> {
         Ok(true)
+    }
+    fn cleanup_hint(&self, _: &Workspace) -> String {
+        "nothing (bring-your-own nodes are never created or deleted by the controller)".into()
     }
 }
 
@@ -99,6 +109,99 @@ impl Karpenter {
     }
 }
 
+/// The UID mark, workspace and namespace labels of a NodeClaim.
+pub fn claim_mark(c: &DynamicObject) -> Mark {
+    let l = c.labels();
+    Mark {
+        name: c.name_any(),
+        namespace: l.get(LABEL_WORKSPACE_NAMESPACE).cloned(),
+        workspace: l.get(LABEL_WORKSPACE).cloned(),
+        uid: l.get(LABEL_WORKSPACE_UID).cloned(),
+    }
+}
+
+/// How long the controller waits before looking again at a name held by someone else.
+const NAME_TAKEN_REQUEUE: Duration = Duration::from_secs(60);
+
+impl Karpenter {
+    /// Deletes NodeClaims labelled for a workspace that no longer exists (or was recreated:
+    /// another UID); returns their names. A workspace that cannot be looked up is skipped.
+    pub async fn delete_orphans(&self, client: &Client) -> Result<Vec<String>, ProvisionError> {
+        let claims = self
+            .api
+            .list(&ListParams::default().labels(LABEL_WORKSPACE))
+            .await?
+            .items;
+        let mut deleted = Vec::new();
+        for c in &claims {
+            let mark = claim_mark(c);
+            let (Some(ns), Some(ws)) = (&mark.namespace, &mark.workspace) else {
+                continue;
+            };
+            let api: Api<Workspace> = Api::namespaced(client.clone(), ns);
+            let lookup = match api.get_opt(ws).await {
+                Ok(None) => Lookup::Missing,
+                Ok(Some(w)) => Lookup::Found(naming::uid(&w).to_string()),
+                Err(e) => {
+                    warn!(claim = %mark.name, error = %e, "cannot look up the workspace of a NodeClaim");
+                    continue;
+                }
+            };
+            if !ownership::is_orphan(&mark, &lookup) {
+                continue;
+            }
+            info!(claim = %mark.name, workspace = %ws, namespace = %ns, "deleting orphaned NodeClaim");
+            match self
+                .api
+                .delete(&mark.name, &DeleteParams::background())
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+            deleted.push(mark.name);
+        }
+        Ok(deleted)
+    }
+
+    /// Looks for orphaned NodeClaims every `orphan_interval`, forever.
+    pub fn spawn_orphan_sweeper(&self, client: Client) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(me.cfg.orphan_interval).await;
+                match me.delete_orphans(&client).await {
+                    Ok(d) if !d.is_empty() => info!(count = d.len(), "deleted orphaned NodeClaims"),
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "sweeping orphaned NodeClaims"),
+                }
+            }
+        });
+    }
+
+    /// Why the claim named `name` that is not among `ws`'s own is in the way, if it exists.
+    async fn name_taken(
+        &self,
+        ws: &Workspace,
+        name: &str,
+    ) -> Result<Option<String>, ProvisionError> {
+        let Some(c) = crate::reconcile::named(&self.api, name).await? else {
+            return Ok(None);
+        };
+        let mark = claim_mark(&c);
+        Ok(ownership::marked_for(mark.uid.as_deref(), ws).err().map(|why| {
+            format!(
+                "NodeClaim {name} already exists and was not created for this workspace: {why}; \
+                 the controller leaves it untouched: if it is left over from a deleted workspace, \
+                 delete it (`kubectl delete nodeclaim {name}`; the orphan sweeper also does \
+                 within {} s), or recreate this workspace under another name",
+                self.cfg.orphan_interval.as_secs()
+            )
+        }))
+    }
+}
+
 impl NodeProvisioner for Karpenter {
     async fn ensure(
         &self,
@@ -106,11 +209,21 @@ impl NodeProvisioner for Karpenter {
         plan: &WorkspacePlan,
     ) -> Result<ProvisionReport, ProvisionError> {
         let count = u32::try_from(plan.node_count).unwrap_or(1);
-        let existing = self.claims(ws).await?;
-        let pp = PatchParams::apply(FIELD_MANAGER).force();
+        // Only claims with this workspace's UID are its own: a same-named workspace deleted
+        // before its claims were may have left some behind.
+        let existing: Vec<DynamicObject> = self
+            .claims(ws)
+            .await?
+            .into_iter()
+            .filter(|c| ownership::marked_for(claim_mark(c).uid.as_deref(), ws).is_ok())
+            .collect();
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
         let mut created = 0;
+        let mut taken = Vec::new();
         for i in 0..count {
-            let want = nodes::nodeclaim(ws, plan, &self.cfg, i);
             let name = naming::nodeclaim_name(naming::namespace(ws), naming::name(ws), i);
             // NodeClaim specs are immutable in Karpenter: create once, never re-apply.
             if existing
@@ -119,8 +232,29 @@ impl NodeProvisioner for Karpenter {
             {
                 continue;
             }
-            self.api.patch(&name, &pp, &Patch::Apply(&want)).await?;
-            created += 1;
+            // Create, never overwrite: a claim of this name that is not ours stays as it is.
+            if let Some(why) = self.name_taken(ws, &name).await? {
+                taken.push(why);
+                continue;
+            }
+            let want: DynamicObject =
+                serde_json::from_value(nodes::nodeclaim(ws, plan, &self.cfg, i))?;
+            match self.api.create(&pp, &want).await {
+                Ok(_) => created += 1,
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    if let Some(why) = self.name_taken(ws, &name).await? {
+                        taken.push(why);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !taken.is_empty() {
+            return Ok(ProvisionReport {
+                failure: Some((REASON_CHILD_NAME_TAKEN.into(), taken.join("; "))),
+                progress: None,
+                requeue_after: Some(NAME_TAKEN_REQUEUE),
+            });
         }
         let mut problems = Vec::new();
         for c in &existing {
@@ -165,19 +299,35 @@ impl NodeProvisioner for Karpenter {
     }
 
     async fn release(&self, ws: &Workspace) -> Result<bool, ProvisionError> {
-        let claims = self.claims(ws).await?;
-        for c in &claims {
-            if c.metadata.deletion_timestamp.is_none()
-                && let Some(name) = &c.metadata.name
-            {
-                match self.api.delete(name, &DeleteParams::background()).await {
+        let mut left = 0;
+        for c in &self.claims(ws).await? {
+            let mark = claim_mark(c);
+            if let Err(why) = ownership::marked_for(mark.uid.as_deref(), ws) {
+                warn!(claim = %mark.name, %why, "leaving a NodeClaim that is not this workspace's");
+                continue;
+            }
+            left += 1;
+            if c.metadata.deletion_timestamp.is_none() {
+                match self
+                    .api
+                    .delete(&mark.name, &DeleteParams::background())
+                    .await
+                {
                     Ok(_) => {}
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
                     Err(e) => return Err(e.into()),
                 }
             }
         }
-        Ok(claims.is_empty())
+        Ok(left == 0)
+    }
+
+    fn cleanup_hint(&self, ws: &Workspace) -> String {
+        format!(
+            "its NodeClaims: `kubectl delete nodeclaims -l {},{LABEL_WORKSPACE_UID}={}`",
+            workspace_selector(ws),
+            naming::uid(ws)
+        )
     }
 }
 
@@ -197,10 +347,11 @@ impl AnyProvisioner {
     pub fn new(config: &Config, client: Client) -> Result<Self, String> {
         match config.provisioner {
             Provisioner::Byo => Ok(Self::Byo(Byo)),
-            Provisioner::Karpenter => Ok(Self::Karpenter(Box::new(Karpenter::new(
-                client,
-                config.karpenter.clone(),
-            )))),
+            Provisioner::Karpenter => {
+                let k = Karpenter::new(client.clone(), config.karpenter.clone());
+                k.spawn_orphan_sweeper(client);
+                Ok(Self::Karpenter(Box::new(k)))
+            }
             Provisioner::Aks => {
                 let aks = crate::aks::Aks::new(config.azure.clone()).map_err(|e| e.to_string())?;
                 aks.spawn_orphan_sweeper(client);
@@ -227,6 +378,13 @@ impl NodeProvisioner for AnyProvisioner {
             Self::Byo(p) => p.release(ws).await,
             Self::Karpenter(p) => p.release(ws).await,
             Self::Aks(p) => p.release(ws).await,
+        }
+    }
+    fn cleanup_hint(&self, ws: &Workspace) -> String {
+        match self {
+            Self::Byo(p) => p.cleanup_hint(ws),
+            Self::Karpenter(p) => p.cleanup_hint(ws),
+            Self::Aks(p) => p.cleanup_hint(ws),
         }
     }
 }

@@ -34,6 +34,7 @@ const MAX_CONCURRENT_RECONCILES: u16 = 16;
 use crate::inference::{self, BuildError};
 use crate::naming::{self, FIELD_MANAGER};
 use crate::nodes;
+use crate::ownership::{self, controlled_by};
 use crate::plan::{self, WorkloadKind};
 use crate::provision::{AnyProvisioner, NodeProvisioner, ProvisionError, nodeclaim_resource};
 use crate::status::{self, Observed, ProvisionReport};
@@ -55,6 +56,10 @@ pub enum ReconcileError {
     /// Serialization failed.
     #[error("serializing: {0}")]
     Serde(#[from] serde_json::Error),
+    /// A child's name is held by an object the workspace does not own (reported in its
+    /// status; looked at again with backoff).
+    #[error("{0}")]
+    NameTaken(String),
 }
 
 impl ReconcileError {
@@ -65,6 +70,7 @@ impl ReconcileError {
             Self::Build(_) => "build",
             Self::Provision(_) => "provision",
             Self::Serde(_) => "serde",
+            Self::NameTaken(_) => "name_taken",
         }
     }
 }
@@ -280,13 +286,32 @@ async fn reconcile_inner(ws: &Workspace, ctx: &Context) -> Result<Action, Reconc
     let job_api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     let mut sts = None;
     let mut job = None;
+    let mut name_taken = None;
     if let Some(p) = &plan {
         match p.kind {
             WorkloadKind::Inference => {
                 let existing = sts_api.get_opt(name).await?;
-                if resources_ready || existing.is_some() {
-                    let svc_api: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
-                    for svc in inference::services(ws)? {
+                let svc_api: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+                let services = inference::services(ws)?;
+                // Never take over an object of a child's name that is not this workspace's.
+                if let Some(s) = existing
+                    .as_ref()
+                    .filter(|s| !controlled_by(&s.metadata, ws))
+                {
+                    name_taken = Some(ownership::child_name_taken("StatefulSet", &s.metadata, ws));
+                } else if resources_ready || existing.is_some() {
+                    for svc in &services {
+                        if let Some(have) = named(&svc_api, &svc.name_any()).await?
+                            && !controlled_by(&have.metadata, ws)
+                        {
+                            name_taken =
+                                Some(ownership::child_name_taken("Service", &have.metadata, ws));
+                            break;
+                        }
+                    }
+                }
+                if name_taken.is_none() && (resources_ready || existing.is_some()) {
+                    for svc in services {
                         let n = svc.name_any();
                         svc_api.patch(&n, &pp, &Patch::Apply(&svc)).await?;
                     }
@@ -317,33 +342,51 @@ async fn reconcile_inner(ws: &Workspace, ctx: &Context) -> Result<Action, Reconc
             WorkloadKind::Tuning => {
                 let existing = job_api.get_opt(name).await?;
                 match existing {
+                    Some(j) if !controlled_by(&j.metadata, ws) => {
+                        name_taken = Some(ownership::child_name_taken("Job", &j.metadata, ws));
+                    }
                     Some(j) => job = Some(j),
                     None if resources_ready => {
                         if let Some(cm) = tuning::default_config_map(ws, p)? {
                             let cm_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-                            cm_api
-                                .patch(&cm.name_any(), &pp, &Patch::Apply(&cm))
-                                .await?;
+                            if let Some(have) = cm_api.get_opt(&cm.name_any()).await?
+                                && !controlled_by(&have.metadata, ws)
+                            {
+                                name_taken = Some(ownership::child_name_taken(
+                                    "ConfigMap",
+                                    &have.metadata,
+                                    ws,
+                                ));
+                            } else {
+                                cm_api
+                                    .patch(&cm.name_any(), &pp, &Patch::Apply(&cm))
+                                    .await?;
+                            }
                         }
-                        // Job templates are immutable: create once.
-                        let want =
-                            tuning::job(ws, p, &ctx.config.workload, ctx.config.provisioner)?;
-                        job = Some(job_api.patch(name, &pp, &Patch::Apply(&want)).await?);
-                        publish(
-                            ctx,
-                            ws,
-                            false,
-                            "JobCreated",
-                            format!("created tuning Job {name}"),
-                            "Create",
-                        )
-                        .await;
+                        // Without its ConfigMap the Job waits until that name is free.
+                        if name_taken.is_none() {
+                            // Job templates are immutable: create once.
+                            let want =
+                                tuning::job(ws, p, &ctx.config.workload, ctx.config.provisioner)?;
+                            job = Some(job_api.patch(name, &pp, &Patch::Apply(&want)).await?);
+                            publish(
+                                ctx,
+                                ws,
+                                false,
+                                "JobCreated",
+                                format!("created tuning Job {name}"),
+                                "Create",
+                            )
+                            .await;
+                        }
                     }
                     None => {}
                 }
             }
         }
-    } else if let Some(existing) = sts_api.get_opt(name).await? {
+    } else if let Some(existing) = sts_api.get_opt(name).await?
+        && controlled_by(&existing.metadata, ws)
+    {
         sts = Some(existing);
     }
     let pods = if sts.is_some() || job.is_some() {
@@ -367,6 +410,7 @@ async fn reconcile_inner(ws: &Workspace, ctx: &Context) -> Result<Action, Reconc
         statefulset: sts.as_ref(),
         job: job.as_ref(),
         pods: &pods,
+        name_taken: name_taken.clone(),
     };
     let now = Time(jiff::Timestamp::now());
     let new = status::compute(ws, &observed, &now);
@@ -404,6 +448,10 @@ async fn reconcile_inner(ws: &Workspace, ctx: &Context) -> Result<Action, Reconc
         new.state.as_deref(),
         Some(kaito_api::state::READY) | Some(kaito_api::state::SUCCEEDED)
     );
+    if let Some(why) = name_taken {
+        // Not watched (it has no owner reference to us): look again with backoff.
+        return Err(ReconcileError::NameTaken(why));
+    }
     Ok(if let Some(after) = report.requeue_after {
         // A cloud operation in progress, or a cloud failure whose cause is outside the spec.
         Action::requeue(after)
@@ -424,7 +472,47 @@ async fn finalize(
     if !ws.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }
-    let gone = ctx.provisioner.release(ws).await?;
+    let gone = match ctx.provisioner.release(ws).await {
+        Ok(gone) => gone,
+        Err(e) => {
+            // E.g. the cloud credentials are gone: say why deletion hangs and how to end it.
+            let message =
+                ownership::deletion_blocked(ws, &e.to_string(), &ctx.provisioner.cleanup_hint(ws));
+            let old = ws
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.clone())
+                .unwrap_or_default();
+            let unchanged = old
+                .iter()
+                .any(|c| c.type_ == ownership::CONDITION_DELETION_BLOCKED && c.message == message);
+            if !unchanged {
+                let now = Time(jiff::Timestamp::now());
+                let conditions =
+                    status::with_deletion_blocked(&old, &message, &now, ws.metadata.generation);
+                if let Err(pe) = api
+                    .patch_status(
+                        naming::name(ws),
+                        &PatchParams::default(),
+                        &Patch::Merge(&json!({"status": {"conditions": conditions}})),
+                    )
+                    .await
+                {
+                    warn!(error = %pe, "could not report the blocked deletion");
+                }
+                publish(
+                    ctx,
+                    ws,
+                    true,
+                    ownership::CONDITION_DELETION_BLOCKED,
+                    message,
+                    "Delete",
+                )
+                .await;
+            }
+            return Err(e.into());
+        }
+    };
     if !gone {
         info!("waiting for the workspace's nodes to be removed");
         return Ok(Action::requeue(Duration::from_secs(2)));
@@ -450,6 +538,21 @@ async fn finalize(
     }
     info!("cloud nodes released; finalizer removed");
     Ok(Action::await_change())
+}
+
+/// The object called `name`, through `list` with a field selector (the controller's role may
+/// list but not get Services and NodeClaims).
+pub(crate) async fn named<K>(api: &Api<K>, name: &str) -> Result<Option<K>, kube::Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let lp = ListParams::default().fields(&format!("metadata.name={name}"));
+    Ok(api
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .find(|o| o.meta().name.as_deref() == Some(name)))
 }
 
 /// The workspace a labelled object belongs to.

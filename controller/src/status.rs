@@ -14,6 +14,7 @@ use kaito_api::{
 use crate::config::Provisioner;
 use crate::naming;
 use crate::nodes::NodeCensus;
+use crate::ownership::{CONDITION_DELETION_BLOCKED, REASON_CHILD_NAME_TAKEN};
 use crate::plan::WorkloadKind;
 
 /// Reason: the tuning Job runs.
@@ -257,6 +258,9 @@ pub struct Observed<'a> {
     pub job: Option<&'a Job>,
     /// Pods of the workload.
     pub pods: &'a [Pod],
+    /// A child the workload needs whose name is held by an object that is not the
+    /// workspace's: what and how to clear it ([`crate::ownership::child_name_taken`]).
+    pub name_taken: Option<String>,
 }
 
 /// The desired conditions (in display order) and state.
@@ -283,9 +287,10 @@ pub fn desired(ws: &Workspace, o: &Observed<'_>) -> (Vec<Cond>, &'static str) {
         );
     }
     let resource = resource_condition(ws, o);
-    let work = match kind {
-        WorkloadKind::Inference => inference_condition(ws, o, &resource),
-        WorkloadKind::Tuning => job_started_condition(o, &resource),
+    let work = match (&o.name_taken, kind) {
+        (Some(why), _) => Cond::no(work_type, REASON_CHILD_NAME_TAKEN, why.clone()),
+        (None, WorkloadKind::Inference) => inference_condition(ws, o, &resource),
+        (None, WorkloadKind::Tuning) => job_started_condition(o, &resource),
     };
     let (summary, st) = match kind {
         WorkloadKind::Inference => {
@@ -585,6 +590,35 @@ pub fn compute(ws: &Workspace, o: &Observed<'_>, now: &Time) -> WorkspaceStatus 
     }
 }
 
+/// The conditions of a workspace whose deletion is blocked: `old` with a True
+/// `DeletionBlocked` condition carrying `message` (replacing an earlier one; its
+/// `lastTransitionTime` kept when it was already True).
+pub fn with_deletion_blocked(
+    old: &[Condition],
+    message: &str,
+    now: &Time,
+    generation: Option<i64>,
+) -> Vec<Condition> {
+    let prev = old.iter().find(|c| c.type_ == CONDITION_DELETION_BLOCKED);
+    let mut out: Vec<Condition> = old
+        .iter()
+        .filter(|c| c.type_ != CONDITION_DELETION_BLOCKED)
+        .cloned()
+        .collect();
+    out.push(Condition {
+        type_: CONDITION_DELETION_BLOCKED.into(),
+        status: "True".into(),
+        reason: CONDITION_DELETION_BLOCKED.into(),
+        message: message.chars().take(32_000).collect(),
+        observed_generation: generation,
+        last_transition_time: match prev {
+            Some(p) if p.status == "True" => p.last_transition_time.clone(),
+            _ => now.clone(),
+        },
+    });
+    out
+}
+
 /// Condition changes worth an Event: (type, reason, message, is_warning) for each condition
 /// whose status or reason changed.
 pub fn transitions(old: &[Condition], new: &[Condition]) -> Vec<(String, String, String, bool)> {
@@ -763,7 +797,69 @@ mod tests {
             statefulset: sts,
             job: None,
             pods,
+            name_taken: None,
         }
+    }
+
+    #[test]
+    fn a_taken_child_name_fails_the_workload_condition_with_the_fix() {
+        let now = time("2026-01-01T00:00:00Z");
+        let one = census(&["n1"]);
+        let ok = ProvisionReport::default();
+        let why = "Service default/w already exists and was not created for this workspace; rename or delete that Service".to_string();
+        for (yaml, kind, type_) in [
+            (
+                include_str!("../../examples/inference/kaito_workspace_phi_3.yaml"),
+                WorkloadKind::Inference,
+                "InferenceReady",
+            ),
+            (
+                include_str!("../../examples/fine-tuning/kaito_workspace_tuning_phi_3.yaml"),
+                WorkloadKind::Tuning,
+                "JobStarted",
+            ),
+        ] {
+            let w = ws(yaml);
+            let mut o = observed(Provisioner::Karpenter, &one, &ok, None, &[]);
+            o.kind = Some(kind);
+            o.name_taken = Some(why.clone());
+            let s = compute(&w, &o, &now);
+            let c = s.conditions.expect("conditions");
+            let work = c.iter().find(|c| c.type_ == type_).expect("work condition");
+            assert_eq!(work.status, "False");
+            assert_eq!(work.reason, "ChildNameTaken");
+            assert_eq!(work.message, why);
+            let summary = c
+                .iter()
+                .find(|c| c.type_ == "WorkspaceSucceeded")
+                .expect("summary");
+            assert_eq!(summary.reason, "ChildNameTaken", "{summary:?}");
+            assert!(summary.message.contains("rename or delete"), "{summary:?}");
+        }
+    }
+
+    #[test]
+    fn a_blocked_deletion_adds_one_condition_and_keeps_the_others() {
+        let t0 = time("2026-01-01T00:00:00Z");
+        let t1 = time("2026-01-01T00:01:00Z");
+        let other = Condition {
+            type_: "ResourceReady".into(),
+            status: "True".into(),
+            reason: "Ready".into(),
+            message: "1 of 1".into(),
+            observed_generation: None,
+            last_transition_time: t0.clone(),
+        };
+        let first = with_deletion_blocked(std::slice::from_ref(&other), "401", &t0, Some(2));
+        assert_eq!(first.len(), 2);
+        assert_eq!(first[0], other);
+        assert_eq!(first[1].type_, "DeletionBlocked");
+        assert_eq!(first[1].status, "True");
+        assert_eq!(first[1].message, "401");
+        let second = with_deletion_blocked(&first, "403", &t1, Some(2));
+        assert_eq!(second.len(), 2, "replaced, not added");
+        assert_eq!(second[1].message, "403");
+        assert_eq!(second[1].last_transition_time, t0, "still blocked since t0");
     }
 
     #[test]
@@ -949,6 +1045,7 @@ mod tests {
                 statefulset: None,
                 job,
                 pods: &[],
+                name_taken: None,
             };
             let s = compute(&w, &o, &now);
             let c = s.conditions.expect("c");

@@ -18,6 +18,8 @@ fn workspace(name: &str) -> Result<(Workspace, WorkspacePlan), Box<dyn std::erro
         .replace("name: workspace-phi-3-mini", &format!("name: {name}"));
     let mut ws: Workspace = serde_yaml::from_str(&text)?;
     ws.metadata.namespace = Some("default".into());
+    // The API server gives every object a UID; pools are tagged with it.
+    ws.metadata.uid = Some(format!("uid-{name}"));
     let p = plan(&ws, Cloud::Azure, None).map_err(|e| e.to_string())?;
     Ok((ws, p))
 }
@@ -203,5 +205,47 @@ async fn wrong_token_is_refused_with_the_arm_error() -> R {
     let (reason, message) = rep.failure.ok_or("no failure")?;
     assert_eq!(reason, "CloudError");
     assert!(message.contains("AuthenticationFailed"), "{message}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_of_the_same_name_but_another_uid_is_neither_updated_nor_deleted() -> R {
+    let (r, aks) = setup().await?;
+    // A workspace deleted while its pool stayed (finalizer removed by hand), then recreated
+    // under the same name: same pool name, another UID.
+    let (before, p1) = workspace("ws-u")?;
+    until_ready(&aks, &before, &p1).await?;
+    let pool = naming::pool_name("default", "ws-u");
+    let snapshot = r.arm.pools()[&pool].clone();
+    assert_eq!(
+        snapshot.1["properties"]["tags"]["kaito.sh/workspaceuid"],
+        "uid-ws-u"
+    );
+    let (mut now, _) = workspace("ws-u")?;
+    now.metadata.uid = Some("uid-recreated".into());
+    now.resource.count = Some(2);
+    let p2 = plan(&now, Cloud::Azure, None).map_err(|e| e.to_string())?;
+    let requests = r.arm.requests();
+    let rep = aks.ensure(&now, &p2).await?;
+    let (reason, message) = rep.failure.clone().ok_or("no failure reported")?;
+    assert_eq!(reason, "ChildNameTaken");
+    for want in [
+        pool.as_str(),
+        "uid-ws-u",
+        "uid-recreated",
+        "az aks nodepool delete",
+    ] {
+        assert!(message.contains(want), "{want:?} missing from {message}");
+    }
+    assert!(rep.requeue_after.is_some(), "looked at again later");
+    // Released as far as this workspace goes, but the pool is not touched.
+    assert!(aks.release(&now).await?);
+    assert_eq!(
+        r.arm.requests(),
+        requests + 2,
+        "only the two GETs of ensure and release reached ARM"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(r.arm.pools()[&pool], snapshot, "the pool changed");
     Ok(())
 }

@@ -34,22 +34,26 @@ const RESOURCE_GROUP: &str = "kaito-e2e-rg";
 const AKS_CLUSTER: &str = "kaito-e2e-aks";
 /// The agentPools api-version of `azure_mgmt_containerservice` 0.10 (controller/src/aks.rs).
 const ARM_API_VERSION: &str = "2023-01-02-preview";
-/// FNV-1a, 64 bit, as `controller/src/naming.rs` hashes pool names.
-fn fnv1a(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in data {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-/// The agent pool of a workspace: `ws` + 10 hex digits of FNV-1a(`namespace/name`), the same
-/// after every restart (the contract that keeps a restarted controller from creating a second
-/// pool).
+/// The agent pool of a workspace, as `controller/src/naming.rs` names it: SHA-256 of
+/// `namespace/name`, its first 8 bytes (big-endian) modulo 26 × 36^11, written as a letter and
+/// 11 base-36 digits; the same after every restart (the contract that keeps a restarted
+/// controller from creating a second pool).
 fn pool_name(namespace: &str, name: &str) -> String {
-    let h = fnv1a(format!("{namespace}/{name}").as_bytes());
-    format!("ws{:010x}", h & 0xff_ffff_ffff)
+    use sha2::{Digest, Sha256};
+    const TAIL: u64 = 131_621_703_842_267_136; // 36^11
+    let d = Sha256::digest(format!("{namespace}/{name}").as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d[..8]);
+    let v = u64::from_be_bytes(first) % (26 * TAIL);
+    let mut out = String::from(char::from(b'a' + (v / TAIL) as u8));
+    let mut tail = v % TAIL;
+    let mut digits = Vec::new();
+    for _ in 0..11 {
+        digits.push(char::from(b"0123456789abcdefghijklmnopqrstuvwxyz"[(tail % 36) as usize]));
+        tail /= 36;
+    }
+    out.extend(digits.into_iter().rev());
+    out
 }
 
 /// A running `kaito-fake-arm` (its own process group, so the `cluster.sh` children it starts
@@ -677,11 +681,10 @@ fn aks_controller_killed_during_provisioning_leaves_one_pool_per_workspace() -> 
 
 #[test]
 fn pool_names_match_the_controllers_contract() {
-    // Pinned values of FNV-1a as the controller uses it (controller/src/naming.rs).
-    assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
-    assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    // Pinned as in controller/src/naming.rs (computed independently with Python's hashlib).
+    assert_eq!(pool_name("default", "workspace-phi-3-mini"), "wjnwg5sszhz9");
+    assert_eq!(pool_name("a", "b"), "bto2ckufheot");
     let p = pool_name("default", "workspace-phi-3-mini");
     assert_eq!(p.len(), 12, "{p}");
-    assert!(p.starts_with("ws"));
     assert_ne!(pool_name("a", "bc"), pool_name("ab", "c"));
 }

@@ -1,0 +1,355 @@
+//! Component tests of the reconciler and the provisioners against the in-memory API server
+//! ([`crate::testutil::MockApi`]) and the local ARM endpoint ([`crate::fake_arm`]).
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use kaito_api::{FINALIZER, Workspace};
+use kube::Resource;
+use kube::runtime::{reflector, watcher};
+use serde_json::{Value, json};
+
+use crate::aks::Aks;
+use crate::azure::AzureSettings;
+use crate::config::{Cloud, Config, Provisioner};
+use crate::naming;
+use crate::plan::plan;
+use crate::provision::{AnyProvisioner, Karpenter, NodeProvisioner};
+use crate::reconcile::{Context, reconcile};
+use crate::telemetry::Metrics;
+use crate::testutil::{MockApi, obj, ws};
+
+const PHI: &str = include_str!("../../examples/inference/kaito_workspace_phi_3.yaml");
+const NAME: &str = "workspace-phi-3-mini";
+
+fn phi(uid: &str) -> Workspace {
+    let mut w = ws(PHI);
+    w.metadata.uid = Some(uid.into());
+    w.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    w
+}
+
+fn ws_path(ns: &str, name: &str) -> String {
+    format!("{}/{name}", Workspace::url_path(&(), Some(ns)))
+}
+
+fn claim_path(name: &str) -> String {
+    format!("/apis/karpenter.sh/v1/nodeclaims/{name}")
+}
+
+fn svc_path(name: &str) -> String {
+    format!("/api/v1/namespaces/default/services/{name}")
+}
+
+/// A ready GPU node provisioned for `w`.
+fn node_for(w: &Workspace) -> Node {
+    obj(&format!(
+        "metadata: {{name: n1, labels: {{apps: phi-3, kaito.sh/workspace: {}, kaito.sh/workspacenamespace: {}}}}}\n\
+         status:\n  conditions: [{{type: Ready, status: \"True\"}}]\n  allocatable: {{nvidia.com/gpu: \"1\"}}",
+        naming::name(w),
+        naming::namespace(w)
+    ))
+}
+
+fn context(
+    mock: &MockApi,
+    provisioner: Provisioner,
+    p: AnyProvisioner,
+    nodes: Vec<Node>,
+) -> Arc<Context> {
+    let (store, mut writer) = reflector::store::<Node>();
+    for n in nodes {
+        writer.apply_watcher_event(&watcher::Event::Apply(n));
+    }
+    Arc::new(Context::new(
+        mock.client.clone(),
+        Config::new(Cloud::Azure, provisioner),
+        p,
+        store,
+        Arc::new(Metrics::new()),
+    ))
+}
+
+/// The `status` bodies the reconciler patched onto the workspace.
+fn status_patches(mock: &MockApi, ns: &str, name: &str) -> Vec<Value> {
+    mock.calls("PATCH", &format!("{}/status", ws_path(ns, name)))
+        .into_iter()
+        .map(|r| r.body["status"].clone())
+        .collect()
+}
+
+fn condition(status: &Value, type_: &str) -> Option<Value> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .cloned()
+}
+
+#[tokio::test]
+async fn a_service_named_like_the_workspace_is_left_alone_and_reported() {
+    let mock = MockApi::start().await;
+    let w = phi("uid-1");
+    mock.put(&ws_path("default", NAME), serde_json::to_value(&w).unwrap());
+    let theirs = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": NAME, "namespace": "default", "uid": "svc-uid"},
+        "spec": {"type": "LoadBalancer", "selector": {"app": "theirs"},
+                 "ports": [{"port": 443, "targetPort": 8443}]}
+    });
+    mock.put(&svc_path(NAME), theirs.clone());
+    let cfg = Config::new(Cloud::Azure, Provisioner::Karpenter);
+    let p = AnyProvisioner::Karpenter(Box::new(Karpenter::new(
+        mock.client.clone(),
+        cfg.karpenter.clone(),
+    )));
+    let ctx = context(&mock, Provisioner::Karpenter, p, vec![node_for(&w)]);
+    let _ = reconcile(Arc::new(w), ctx).await;
+
+    assert!(
+        mock.calls("PATCH", &svc_path(NAME)).is_empty(),
+        "the foreign Service was patched"
+    );
+    assert_eq!(
+        mock.get(&svc_path(NAME)),
+        Some(theirs),
+        "the foreign Service changed"
+    );
+    let sts = format!("/apis/apps/v1/namespaces/default/statefulsets/{NAME}");
+    assert!(
+        mock.calls("PATCH", &sts).is_empty(),
+        "no workload without its Service"
+    );
+    let patches = status_patches(&mock, "default", NAME);
+    let last = patches.last().expect("a status patch");
+    let c = condition(last, "InferenceReady").expect("InferenceReady");
+    assert_eq!(c["status"], "False");
+    assert_eq!(c["reason"], "ChildNameTaken", "{c}");
+    let msg = c["message"].as_str().unwrap_or_default();
+    assert!(msg.contains(&format!("Service default/{NAME}")), "{msg}");
+    assert!(msg.contains("rename or delete"), "{msg}");
+}
+
+#[tokio::test]
+async fn an_own_service_is_applied() {
+    let mock = MockApi::start().await;
+    let w = phi("uid-1");
+    mock.put(&ws_path("default", NAME), serde_json::to_value(&w).unwrap());
+    let ours = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": NAME, "namespace": "default",
+                     "ownerReferences": [{"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace",
+                                          "name": NAME, "uid": "uid-1", "controller": true}]},
+        "spec": {"type": "ClusterIP"}
+    });
+    mock.put(&svc_path(NAME), ours);
+    let cfg = Config::new(Cloud::Azure, Provisioner::Karpenter);
+    let p = AnyProvisioner::Karpenter(Box::new(Karpenter::new(
+        mock.client.clone(),
+        cfg.karpenter.clone(),
+    )));
+    let ctx = context(&mock, Provisioner::Karpenter, p, vec![node_for(&w)]);
+    reconcile(Arc::new(w), ctx).await.expect("reconcile");
+    assert_eq!(mock.calls("PATCH", &svc_path(NAME)).len(), 1);
+    let sts = format!("/apis/apps/v1/namespaces/default/statefulsets/{NAME}");
+    assert_eq!(mock.calls("PATCH", &sts).len(), 1);
+}
+
+#[tokio::test]
+async fn nodeclaims_of_another_workspace_uid_are_neither_adopted_nor_deleted() {
+    let mock = MockApi::start().await;
+    let w = phi("uid-1");
+    let cfg = Config::new(Cloud::Azure, Provisioner::Karpenter);
+    let karpenter = Karpenter::new(mock.client.clone(), cfg.karpenter.clone());
+    let p = plan(&w, Cloud::Azure, None).expect("plan");
+    let mut names = Vec::new();
+    for i in [0, 3] {
+        let name = naming::nodeclaim_name("default", NAME, i);
+        let claim = json!({
+            "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+            "metadata": {"name": name, "labels": {
+                "kaito.sh/workspace": NAME, "kaito.sh/workspacenamespace": "default",
+                "kaito.sh/workspaceuid": "uid-of-a-deleted-workspace"}},
+            "spec": {}
+        });
+        mock.put(&claim_path(&name), claim);
+        names.push(name);
+    }
+    let rep = karpenter.ensure(&w, &p).await.expect("ensure");
+    let (reason, message) = rep.failure.expect("a failure naming the claim");
+    assert_eq!(reason, "ChildNameTaken");
+    assert!(message.contains(&names[0]), "{message}");
+    assert!(message.contains("uid-of-a-deleted-workspace"), "{message}");
+    assert!(karpenter.release(&w).await.expect("release"));
+    for n in &names {
+        let path = claim_path(n);
+        assert!(mock.calls("DELETE", &path).is_empty(), "{n} deleted");
+        assert!(mock.calls("PATCH", &path).is_empty(), "{n} patched");
+        assert!(mock.get(&path).is_some(), "{n} gone");
+    }
+}
+
+#[tokio::test]
+async fn own_nodeclaims_are_released() {
+    let mock = MockApi::start().await;
+    let w = phi("uid-1");
+    let cfg = Config::new(Cloud::Azure, Provisioner::Karpenter);
+    let karpenter = Karpenter::new(mock.client.clone(), cfg.karpenter.clone());
+    let p = plan(&w, Cloud::Azure, None).expect("plan");
+    let rep = karpenter.ensure(&w, &p).await.expect("ensure");
+    assert!(rep.failure.is_none(), "{rep:?}");
+    let name = naming::nodeclaim_name("default", NAME, 0);
+    let stored = mock.get(&claim_path(&name)).expect("claim created");
+    assert_eq!(
+        stored["metadata"]["labels"]["kaito.sh/workspaceuid"],
+        "uid-1"
+    );
+    assert!(!karpenter.release(&w).await.expect("release"));
+    assert_eq!(mock.calls("DELETE", &claim_path(&name)).len(), 1);
+    assert!(karpenter.release(&w).await.expect("release"));
+}
+
+#[tokio::test]
+async fn the_nodeclaim_sweeper_deletes_claims_of_gone_or_recreated_workspaces() {
+    let mock = MockApi::start().await;
+    let cfg = Config::new(Cloud::Azure, Provisioner::Karpenter);
+    let karpenter = Karpenter::new(mock.client.clone(), cfg.karpenter.clone());
+    let live = phi("uid-live");
+    mock.put(
+        &ws_path("default", NAME),
+        serde_json::to_value(&live).unwrap(),
+    );
+    let claim = |name: &str, ws: &str, uid: Option<&str>| {
+        let mut labels =
+            json!({"kaito.sh/workspace": ws, "kaito.sh/workspacenamespace": "default"});
+        if let Some(u) = uid {
+            labels["kaito.sh/workspaceuid"] = json!(u);
+        }
+        mock.put(
+            &claim_path(name),
+            json!({"apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+                   "metadata": {"name": name, "labels": labels}, "spec": {}}),
+        );
+    };
+    claim("live-0", NAME, Some("uid-live"));
+    claim("legacy-0", NAME, None);
+    claim("gone-0", "deleted-workspace", Some("uid-gone"));
+    claim("recreated-0", NAME, Some("uid-before"));
+    mock.put(
+        &claim_path("not-ours"),
+        json!({"apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+               "metadata": {"name": "not-ours", "labels": {"team": "x"}}, "spec": {}}),
+    );
+    let mut deleted = karpenter.delete_orphans(&mock.client).await.expect("sweep");
+    deleted.sort();
+    assert_eq!(deleted, ["gone-0", "recreated-0"]);
+    for kept in ["live-0", "legacy-0", "not-ours"] {
+        assert!(mock.get(&claim_path(kept)).is_some(), "{kept} deleted");
+    }
+    for gone in ["gone-0", "recreated-0"] {
+        assert!(mock.get(&claim_path(gone)).is_none(), "{gone} kept");
+    }
+}
+
+async fn fake_aks(token: &str) -> (crate::fake_arm::Running, Aks) {
+    let r = crate::fake_arm::start("127.0.0.1:0".parse().unwrap(), "right-token")
+        .await
+        .expect("fake ARM");
+    r.arm.set_faults(crate::fake_arm::Faults {
+        operation_ms: 100,
+        ..Default::default()
+    });
+    let aks = Aks::new(AzureSettings {
+        subscription_id: "sub".into(),
+        resource_group: "rg".into(),
+        cluster_name: "cluster".into(),
+        endpoint: Some(r.url.clone()),
+        static_token: Some(token.into()),
+        ca_pem: Some(r.ca_pem.clone()),
+        orphan_interval: Duration::from_secs(3600),
+    })
+    .expect("aks");
+    (r, aks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_sweeper_deletes_pools_of_gone_or_recreated_workspaces() {
+    let mock = MockApi::start().await;
+    let (r, aks) = fake_aks("right-token").await;
+    let mk = |name: &str, uid: &str| {
+        let mut w = ws(&PHI.replace(NAME, name));
+        w.metadata.uid = Some(uid.into());
+        w
+    };
+    let live = mk("live", "uid-live");
+    let gone = mk("gone", "uid-gone");
+    let before = mk("recreated", "uid-before");
+    let now = mk("recreated", "uid-now");
+    for w in [&live, &gone, &before] {
+        let p = plan(w, Cloud::Azure, None).expect("plan");
+        let rep = aks.ensure(w, &p).await.expect("ensure");
+        assert!(rep.failure.is_none(), "{rep:?}");
+    }
+    for w in [&live, &now] {
+        mock.put(
+            &ws_path("default", naming::name(w)),
+            serde_json::to_value(w).unwrap(),
+        );
+    }
+    let mut deleted = aks.delete_orphans(&mock.client).await.expect("sweep");
+    deleted.sort();
+    let mut want = vec![
+        naming::pool_name("default", "gone"),
+        naming::pool_name("default", "recreated"),
+    ];
+    want.sort();
+    assert_eq!(deleted, want);
+    let pools = r.arm.pools();
+    let live_pool = naming::pool_name("default", "live");
+    assert!(
+        pools.get(&live_pool).is_some_and(|(s, _)| s != "Deleting"),
+        "{pools:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_cloud_credentials_block_deletion_with_a_condition_naming_the_way_out() {
+    let mock = MockApi::start().await;
+    let (_r, aks) = fake_aks("expired-token").await;
+    let mut w = phi("uid-1");
+    w.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::now(),
+    ));
+    mock.put(&ws_path("default", NAME), serde_json::to_value(&w).unwrap());
+    let ctx = context(
+        &mock,
+        Provisioner::Aks,
+        AnyProvisioner::Aks(Box::new(aks)),
+        vec![],
+    );
+    let res = reconcile(Arc::new(w), ctx).await;
+    assert!(res.is_err(), "a blocked deletion is retried with backoff");
+    let stored = mock.get(&ws_path("default", NAME)).expect("workspace");
+    assert_eq!(
+        stored["metadata"]["finalizers"],
+        json!([FINALIZER]),
+        "the finalizer stays while the pool may exist"
+    );
+    let patches = status_patches(&mock, "default", NAME);
+    let last = patches.last().expect("a status patch");
+    let c = condition(last, "DeletionBlocked").expect("DeletionBlocked");
+    assert_eq!(c["status"], "True");
+    let msg = c["message"].as_str().unwrap_or_default();
+    let pool = naming::pool_name("default", NAME);
+    for want in [
+        "AuthenticationFailed",
+        &pool,
+        "kubectl patch workspace workspace-phi-3-mini -n default --type=json -p '[{\"op\":\"remove\",\"path\":\"/metadata/finalizers\"}]'",
+        "az aks nodepool delete",
+    ] {
+        assert!(msg.contains(want), "{want:?} missing from {msg}");
+    }
+}
