@@ -1,9 +1,10 @@
 //! The `kaito.sh` Workspace API: types for `v1alpha1` and `v1beta1`, the well-known labels,
 //! annotations, condition types and reasons, and the generated CustomResourceDefinition.
 //!
-//! This crate holds data types only: it depends on kube's derive/core parts and on
-//! k8s-openapi, never on kube's client, tokio or hyper, so every component (webhook,
-//! controller, `kubectl kaito`) shares it without pulling in a runtime.
+//! It also holds admission (`admission`): defaulting, validation and planning as pure
+//! functions, shared by the webhook, the controller and `kubectl kaito create --dry-run`. It
+//! depends on kube's derive/core parts and on k8s-openapi, never on kube's client, tokio or
+//! hyper, so every component shares it without pulling in a runtime.
 
 pub mod admission;
 pub mod constants;

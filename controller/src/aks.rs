@@ -1,5 +1,7 @@
-//! The AKS agent-pool provisioner's pure parts: the agent pool body the controller PUTs and
-//! the classification of Azure Resource Manager errors into condition reasons.
+//! The AKS agent-pool provisioner: the agent pool body the controller PUTs and the
+//! classification of Azure Resource Manager errors into condition reasons (pure), and the
+//! provisioner that drives the agent-pool API with them (create, follow, scale, release, orphan
+//! sweep).
 //!
 //! `azure_mgmt_containerservice` 0.10 (default feature `package-preview-2023-01`) sends
 //! `api-version=2023-01-02-preview` to
