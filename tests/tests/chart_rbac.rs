@@ -189,7 +189,8 @@ fn regex_lite_row(line: &str) -> Option<CanIRow> {
 }
 
 /// The grants `charts/kaito/README.md` lists for `sa` ("controller" or "webhook"), with `…`
-/// replaced by the release's full name; karpenter-only rows are skipped (the test runs byo).
+/// replaced by the release's full name; karpenter-only and client-auth-only rows are skipped
+/// (the test runs byo, without webhook.clientAuth).
 fn readme_grants(sa: &str, fullname: &str) -> Result<BTreeSet<Grant>> {
     let text = std::fs::read_to_string(repo_root().join("charts/kaito/README.md"))?;
     let start = text
@@ -205,7 +206,10 @@ fn readme_grants(sa: &str, fullname: &str) -> Result<BTreeSet<Grant>> {
         if cells.len() < 6 || cells[0] == "sa" || cells[0].starts_with("---") {
             continue;
         }
-        if cells[0] != sa || cells[5].contains("provisioner=karpenter") {
+        if cells[0] != sa
+            || cells[5].contains("provisioner=karpenter")
+            || cells[5].contains("only with `webhook.clientAuth")
+        {
             continue;
         }
         // `kubectl auth can-i --list` writes RESOURCE.GROUP/SUBRESOURCE.
@@ -366,6 +370,7 @@ fn controller_and_webhook_work_as_the_charts_service_accounts_and_need_nothing_m
     .arg(format!("--namespace={nsn}"))
     .arg(format!("--service-name={fullname}-webhook"))
     .arg(format!("--cert-secret={fullname}-webhook-cert"))
+    .arg(format!("--ca-secret={fullname}-webhook-ca"))
     .arg(format!("--mutating-webhook-config={fullname}-webhook"))
     .arg(format!("--validating-webhook-config={fullname}-webhook"))
     .env("KUBECONFIG", &webhook_kc);
@@ -394,6 +399,7 @@ fn controller_and_webhook_work_as_the_charts_service_accounts_and_need_nothing_m
     )
     .with_context(|| webhook.tail())?;
     ns.kubectl_ok(["get", "secret", &format!("{fullname}-webhook-cert")])?;
+    ns.kubectl_ok(["get", "secret", &format!("{fullname}-webhook-ca")])?;
 
     // The controller as the chart runs it (byo, leader election on the chart's Lease).
     let metrics = free_port()?;

@@ -240,6 +240,12 @@ impl ReloadingResolver {
         }
     }
 
+    /// The DER of the certificate served now, if any.
+    pub fn current_der(&self) -> Option<Vec<u8>> {
+        self.get()
+            .and_then(|k| k.cert.first().map(|c| c.as_ref().to_vec()))
+    }
+
     fn get(&self) -> Option<Arc<CertifiedKey>> {
         match self.current.read() {
             Ok(guard) => guard.clone(),

@@ -124,6 +124,10 @@ struct Args {
         default_value = "kaito-webhook-cert"
     )]
     cert_secret: String,
+    /// Name of the Secret holding the CA certificate and key (secret mode); only read when a
+    /// serving certificate is issued.
+    #[arg(long, env = "WEBHOOK_CA_SECRET", default_value = "kaito-webhook-ca")]
+    ca_secret: String,
     /// More names/IPs in the serving certificate (comma-separated).
     #[arg(long, value_delimiter = ',')]
     cert_extra_sans: Vec<String>,
@@ -231,10 +235,15 @@ fn tls_mode(args: &Args) -> anyhow::Result<TlsMode> {
         TlsMode::SelfSigned if args.tls_self_signed_for.is_empty() => {
             anyhow::bail!("--tls-mode self-signed needs --tls-self-signed-for HOST[,HOST...]")
         }
-        TlsMode::Secret if args.namespace.is_empty() || args.cert_secret.is_empty() => {
+        TlsMode::Secret
+            if args.namespace.is_empty()
+                || args.cert_secret.is_empty()
+                || args.ca_secret.is_empty()
+                || args.ca_secret == args.cert_secret =>
+        {
             anyhow::bail!(
-                "--tls-mode secret needs --namespace (POD_NAMESPACE) and --cert-secret \
-                 (WEBHOOK_CERT_SECRET)"
+                "--tls-mode secret needs --namespace (POD_NAMESPACE), --cert-secret \
+                 (WEBHOOK_CERT_SECRET) and a different --ca-secret (WEBHOOK_CA_SECRET)"
             )
         }
         mode => Ok(mode),
@@ -272,6 +281,7 @@ fn effective(args: &Args, config: &AdmissionConfig, mode: TlsMode) -> serde_json
         "namespace": args.namespace,
         "serviceName": args.service_name,
         "certSecret": args.cert_secret,
+        "caSecret": args.ca_secret,
         "mutatingWebhookConfig": args.mutating_webhook_config,
         "validatingWebhookConfig": args.validating_webhook_config,
         "logFormat": value_name(args.log_format),
@@ -443,6 +453,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let cfg = SecretConfig {
                 namespace: args.namespace.clone(),
                 secret_name: args.cert_secret.clone(),
+                ca_secret_name: args.ca_secret.clone(),
                 service_name: args.service_name.clone(),
                 extra_sans: args.cert_extra_sans.clone(),
                 mutating_webhook: non_empty(&args.mutating_webhook_config),

@@ -1,15 +1,29 @@
 //! Secret mode: the webhook manages its own certificates, with no cert-manager.
 //!
-//! On start, and then every `check_interval`, the webhook reads the Secret `secret_name` in its
-//! namespace (`server-key.pem`, `server-cert.pem`, `ca-cert.pem`, plus `ca-key.pem` to sign
-//! rotations). When the Secret is missing, unreadable, issued for other names, or a
-//! certificate in it expires within `rotate_before`, it issues a new serving certificate
-//! (reusing the CA while the CA itself is not about to expire) and writes the Secret (create,
-//! or replace at the read resourceVersion so concurrent replicas do not overwrite each other:
-//! the loser re-reads and uses the winner's certificate). The CA bundle is written into the
-//! `caBundle` of every webhook of the named Mutating/ValidatingWebhookConfigurations whenever
-//! it differs. When the CA is renewed, the bundle holds the new and the old CA until the old
-//! one expires, so callers that still have the old bundle keep working.
+//! Two Secrets in its namespace: the serving Secret `secret_name` (`server-key.pem`,
+//! `server-cert.pem`, and `ca-cert.pem`, the CA bundle) and the CA Secret `ca_secret_name`
+//! (`ca-cert.pem`, `ca-key.pem`). The CA key is read only when a serving certificate is issued
+//! and never sits beside the serving key.
+//!
+//! On start, and then every `check_interval`, the webhook reads the serving Secret. When it is
+//! usable (issued for these names, not expiring within `rotate_before`), its bundle is written
+//! into the `caBundle` of every webhook of the named Mutating/ValidatingWebhookConfigurations
+//! where it differs, and then its certificate is served. Otherwise a new serving certificate is
+//! issued, signed by the CA of the CA Secret (a new CA when that is missing or would not outlive
+//! the certificate; written with the read resourceVersion, so racing replicas agree on one), and
+//!
+//! 1. the new bundle (the current CA, plus the previous CA while it is valid, so the
+//!    certificates other replicas still serve keep verifying) is written into the
+//!    configurations **first**,
+//! 2. then the serving Secret (create, or replace at the read resourceVersion: a replica that
+//!    loses the race re-reads and uses the winner's certificate),
+//! 3. and only then is the new certificate served.
+//!
+//! A 409 Conflict on a configuration or Secret write is retried at once with a short backoff
+//! (re-reading the object); a failed round is retried after 5 s, doubling up to
+//! `check_interval`, not an hour later. A serving Secret of the older layout that still holds
+//! `ca-key.pem` is migrated: its CA moves into the CA Secret and the serving Secret is rewritten
+//! without the key.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,12 +46,18 @@ use crate::tls::install;
 pub const SERVER_KEY: &str = "server-key.pem";
 /// Secret key of the serving certificate.
 pub const SERVER_CERT: &str = "server-cert.pem";
-/// Secret key of the CA bundle (current CA first).
+/// Secret key of the CA bundle (serving Secret: current CA first) or the CA (CA Secret).
 pub const CA_CERT: &str = "ca-cert.pem";
-/// Secret key of the CA private key (signs rotated serving certificates).
+/// Secret key of the CA private key (CA Secret only).
 pub const CA_KEY: &str = "ca-key.pem";
-/// Annotation on the Secret listing the names the serving certificate was issued for.
+/// Annotation on the serving Secret listing the names the certificate was issued for.
 pub const SANS_ANNOTATION: &str = "kaito.sh/webhook-cert-sans";
+/// Attempts of a write that keeps meeting 409 Conflict.
+const CONFLICT_ATTEMPTS: u32 = 6;
+/// First pause after a 409 Conflict; doubled per attempt.
+const CONFLICT_BACKOFF: Duration = Duration::from_millis(100);
+/// First pause after a failed round; doubled per failure, up to `check_interval`.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
 /// Errors of the Secret mode.
 #[derive(Debug, thiserror::Error)]
@@ -50,11 +70,13 @@ pub enum SecretError {
         /// The client error.
         source: kube::Error,
     },
-    /// The Secret kept changing under us.
-    #[error("Secret {secret} kept changing while writing it; giving up this round")]
+    /// An object kept changing under us.
+    #[error(
+        "{object} kept changing while writing it ({CONFLICT_ATTEMPTS} conflicts); retrying shortly"
+    )]
     Contended {
-        /// namespace/name.
-        secret: String,
+        /// kind namespace/name.
+        object: String,
     },
     /// Certificate generation or parsing failed.
     #[error(transparent)]
@@ -64,10 +86,12 @@ pub enum SecretError {
 /// Configuration of the Secret mode.
 #[derive(Clone, Debug)]
 pub struct SecretConfig {
-    /// Namespace of the Secret and the Service.
+    /// Namespace of the Secrets and the Service.
     pub namespace: String,
-    /// Name of the Secret.
+    /// Name of the serving Secret.
     pub secret_name: String,
+    /// Name of the CA Secret.
+    pub ca_secret_name: String,
     /// Name of the webhook's Service; the certificate is for `<service>.<namespace>.svc`.
     pub service_name: String,
     /// More names or IPs to put in the certificate.
@@ -106,15 +130,13 @@ impl SecretConfig {
     }
 }
 
-/// The certificates held in the Secret.
+/// What the serving Secret holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredCerts {
     /// The serving certificate and key.
     pub serving: PemPair,
     /// The CA bundle (current CA first, possibly followed by the previous one).
     pub ca_bundle: String,
-    /// The current CA's key.
-    pub ca_key: String,
     /// The names the serving certificate was issued for (annotation).
     pub sans: Vec<String>,
 }
@@ -122,6 +144,14 @@ pub struct StoredCerts {
 fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> SecretError {
     let action = action.into();
     move |source| SecretError::Kube { action, source }
+}
+
+fn is_conflict(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(status) if status.code == 409)
+}
+
+async fn conflict_pause(attempt: u32) {
+    tokio::time::sleep(CONFLICT_BACKOFF * 2u32.saturating_pow(attempt)).await;
 }
 
 fn secret_text(secret: &Secret, key: &str) -> Option<String> {
@@ -143,8 +173,15 @@ fn read_stored(secret: &Secret) -> Option<StoredCerts> {
             key_pem: secret_text(secret, SERVER_KEY)?,
         },
         ca_bundle: secret_text(secret, CA_CERT)?,
-        ca_key: secret_text(secret, CA_KEY)?,
         sans,
+    })
+}
+
+/// The CA of a CA Secret (or, for migration, of an old-layout serving Secret).
+fn read_ca(secret: &Secret) -> Option<PemPair> {
+    Some(PemPair {
+        cert_pem: first_pem(&secret_text(secret, CA_CERT)?),
+        key_pem: secret_text(secret, CA_KEY)?,
     })
 }
 
@@ -157,7 +194,7 @@ fn first_pem(bundle: &str) -> String {
     }
 }
 
-/// Whether `stored` can be served as is under `cfg`.
+/// Why `stored` cannot be served as is under `cfg`, or `None`.
 pub fn needs_renewal(stored: &StoredCerts, cfg: &SecretConfig) -> Option<&'static str> {
     if stored.sans != cfg.sans() {
         return Some("the certificate was issued for other names");
@@ -174,124 +211,295 @@ pub fn needs_renewal(stored: &StoredCerts, cfg: &SecretConfig) -> Option<&'stati
     None
 }
 
-/// Issues what `previous` lacks: a serving certificate, and a CA when there is none usable.
-pub fn renew(previous: Option<&StoredCerts>, cfg: &SecretConfig) -> Result<StoredCerts, CertError> {
-    let reusable_ca = previous.and_then(|p| {
-        let ca_pem = first_pem(&p.ca_bundle);
-        // The CA must outlive a new serving certificate by the rotation margin.
-        let margin = cfg.cert_validity + cfg.rotate_before;
-        (!certs::expires_within(&ca_pem, margin)).then(|| PemPair {
-            cert_pem: ca_pem,
-            key_pem: p.ca_key.clone(),
-        })
-    });
-    let (ca, bundle) = match reusable_ca {
-        Some(ca) => {
-            let bundle = previous.map(|p| p.ca_bundle.clone()).unwrap_or_default();
-            (ca, bundle)
+/// Whether the CA `ca` can sign a new serving certificate: it must outlive one by the
+/// rotation margin.
+pub fn ca_usable(ca: &PemPair, cfg: &SecretConfig) -> bool {
+    !certs::expires_within(&ca.cert_pem, cfg.cert_validity + cfg.rotate_before)
+        && rcgen::KeyPair::from_pem(&ca.key_pem).is_ok()
+}
+
+/// The bundle to publish for CA `ca`: it first, then the current CA of `previous_bundle` while
+/// that is still valid and another one (the certificates it signed are still served).
+pub fn bundle_for(ca: &PemPair, previous_bundle: Option<&str>) -> String {
+    let mut bundle = ca.cert_pem.clone();
+    if let Some(previous) = previous_bundle {
+        let old = first_pem(previous);
+        if old.trim() != ca.cert_pem.trim() && !certs::expires_within(&old, Duration::ZERO) {
+            bundle.push_str(&old);
         }
-        None => {
-            let ca = certs::generate_ca("kaito-webhook CA", cfg.ca_validity)?;
-            let mut bundle = ca.cert_pem.clone();
-            // Keep trusting the old CA while it is valid: callers may hold the old bundle.
-            if let Some(p) = previous {
-                let old = first_pem(&p.ca_bundle);
-                if !certs::expires_within(&old, Duration::ZERO) {
-                    bundle.push_str(&old);
-                }
-            }
-            (ca, bundle)
-        }
-    };
+    }
+    bundle
+}
+
+/// A serving certificate for `cfg`'s names signed by `ca`, with `bundle`.
+pub fn issue(ca: &PemPair, bundle: String, cfg: &SecretConfig) -> Result<StoredCerts, CertError> {
     let sans = cfg.sans();
-    let serving = certs::issue_serving_cert(&ca, &sans, cfg.cert_validity)?;
+    let serving = certs::issue_serving_cert(ca, &sans, cfg.cert_validity)?;
     Ok(StoredCerts {
         serving,
         ca_bundle: bundle,
-        ca_key: ca.key_pem,
         sans,
     })
 }
 
-fn to_secret(cfg: &SecretConfig, certs: &StoredCerts, resource_version: Option<String>) -> Secret {
-    let mut data = BTreeMap::new();
-    data.insert(
-        SERVER_CERT.to_owned(),
-        ByteString(certs.serving.cert_pem.clone().into_bytes()),
-    );
-    data.insert(
-        SERVER_KEY.to_owned(),
-        ByteString(certs.serving.key_pem.clone().into_bytes()),
-    );
+fn meta(cfg: &SecretConfig, name: &str, resource_version: Option<String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: Some(cfg.namespace.clone()),
+        resource_version,
+        labels: Some(BTreeMap::from([(
+            "app.kubernetes.io/managed-by".to_owned(),
+            "kaito-webhook".to_owned(),
+        )])),
+        ..ObjectMeta::default()
+    }
+}
+
+fn data(entries: [(&str, &str); 2]) -> BTreeMap<String, ByteString> {
+    entries
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), ByteString(v.as_bytes().to_vec())))
+        .collect()
+}
+
+fn serving_secret(
+    cfg: &SecretConfig,
+    certs: &StoredCerts,
+    resource_version: Option<String>,
+) -> Secret {
+    let mut metadata = meta(cfg, &cfg.secret_name, resource_version);
+    metadata.annotations = Some(BTreeMap::from([(
+        SANS_ANNOTATION.to_owned(),
+        certs.sans.join(","),
+    )]));
+    let mut data = data([
+        (SERVER_CERT, &certs.serving.cert_pem),
+        (SERVER_KEY, &certs.serving.key_pem),
+    ]);
     data.insert(
         CA_CERT.to_owned(),
         ByteString(certs.ca_bundle.clone().into_bytes()),
     );
-    data.insert(
-        CA_KEY.to_owned(),
-        ByteString(certs.ca_key.clone().into_bytes()),
-    );
     Secret {
-        metadata: ObjectMeta {
-            name: Some(cfg.secret_name.clone()),
-            namespace: Some(cfg.namespace.clone()),
-            resource_version,
-            annotations: Some(BTreeMap::from([(
-                SANS_ANNOTATION.to_owned(),
-                certs.sans.join(","),
-            )])),
-            labels: Some(BTreeMap::from([(
-                "app.kubernetes.io/managed-by".to_owned(),
-                "kaito-webhook".to_owned(),
-            )])),
-            ..ObjectMeta::default()
-        },
+        metadata,
         type_: Some("Opaque".to_owned()),
         data: Some(data),
         ..Secret::default()
     }
 }
 
-/// Makes sure the Secret holds usable certificates (creating or rotating them) and returns them.
-pub async fn ensure_secret(
+fn ca_secret(cfg: &SecretConfig, ca: &PemPair, resource_version: Option<String>) -> Secret {
+    Secret {
+        metadata: meta(cfg, &cfg.ca_secret_name, resource_version),
+        type_: Some("Opaque".to_owned()),
+        data: Some(data([(CA_CERT, &ca.cert_pem), (CA_KEY, &ca.key_pem)])),
+        ..Secret::default()
+    }
+}
+
+/// The CA to sign with: the CA Secret's while usable, else a new one (or `adopt`, an
+/// old-layout serving Secret's CA, while usable), written with the read resourceVersion so
+/// racing replicas end up with one CA.
+pub async fn ensure_ca(
     client: &kube::Client,
     cfg: &SecretConfig,
-) -> Result<StoredCerts, SecretError> {
+    adopt: Option<PemPair>,
+) -> Result<PemPair, SecretError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &cfg.namespace);
+    let name = &cfg.ca_secret_name;
+    for attempt in 0..CONFLICT_ATTEMPTS {
+        let existing = api
+            .get_opt(name)
+            .await
+            .map_err(kube_err(format!("reading Secret {}/{name}", cfg.namespace)))?;
+        if let Some(ca) = existing.as_ref().and_then(read_ca)
+            && ca_usable(&ca, cfg)
+        {
+            return Ok(ca);
+        }
+        let ca = match adopt.clone().filter(|ca| ca_usable(ca, cfg)) {
+            Some(ca) => ca,
+            None => certs::generate_ca("kaito-webhook CA", cfg.ca_validity)?,
+        };
+        tracing::info!(namespace = %cfg.namespace, secret = %name, "writing the webhook's CA");
+        let result = match existing {
+            Some(secret) => {
+                let rv = secret.metadata.resource_version.clone();
+                api.replace(name, &PostParams::default(), &ca_secret(cfg, &ca, rv))
+                    .await
+            }
+            None => {
+                api.create(&PostParams::default(), &ca_secret(cfg, &ca, None))
+                    .await
+            }
+        };
+        match result {
+            Ok(_) => return Ok(ca),
+            Err(err) if is_conflict(&err) => conflict_pause(attempt).await,
+            Err(source) => {
+                return Err(SecretError::Kube {
+                    action: format!("writing Secret {}/{name}", cfg.namespace),
+                    source,
+                });
+            }
+        }
+    }
+    Err(SecretError::Contended {
+        object: format!("Secret {}/{name}", cfg.namespace),
+    })
+}
+
+/// Writes `ca_bundle` into every webhook of the named configurations where it differs,
+/// retrying a 409 Conflict with a fresh read.
+pub async fn sync_ca_bundle(
+    client: &kube::Client,
+    cfg: &SecretConfig,
+    ca_bundle: &str,
+) -> Result<(), SecretError> {
+    let bundle = ByteString(ca_bundle.as_bytes().to_vec());
+    if let Some(name) = &cfg.mutating_webhook {
+        let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+        sync_one(&api, "MutatingWebhookConfiguration", name, |obj| {
+            let mut changed = false;
+            for hook in obj.webhooks.iter_mut().flatten() {
+                if hook.client_config.ca_bundle.as_ref() != Some(&bundle) {
+                    hook.client_config.ca_bundle = Some(bundle.clone());
+                    changed = true;
+                }
+            }
+            changed
+        })
+        .await?;
+    }
+    if let Some(name) = &cfg.validating_webhook {
+        let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+        sync_one(&api, "ValidatingWebhookConfiguration", name, |obj| {
+            let mut changed = false;
+            for hook in obj.webhooks.iter_mut().flatten() {
+                if hook.client_config.ca_bundle.as_ref() != Some(&bundle) {
+                    hook.client_config.ca_bundle = Some(bundle.clone());
+                    changed = true;
+                }
+            }
+            changed
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+async fn sync_one<K>(
+    api: &Api<K>,
+    kind: &str,
+    name: &str,
+    mut update: impl FnMut(&mut K) -> bool,
+) -> Result<(), SecretError>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+{
+    for attempt in 0..CONFLICT_ATTEMPTS {
+        let mut obj = api
+            .get(name)
+            .await
+            .map_err(kube_err(format!("reading {kind} {name}")))?;
+        if !update(&mut obj) {
+            return Ok(());
+        }
+        match api.replace(name, &PostParams::default(), &obj).await {
+            Ok(_) => {
+                tracing::info!(configuration = %name, kind, "caBundle updated");
+                return Ok(());
+            }
+            Err(err) if is_conflict(&err) => {
+                tracing::info!(configuration = %name, kind, "caBundle write conflicted; re-reading");
+                conflict_pause(attempt).await;
+            }
+            Err(source) => {
+                return Err(SecretError::Kube {
+                    action: format!("writing caBundle of {kind} {name}"),
+                    source,
+                });
+            }
+        }
+    }
+    Err(SecretError::Contended {
+        object: format!("{kind} {name}"),
+    })
+}
+
+/// Serves `stored` unless it is what `current` already is.
+fn serve(
+    stored: StoredCerts,
+    resolver: &ReloadingResolver,
+    metrics: &Metrics,
+    current: &mut Option<StoredCerts>,
+    cfg: &SecretConfig,
+) -> Result<(), SecretError> {
+    if current.as_ref() != Some(&stored) {
+        install(
+            resolver,
+            metrics,
+            &stored.serving,
+            "certificate from the Secret",
+        )?;
+        tracing::info!(namespace = %cfg.namespace, secret = %cfg.secret_name, "serving the certificate from the Secret");
+    }
+    *current = Some(stored);
+    Ok(())
+}
+
+/// One round: the caBundle is published before a certificate it must verify is served.
+pub async fn reconcile_once(
+    client: &kube::Client,
+    cfg: &SecretConfig,
+    resolver: &ReloadingResolver,
+    metrics: &Metrics,
+    current: &mut Option<StoredCerts>,
+) -> Result<(), SecretError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &cfg.namespace);
     let name = &cfg.secret_name;
-    // A few rounds: a conflict means another replica wrote first; its certificates win.
-    for _ in 0..3 {
+    for attempt in 0..CONFLICT_ATTEMPTS {
         let existing = api
             .get_opt(name)
             .await
             .map_err(kube_err(format!("reading Secret {}/{name}", cfg.namespace)))?;
         let stored = existing.as_ref().and_then(read_stored);
+        let legacy_ca = existing.as_ref().and_then(read_ca);
         let reason = match &stored {
             Some(s) => match needs_renewal(s, cfg) {
-                None => return Ok(s.clone()),
+                None if legacy_ca.is_none() => {
+                    sync_ca_bundle(client, cfg, &s.ca_bundle).await?;
+                    return serve(s.clone(), resolver, metrics, current, cfg);
+                }
+                None => "the Secret still holds the CA key (older layout)",
                 Some(reason) => reason,
             },
             None if existing.is_some() => "the Secret holds no usable certificates",
             None => "the Secret does not exist",
         };
-        let renewed = renew(stored.as_ref(), cfg)?;
         tracing::info!(namespace = %cfg.namespace, secret = %name, reason, "issuing a new serving certificate");
+        let ca = ensure_ca(client, cfg, legacy_ca).await?;
+        let bundle = bundle_for(&ca, stored.as_ref().map(|s| s.ca_bundle.as_str()));
+        let renewed = issue(&ca, bundle, cfg)?;
+        // The bundle first: the API server must trust the new certificate before anyone
+        // serves it.
+        sync_ca_bundle(client, cfg, &renewed.ca_bundle).await?;
         let result = match existing {
             Some(secret) => {
                 let rv = secret.metadata.resource_version.clone();
-                api.replace(name, &PostParams::default(), &to_secret(cfg, &renewed, rv))
-                    .await
+                let secret = serving_secret(cfg, &renewed, rv);
+                api.replace(name, &PostParams::default(), &secret).await
             }
             None => {
-                api.create(&PostParams::default(), &to_secret(cfg, &renewed, None))
-                    .await
+                let secret = serving_secret(cfg, &renewed, None);
+                api.create(&PostParams::default(), &secret).await
             }
         };
         match result {
-            Ok(_) => return Ok(renewed),
-            Err(kube::Error::Api(status)) if status.code == 409 => {
+            Ok(_) => return serve(renewed, resolver, metrics, current, cfg),
+            Err(err) if is_conflict(&err) => {
                 tracing::info!(secret = %name, "the Secret changed meanwhile; re-reading it");
-                continue;
+                conflict_pause(attempt).await;
             }
             Err(source) => {
                 return Err(SecretError::Kube {
@@ -302,88 +510,13 @@ pub async fn ensure_secret(
         }
     }
     Err(SecretError::Contended {
-        secret: format!("{}/{name}", cfg.namespace),
+        object: format!("Secret {}/{name}", cfg.namespace),
     })
-}
-
-/// Writes `ca_bundle` into every webhook of the named configurations where it differs.
-pub async fn sync_ca_bundle(
-    client: &kube::Client,
-    cfg: &SecretConfig,
-    ca_bundle: &str,
-) -> Result<(), SecretError> {
-    let bundle = ByteString(ca_bundle.as_bytes().to_vec());
-    if let Some(name) = &cfg.mutating_webhook {
-        let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-        let mut obj = api.get(name).await.map_err(kube_err(format!(
-            "reading MutatingWebhookConfiguration {name}"
-        )))?;
-        let mut changed = false;
-        for hook in obj.webhooks.iter_mut().flatten() {
-            if hook.client_config.ca_bundle.as_ref() != Some(&bundle) {
-                hook.client_config.ca_bundle = Some(bundle.clone());
-                changed = true;
-            }
-        }
-        if changed {
-            api.replace(name, &PostParams::default(), &obj)
-                .await
-                .map_err(kube_err(format!(
-                    "writing caBundle of MutatingWebhookConfiguration {name}"
-                )))?;
-            tracing::info!(configuration = %name, "caBundle updated");
-        }
-    }
-    if let Some(name) = &cfg.validating_webhook {
-        let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-        let mut obj = api.get(name).await.map_err(kube_err(format!(
-            "reading ValidatingWebhookConfiguration {name}"
-        )))?;
-        let mut changed = false;
-        for hook in obj.webhooks.iter_mut().flatten() {
-            if hook.client_config.ca_bundle.as_ref() != Some(&bundle) {
-                hook.client_config.ca_bundle = Some(bundle.clone());
-                changed = true;
-            }
-        }
-        if changed {
-            api.replace(name, &PostParams::default(), &obj)
-                .await
-                .map_err(kube_err(format!(
-                    "writing caBundle of ValidatingWebhookConfiguration {name}"
-                )))?;
-            tracing::info!(configuration = %name, "caBundle updated");
-        }
-    }
-    Ok(())
-}
-
-/// One round: ensure the Secret, serve its certificate if it changed, sync the caBundle.
-async fn reconcile_once(
-    client: &kube::Client,
-    cfg: &SecretConfig,
-    resolver: &ReloadingResolver,
-    metrics: &Metrics,
-    current: &mut Option<StoredCerts>,
-) -> Result<(), SecretError> {
-    let stored = ensure_secret(client, cfg).await?;
-    if current.as_ref() != Some(&stored) {
-        install(
-            resolver,
-            metrics,
-            &stored.serving,
-            "certificate from the Secret",
-        )?;
-        tracing::info!(namespace = %cfg.namespace, secret = %cfg.secret_name, "serving the certificate from the Secret");
-    }
-    sync_ca_bundle(client, cfg, &stored.ca_bundle).await?;
-    *current = Some(stored);
-    Ok(())
 }
 
 /// Secret mode: the first round must succeed (the server cannot serve without a
 /// certificate); later rounds run every `check_interval` until `shutdown`, and a failing round
-/// is logged and retried.
+/// is logged and retried after 5 s, doubling up to `check_interval`.
 pub async fn start(
     client: kube::Client,
     cfg: SecretConfig,
@@ -394,15 +527,25 @@ pub async fn start(
     let mut current = None;
     reconcile_once(&client, &cfg, &resolver, &metrics, &mut current).await?;
     Ok(tokio::spawn(async move {
+        let mut wait = cfg.check_interval;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(cfg.check_interval) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return,
             }
-            if let Err(err) = reconcile_once(&client, &cfg, &resolver, &metrics, &mut current).await
-            {
-                tracing::warn!(error = %err, "certificate check failed; retrying later");
-            }
+            wait = match reconcile_once(&client, &cfg, &resolver, &metrics, &mut current).await {
+                Ok(()) => cfg.check_interval,
+                Err(err) => {
+                    let next = if wait >= cfg.check_interval {
+                        RETRY_AFTER_FAILURE
+                    } else {
+                        wait * 2
+                    }
+                    .min(cfg.check_interval);
+                    tracing::warn!(error = %err, retry_in = ?next, "certificate check failed");
+                    next
+                }
+            };
         }
     }))
 }
@@ -415,6 +558,7 @@ mod tests {
         SecretConfig {
             namespace: "kaito".into(),
             secret_name: "kaito-webhook-cert".into(),
+            ca_secret_name: "kaito-webhook-ca".into(),
             service_name: "kaito-webhook".into(),
             extra_sans: vec!["127.0.0.1".into()],
             mutating_webhook: None,
@@ -429,29 +573,31 @@ mod tests {
     #[test]
     fn fresh_certs_are_reused_and_sans_change_forces_renewal() -> Result<(), CertError> {
         let cfg = cfg();
-        let first = renew(None, &cfg)?;
+        let ca = certs::generate_ca("test CA", cfg.ca_validity)?;
+        assert!(ca_usable(&ca, &cfg));
+        let first = issue(&ca, bundle_for(&ca, None), &cfg)?;
         assert_eq!(needs_renewal(&first, &cfg), None);
         assert_eq!(first.sans[0], "kaito-webhook.kaito.svc");
         let mut other = cfg.clone();
         other.extra_sans = vec![];
         assert!(needs_renewal(&first, &other).is_some());
-        // Renewing the serving certificate keeps the CA (and the bundle) while it is valid.
-        let second = renew(Some(&first), &cfg)?;
-        assert_eq!(second.ca_bundle, first.ca_bundle);
-        assert_ne!(second.serving, first.serving);
+        // The same CA again: the bundle does not grow.
+        assert_eq!(bundle_for(&ca, Some(&first.ca_bundle)), first.ca_bundle);
         Ok(())
     }
 
     #[test]
-    fn an_expiring_ca_is_replaced_and_the_old_one_kept_in_the_bundle() -> Result<(), CertError> {
+    fn a_new_ca_is_bundled_with_the_previous_one() -> Result<(), CertError> {
         let mut short = cfg();
         short.ca_validity = Duration::from_secs(2 * 3600);
-        let first = renew(None, &short)?;
-        // The CA expires within the rotation margin plus a certificate's lifetime: new CA.
-        let second = renew(Some(&first), &cfg())?;
-        assert_ne!(first_pem(&second.ca_bundle), first_pem(&first.ca_bundle));
-        assert!(second.ca_bundle.ends_with(&first_pem(&first.ca_bundle)));
-        assert_eq!(second.ca_bundle.matches("BEGIN CERTIFICATE").count(), 2);
+        let old = certs::generate_ca("old", short.ca_validity)?;
+        // It expires within a certificate's lifetime plus the margin: not usable.
+        assert!(!ca_usable(&old, &cfg()));
+        let new = certs::generate_ca("new", cfg().ca_validity)?;
+        let bundle = bundle_for(&new, Some(&bundle_for(&old, None)));
+        assert!(bundle.starts_with(&new.cert_pem));
+        assert!(bundle.ends_with(&old.cert_pem));
+        assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 2);
         Ok(())
     }
 }

@@ -29,6 +29,10 @@
 {{- printf "%s-cert" (include "kaito.webhook.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{- define "kaito.webhook.caSecret" -}}
+{{- printf "%s-ca" (include "kaito.webhook.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "kaito.webhook.serviceAccountName" -}}
 {{- default (include "kaito.webhook.fullname" .) .Values.webhook.serviceAccount.name }}
 {{- end }}
