@@ -347,7 +347,14 @@ pub async fn run(
             drain_started.notify_one();
         }
     };
-    let server = serve(listener, router(state.clone()), conn_limits, stop);
+    let timed_out = state.metrics().timed_out.clone();
+    let server = serve(
+        listener,
+        router(state.clone()),
+        conn_limits,
+        timed_out,
+        stop,
+    );
     let grace = Duration::from_secs(args.shutdown_grace_seconds);
     tokio::select! {
         () = server => {},

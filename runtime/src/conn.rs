@@ -13,9 +13,13 @@ use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_io_timeout::TimeoutStream;
+
+use crate::metrics::TimeoutLabels;
 
 /// Most header fields a request may carry (431 beyond).
 pub const MAX_HEADERS: usize = 100;
@@ -45,10 +49,12 @@ impl Default for ConnLimits {
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, lets every
 /// connection finish its in-flight request (idle ones are closed) and returns once all are done.
+/// Connections closed by a timeout are counted in `timed_out`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnLimits,
+    timed_out: Family<TimeoutLabels, Counter>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut http = http1::Builder::new();
@@ -78,6 +84,7 @@ pub async fn serve(
         );
         let mut drain = drain_rx.clone();
         let write_timeout = limits.write_timeout;
+        let timed_out = timed_out.clone();
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
             let result = tokio::select! {
@@ -87,8 +94,10 @@ pub async fn serve(
                     conn.await
                 }
             };
-            if let Err(e) = result {
-                log_connection_error(&e, peer, write_timeout);
+            if let Err(e) = result
+                && let Some(reason) = log_connection_error(&e, peer, write_timeout)
+            {
+                timed_out.get_or_create(&TimeoutLabels { reason }).inc();
             }
             drop(drain);
         });
@@ -113,16 +122,24 @@ async fn accept_error(e: &std::io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-fn log_connection_error(e: &hyper::Error, peer: std::net::SocketAddr, write_timeout: Duration) {
+/// Logs why a connection ended; returns the timeout that ended it, if one did.
+fn log_connection_error(
+    e: &hyper::Error,
+    peer: std::net::SocketAddr,
+    write_timeout: Duration,
+) -> Option<&'static str> {
     let timed_out_writing = std::error::Error::source(e)
         .and_then(|s| s.downcast_ref::<std::io::Error>())
         .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
     if timed_out_writing {
         tracing::warn!(%peer, seconds = write_timeout.as_secs_f64(),
             "the client read nothing for the write timeout; connection closed, its generation stopped");
+        Some("write")
     } else if e.is_timeout() {
         tracing::debug!(%peer, "no complete request headers within the header-read timeout; connection closed");
+        Some("header_read")
     } else {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+        None
     }
 }

@@ -18,6 +18,13 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// Labels of the timed-out connection counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TimeoutLabels {
+    /// `write` (the client stopped reading) or `header_read` (no complete request head).
+    pub reason: &'static str,
+}
+
 /// All metrics of the runtime.
 pub struct Metrics {
     registry: Registry,
@@ -39,6 +46,8 @@ pub struct Metrics {
     pub queued: Gauge,
     /// Requests refused: the queue was full (429) or they waited past the queue timeout (503).
     pub rejected: Counter,
+    /// Connections closed by a timeout, by reason.
+    pub timed_out: Family<TimeoutLabels, Counter>,
     /// Seconds the model took to load.
     pub model_load_seconds: Gauge<f64, AtomicU64>,
     /// 1 once the model is loaded and the server is ready.
@@ -66,6 +75,7 @@ impl Metrics {
         let running = Gauge::default();
         let queued = Gauge::default();
         let rejected = Counter::default();
+        let timed_out = Family::<TimeoutLabels, Counter>::default();
         let model_load_seconds = Gauge::<f64, AtomicU64>::default();
         let model_ready = Gauge::default();
         registry.register(
@@ -114,6 +124,11 @@ impl Metrics {
             rejected.clone(),
         );
         registry.register(
+            "connections_timed_out",
+            "Connections closed by a timeout: write (the client stopped reading), header_read",
+            timed_out.clone(),
+        );
+        registry.register(
             "model_load_seconds",
             "Seconds the model took to load",
             model_load_seconds.clone(),
@@ -156,6 +171,7 @@ impl Metrics {
             running,
             queued,
             rejected,
+            timed_out,
             model_load_seconds,
             model_ready,
         }

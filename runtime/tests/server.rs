@@ -808,9 +808,12 @@ async fn slow_request_headers_are_cut_off() {
             "{partial:?}: closed after {waited:?}"
         );
     }
-    // A complete request still gets its answer.
-    let r = reqwest::get(server.url("/health")).await.unwrap();
+    // A complete request still gets its answer; the closed connections are counted.
+    let client = reqwest::Client::new();
+    let r = client.get(server.url("/health")).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    let series = "kaito_runtime_connections_timed_out_total{reason=\"header_read\"}";
+    assert!(metric(&client, &server, series).await >= Some(2.0));
 }
 
 /// 16 clients (the default `--max-running`) that start a stream and stop reading hold every
@@ -857,6 +860,15 @@ async fn stalled_readers_lose_their_slots_after_the_write_timeout() {
         "a fresh client waited {served:?} behind 16 stalled readers"
     );
     wait_metric(&client, &server, "kaito_runtime_running_sequences", 0.0).await;
+    assert_eq!(
+        metric(
+            &client,
+            &server,
+            "kaito_runtime_connections_timed_out_total{reason=\"write\"}"
+        )
+        .await,
+        Some(16.0)
+    );
     eprintln!(
         "figures: 16 stalled readers held all slots after {:.2} s; a fresh /chat was served \
          {:.2} s later (write timeout 2 s); server RSS {} KiB with them stalled, {} KiB after",
