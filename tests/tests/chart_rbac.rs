@@ -623,6 +623,7 @@ fn grants_by_scope(
 /// NodeClaims). Without it, they are cluster-wide. Either way the grants are the README's
 /// table, the Lease rows a Role in the release namespace.
 #[test]
+#[ignore = "end-to-end tier: needs helm (tests/cluster/build.sh); run tests/e2e.sh"]
 fn the_controllers_rights_are_namespaced_when_it_watches_one_namespace() -> Result<()> {
     let sa = "rel-kaito-controller";
     let release_ns = "kaito-system";
