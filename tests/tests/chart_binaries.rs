@@ -200,6 +200,9 @@ fn installs() -> Vec<Install> {
                 "11111111-2222-3333-4444-555555555555",
             )
             .set("controller.watchNamespace", "team-a")
+            .set("controller.leaderElection.leaseDurationSeconds", "30")
+            .set("controller.leaderElection.renewDeadlineSeconds", "20")
+            .set("controller.leaderElection.retryPeriodSeconds", "5")
             .set(
                 "workloads.runtime.image",
                 "registry.example/runtime:{preset}",
@@ -286,6 +289,20 @@ fn the_chart_passes_only_settings_the_binaries_read_and_accept() -> Result<()> {
                     &ctrl["leaderElection"]["identity"],
                     "kaito-pod-0",
                 )?;
+                for (key, field, default) in [
+                    ("leaseDurationSeconds", "leaseDurationSeconds", 15),
+                    ("renewDeadlineSeconds", "renewDeadlineSeconds", 10),
+                    ("retryPeriodSeconds", "retryPeriodSeconds", 2),
+                ] {
+                    let want = install
+                        .value(&format!("controller.leaderElection.{key}"))
+                        .map_or(Ok(default), str::parse::<u64>)?;
+                    ensure!(
+                        ctrl["leaderElection"][field] == want,
+                        "controller leader election {field}: {}, want {want}",
+                        ctrl["leaderElection"]
+                    );
+                }
             }
             let pairs = [
                 ("azure.subscriptionId", "/azure/subscriptionId"),
@@ -356,6 +373,23 @@ fn the_chart_passes_only_settings_the_binaries_read_and_accept() -> Result<()> {
     }
     if !failures.is_empty() {
         bail!("{}", failures.join("\n\n"));
+    }
+    Ok(())
+}
+
+/// Leader-election durations the controller would refuse at start are refused by helm.
+#[test]
+#[ignore = "end-to-end tier: needs helm (tests/cluster/build.sh); run tests/e2e.sh"]
+fn unsafe_leader_election_timings_are_refused_at_render() -> Result<()> {
+    for (key, value) in [
+        ("controller.leaderElection.renewDeadlineSeconds", "15"),
+        ("controller.leaderElection.retryPeriodSeconds", "10"),
+    ] {
+        let err = kaito_e2e::chart::render_error("kaito", RELEASE_NS, &[(key, value)])?;
+        ensure!(
+            err.contains("renewDeadlineSeconds must be below leaseDurationSeconds"),
+            "{key}={value}: {err}"
+        );
     }
     Ok(())
 }
