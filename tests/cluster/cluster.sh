@@ -221,6 +221,26 @@ gen_pki() {
   cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$client" "extendedKeyUsage=clientAuth"
   cert controller-manager "/CN=system:kube-controller-manager" "$client" "extendedKeyUsage=clientAuth"
   cert scheduler "/CN=system:kube-scheduler" "$client" "extendedKeyUsage=clientAuth"
+  # The API server's client certificate for admission webhooks (kaito-webhook --client-ca-file
+  # pki/ca.crt --client-allowed-names kube-apiserver-webhook-client), given to every webhook
+  # through the admission configuration ("*" matches any webhook host).
+  cert webhook-client "/CN=kube-apiserver-webhook-client" "$client" "extendedKeyUsage=clientAuth"
+  printf '%s\n' "apiVersion: v1" "kind: Config" "users:" "- name: \"*\"" "  user:" \
+    "    client-certificate: $d/webhook-client.crt" "    client-key: $d/webhook-client.key" \
+    >"$DIR/webhook-client.kubeconfig"
+  local p
+  {
+    echo "apiVersion: apiserver.config.k8s.io/v1"
+    echo "kind: AdmissionConfiguration"
+    echo "plugins:"
+    for p in ValidatingAdmissionWebhook MutatingAdmissionWebhook; do
+      echo "- name: $p"
+      echo "  configuration:"
+      echo "    apiVersion: apiserver.config.k8s.io/v1"
+      echo "    kind: WebhookAdmissionConfiguration"
+      echo "    kubeConfigFile: $DIR/webhook-client.kubeconfig"
+    done
+  } >"$DIR/admission-control.yaml"
   openssl ecparam -name prime256v1 -genkey -noout -out "$d/sa.key" 2>/dev/null
   openssl ec -in "$d/sa.key" -pubout -out "$d/sa.pub" 2>/dev/null
   kubeconfig_file "$DIR/kubeconfig" kubernetes-admin "$d/admin.crt" "$d/admin.key"
@@ -390,6 +410,7 @@ EOF
     --service-cluster-ip-range="$SERVICE_CIDR" \
     --authorization-mode=Node,RBAC \
     --enable-admission-plugins=NodeRestriction,MutatingAdmissionWebhook,ValidatingAdmissionWebhook \
+    --admission-control-config-file="$DIR/admission-control.yaml" \
     --allow-privileged=true \
     --kubelet-preferred-address-types=InternalIP,Hostname \
     --kubelet-certificate-authority="$pki/ca.crt" \

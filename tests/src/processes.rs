@@ -159,6 +159,29 @@ impl Drop for ControllerProcess<'_> {
     }
 }
 
+/// The webhook's client authentication in the local cluster: the API server presents
+/// `pki/webhook-client.crt` (CN kube-apiserver-webhook-client, signed by the cluster CA) to
+/// every webhook (tests/cluster/cluster.sh), so the webhook requires it and then checks the
+/// ConfigMaps tuning.config / inference.config name.
+fn client_auth(cluster: &Cluster) -> Result<Vec<String>> {
+    let pki = cluster
+        .kubeconfig()
+        .parent()
+        .context("the kubeconfig has no directory")?
+        .join("pki");
+    if !pki.join("webhook-client.crt").is_file() {
+        bail!(
+            "{} has no webhook-client.crt: the cluster was started by an older \
+             tests/cluster/cluster.sh; restart it (cluster.sh down; cluster.sh up)",
+            pki.display()
+        );
+    }
+    Ok(vec![
+        format!("--client-ca-file={}", pki.join("ca.crt").display()),
+        "--client-allowed-names=kube-apiserver-webhook-client".to_owned(),
+    ])
+}
+
 /// `kaito-webhook` (`KAITO_WEBHOOK_BIN`, else the target dir's) on 127.0.0.1 with a
 /// self-signed certificate, registered as a Mutating and a Validating WebhookConfiguration
 /// for `kaito.sh` workspaces (v1alpha1 and v1beta1, failurePolicy Fail, sideEffects None) at
@@ -195,6 +218,7 @@ impl<'a> WebhookProcess<'a> {
                 .arg("--tls-ca-out")
                 .arg(&ca_file)
                 .args(["--cloud", "azure", "--provisioner", provisioner])
+                .args(client_auth(cluster)?)
                 .env("RUST_LOG", "info")
                 // Its Kubernetes client reads the ConfigMaps named in tuning.config.
                 .env("KUBECONFIG", cluster.kubeconfig()),
