@@ -178,6 +178,17 @@ impl Aks {
         }
     }
 
+    fn forget_operation(&self, pool: &str) {
+        if let Ok(mut ops) = self.operations.lock() {
+            ops.remove(pool);
+        }
+    }
+
+    /// Pools whose last PUT's operation URL is still kept (for the error of a Failed pool).
+    pub fn tracked_operations(&self) -> usize {
+        self.operations.lock().map(|o| o.len()).unwrap_or(0)
+    }
+
     /// The pool, or None when ARM answers 404.
     pub async fn get(&self, pool: &str) -> Result<Option<AgentPool>, azure_core::Error> {
         let s = &self.settings;
@@ -415,6 +426,8 @@ impl crate::provision::NodeProvisioner for Aks {
                 requeue_after: Some(Duration::from_secs(2)),
             });
         }
+        // The last PUT succeeded: its operation is no longer needed.
+        self.forget_operation(&pool);
         Ok(ProvisionReport {
             failure: None,
             progress: Some(format!(
@@ -427,13 +440,20 @@ impl crate::provision::NodeProvisioner for Aks {
     async fn release(&self, ws: &Workspace) -> Result<bool, ProvisionError> {
         let pool = naming::pool_name(naming::namespace(ws), naming::name(ws));
         match self.get(&pool).await.map_err(arm_failure)? {
-            None => Ok(true),
+            None => {
+                self.forget_operation(&pool);
+                Ok(true)
+            }
             Some(p) => {
                 if let Err(why) = ownership::marked_for(pool_mark(&p).uid.as_deref(), ws) {
                     warn!(%pool, %why, "leaving an agent pool that is not this workspace's");
                     return Ok(true);
                 }
-                self.delete(&pool).await.map_err(arm_failure)
+                let gone = self.delete(&pool).await.map_err(arm_failure)?;
+                if gone {
+                    self.forget_operation(&pool);
+                }
+                Ok(gone)
             }
         }
     }

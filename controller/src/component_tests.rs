@@ -353,3 +353,41 @@ async fn lost_cloud_credentials_block_deletion_with_a_condition_naming_the_way_o
         assert!(msg.contains(want), "{want:?} missing from {msg}");
     }
 }
+
+#[test]
+fn one_workspace_that_does_not_decode_does_not_hide_the_others() {
+    use crate::reconcile::decode_event;
+    use kube::api::{DynamicObject, ObjectList};
+    // Passes the CRD schema (inference.template preserves unknown fields) but not serde.
+    let bad = json!({"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace",
+        "metadata": {"name": "bad", "namespace": "default", "uid": "u-bad"},
+        "inference": {"template": {"spec": {"containers": "not a list"}}}});
+    let mut good = serde_json::to_value(phi("u-good")).unwrap();
+    good["apiVersion"] = json!("kaito.sh/v1beta1");
+    good["kind"] = json!("Workspace");
+    let list = json!({"apiVersion": "kaito.sh/v1beta1", "kind": "WorkspaceList",
+                      "metadata": {"resourceVersion": "7"}, "items": [bad.clone(), good.clone()]});
+    // What a typed watch does with this list: the whole page fails, nothing is reconciled.
+    assert!(serde_json::from_value::<ObjectList<Workspace>>(list.clone()).is_err());
+    let items: ObjectList<DynamicObject> = serde_json::from_value(list).expect("untyped list");
+    let decoded: Vec<_> = items
+        .items
+        .into_iter()
+        .filter_map(|o| decode_event(watcher::Event::InitApply(o)))
+        .collect();
+    assert_eq!(decoded.len(), 1);
+    match &decoded[0] {
+        watcher::Event::InitApply(w) => {
+            assert_eq!(naming::name(w), NAME);
+            assert_eq!(naming::uid(w), "u-good");
+            assert!(w.inference.is_some());
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // An update that breaks a stored workspace removes the stale copy from the store.
+    let broken: DynamicObject = serde_json::from_value(bad).unwrap();
+    match decode_event(watcher::Event::Apply(broken)) {
+        Some(watcher::Event::Delete(w)) => assert_eq!(naming::name(&w), "bad"),
+        other => panic!("unexpected {other:?}"),
+    }
+}

@@ -78,6 +78,34 @@ pub fn node_fingerprint(node: &Node) -> u64 {
     h.finish()
 }
 
+/// Drops what the controller never reads of a node before it enters the node store: managed
+/// fields, annotations, the image list (often the bulk of a GPU node's status), node info,
+/// addresses, volumes, every condition but Ready, and the spec beyond taints and cordon. The
+/// census, the byo shape (labels) and [`node_fingerprint`] see the same node before and after.
+pub fn project_node(node: &mut Node) {
+    node.metadata.managed_fields = None;
+    node.metadata.annotations = None;
+    node.metadata.owner_references = None;
+    if let Some(spec) = node.spec.as_mut() {
+        *spec = k8s_openapi::api::core::v1::NodeSpec {
+            taints: spec.taints.take(),
+            unschedulable: spec.unschedulable,
+            ..Default::default()
+        };
+    }
+    if let Some(status) = node.status.as_mut() {
+        let ready: Option<Vec<_>> = status
+            .conditions
+            .take()
+            .map(|cs| cs.into_iter().filter(|c| c.type_ == "Ready").collect());
+        *status = k8s_openapi::api::core::v1::NodeStatus {
+            allocatable: status.allocatable.take(),
+            conditions: ready,
+            ..Default::default()
+        };
+    }
+}
+
 /// Whether `labels` satisfy the workspace's label selector (matchLabels and
 /// matchExpressions).
 pub fn selector_matches(ws: &Workspace, labels: &BTreeMap<String, String>) -> bool {
@@ -272,6 +300,50 @@ mod tests {
 
     fn node(yaml: &str) -> Node {
         obj(yaml)
+    }
+
+    #[test]
+    fn the_node_store_keeps_only_what_the_controller_reads() {
+        let images: String = (0..200)
+            .map(|i| {
+                format!("{{names: [\"registry.example/big/image-{i}:v1\"], sizeBytes: 1000000}}, ")
+            })
+            .collect();
+        let full = node(&format!(
+            "metadata:\n  name: n1\n  labels: {{apps: phi-3, kaito.sh/workspace: workspace-phi-3-mini, kaito.sh/workspacenamespace: default}}\n  \
+             annotations: {{node.alpha.kubernetes.io/ttl: \"0\", big: \"{}\"}}\n  \
+             managedFields: [{{manager: kubelet, operation: Update}}]\n\
+             spec: {{providerID: \"azure:///x\", podCIDR: 10.0.0.0/24, taints: [{{key: sku, value: gpu, effect: NoSchedule}}]}}\n\
+             status:\n  allocatable: {{nvidia.com/gpu: \"1\", cpu: \"4\"}}\n  capacity: {{nvidia.com/gpu: \"1\"}}\n  \
+             conditions: [{{type: MemoryPressure, status: \"False\"}}, {{type: Ready, status: \"True\"}}]\n  \
+             images: [{images}]\n  \
+             nodeInfo: {{machineID: m, systemUUID: s, bootID: b, kernelVersion: k, osImage: o, containerRuntimeVersion: c, kubeletVersion: v, kubeProxyVersion: v, operatingSystem: linux, architecture: amd64}}\n  \
+             addresses: [{{type: InternalIP, address: 10.0.0.4}}]",
+            "x".repeat(4096)
+        ));
+        let mut slim = full.clone();
+        project_node(&mut slim);
+        let size = |n: &Node| serde_json::to_vec(n).map(|v| v.len()).unwrap_or(0);
+        assert!(
+            size(&slim) * 20 < size(&full),
+            "{} bytes of {}",
+            size(&slim),
+            size(&full)
+        );
+        assert_eq!(node_fingerprint(&slim), node_fingerprint(&full));
+        let w = ws(include_str!(
+            "../../examples/inference/kaito_workspace_phi_3.yaml"
+        ));
+        for byo in [true, false] {
+            assert_eq!(
+                census(&w, [&slim], byo, false),
+                census(&w, [&full], byo, false),
+                "byo={byo}"
+            );
+        }
+        assert_eq!(census(&w, [&slim], false, false).ready, ["n1"]);
+        assert_eq!(slim.metadata.labels, full.metadata.labels);
+        assert!(slim.status.as_ref().is_some_and(|s| s.images.is_none()));
     }
 
     const READY: &str = "status:\n  conditions: [{type: Ready, status: \"True\"}]\n  allocatable: {nvidia.com/gpu: \"1\"}";

@@ -18,7 +18,7 @@ use kaito_api::{
     CONDITION_RESOURCE_READY, FINALIZER, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, Workspace,
 };
 use kaito_presets::GpuShape;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -540,6 +540,45 @@ async fn finalize(
     Ok(Action::await_change())
 }
 
+/// A Workspace from the object a watch delivered; Err: why it does not decode (a field of the
+/// wrong type that the CRD schema let through, e.g. inside `inference.template`).
+pub fn decode_workspace(obj: &DynamicObject) -> Result<Workspace, serde_json::Error> {
+    serde_json::to_value(obj).and_then(serde_json::from_value)
+}
+
+/// A watch event on Workspaces as untyped objects, decoded one object at a time, so that one
+/// Workspace that does not decode is skipped (and logged) instead of failing the whole list
+/// and stopping every reconcile, as a typed watch does. An update that no longer decodes
+/// becomes a deletion of the stored copy (reconciling a stale copy would act on an old spec).
+pub fn decode_event(ev: watcher::Event<DynamicObject>) -> Option<watcher::Event<Workspace>> {
+    let decoded = |obj: &DynamicObject| {
+        decode_workspace(obj).map_err(|e| {
+            warn!(
+                workspace = %obj.metadata.name.as_deref().unwrap_or_default(),
+                namespace = %obj.metadata.namespace.as_deref().unwrap_or_default(),
+                error = %e,
+                "a Workspace that does not decode is skipped; fix or delete it"
+            );
+        })
+    };
+    let stub = |obj: &DynamicObject| Workspace {
+        metadata: obj.metadata.clone(),
+        ..Workspace::default()
+    };
+    match ev {
+        watcher::Event::Init => Some(watcher::Event::Init),
+        watcher::Event::InitDone => Some(watcher::Event::InitDone),
+        watcher::Event::InitApply(o) => decoded(&o).ok().map(watcher::Event::InitApply),
+        watcher::Event::Apply(o) => Some(match decoded(&o) {
+            Ok(w) => watcher::Event::Apply(w),
+            Err(()) => watcher::Event::Delete(stub(&o)),
+        }),
+        watcher::Event::Delete(o) => Some(watcher::Event::Delete(
+            decode_workspace(&o).unwrap_or_else(|_| stub(&o)),
+        )),
+    }
+}
+
 /// The object called `name`, through `list` with a field selector (the controller's role may
 /// list but not get Services and NodeClaims).
 pub(crate) async fn named<K>(api: &Api<K>, name: &str) -> Result<Option<K>, kube::Error>
@@ -577,9 +616,10 @@ pub async fn run(
     let provisioner = AnyProvisioner::new(&config, client.clone())?;
     let nodes_api: Api<Node> = Api::all(client.clone());
     let (node_store, writer) = reflector::store();
+    // Nodes enter the store projected to what the controller reads (see nodes::project_node).
     let node_stream = reflector(
         writer,
-        watcher(nodes_api, watcher::Config::default().any_semantic()),
+        watcher(nodes_api, watcher::Config::default().any_semantic()).modify(nodes::project_node),
     )
     .default_backoff();
     fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
@@ -592,15 +632,28 @@ pub async fn run(
         }
     }
     let ns = namespace.as_deref();
-    let workspaces: Api<Workspace> = scoped(&client, ns);
+    // Workspaces are watched untyped and decoded one by one (decode_event): with a typed
+    // watch, one object that does not decode fails the whole list and nothing is reconciled.
+    let ws_resource = ApiResource::erase::<Workspace>(&());
+    let workspaces: Api<DynamicObject> = match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ws_resource),
+        None => Api::all_with(client.clone(), &ws_resource),
+    };
+    let (ws_reader, ws_writer) = reflector::store::<Workspace>();
+    let decoded = watcher(workspaces, watcher::Config::default().any_semantic()).filter_map(|r| {
+        futures::future::ready(match r {
+            Ok(ev) => decode_event(ev).map(Ok),
+            Err(e) => Some(Err(e)),
+        })
+    });
+    let ws_trigger = reflector(ws_writer, decoded).applied_objects();
     // Bounded concurrency: with hundreds of workspaces applied at once, unbounded reconciles
     // flooded a loaded apiserver with requests until they timed out (504s in the benchmark).
-    let controller = Controller::new(workspaces, watcher::Config::default().any_semantic())
-        .with_config(
-            kube::runtime::controller::Config::default()
-                .concurrency(MAX_CONCURRENT_RECONCILES)
-                .debounce(Duration::from_millis(200)),
-        );
+    let controller = Controller::for_stream(ws_trigger, ws_reader).with_config(
+        kube::runtime::controller::Config::default()
+            .concurrency(MAX_CONCURRENT_RECONCILES)
+            .debounce(Duration::from_millis(200)),
+    );
     let ws_store = controller.store();
     let byo = config.provisioner == Provisioner::Byo;
     let node_mapper = move |node: Node| -> Vec<ObjectRef<Workspace>> {

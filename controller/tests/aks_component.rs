@@ -110,6 +110,11 @@ async fn creates_one_pool_and_waits_for_the_operation() -> R {
     }
     assert!(gone, "pool was not deleted");
     assert!(r.arm.pools().is_empty());
+    assert_eq!(
+        aks.tracked_operations(),
+        0,
+        "nothing is kept per pool once it is gone"
+    );
     Ok(())
 }
 

@@ -49,7 +49,9 @@ fn pool_name(namespace: &str, name: &str) -> String {
     let mut tail = v % TAIL;
     let mut digits = Vec::new();
     for _ in 0..11 {
-        digits.push(char::from(b"0123456789abcdefghijklmnopqrstuvwxyz"[(tail % 36) as usize]));
+        digits.push(char::from(
+            b"0123456789abcdefghijklmnopqrstuvwxyz"[(tail % 36) as usize],
+        ));
         tail /= 36;
     }
     out.extend(digits.into_iter().rev());

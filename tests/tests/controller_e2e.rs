@@ -8,6 +8,10 @@
 //!   here → all True; delete → claims removed, finalizer released, nothing leaked;
 //! - a pod that cannot be scheduled → InferenceReady False, reason Unschedulable, with the
 //!   scheduler's message;
+//! - a LoadBalancer Service of the workspace's name made by someone else → left as it is
+//!   (type, selector, no owner reference, kept after the workspace is deleted), InferenceReady
+//!   False ChildNameTaken;
+//! - a Workspace that passes the CRD schema but does not decode → the others are still served;
 //! - the seed tuning workspace → a Job whose init containers download (`kaito-adapter fetch`)
 //!   and train, and whose one container publishes (`kaito-adapter publish` with the push
 //!   Secret as docker config); kwok completes it → WorkspaceSucceeded True;
@@ -262,6 +266,87 @@ fn controller_reports_a_pod_the_scheduler_cannot_place() -> Result<()> {
     let ws = condition(&conds, "WorkspaceSucceeded").context("WorkspaceSucceeded")?;
     assert_eq!(ws["reason"], "Unschedulable");
     wait_deleted(&ns, name)?;
+    Ok(())
+}
+
+#[test]
+#[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
+fn controller_leaves_a_service_it_did_not_create_alone() -> Result<()> {
+    let cluster = cluster_with_crds()?;
+    let ns = cluster.namespace("ctl-taken")?;
+    let label = unique_name("taken");
+    let _node = cluster.add_gpu_node(
+        &GpuNode::new(unique_name("gpu"))
+            .sku("Standard_NC6s_v3")
+            .label("apps", &label),
+    )?;
+    let name = "workspace-phi-3-mini";
+    // Someone's LoadBalancer Service that happens to have the workspace's name.
+    ns.apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  type: LoadBalancer\n  \
+         selector: {{app: theirs}}\n  ports: [{{port: 443, targetPort: 8443}}]\n"
+    ))?;
+    let ctl = ControllerProcess::start(&ns, "byo")?;
+    ns.apply(&seed("inference/kaito_workspace_phi_3.yaml", name, &label)?)?;
+    let cond = wait_for("InferenceReady=False/ChildNameTaken", WAIT, POLL, || {
+        Ok(condition(&conditions(&ns, name)?, "InferenceReady")
+            .filter(|c| c["reason"] == "ChildNameTaken"))
+    })
+    .with_context(|| ctl.log_tail())?;
+    let msg = cond["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(&format!("Service {}/{name}", ns.name())) && msg.contains("rename or delete"),
+        "{msg}"
+    );
+    let svc = ns.get_json(["service", name])?;
+    assert_eq!(svc["spec"]["type"], "LoadBalancer", "{svc}");
+    assert_eq!(
+        svc["spec"]["selector"],
+        serde_json::json!({"app": "theirs"})
+    );
+    assert!(svc["metadata"]["ownerReferences"].is_null(), "{svc}");
+    assert!(
+        !ns.kubectl(["get", "statefulset", name])?.success(),
+        "no workload without its Service"
+    );
+    // Deleting the workspace does not take the Service with it.
+    wait_deleted(&ns, name)?;
+    assert_eq!(
+        ns.get_json(["service", name])?["spec"]["type"],
+        "LoadBalancer"
+    );
+    Ok(())
+}
+
+#[test]
+#[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
+fn controller_serves_the_others_when_one_workspace_does_not_decode() -> Result<()> {
+    let cluster = cluster_with_crds()?;
+    let ns = cluster.namespace("ctl-undecodable")?;
+    let label = unique_name("undec");
+    let _node = cluster.add_gpu_node(
+        &GpuNode::new(unique_name("gpu"))
+            .sku("Standard_NC6s_v3")
+            .label("apps", &label),
+    )?;
+    // The CRD keeps inference.template as it is (preserve-unknown-fields), so this is stored
+    // (no webhook here), but it does not decode as a Workspace.
+    ns.apply(
+        "apiVersion: kaito.sh/v1beta1\nkind: Workspace\nmetadata:\n  name: broken\n\
+         resource: {count: 1, labelSelector: {matchLabels: {apps: nothing}}}\n\
+         inference:\n  template:\n    spec: {containers: not-a-list}\n",
+    )?;
+    let ctl = ControllerProcess::start(&ns, "byo")?;
+    let name = "workspace-phi-3-mini";
+    ns.apply(&seed("inference/kaito_workspace_phi_3.yaml", name, &label)?)?;
+    wait_columns_true(
+        &ns,
+        name,
+        &["RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY"],
+        &ctl,
+    )?;
+    wait_deleted(&ns, name)?;
+    ns.kubectl_ok(["delete", "workspace", "broken", "--wait=false"])?;
     Ok(())
 }
 
