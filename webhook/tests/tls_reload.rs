@@ -183,3 +183,51 @@ async fn rotated_certificate_files_are_served_without_a_failed_request() -> anyh
     assert!(TcpStream::connect(("127.0.0.1", port)).await.is_err());
     Ok(())
 }
+
+/// A client that connects and says nothing holds a connection slot only until the header
+/// timeout: with one slot, a second client is served once the silent one is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_dropped_after_the_header_timeout_and_frees_its_slot()
+-> anyhow::Result<()> {
+    let ca = certs::generate_ca("test CA", Duration::from_secs(3600))?;
+    let serving =
+        certs::issue_serving_cert(&ca, &["127.0.0.1".to_owned()], Duration::from_secs(3600))?;
+    let state = AppState::new(AdmissionConfig::new(Cloud::Azure, Provisioner::Aks));
+    tls::install(&state.resolver, &state.metrics, &serving, "test")?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let limits = server::Limits {
+        max_connections: 1,
+        header_timeout: Duration::from_secs(1),
+        ..server::Limits::default()
+    };
+    let server = tokio::spawn(server::serve_tls(
+        listener,
+        Arc::new(certs::server_config(state.resolver.clone())?),
+        admission_router(state),
+        shutdown_rx,
+        Duration::from_secs(2),
+        limits,
+    ));
+    // The silent client: TCP only, no handshake.
+    let mut silent = TcpStream::connect(("127.0.0.1", port)).await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let connector = TlsConnector::from(client_config(&ca.cert_pem)?);
+    let (_, status) =
+        tokio::time::timeout(Duration::from_secs(10), one_request(&connector, port)).await??;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(700) && waited < Duration::from_secs(5),
+        "the second client waited {waited:?} for the only slot"
+    );
+    // The silent connection was closed by the server.
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(2), silent.read(&mut buf)).await?;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let _ = shutdown_tx.send(true);
+    server.await?;
+    Ok(())
+}
