@@ -344,6 +344,7 @@ impl Config {
                 "dataDownloaderImage": w.data_downloader_image,
                 "trainerImage": w.trainer_image,
                 "trainerCommand": w.trainer_command,
+                "tuningDeadlineSeconds": w.tuning_deadline_seconds,
                 "publisherImage": w.publisher_image,
             },
             "azure": {
@@ -351,7 +352,6 @@ impl Config {
                 "resourceGroup": a.resource_group,
                 "clusterName": a.cluster_name,
                 "endpoint": a.endpoint,
-                "tuningDeadlineSeconds": w.tuning_deadline_seconds,
                 "staticToken": a.static_token.is_some(),
                 "extraCa": a.ca_pem.is_some(),
                 "orphanIntervalSecs": a.orphan_interval.as_secs(),

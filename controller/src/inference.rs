@@ -397,10 +397,10 @@ fn preset_pod(
             "image": cfg.adapter_puller_image,
             "command": cmd,
             "volumeMounts": mounts,
+            "securityContext": container_security(true),
         }));
     }
     let probe = |path: &str, period: i64, failures: i64| {
-            "securityContext": container_security(true),
         json!({"httpGet": {"path": path, "port": RUNTIME_PORT}, "periodSeconds": period,
                "failureThreshold": failures, "timeoutSeconds": 5})
     };
@@ -447,13 +447,13 @@ fn preset_pod(
                 "livenessProbe": probe("/healthz", 10, 3),
                 "readinessProbe": probe("/health", 5, 2),
                 "volumeMounts": mounts,
+                "securityContext": container_security(true),
             }],
             "volumes": volumes,
+            "securityContext": pod_security(),
         }
-                "securityContext": container_security(true),
     });
     if gpus.is_some() {
-            "securityContext": pod_security(),
         pod["spec"]["tolerations"] = gpu_tolerations();
     }
     if !pull_secrets.is_empty() {
@@ -849,13 +849,6 @@ inference:
     }
 
     #[test]
-    fn adapters_get_an_init_container_and_a_strength_env() {
-        let s = sts_json(
-            include_str!("../../examples/inference/kaito_workspace_phi_3_with_adapters.yaml"),
-            Provisioner::Aks,
-        );
-        let pod = &s["spec"]["template"]["spec"];
-    #[test]
     fn every_container_of_a_preset_pod_runs_without_privileges() {
         let s = sts_json(
             include_str!("../../examples/inference/kaito_workspace_phi_3_with_adapters.yaml"),
@@ -886,6 +879,13 @@ inference:
         }
     }
 
+    #[test]
+    fn adapters_get_an_init_container_and_a_strength_env() {
+        let s = sts_json(
+            include_str!("../../examples/inference/kaito_workspace_phi_3_with_adapters.yaml"),
+            Provisioner::Aks,
+        );
+        let pod = &s["spec"]["template"]["spec"];
         assert_eq!(pod["initContainers"].as_array().map(Vec::len), Some(1));
         let init = &pod["initContainers"][0];
         assert_eq!(init["name"], "adapter-phi-3-adapter");
