@@ -1,7 +1,7 @@
 //! `helm template` of the chart without a cluster: helm from `KAITO_CLUSTER_BIN`, else the
 //! directory `tests/cluster/cluster.sh bin` prints (`build.sh`'s cache, built on first use).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -43,8 +43,20 @@ pub fn render(
     sets: &[(&str, &str)],
     show_only: &[&str],
 ) -> Result<Vec<Value>> {
+    render_with(&helm_bin()?, release, ns, sets, show_only)
+}
+
+/// Like [`render`], with the helm binary `helm` (found once with [`helm_bin`] by a caller that
+/// renders many times).
+pub fn render_with(
+    helm: &Path,
+    release: &str,
+    ns: &str,
+    sets: &[(&str, &str)],
+    show_only: &[&str],
+) -> Result<Vec<Value>> {
     let home = tempfile::tempdir()?;
-    let mut cmd = Command::new(helm_bin()?);
+    let mut cmd = Command::new(helm);
     cmd.args(["template", release])
         .arg(repo_root().join("charts/kaito"))
         .args(["--namespace", ns, "--kube-version", KUBE_VERSION])

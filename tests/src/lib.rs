@@ -652,6 +652,14 @@ impl GpuNode {
         }
     }
 
+    /// A `Standard_NC6s_v3` node named `<prefix>-<unique>` with the label `apps=<label>`: the
+    /// node a seed workspace whose `resource.labelSelector` asks for `apps: <label>` selects.
+    pub fn for_apps(prefix: &str, label: &str) -> Self {
+        Self::new(unique_name(prefix))
+            .sku("Standard_NC6s_v3")
+            .label("apps", label)
+    }
+
     /// The node's name.
     pub fn name(&self) -> &str {
         &self.name

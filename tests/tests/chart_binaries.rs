@@ -14,40 +14,16 @@
 //! Needs helm (`tests/cluster/build.sh` builds it; `KAITO_CLUSTER_BIN` names its directory)
 //! and the workspace's binaries (`cargo build --workspace --bins`), no cluster.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use kaito_e2e::{cluster_script, repo_root, run_command, workspace_bin};
+use kaito_e2e::chart::{helm_bin, render_error, render_with};
+use kaito_e2e::{run_command, workspace_bin};
 use serde_json::Value;
 
 const RELEASE_NS: &str = "kaito-chart-binaries";
-/// The Kubernetes version rendered for (the local cluster's, as `scripts/chart-check.sh`).
-const KUBE_VERSION: &str = "1.34.4";
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-/// The directory of helm: `KAITO_CLUSTER_BIN`, else what `cluster.sh bin` prints (the
-/// running cluster's, or `build.sh`'s cache, built on first use).
-fn helm() -> Result<PathBuf> {
-    let dir = match std::env::var_os("KAITO_CLUSTER_BIN") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            let mut cmd = Command::new("bash");
-            cmd.arg(cluster_script()).arg("bin");
-            let out = run_command(cmd, None, Duration::from_secs(3600))?.ok()?;
-            PathBuf::from(out.lines().last().unwrap_or_default().trim())
-        }
-    };
-    let helm = dir.join("helm");
-    ensure!(
-        helm.is_file(),
-        "{} does not exist: run tests/cluster/build.sh, or point KAITO_CLUSTER_BIN at a \
-         directory holding helm",
-        helm.display()
-    );
-    Ok(helm)
-}
 
 /// One way of installing the chart.
 struct Install {
@@ -73,36 +49,6 @@ impl Install {
             .find(|(k, _)| *k == key)
             .map(|(_, v)| *v)
     }
-}
-
-/// The rendered objects of the chart with `install`'s values.
-fn render(helm: &PathBuf, install: &Install) -> Result<Vec<Value>> {
-    let home = tempfile::tempdir()?;
-    let mut cmd = Command::new(helm);
-    cmd.args(["template", "kaito"])
-        .arg(repo_root().join("charts/kaito"))
-        .args(["--namespace", RELEASE_NS])
-        // helm's built-in default (1.20) is older than the chart's kubeVersion.
-        .args(["--kube-version", KUBE_VERSION])
-        .env("HELM_CACHE_HOME", home.path().join("cache"))
-        .env("HELM_CONFIG_HOME", home.path().join("config"))
-        .env("HELM_DATA_HOME", home.path().join("data"));
-    for (k, v) in &install.sets {
-        cmd.args(["--set", &format!("{k}={v}")]);
-    }
-    let yaml = run_command(cmd, None, TIMEOUT)?
-        .ok()
-        .with_context(|| format!("helm template ({})", install.name))?;
-    // helm separates the documents with a line `---`.
-    let mut docs = Vec::new();
-    for doc in yaml.split("\n---\n") {
-        let v: Value = serde_yaml::from_str(doc)
-            .with_context(|| format!("a rendered document is not YAML:\n{doc}"))?;
-        if !v.is_null() {
-            docs.push(v);
-        }
-    }
-    Ok(docs)
 }
 
 /// The first container of the chart's Deployment of `component` (controller or webhook).
@@ -248,11 +194,11 @@ fn expect_eq(what: &str, got: &Value, want: &str) -> Result<()> {
 #[test]
 #[ignore = "end-to-end tier: needs helm (tests/cluster/build.sh) and the built binaries; run tests/e2e.sh"]
 fn the_chart_passes_only_settings_the_binaries_read_and_accept() -> Result<()> {
-    let helm = helm()?;
+    let helm = helm_bin()?;
     let mut failures = Vec::new();
     for install in installs() {
         let result = (|| -> Result<()> {
-            let docs = render(&helm, &install)?;
+            let docs = render_with(&helm, "kaito", RELEASE_NS, &install.sets, &[])?;
             let provisioner = install.value("provisioner").unwrap_or_default();
             let cloud = install.value("cloud").unwrap_or_default();
             let ctrl = check(
@@ -385,7 +331,7 @@ fn unsafe_leader_election_timings_are_refused_at_render() -> Result<()> {
         ("controller.leaderElection.renewDeadlineSeconds", "15"),
         ("controller.leaderElection.retryPeriodSeconds", "10"),
     ] {
-        let err = kaito_e2e::chart::render_error("kaito", RELEASE_NS, &[(key, value)])?;
+        let err = render_error("kaito", RELEASE_NS, &[(key, value)])?;
         ensure!(
             err.contains("renewDeadlineSeconds must be below leaseDurationSeconds"),
             "{key}={value}: {err}"

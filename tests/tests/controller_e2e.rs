@@ -50,6 +50,47 @@ fn seed(file: &str, name: &str, label: &str) -> Result<String> {
     Ok(serde_yaml::to_string(&v)?)
 }
 
+/// The seed inference workspace (phi-3).
+const PHI_3: &str = "inference/kaito_workspace_phi_3.yaml";
+
+/// The columns a ready inference workspace shows True in.
+const INFERENCE_READY: &[&str] = &["RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY"];
+
+/// The cluster with the CRDs, a namespace `ns_prefix-…`, and a label `label_prefix-…` that a
+/// GPU node carries ([`GpuNode::for_apps`]): the node the seeds of that label select.
+fn namespace_with_node(
+    ns_prefix: &str,
+    label_prefix: &str,
+) -> Result<(TestNamespace<'static>, String, NodeGuard<'static>)> {
+    namespace_with(ns_prefix, label_prefix, |node| node)
+}
+
+/// Like [`namespace_with_node`], the node changed by `node`.
+fn namespace_with(
+    ns_prefix: &str,
+    label_prefix: &str,
+    node: impl FnOnce(GpuNode) -> GpuNode,
+) -> Result<(TestNamespace<'static>, String, NodeGuard<'static>)> {
+    let cluster = cluster_with_crds()?;
+    let ns = cluster.namespace(ns_prefix)?;
+    let label = unique_name(label_prefix);
+    let node = cluster.add_gpu_node(&node(GpuNode::for_apps("gpu", &label)))?;
+    Ok((ns, label, node))
+}
+
+/// Starts a byo controller in `ns`, then applies the seed `file` as `name` for the nodes
+/// labelled `apps=label`.
+fn start_with_seed<'a>(
+    ns: &'a TestNamespace<'a>,
+    file: &str,
+    name: &str,
+    label: &str,
+) -> Result<ControllerProcess<'a>> {
+    let ctl = ControllerProcess::start(ns, "byo")?;
+    ns.apply(&seed(file, name, label)?)?;
+    Ok(ctl)
+}
+
 fn conditions(ns: &TestNamespace<'_>, name: &str) -> Result<Vec<Value>> {
     let ws = ns.get_json(["workspace", name])?;
     Ok(ws["status"]["conditions"]
@@ -60,6 +101,19 @@ fn conditions(ns: &TestNamespace<'_>, name: &str) -> Result<Vec<Value>> {
 
 fn condition(conds: &[Value], type_: &str) -> Option<Value> {
     conds.iter().find(|c| c["type"] == type_).cloned()
+}
+
+/// Waits for the workspace's InferenceReady condition with the reason `reason`; returns it.
+fn wait_inference_reason(
+    ns: &TestNamespace<'_>,
+    name: &str,
+    reason: &str,
+    ctl: &ControllerProcess<'_>,
+) -> Result<Value> {
+    wait_for(&format!("InferenceReady=False/{reason}"), WAIT, POLL, || {
+        Ok(condition(&conditions(ns, name)?, "InferenceReady").filter(|c| c["reason"] == reason))
+    })
+    .with_context(|| ctl.log_tail())
 }
 
 /// Waits until `kubectl get workspace` prints True in the named columns.
@@ -100,23 +154,11 @@ fn wait_deleted(ns: &TestNamespace<'_>, name: &str) -> Result<()> {
 #[test]
 #[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
 fn controller_byo_seed_inference_becomes_ready_and_deletes_cleanly() -> Result<()> {
-    let cluster = cluster_with_crds()?;
-    let ns = cluster.namespace("ctl-byo")?;
-    let label = unique_name("byo");
-    let _node = cluster.add_gpu_node(
-        &GpuNode::new(unique_name("gpu"))
-            .sku("Standard_NC6s_v3")
-            .label("apps", &label),
-    )?;
-    let ctl = ControllerProcess::start(&ns, "byo")?;
+    let (ns, label, _node) = namespace_with_node("ctl-byo", "byo")?;
+    let cluster = cluster();
     let name = "workspace-phi-3-mini";
-    ns.apply(&seed("inference/kaito_workspace_phi_3.yaml", name, &label)?)?;
-    let table = wait_columns_true(
-        &ns,
-        name,
-        &["RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY"],
-        &ctl,
-    )?;
+    let ctl = start_with_seed(&ns, PHI_3, name, &label)?;
+    let table = wait_columns_true(&ns, name, INFERENCE_READY, &ctl)?;
     assert!(table.contains("Standard_NC6s_v3"), "{table}");
 
     let ws = ns.get_json(["workspace", name])?;
@@ -234,24 +276,13 @@ fn metric_sum(text: &str, name: &str) -> Result<f64> {
 #[test]
 #[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
 fn controller_reports_a_pod_the_scheduler_cannot_place() -> Result<()> {
-    let cluster = cluster_with_crds()?;
-    let ns = cluster.namespace("ctl-unsched")?;
-    let label = unique_name("unsched");
     // A Ready GPU node that matches, but with a taint the workload does not tolerate.
-    let _node = cluster.add_gpu_node(
-        &GpuNode::new(unique_name("gpu"))
-            .sku("Standard_NC6s_v3")
-            .label("apps", &label)
-            .taint("dedicated=other:NoSchedule"),
-    )?;
-    let ctl = ControllerProcess::start(&ns, "byo")?;
+    let (ns, label, _node) = namespace_with("ctl-unsched", "unsched", |node| {
+        node.taint("dedicated=other:NoSchedule")
+    })?;
     let name = "unschedulable";
-    ns.apply(&seed("inference/kaito_workspace_phi_3.yaml", name, &label)?)?;
-    let cond = wait_for("InferenceReady=False/Unschedulable", WAIT, POLL, || {
-        Ok(condition(&conditions(&ns, name)?, "InferenceReady")
-            .filter(|c| c["reason"] == "Unschedulable"))
-    })
-    .with_context(|| ctl.log_tail())?;
+    let ctl = start_with_seed(&ns, PHI_3, name, &label)?;
+    let cond = wait_inference_reason(&ns, name, "Unschedulable", &ctl)?;
     assert_eq!(cond["status"], "False");
     let msg = cond["message"].as_str().unwrap_or_default();
     assert!(
@@ -272,27 +303,15 @@ fn controller_reports_a_pod_the_scheduler_cannot_place() -> Result<()> {
 #[test]
 #[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
 fn controller_leaves_a_service_it_did_not_create_alone() -> Result<()> {
-    let cluster = cluster_with_crds()?;
-    let ns = cluster.namespace("ctl-taken")?;
-    let label = unique_name("taken");
-    let _node = cluster.add_gpu_node(
-        &GpuNode::new(unique_name("gpu"))
-            .sku("Standard_NC6s_v3")
-            .label("apps", &label),
-    )?;
+    let (ns, label, _node) = namespace_with_node("ctl-taken", "taken")?;
     let name = "workspace-phi-3-mini";
     // Someone's LoadBalancer Service that happens to have the workspace's name.
     ns.apply(&format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  type: LoadBalancer\n  \
          selector: {{app: theirs}}\n  ports: [{{port: 443, targetPort: 8443}}]\n"
     ))?;
-    let ctl = ControllerProcess::start(&ns, "byo")?;
-    ns.apply(&seed("inference/kaito_workspace_phi_3.yaml", name, &label)?)?;
-    let cond = wait_for("InferenceReady=False/ChildNameTaken", WAIT, POLL, || {
-        Ok(condition(&conditions(&ns, name)?, "InferenceReady")
-            .filter(|c| c["reason"] == "ChildNameTaken"))
-    })
-    .with_context(|| ctl.log_tail())?;
+    let ctl = start_with_seed(&ns, PHI_3, name, &label)?;
+    let cond = wait_inference_reason(&ns, name, "ChildNameTaken", &ctl)?;
     let msg = cond["message"].as_str().unwrap_or_default();
     assert!(
         msg.contains(&format!("Service {}/{name}", ns.name())) && msg.contains("rename or delete"),
@@ -321,14 +340,7 @@ fn controller_leaves_a_service_it_did_not_create_alone() -> Result<()> {
 #[test]
 #[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
 fn controller_serves_the_others_when_one_workspace_does_not_decode() -> Result<()> {
-    let cluster = cluster_with_crds()?;
-    let ns = cluster.namespace("ctl-undecodable")?;
-    let label = unique_name("undec");
-    let _node = cluster.add_gpu_node(
-        &GpuNode::new(unique_name("gpu"))
-            .sku("Standard_NC6s_v3")
-            .label("apps", &label),
-    )?;
+    let (ns, label, _node) = namespace_with_node("ctl-undecodable", "undec")?;
     // The CRD keeps inference.template as it is (preserve-unknown-fields), so this is stored
     // (no webhook here), but it does not decode as a Workspace.
     ns.apply(
@@ -336,15 +348,9 @@ fn controller_serves_the_others_when_one_workspace_does_not_decode() -> Result<(
          resource: {count: 1, labelSelector: {matchLabels: {apps: nothing}}}\n\
          inference:\n  template:\n    spec: {containers: not-a-list}\n",
     )?;
-    let ctl = ControllerProcess::start(&ns, "byo")?;
     let name = "workspace-phi-3-mini";
-    ns.apply(&seed("inference/kaito_workspace_phi_3.yaml", name, &label)?)?;
-    wait_columns_true(
-        &ns,
-        name,
-        &["RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY"],
-        &ctl,
-    )?;
+    let ctl = start_with_seed(&ns, PHI_3, name, &label)?;
+    wait_columns_true(&ns, name, INFERENCE_READY, &ctl)?;
     wait_deleted(&ns, name)?;
     ns.kubectl_ok(["delete", "workspace", "broken", "--wait=false"])?;
     Ok(())
@@ -353,21 +359,14 @@ fn controller_serves_the_others_when_one_workspace_does_not_decode() -> Result<(
 #[test]
 #[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
 fn controller_seed_tuning_runs_a_job_to_success() -> Result<()> {
-    let cluster = cluster_with_crds()?;
-    let ns = cluster.namespace("ctl-tune")?;
-    let label = unique_name("tune");
-    let _node = cluster.add_gpu_node(
-        &GpuNode::new(unique_name("gpu"))
-            .sku("Standard_NC6s_v3")
-            .label("apps", &label),
-    )?;
-    let ctl = ControllerProcess::start(&ns, "byo")?;
+    let (ns, label, _node) = namespace_with_node("ctl-tune", "tune")?;
     let name = "workspace-tuning-phi-3";
-    ns.apply(&seed(
+    let ctl = start_with_seed(
+        &ns,
         "fine-tuning/kaito_workspace_tuning_phi_3.yaml",
         name,
         &label,
-    )?)?;
+    )?;
     let job = wait_for("the tuning Job", WAIT, POLL, || {
         Ok(ns.get_json(["job", name]).ok())
     })
@@ -486,21 +485,14 @@ fn controller_seed_tuning_runs_a_job_to_success() -> Result<()> {
 #[test]
 #[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
 fn controller_seed_adapter_gets_the_puller_init_container() -> Result<()> {
-    let cluster = cluster_with_crds()?;
-    let ns = cluster.namespace("ctl-adapter")?;
-    let label = unique_name("adapter");
-    let _node = cluster.add_gpu_node(
-        &GpuNode::new(unique_name("gpu"))
-            .sku("Standard_NC6s_v3")
-            .label("apps", &label),
-    )?;
-    let ctl = ControllerProcess::start(&ns, "byo")?;
+    let (ns, label, _node) = namespace_with_node("ctl-adapter", "adapter")?;
     let name = "workspace-phi-3-mini-adapter";
-    ns.apply(&seed(
+    let ctl = start_with_seed(
+        &ns,
         "inference/kaito_workspace_phi_3_with_adapters.yaml",
         name,
         &label,
-    )?)?;
+    )?;
     let sts = wait_for("the serving StatefulSet", WAIT, POLL, || {
         Ok(ns.get_json(["statefulset", name]).ok())
     })
@@ -619,7 +611,7 @@ fn controller_karpenter_nodeclaims_become_nodes_and_are_removed_on_delete() -> R
     let ctl = ControllerProcess::start(&ns, "karpenter")?;
     let name = "workspace-phi-3-mini";
     let label = unique_name("karp");
-    ns.apply(&seed("inference/kaito_workspace_phi_3.yaml", name, &label)?)?;
+    ns.apply(&seed(PHI_3, name, &label)?)?;
     let mut nodes = Vec::new();
     let claims = wait_for("a NodeClaim", WAIT, POLL, || {
         let c = karpenter_pass(cluster, ns.name(), &mut nodes)?;
@@ -643,12 +635,7 @@ fn controller_karpenter_nodeclaims_become_nodes_and_are_removed_on_delete() -> R
             .as_str()
             .is_some_and(|s| s.ends_with("Gi"))
     );
-    wait_columns_true(
-        &ns,
-        name,
-        &["RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY"],
-        &ctl,
-    )?;
+    wait_columns_true(&ns, name, INFERENCE_READY, &ctl)?;
     let pod = ns.get_json(["pod", &format!("{name}-0")])?;
     assert_eq!(pod["spec"]["nodeName"], claim["metadata"]["name"]);
 

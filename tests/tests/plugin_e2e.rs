@@ -521,11 +521,7 @@ fn plugin_create_get_turns_true_with_webhook_and_controller_then_delete_waits() 
     let cluster = cluster_with_crds()?;
     let ns = cluster.namespace("plugin-live")?;
     let label = unique_name("live");
-    let node = cluster.add_gpu_node(
-        &GpuNode::new(unique_name("gpu-live"))
-            .sku("Standard_NC6s_v3")
-            .label("apps", &label),
-    )?;
+    let node = cluster.add_gpu_node(&GpuNode::for_apps("gpu-live", &label))?;
     let webhook = WebhookProcess::start(cluster, &ns, "byo")?;
     let ctl = ControllerProcess::start(&ns, "byo")?;
     let name = "phi3-live";

@@ -61,11 +61,7 @@ fn the_controllers_serving_container_runs_the_runtime_as_written() -> Result<()>
     cluster.install_kaito_crds()?;
     let ns = cluster.namespace("contract")?;
     let label = unique_name("smollm2");
-    let _node = cluster.add_gpu_node(
-        &GpuNode::new(unique_name("gpu"))
-            .sku("Standard_NC6s_v3")
-            .label("apps", &label),
-    )?;
+    let _node = cluster.add_gpu_node(&GpuNode::for_apps("gpu", &label))?;
     let log = std::env::temp_dir().join(format!("{}-controller.log", ns.name()));
     let mut ctl =
         ControllerProcess::spawn(&ns, "byo", ["--hf-endpoint", hub.endpoint().as_str()], &log)?;
