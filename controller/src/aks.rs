@@ -14,13 +14,13 @@ use std::time::Duration;
 use azure_mgmt_containerservice::models::AgentPool;
 use futures::StreamExt;
 use kaito_api::{LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, Workspace, reason};
-use kube::{Api, Client};
+use kube::Client;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use crate::azure::{Arm, AzureSettings, http_failure};
 use crate::naming::{self, LABEL_WORKSPACE_UID};
-use crate::ownership::{self, Lookup, Mark, REASON_CHILD_NAME_TAKEN};
+use crate::ownership::{self, Mark, Marked, REASON_CHILD_NAME_TAKEN};
 use crate::plan::WorkspacePlan;
 use crate::provision::ProvisionError;
 use crate::status::ProvisionReport;
@@ -302,22 +302,9 @@ impl Aks {
         let mut deleted = Vec::new();
         for p in &pools {
             let mark = pool_mark(p);
-            let (Some(ns), Some(ws)) = (&mark.namespace, &mark.workspace) else {
-                continue;
-            };
-            let api: Api<Workspace> = Api::namespaced(client.clone(), ns);
-            let lookup = match api.get_opt(ws).await {
-                Ok(None) => Lookup::Missing,
-                Ok(Some(w)) => Lookup::Found(naming::uid(&w).to_string()),
-                Err(e) => {
-                    warn!(pool = %mark.name, error = %e, "cannot look up the workspace of an agent pool");
-                    continue;
-                }
-            };
-            if !ownership::is_orphan(&mark, &lookup) {
+            if !ownership::orphaned(client, &mark, Marked::AgentPool).await {
                 continue;
             }
-            info!(pool = %mark.name, workspace = %ws, namespace = %ns, "deleting orphaned agent pool");
             self.delete(&mark.name).await.map_err(arm_failure)?;
             deleted.push(mark.name);
         }

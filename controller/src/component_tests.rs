@@ -73,6 +73,25 @@ fn context(
     ))
 }
 
+/// The Karpenter provisioner against `mock`.
+fn karpenter(mock: &MockApi) -> Karpenter {
+    let cfg = Config::new(Cloud::Azure, Provisioner::Karpenter);
+    Karpenter::new(mock.client.clone(), cfg.karpenter.clone())
+}
+
+/// [`phi`] with UID `uid-1`, stored in `mock`.
+fn stored_phi(mock: &MockApi) -> Workspace {
+    let w = phi("uid-1");
+    mock.put(&ws_path("default", NAME), serde_json::to_value(&w).unwrap());
+    w
+}
+
+/// A reconciler context with the Karpenter provisioner and a ready node for `w`.
+fn karpenter_context(mock: &MockApi, w: &Workspace) -> Arc<Context> {
+    let p = AnyProvisioner::Karpenter(Box::new(karpenter(mock)));
+    context(mock, Provisioner::Karpenter, p, vec![node_for(w)])
+}
+
 /// The `status` bodies the reconciler patched onto the workspace.
 fn status_patches(mock: &MockApi, ns: &str, name: &str) -> Vec<Value> {
     mock.calls("PATCH", &format!("{}/status", ws_path(ns, name)))
@@ -92,8 +111,7 @@ fn condition(status: &Value, type_: &str) -> Option<Value> {
 #[tokio::test]
 async fn a_service_named_like_the_workspace_is_left_alone_and_reported() {
     let mock = MockApi::start().await;
-    let w = phi("uid-1");
-    mock.put(&ws_path("default", NAME), serde_json::to_value(&w).unwrap());
+    let w = stored_phi(&mock);
     let theirs = json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": NAME, "namespace": "default", "uid": "svc-uid"},
@@ -101,12 +119,7 @@ async fn a_service_named_like_the_workspace_is_left_alone_and_reported() {
                  "ports": [{"port": 443, "targetPort": 8443}]}
     });
     mock.put(&svc_path(NAME), theirs.clone());
-    let cfg = Config::new(Cloud::Azure, Provisioner::Karpenter);
-    let p = AnyProvisioner::Karpenter(Box::new(Karpenter::new(
-        mock.client.clone(),
-        cfg.karpenter.clone(),
-    )));
-    let ctx = context(&mock, Provisioner::Karpenter, p, vec![node_for(&w)]);
+    let ctx = karpenter_context(&mock, &w);
     let _ = reconcile(Arc::new(w), ctx).await;
 
     assert!(
@@ -136,8 +149,7 @@ async fn a_service_named_like_the_workspace_is_left_alone_and_reported() {
 #[tokio::test]
 async fn an_own_service_is_applied() {
     let mock = MockApi::start().await;
-    let w = phi("uid-1");
-    mock.put(&ws_path("default", NAME), serde_json::to_value(&w).unwrap());
+    let w = stored_phi(&mock);
     let ours = json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": NAME, "namespace": "default",
@@ -146,12 +158,7 @@ async fn an_own_service_is_applied() {
         "spec": {"type": "ClusterIP"}
     });
     mock.put(&svc_path(NAME), ours);
-    let cfg = Config::new(Cloud::Azure, Provisioner::Karpenter);
-    let p = AnyProvisioner::Karpenter(Box::new(Karpenter::new(
-        mock.client.clone(),
-        cfg.karpenter.clone(),
-    )));
-    let ctx = context(&mock, Provisioner::Karpenter, p, vec![node_for(&w)]);
+    let ctx = karpenter_context(&mock, &w);
     reconcile(Arc::new(w), ctx).await.expect("reconcile");
     assert_eq!(mock.calls("PATCH", &svc_path(NAME)).len(), 1);
     let sts = format!("/apis/apps/v1/namespaces/default/statefulsets/{NAME}");
@@ -162,8 +169,7 @@ async fn an_own_service_is_applied() {
 async fn nodeclaims_of_another_workspace_uid_are_neither_adopted_nor_deleted() {
     let mock = MockApi::start().await;
     let w = phi("uid-1");
-    let cfg = Config::new(Cloud::Azure, Provisioner::Karpenter);
-    let karpenter = Karpenter::new(mock.client.clone(), cfg.karpenter.clone());
+    let karpenter = karpenter(&mock);
     let p = plan(&w, Cloud::Azure, None).expect("plan");
     let mut names = Vec::new();
     for i in [0, 3] {
@@ -196,8 +202,7 @@ async fn nodeclaims_of_another_workspace_uid_are_neither_adopted_nor_deleted() {
 async fn own_nodeclaims_are_released() {
     let mock = MockApi::start().await;
     let w = phi("uid-1");
-    let cfg = Config::new(Cloud::Azure, Provisioner::Karpenter);
-    let karpenter = Karpenter::new(mock.client.clone(), cfg.karpenter.clone());
+    let karpenter = karpenter(&mock);
     let p = plan(&w, Cloud::Azure, None).expect("plan");
     let rep = karpenter.ensure(&w, &p).await.expect("ensure");
     assert!(rep.failure.is_none(), "{rep:?}");
@@ -215,8 +220,7 @@ async fn own_nodeclaims_are_released() {
 #[tokio::test]
 async fn the_nodeclaim_sweeper_deletes_claims_of_gone_or_recreated_workspaces() {
     let mock = MockApi::start().await;
-    let cfg = Config::new(Cloud::Azure, Provisioner::Karpenter);
-    let karpenter = Karpenter::new(mock.client.clone(), cfg.karpenter.clone());
+    let karpenter = karpenter(&mock);
     let live = phi("uid-live");
     mock.put(
         &ws_path("default", NAME),
@@ -263,13 +267,8 @@ async fn fake_aks(token: &str) -> (crate::fake_arm::Running, Aks) {
         ..Default::default()
     });
     let aks = Aks::new(AzureSettings {
-        subscription_id: "sub".into(),
-        resource_group: "rg".into(),
-        cluster_name: "cluster".into(),
-        endpoint: Some(r.url.clone()),
-        static_token: Some(token.into()),
-        ca_pem: Some(r.ca_pem.clone()),
         orphan_interval: Duration::from_secs(3600),
+        ..r.settings(token)
     })
     .expect("aks");
     (r, aks)

@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::aks::API_VERSION;
+use crate::azure::AzureSettings;
 
 /// Faults to inject; set with `POST /_faults`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -413,6 +414,23 @@ pub struct Running {
     pub arm: FakeArm,
     /// Pools that finished an operation.
     pub events: mpsc::UnboundedReceiver<PoolEvent>,
+}
+
+impl Running {
+    /// Settings for cluster `cluster` of resource group `rg` in subscription `sub` behind this
+    /// endpoint, trusting its CA and sending `token`; orphaned pools are looked for every
+    /// minute.
+    pub fn settings(&self, token: &str) -> AzureSettings {
+        AzureSettings {
+            subscription_id: "sub".into(),
+            resource_group: "rg".into(),
+            cluster_name: "cluster".into(),
+            endpoint: Some(self.url.clone()),
+            static_token: Some(token.into()),
+            ca_pem: Some(self.ca_pem.clone()),
+            orphan_interval: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Setting up the endpoint failed.

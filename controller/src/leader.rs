@@ -419,9 +419,8 @@ mod tests {
         assert_eq!(o.observe(&l, "b", S15, t0 + secs(15)), Verdict::Free);
     }
 
-    #[test]
-    fn a_renewal_restarts_the_observers_count() {
-        let t0 = Instant::now();
+    /// An observer that saw a's lease (rv 1) at `t0`, then `next` 14 s later: still held.
+    fn saw_then(next: &Lease, t0: Instant) -> Observer {
         let mut o = Observer::default();
         o.observe(
             &lease("a", "2026-01-01T00:00:00.000000Z", "1"),
@@ -429,29 +428,26 @@ mod tests {
             S15,
             t0,
         );
-        let renewed = lease("a", "2026-01-01T00:00:10.000000Z", "2");
         assert!(matches!(
-            o.observe(&renewed, "b", S15, t0 + secs(14)),
+            o.observe(next, "b", S15, t0 + secs(14)),
             Verdict::Held { .. }
         ));
+        o
+    }
+
+    #[test]
+    fn a_renewal_restarts_the_observers_count() {
+        let t0 = Instant::now();
+        let renewed = lease("a", "2026-01-01T00:00:10.000000Z", "2");
+        let mut o = saw_then(&renewed, t0);
         assert!(matches!(
             o.observe(&renewed, "b", S15, t0 + secs(28)),
             Verdict::Held { remaining, .. } if remaining == secs(1)
         ));
         assert_eq!(o.observe(&renewed, "b", S15, t0 + secs(29)), Verdict::Free);
         // A holder whose clock stands still (same renewTime) but who keeps writing is alive.
-        let mut o = Observer::default();
-        o.observe(
-            &lease("a", "2026-01-01T00:00:00.000000Z", "1"),
-            "b",
-            S15,
-            t0,
-        );
         let same_time = lease("a", "2026-01-01T00:00:00.000000Z", "2");
-        assert!(matches!(
-            o.observe(&same_time, "b", S15, t0 + secs(14)),
-            Verdict::Held { .. }
-        ));
+        let mut o = saw_then(&same_time, t0);
         assert!(matches!(
             o.observe(&same_time, "b", S15, t0 + secs(20)),
             Verdict::Held { .. }

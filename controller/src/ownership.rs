@@ -1,11 +1,13 @@
-//! Who owns what (pure): the controller changes or deletes only what it made for the
-//! workspace at hand. Namespaced children must carry a controller owner reference with the
+//! Who owns what (pure decisions, plus the workspace lookup the orphan sweepers share): the
+//! controller changes or deletes only what it made for the workspace at hand. Namespaced children must carry a controller owner reference with the
 //! workspace's UID; agent pools and NodeClaims (which cannot carry owner references) must
 //! carry its UID in a tag or label ([`LABEL_WORKSPACE_UID`]). Anything else that holds a name
 //! the controller needs is left untouched and reported with the fix.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kaito_api::{FINALIZER, Workspace};
+use kube::{Api, Client};
+use tracing::{info, warn};
 
 use crate::naming::{self, LABEL_WORKSPACE_UID};
 
@@ -94,6 +96,52 @@ pub fn is_orphan(mark: &Mark, lookup: &Lookup) -> bool {
         Lookup::Missing => true,
         Lookup::Found(live) => mark.uid.as_ref().is_some_and(|u| u != live),
     }
+}
+
+/// The kinds of object that carry a [`Mark`] instead of an owner reference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Marked {
+    /// A Karpenter NodeClaim.
+    NodeClaim,
+    /// An AKS agent pool.
+    AgentPool,
+}
+
+/// Whether the pool or claim `mark` describes is an orphan (see [`is_orphan`]), asking the API
+/// server for its workspace; logs that it is being deleted. A workspace that cannot be looked
+/// up is logged and counts as not an orphan (it is looked at again on the next sweep).
+pub async fn orphaned(client: &Client, mark: &Mark, kind: Marked) -> bool {
+    let (Some(ns), Some(ws)) = (&mark.namespace, &mark.workspace) else {
+        return false;
+    };
+    let api: Api<Workspace> = Api::namespaced(client.clone(), ns);
+    let lookup = match api.get_opt(ws).await {
+        Ok(None) => Lookup::Missing,
+        Ok(Some(w)) => Lookup::Found(naming::uid(&w).to_string()),
+        Err(e) => {
+            match kind {
+                Marked::NodeClaim => {
+                    warn!(claim = %mark.name, error = %e, "cannot look up the workspace of a NodeClaim");
+                }
+                Marked::AgentPool => {
+                    warn!(pool = %mark.name, error = %e, "cannot look up the workspace of an agent pool");
+                }
+            }
+            return false;
+        }
+    };
+    if !is_orphan(mark, &lookup) {
+        return false;
+    }
+    match kind {
+        Marked::NodeClaim => {
+            info!(claim = %mark.name, workspace = %ws, namespace = %ns, "deleting orphaned NodeClaim");
+        }
+        Marked::AgentPool => {
+            info!(pool = %mark.name, workspace = %ws, namespace = %ns, "deleting orphaned agent pool");
+        }
+    }
+    true
 }
 
 /// The message of the `DeletionBlocked` condition: why releasing failed, how to let the

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use crate::config::{Config, KarpenterConfig, Provisioner};
 use crate::naming::{self, FIELD_MANAGER, LABEL_WORKSPACE_UID};
 use crate::nodes;
-use crate::ownership::{self, Lookup, Mark, REASON_CHILD_NAME_TAKEN};
+use crate::ownership::{self, Mark, Marked, REASON_CHILD_NAME_TAKEN};
 use crate::plan::WorkspacePlan;
 use crate::status::ProvisionReport;
 
@@ -100,6 +100,15 @@ impl Karpenter {
         }
     }
 
+    /// Deletes the NodeClaim `name` (in the background); one already gone is fine.
+    async fn delete_claim(&self, name: &str) -> Result<(), kube::Error> {
+        match self.api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn claims(&self, ws: &Workspace) -> Result<Vec<DynamicObject>, kube::Error> {
         Ok(self
             .api
@@ -135,31 +144,10 @@ impl Karpenter {
         let mut deleted = Vec::new();
         for c in &claims {
             let mark = claim_mark(c);
-            let (Some(ns), Some(ws)) = (&mark.namespace, &mark.workspace) else {
-                continue;
-            };
-            let api: Api<Workspace> = Api::namespaced(client.clone(), ns);
-            let lookup = match api.get_opt(ws).await {
-                Ok(None) => Lookup::Missing,
-                Ok(Some(w)) => Lookup::Found(naming::uid(&w).to_string()),
-                Err(e) => {
-                    warn!(claim = %mark.name, error = %e, "cannot look up the workspace of a NodeClaim");
-                    continue;
-                }
-            };
-            if !ownership::is_orphan(&mark, &lookup) {
+            if !ownership::orphaned(client, &mark, Marked::NodeClaim).await {
                 continue;
             }
-            info!(claim = %mark.name, workspace = %ws, namespace = %ns, "deleting orphaned NodeClaim");
-            match self
-                .api
-                .delete(&mark.name, &DeleteParams::background())
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
+            self.delete_claim(&mark.name).await?;
             deleted.push(mark.name);
         }
         Ok(deleted)
@@ -308,15 +296,7 @@ impl NodeProvisioner for Karpenter {
             }
             left += 1;
             if c.metadata.deletion_timestamp.is_none() {
-                match self
-                    .api
-                    .delete(&mark.name, &DeleteParams::background())
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(e) => return Err(e.into()),
-                }
+                self.delete_claim(&mark.name).await?;
             }
         }
         Ok(left == 0)

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use kaito_api::Workspace;
 use kaito_controller::aks::Aks;
-use kaito_controller::azure::AzureSettings;
 use kaito_controller::config::Cloud;
 use kaito_controller::fake_arm::{self, Faults, PoolEvent, Running};
 use kaito_controller::naming;
@@ -30,15 +29,7 @@ async fn setup() -> Result<(Running, Aks), Box<dyn std::error::Error>> {
         operation_ms: 300,
         ..Faults::default()
     });
-    let aks = Aks::new(AzureSettings {
-        subscription_id: "sub".into(),
-        resource_group: "rg".into(),
-        cluster_name: "cluster".into(),
-        endpoint: Some(r.url.clone()),
-        static_token: Some(r.token.clone()),
-        ca_pem: Some(r.ca_pem.clone()),
-        orphan_interval: Duration::from_secs(60),
-    })?;
+    let aks = Aks::new(r.settings(&r.token))?;
     Ok((r, aks))
 }
 
@@ -196,15 +187,7 @@ async fn throttling_and_server_errors_are_retried() -> R {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_token_is_refused_with_the_arm_error() -> R {
     let (r, _) = setup().await?;
-    let aks = Aks::new(AzureSettings {
-        subscription_id: "sub".into(),
-        resource_group: "rg".into(),
-        cluster_name: "cluster".into(),
-        endpoint: Some(r.url.clone()),
-        static_token: Some("wrong".into()),
-        ca_pem: Some(r.ca_pem.clone()),
-        orphan_interval: Duration::from_secs(60),
-    })?;
+    let aks = Aks::new(r.settings("wrong"))?;
     let (ws, p) = workspace("ws-x")?;
     let rep = aks.ensure(&ws, &p).await?;
     let (reason, message) = rep.failure.ok_or("no failure")?;
