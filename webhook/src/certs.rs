@@ -64,23 +64,14 @@ pub struct PemPair {
 
 /// Generates a self-signed CA valid for `validity` from now.
 pub fn generate_ca(common_name: &str, validity: Duration) -> Result<PemPair, CertError> {
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, common_name);
-    params.distinguished_name = dn;
+    let mut params = named_params(Vec::new(), common_name, validity)?;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    set_validity(&mut params, validity);
-    let cert = params.self_signed(&key)?;
-    Ok(PemPair {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    })
+    sign(&params, None)
 }
 
 /// Issues a serving certificate for `sans` (DNS names or IP addresses; the first is the
@@ -90,31 +81,16 @@ pub fn issue_serving_cert(
     sans: &[String],
     validity: Duration,
 ) -> Result<PemPair, CertError> {
-    let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(|e| CertError::BadKey {
-        what: "CA key".to_owned(),
-        detail: e.to_string(),
-    })?;
-    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(sans.to_vec())?;
-    let mut dn = DistinguishedName::new();
-    dn.push(
-        DnType::CommonName,
-        sans.first().map(String::as_str).unwrap_or("kaito-webhook"),
-    );
-    params.distinguished_name = dn;
+    let issuer = ca_issuer(ca)?;
+    let common_name = sans.first().map(String::as_str).unwrap_or("kaito-webhook");
+    let mut params = named_params(sans.to_vec(), common_name, validity)?;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    set_validity(&mut params, validity);
-    let cert = params.signed_by(&key, &issuer)?;
-    Ok(PemPair {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    })
+    sign(&params, Some(&issuer))
 }
 
 /// Issues a client certificate with common name `common_name` signed by the CA `ca` (tests,
@@ -124,21 +100,47 @@ pub fn issue_client_cert(
     common_name: &str,
     validity: Duration,
 ) -> Result<PemPair, CertError> {
+    let issuer = ca_issuer(ca)?;
+    let mut params = named_params(Vec::new(), common_name, validity)?;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    sign(&params, Some(&issuer))
+}
+
+/// The issuer of certificates signed by the CA `ca`.
+fn ca_issuer(ca: &PemPair) -> Result<Issuer<'static, KeyPair>, CertError> {
     let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(|e| CertError::BadKey {
         what: "CA key".to_owned(),
         detail: e.to_string(),
     })?;
-    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    Ok(Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?)
+}
+
+/// Parameters of a certificate for `sans` named `common_name`, valid for `validity` from now.
+fn named_params(
+    sans: Vec<String>,
+    common_name: &str,
+    validity: Duration,
+) -> Result<CertificateParams, CertError> {
+    let mut params = CertificateParams::new(sans)?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);
     params.distinguished_name = dn;
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     set_validity(&mut params, validity);
-    let cert = params.signed_by(&key, &issuer)?;
+    Ok(params)
+}
+
+/// Signs `params` for a new key: by `issuer`, or self-signed without one.
+fn sign(
+    params: &CertificateParams,
+    issuer: Option<&Issuer<'_, KeyPair>>,
+) -> Result<PemPair, CertError> {
+    let key = KeyPair::generate()?;
+    let cert = match issuer {
+        Some(issuer) => params.signed_by(&key, issuer)?,
+        None => params.self_signed(&key)?,
+    };
     Ok(PemPair {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),

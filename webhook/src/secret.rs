@@ -29,12 +29,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::{ByteString, ClusterResourceScope};
 use kube::api::{Api, PostParams};
 use tokio::sync::watch;
 
@@ -152,6 +152,33 @@ fn is_conflict(err: &kube::Error) -> bool {
 
 async fn conflict_pause(attempt: u32) {
     tokio::time::sleep(CONFLICT_BACKOFF * 2u32.saturating_pow(attempt)).await;
+}
+
+/// Writes the Secret `build` makes (given the resourceVersion to replace) as `name`: in place
+/// of `existing`, or as a new one. Ok(true) once written, Ok(false) on a 409 Conflict (someone
+/// else wrote first: read again).
+async fn write_secret(
+    api: &Api<Secret>,
+    cfg: &SecretConfig,
+    name: &str,
+    existing: Option<Secret>,
+    build: impl FnOnce(Option<String>) -> Secret,
+) -> Result<bool, SecretError> {
+    let result = match existing {
+        Some(secret) => {
+            let secret = build(secret.metadata.resource_version);
+            api.replace(name, &PostParams::default(), &secret).await
+        }
+        None => api.create(&PostParams::default(), &build(None)).await,
+    };
+    match result {
+        Ok(_) => Ok(true),
+        Err(err) if is_conflict(&err) => Ok(false),
+        Err(source) => Err(SecretError::Kube {
+            action: format!("writing Secret {}/{name}", cfg.namespace),
+            source,
+        }),
+    }
 }
 
 fn secret_text(secret: &Secret, key: &str) -> Option<String> {
@@ -322,27 +349,10 @@ pub async fn ensure_ca(
             None => certs::generate_ca("kaito-webhook CA", cfg.ca_validity)?,
         };
         tracing::info!(namespace = %cfg.namespace, secret = %name, "writing the webhook's CA");
-        let result = match existing {
-            Some(secret) => {
-                let rv = secret.metadata.resource_version.clone();
-                api.replace(name, &PostParams::default(), &ca_secret(cfg, &ca, rv))
-                    .await
-            }
-            None => {
-                api.create(&PostParams::default(), &ca_secret(cfg, &ca, None))
-                    .await
-            }
-        };
-        match result {
-            Ok(_) => return Ok(ca),
-            Err(err) if is_conflict(&err) => conflict_pause(attempt).await,
-            Err(source) => {
-                return Err(SecretError::Kube {
-                    action: format!("writing Secret {}/{name}", cfg.namespace),
-                    source,
-                });
-            }
+        if write_secret(&api, cfg, name, existing, |rv| ca_secret(cfg, &ca, rv)).await? {
+            return Ok(ca);
         }
+        conflict_pause(attempt).await;
     }
     Err(SecretError::Contended {
         object: format!("Secret {}/{name}", cfg.namespace),
@@ -357,35 +367,63 @@ pub async fn sync_ca_bundle(
     ca_bundle: &str,
 ) -> Result<(), SecretError> {
     let bundle = ByteString(ca_bundle.as_bytes().to_vec());
-    if let Some(name) = &cfg.mutating_webhook {
-        let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-        sync_one(&api, "MutatingWebhookConfiguration", name, |obj| {
-            let mut changed = false;
-            for hook in obj.webhooks.iter_mut().flatten() {
-                if hook.client_config.ca_bundle.as_ref() != Some(&bundle) {
-                    hook.client_config.ca_bundle = Some(bundle.clone());
-                    changed = true;
-                }
-            }
-            changed
-        })
-        .await?;
+    sync_bundle::<MutatingWebhookConfiguration>(
+        client,
+        cfg.mutating_webhook.as_deref(),
+        &bundle,
+        |obj| {
+            let hooks = obj.webhooks.iter_mut().flatten();
+            hooks.map(|hook| &mut hook.client_config).collect()
+        },
+    )
+    .await?;
+    sync_bundle::<ValidatingWebhookConfiguration>(
+        client,
+        cfg.validating_webhook.as_deref(),
+        &bundle,
+        |obj| {
+            let hooks = obj.webhooks.iter_mut().flatten();
+            hooks.map(|hook| &mut hook.client_config).collect()
+        },
+    )
+    .await
+}
+
+/// Writes `bundle` into the client configs (`configs`) of the webhook configuration `name`
+/// of kind `K`, if one is named.
+async fn sync_bundle<K>(
+    client: &kube::Client,
+    name: Option<&str>,
+    bundle: &ByteString,
+    configs: fn(&mut K) -> Vec<&mut WebhookClientConfig>,
+) -> Result<(), SecretError>
+where
+    K: kube::Resource<DynamicType = (), Scope = ClusterResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+{
+    let Some(name) = name else {
+        return Ok(());
+    };
+    let api: Api<K> = Api::all(client.clone());
+    sync_one(&api, &K::kind(&()), name, |obj| {
+        set_bundle(configs(obj), bundle)
+    })
+    .await
+}
+
+/// Sets `bundle` as the caBundle of each client config where it differs; true if any changed.
+fn set_bundle(configs: Vec<&mut WebhookClientConfig>, bundle: &ByteString) -> bool {
+    let mut changed = false;
+    for config in configs {
+        if config.ca_bundle.as_ref() != Some(bundle) {
+            config.ca_bundle = Some(bundle.clone());
+            changed = true;
+        }
     }
-    if let Some(name) = &cfg.validating_webhook {
-        let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-        sync_one(&api, "ValidatingWebhookConfiguration", name, |obj| {
-            let mut changed = false;
-            for hook in obj.webhooks.iter_mut().flatten() {
-                if hook.client_config.ca_bundle.as_ref() != Some(&bundle) {
-                    hook.client_config.ca_bundle = Some(bundle.clone());
-                    changed = true;
-                }
-            }
-            changed
-        })
-        .await?;
-    }
-    Ok(())
+    changed
 }
 
 async fn sync_one<K>(
@@ -484,30 +522,12 @@ pub async fn reconcile_once(
         // The bundle first: the API server must trust the new certificate before anyone
         // serves it.
         sync_ca_bundle(client, cfg, &renewed.ca_bundle).await?;
-        let result = match existing {
-            Some(secret) => {
-                let rv = secret.metadata.resource_version.clone();
-                let secret = serving_secret(cfg, &renewed, rv);
-                api.replace(name, &PostParams::default(), &secret).await
-            }
-            None => {
-                let secret = serving_secret(cfg, &renewed, None);
-                api.create(&PostParams::default(), &secret).await
-            }
-        };
-        match result {
-            Ok(_) => return serve(renewed, resolver, metrics, current, cfg),
-            Err(err) if is_conflict(&err) => {
-                tracing::info!(secret = %name, "the Secret changed meanwhile; re-reading it");
-                conflict_pause(attempt).await;
-            }
-            Err(source) => {
-                return Err(SecretError::Kube {
-                    action: format!("writing Secret {}/{name}", cfg.namespace),
-                    source,
-                });
-            }
+        let write = |rv| serving_secret(cfg, &renewed, rv);
+        if write_secret(&api, cfg, name, existing, write).await? {
+            return serve(renewed, resolver, metrics, current, cfg);
         }
+        tracing::info!(secret = %name, "the Secret changed meanwhile; re-reading it");
+        conflict_pause(attempt).await;
     }
     Err(SecretError::Contended {
         object: format!("Secret {}/{name}", cfg.namespace),

@@ -13,22 +13,18 @@ use kaito_webhook::certs::{self, ClientAuth, PemPair};
 use kaito_webhook::{AppState, admission_router, server, tls};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsConnector;
 
-const BODY: &str = include_str!("fixtures/create-seed-phi-3-v1alpha1.json");
+mod common;
+
 const API_SERVER: &str = "kube-apiserver-webhook-client";
 
 fn connector(server_ca: &str, client: Option<&PemPair>) -> anyhow::Result<TlsConnector> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(server_ca.as_bytes()) {
-        roots.add(cert?)?;
-    }
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(certs::provider()))
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
+        .with_root_certificates(common::roots(server_ca)?);
     let config = match client {
         Some(pair) => {
             let chain = CertificateDer::pem_slice_iter(pair.cert_pem.as_bytes())
@@ -48,15 +44,7 @@ async fn validate(connector: &TlsConnector, port: u16) -> Result<String, String>
         let mut tls = connector
             .connect(ServerName::try_from("127.0.0.1")?, tcp)
             .await?;
-        let request = format!(
-            "POST /validate HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
-             content-length: {}\r\nconnection: close\r\n\r\n{BODY}",
-            BODY.len()
-        );
-        tls.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        tls.read_to_end(&mut response).await?;
-        Ok::<_, anyhow::Error>(String::from_utf8_lossy(&response).into_owned())
+        common::post_validate(&mut tls).await
     };
     match tokio::time::timeout(Duration::from_secs(10), run).await {
         Ok(Ok(text)) => Ok(text),

@@ -48,6 +48,18 @@ fn response(v: &Value) -> &Value {
     &v["response"]
 }
 
+/// Calls `path` of a fresh admission router with `review`.
+async fn call_with(path: &str, review: &Value) -> anyhow::Result<(StatusCode, Value)> {
+    call(admission_router(state()), path, serde_json::to_vec(review)?).await
+}
+
+/// The response's status message ("" when there is none).
+fn message(body: &Value) -> &str {
+    response(body)["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+}
+
 /// Applies the response's JSONPatch to the request's object.
 fn patched_object(request_fixture: &str, resp: &Value) -> anyhow::Result<Value> {
     let review: Value = serde_json::from_slice(&fixture(request_fixture)?)?;
@@ -250,9 +262,7 @@ async fn oversized_bodies_get_a_400_admission_review() -> anyhow::Result<()> {
     big.extend(std::iter::repeat_n(b' ', 8192));
     let (status, body) = call(admission_router(st.clone()), "/mutate", big).await?;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let msg = response(&body)["status"]["message"]
-        .as_str()
-        .unwrap_or_default();
+    let msg = message(&body);
     assert!(msg.contains("larger than"), "{msg}");
     // A body within the limit that declares a larger Content-Length is refused up front.
     let req = Request::post("/validate")
@@ -267,12 +277,7 @@ async fn oversized_bodies_get_a_400_admission_review() -> anyhow::Result<()> {
 async fn admission_review_v1beta1_is_echoed() -> anyhow::Result<()> {
     let mut review: Value = serde_json::from_slice(&fixture("create-seed-phi-3-v1alpha1.json")?)?;
     review["apiVersion"] = Value::String("admission.k8s.io/v1beta1".into());
-    let (status, body) = call(
-        admission_router(state()),
-        "/validate",
-        serde_json::to_vec(&review)?,
-    )
-    .await?;
+    let (status, body) = call_with("/validate", &review).await?;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["apiVersion"], "admission.k8s.io/v1beta1");
     Ok(())
@@ -341,9 +346,7 @@ async fn admissions_wait_for_a_free_slot_and_get_a_503_review_when_none_frees_up
     assert!(started.elapsed() >= std::time::Duration::from_millis(250));
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body:#}");
     assert_eq!(response(&body)["allowed"], false);
-    let msg = response(&body)["status"]["message"]
-        .as_str()
-        .unwrap_or_default();
+    let msg = message(&body);
     assert!(
         msg.contains("busy") && msg.contains("--max-concurrent-admissions"),
         "{msg}"
@@ -368,25 +371,13 @@ async fn a_body_of_too_many_json_values_is_refused_before_it_is_parsed() -> anyh
     let mut review: Value = serde_json::from_slice(&fixture("create-seed-phi-3-v1alpha1.json")?)?;
     let n = kaito_webhook::review::MAX_JSON_VALUES;
     review["request"]["object"]["junk"] = Value::Array(vec![Value::from(0); n]);
-    let (status, body) = call(
-        admission_router(state()),
-        "/mutate",
-        serde_json::to_vec(&review)?,
-    )
-    .await?;
+    let (status, body) = call_with("/mutate", &review).await?;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let msg = response(&body)["status"]["message"]
-        .as_str()
-        .unwrap_or_default();
+    let msg = message(&body);
     assert!(msg.contains(&format!("more than {n} JSON values")), "{msg}");
     // The same workspace with a modest extra list is handled as before.
     review["request"]["object"]["junk"] = Value::Array(vec![Value::from(0); 100]);
-    let (status, body) = call(
-        admission_router(state()),
-        "/mutate",
-        serde_json::to_vec(&review)?,
-    )
-    .await?;
+    let (status, body) = call_with("/mutate", &review).await?;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(response(&body)["allowed"], true, "{body:#}");
     Ok(())

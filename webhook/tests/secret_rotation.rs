@@ -158,20 +158,29 @@ fn cfg() -> SecretConfig {
     }
 }
 
-fn text(obj: &Value, key: &str) -> String {
-    obj["data"][key]
+/// A fresh world, a resolver serving nothing yet, and a client over both.
+fn setup() -> (Arc<Mutex<World>>, Arc<ReloadingResolver>, kube::Client) {
+    let world = world();
+    let resolver = Arc::new(ReloadingResolver::new());
+    let client = fake_client(world.clone(), resolver.clone());
+    (world, resolver, client)
+}
+
+/// The text of a base64 string value ("" when absent or not base64 UTF-8).
+fn decoded(value: &Value) -> String {
+    value
         .as_str()
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
         .and_then(|b| String::from_utf8(b).ok())
         .unwrap_or_default()
 }
 
+fn text(obj: &Value, key: &str) -> String {
+    decoded(&obj["data"][key])
+}
+
 fn bundle_of(obj: &Value) -> String {
-    obj["webhooks"][0]["clientConfig"]["caBundle"]
-        .as_str()
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        .and_then(|b| String::from_utf8(b).ok())
-        .unwrap_or_default()
+    decoded(&obj["webhooks"][0]["clientConfig"]["caBundle"])
 }
 
 /// The index in `log` of the first entry starting with `prefix`.
@@ -190,9 +199,7 @@ fn der(pem: &str) -> Vec<u8> {
 #[tokio::test]
 async fn first_start_publishes_the_bundle_before_serving_and_keeps_the_ca_key_apart()
 -> anyhow::Result<()> {
-    let world = world();
-    let resolver = Arc::new(ReloadingResolver::new());
-    let client = fake_client(world.clone(), resolver.clone());
+    let (world, resolver, client) = setup();
     let mut current = None;
     secret::reconcile_once(&client, &cfg(), &resolver, &Metrics::new(), &mut current).await?;
 
@@ -238,9 +245,7 @@ async fn first_start_publishes_the_bundle_before_serving_and_keeps_the_ca_key_ap
 #[tokio::test]
 async fn rotation_to_a_new_ca_writes_both_cas_first_retrying_conflicts_then_serves()
 -> anyhow::Result<()> {
-    let world = world();
-    let resolver = Arc::new(ReloadingResolver::new());
-    let client = fake_client(world.clone(), resolver.clone());
+    let (world, resolver, client) = setup();
     let metrics = Metrics::new();
     let mut current = None;
     secret::reconcile_once(&client, &cfg(), &resolver, &metrics, &mut current).await?;
@@ -314,9 +319,7 @@ async fn rotation_to_a_new_ca_writes_both_cas_first_retrying_conflicts_then_serv
 
 #[tokio::test]
 async fn a_serving_secret_of_the_old_layout_gives_its_ca_to_the_ca_secret() -> anyhow::Result<()> {
-    let world = world();
-    let resolver = Arc::new(ReloadingResolver::new());
-    let client = fake_client(world.clone(), resolver.clone());
+    let (world, resolver, client) = setup();
     let cfg = cfg();
     // One Secret with everything, as earlier versions wrote it.
     let ca = kaito_webhook::certs::generate_ca("old layout", cfg.ca_validity)?;

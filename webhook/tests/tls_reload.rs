@@ -12,21 +12,17 @@ use kaito_webhook::certs::{self, PemPair};
 use kaito_webhook::{AppState, admission_router, server, tls};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsConnector;
 
-const BODY: &str = include_str!("fixtures/create-seed-phi-3-v1alpha1.json");
+mod common;
 
 fn client_config(ca_pem: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert?)?;
-    }
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(certs::provider()))
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
+        .with_root_certificates(common::roots(ca_pem)?)
         .with_no_client_auth();
     // A resumed session reports the certificate of the session it resumes: do full handshakes
     // so every connection shows what the server serves now.
@@ -47,15 +43,7 @@ async fn one_request(connector: &TlsConnector, port: u16) -> anyhow::Result<(Vec
         .and_then(|c| c.first())
         .map(|c| c.as_ref().to_vec())
         .ok_or_else(|| anyhow::anyhow!("no peer certificate"))?;
-    let request = format!(
-        "POST /validate HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{BODY}",
-        BODY.len()
-    );
-    tls.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    tls.read_to_end(&mut response).await?;
-    let text = String::from_utf8_lossy(&response);
+    let text = common::post_validate(&mut tls).await?;
     let status = text.lines().next().unwrap_or_default().to_owned();
     anyhow::ensure!(
         text.contains("\"allowed\":true"),
