@@ -44,6 +44,16 @@ fn write_adapter(dir: &Path) {
     std::fs::write(dir.join("adapter_model.safetensors"), st).expect("write safetensors");
 }
 
+/// A scratch directory (removed on drop) with the tiny adapter in its subdirectory `adapter`;
+/// returns both.
+fn work_with_adapter() -> (tempfile::TempDir, PathBuf) {
+    let work = tempfile::tempdir().expect("tempdir");
+    let source = work.path().join("adapter");
+    std::fs::create_dir(&source).expect("mkdir");
+    write_adapter(&source);
+    (work, source)
+}
+
 fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kaito-adapter"));
     cmd.env_remove("DOCKER_CONFIG").env("HOME", "/nonexistent");
@@ -55,10 +65,7 @@ async fn publish_then_pull_round_trips_the_adapter_bytes() {
     let Some(registry) = registry() else {
         return;
     };
-    let work = tempfile::tempdir().expect("tempdir");
-    let source = work.path().join("adapter");
-    std::fs::create_dir(&source).expect("mkdir");
-    write_adapter(&source);
+    let (work, source) = work_with_adapter();
     let config = docker_config(&registry, work.path(), PASSWORD);
     let image = format!("{}/adapters/phi-3-lora:v1", registry.host());
 
@@ -301,10 +308,7 @@ async fn an_image_bigger_than_max_bytes_is_refused_before_its_layer_is_downloade
     let Some(registry) = registry() else {
         return;
     };
-    let work = tempfile::tempdir().expect("tempdir");
-    let source = work.path().join("adapter");
-    std::fs::create_dir(&source).expect("mkdir");
-    write_adapter(&source);
+    let (work, source) = work_with_adapter();
     // A 1 MiB tensor of values gzip cannot shrink (a xorshift sequence).
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let header = br#"{"base_model.model.layers.0.q_proj.lora_A.weight":{"dtype":"U8","shape":[1048576],"data_offsets":[0,1048576]}}"#;
