@@ -22,16 +22,31 @@ async fn post(client: &reqwest::Client, url: String, body: &Value) -> (u16, Valu
     (status, value)
 }
 
-/// The value of one metric series (a line `SERIES VALUE` of `/metrics`), if present.
-async fn metric(client: &reqwest::Client, server: &Server, series: &str) -> Option<f64> {
-    let text = client
+/// A ready `kaito-runtime` with `args`, serving the tiny Llama model written into a fresh
+/// scratch directory `name`.
+async fn ready_server(name: &str, args: &[&str]) -> Server {
+    let dir = scratch(name);
+    let (model, _) = tiny_model(&dir, Arch::Llama);
+    let mut server = Server::start(&model, args, &[]);
+    server.wait_ready(READY).await;
+    server
+}
+
+/// The text of the server's `/metrics`.
+async fn metrics_text(client: &reqwest::Client, server: &Server) -> String {
+    client
         .get(server.url("/metrics"))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The value of one metric series (a line `SERIES VALUE` of `/metrics`), if present.
+async fn metric(client: &reqwest::Client, server: &Server, series: &str) -> Option<f64> {
+    let text = metrics_text(client, server).await;
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
@@ -131,10 +146,7 @@ fn missing_model_dir_exits_with_error() {
 /// KAITO `/chat` contract, OpenAI routes, SSE framing, 400/404/413 paths and metrics.
 #[tokio::test]
 async fn chat_contract_openai_and_metrics() {
-    let dir = scratch("contract");
-    let (model, _) = tiny_model(&dir, Arch::Llama);
-    let mut server = Server::start(&model, &["--max-body-bytes", "4096"], &[]);
-    server.wait_ready(READY).await;
+    let server = ready_server("contract", &["--max-body-bytes", "4096"]).await;
     let client = reqwest::Client::new();
     let chat = server.url("/chat");
 
@@ -305,14 +317,7 @@ async fn chat_contract_openai_and_metrics() {
     assert_eq!(text, generated);
 
     // Metrics after requests.
-    let text = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&client, &server).await;
     for series in [
         "kaito_runtime_requests_total{route=\"/chat\",status=\"200\"}",
         "kaito_runtime_requests_total{route=\"/chat\",status=\"400\"}",
@@ -351,10 +356,7 @@ async fn phi3_model_serves() {
 /// With one slot and no queue, concurrent requests beyond the first are refused with 429.
 #[tokio::test]
 async fn backpressure_answers_429() {
-    let dir = scratch("backpressure");
-    let (model, _) = tiny_model(&dir, Arch::Llama);
-    let mut server = Server::start(&model, &["--max-running", "1", "--max-queued", "1"], &[]);
-    server.wait_ready(READY).await;
+    let server = ready_server("backpressure", &["--max-running", "1", "--max-queued", "1"]).await;
     let client = reqwest::Client::new();
     let url = server.url("/chat");
     let requests = (0..8).map(|_| {
@@ -376,14 +378,7 @@ async fn backpressure_answers_429() {
         assert_eq!(body["error"]["code"], "too_many_requests");
         assert_eq!(body["error"]["type"], "rate_limit_error");
     }
-    let text = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&client, &server).await;
     assert!(text.contains("kaito_runtime_requests_total{route=\"/chat\",status=\"429\"}"));
 }
 
@@ -444,10 +439,7 @@ fn invalid_adapter_strength_is_rejected() {
 /// SIGTERM during a stream: the stream still completes, then the process exits 0.
 #[tokio::test]
 async fn shutdown_lets_in_flight_stream_finish() {
-    let dir = scratch("shutdown");
-    let (model, _) = tiny_model(&dir, Arch::Llama);
-    let mut server = Server::start(&model, &["--shutdown-grace-seconds", "60"], &[]);
-    server.wait_ready(READY).await;
+    let mut server = ready_server("shutdown", &["--shutdown-grace-seconds", "60"]).await;
     let client = reqwest::Client::new();
     let req = json!({"messages": [{"role": "user", "content": "Hi"}], "temperature": 0,
         "max_tokens": 400, "stream": true});
@@ -512,16 +504,13 @@ fn spawn_stream(
 #[tokio::test]
 async fn clients_hanging_up_during_tokenization_do_not_stop_other_generations() {
     use std::io::Write as _;
-    let dir = scratch("hangups");
-    let (model, _) = tiny_model(&dir, Arch::Llama);
-    let mut server = Server::start(&model, &["--max-running", "4"], &[]);
-    server.wait_ready(READY).await;
+    let mut server = ready_server("hangups", &["--max-running", "4"]).await;
     let rss_before = rss_kib(server.child.id());
     let client = reqwest::Client::new();
     let started = Instant::now();
     let stream = spawn_stream(&client, server.url("/v1/completions"), 300);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let addr = server.base.trim_start_matches("http://").to_string();
+    let addr = server.addr();
     let body = json!({"messages": [{"role": "user", "content": "a ".repeat(200)}],
                       "max_tokens": 4})
     .to_string();
@@ -570,10 +559,11 @@ async fn clients_hanging_up_during_tokenization_do_not_stop_other_generations() 
 /// answered 400 for its length, bypassing the limit).
 #[tokio::test]
 async fn admission_comes_before_tokenization() {
-    let dir = scratch("admission-first");
-    let (model, _) = tiny_model(&dir, Arch::Llama);
-    let mut server = Server::start(&model, &["--max-running", "1", "--max-queued", "0"], &[]);
-    server.wait_ready(READY).await;
+    let server = ready_server(
+        "admission-first",
+        &["--max-running", "1", "--max-queued", "0"],
+    )
+    .await;
     let client = reqwest::Client::new();
     let busy = spawn_stream(&client, server.url("/v1/completions"), 480);
     // Wait until the stream holds the one slot.
@@ -594,10 +584,8 @@ async fn admission_comes_before_tokenization() {
 /// up while it waits (the queued gauge went stale before).
 #[tokio::test]
 async fn queue_deadline_answers_503_and_releases_the_queue() {
-    let dir = scratch("queue-deadline");
-    let (model, _) = tiny_model(&dir, Arch::Llama);
-    let mut server = Server::start(
-        &model,
+    let server = ready_server(
+        "queue-deadline",
         &[
             "--max-running",
             "1",
@@ -606,9 +594,8 @@ async fn queue_deadline_answers_503_and_releases_the_queue() {
             "--queue-timeout-seconds",
             "0.5",
         ],
-        &[],
-    );
-    server.wait_ready(READY).await;
+    )
+    .await;
     let client = reqwest::Client::new();
     let busy = spawn_stream(&client, server.url("/v1/completions"), 480);
     wait_metric(&client, &server, "kaito_runtime_running_sequences", 1.0).await;
@@ -683,10 +670,7 @@ async fn queue_deadline_answers_503_and_releases_the_queue() {
 /// cap; a request that asks for nothing (or for a default) gets at most the cap.
 #[tokio::test]
 async fn max_tokens_flag_caps_new_tokens() {
-    let dir = scratch("max-tokens");
-    let (model, _) = tiny_model(&dir, Arch::Llama);
-    let mut server = Server::start(&model, &["--max-tokens", "8"], &[]);
-    server.wait_ready(READY).await;
+    let server = ready_server("max-tokens", &["--max-tokens", "8"]).await;
     let client = reqwest::Client::new();
     let chat = |extra: Value| {
         let mut req = json!({"messages": [{"role": "user", "content": "Hello"}],
@@ -754,10 +738,7 @@ async fn max_tokens_flag_caps_new_tokens() {
 /// accepted before: hyper's own buffer limit is ~400 KiB).
 #[tokio::test]
 async fn oversized_request_headers_are_refused() {
-    let dir = scratch("headers");
-    let (model, _) = tiny_model(&dir, Arch::Llama);
-    let mut server = Server::start(&model, &[], &[]);
-    server.wait_ready(READY).await;
+    let server = ready_server("headers", &[]).await;
     let client = reqwest::Client::new();
     let big = client
         .get(server.url("/health"))
@@ -787,11 +768,8 @@ async fn oversized_request_headers_are_refused() {
 #[tokio::test]
 async fn slow_request_headers_are_cut_off() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let dir = scratch("header-timeout");
-    let (model, _) = tiny_model(&dir, Arch::Llama);
-    let mut server = Server::start(&model, &["--header-read-timeout-seconds", "0.5"], &[]);
-    server.wait_ready(READY).await;
-    let addr = server.base.trim_start_matches("http://").to_string();
+    let server = ready_server("header-timeout", &["--header-read-timeout-seconds", "0.5"]).await;
+    let addr = server.addr();
     for partial in ["GET /hea", ""] {
         let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
         s.write_all(partial.as_bytes()).await.unwrap();
@@ -823,21 +801,18 @@ async fn slow_request_headers_are_cut_off() {
 /// multi-megabyte socket buffers from absorbing the whole answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stalled_readers_lose_their_slots_after_the_write_timeout() {
-    let dir = scratch("stalled");
-    let (model, _) = tiny_model(&dir, Arch::Llama);
-    let mut server = Server::start(
-        &model,
+    let server = ready_server(
+        "stalled",
         &[
             "--write-timeout-seconds",
             "2",
             "--send-buffer-bytes",
             "4096",
         ],
-        &[],
-    );
-    server.wait_ready(READY).await;
+    )
+    .await;
     let client = reqwest::Client::new();
-    let addr = server.base.trim_start_matches("http://").to_string();
+    let addr = server.addr();
     let request = raw_post(
         "/v1/completions",
         &json!({"prompt": "hello", "max_tokens": 480, "temperature": 0, "stream": true})
