@@ -603,6 +603,23 @@ impl TestNamespace<'_> {
         self.cluster.get_json(self.with_ns(args))
     }
 
+    /// The status conditions of Workspace `name` in this namespace (none yet: empty).
+    pub fn workspace_conditions(&self, name: &str) -> Result<Vec<serde_json::Value>> {
+        let ws = self.get_json(["workspace", name])?;
+        Ok(ws["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// Whether Workspace `name` has condition `type_` with status `True`.
+    pub fn workspace_condition_true(&self, name: &str, type_: &str) -> Result<bool> {
+        Ok(self
+            .workspace_conditions(name)?
+            .iter()
+            .any(|c| c["type"] == type_ && c["status"] == "True"))
+    }
+
     /// `kubectl apply --dry-run=server -o json -f -` in this namespace: the object as admission
     /// (defaulting webhooks included) would store it on stdout, or the refusal on stderr.
     pub fn server_dry_run(&self, yaml: &str) -> Result<CmdOutput> {

@@ -435,12 +435,9 @@ fn controller_and_webhook_work_as_the_charts_service_accounts_and_need_nothing_m
         "stored workspace: {stored}"
     );
     wait_for("WorkspaceSucceeded True", WAIT, POLL, || {
-        let ws = ns.get_json(["workspace", &name])?;
-        let ok = ws["status"]["conditions"].as_array().is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "WorkspaceSucceeded" && c["status"] == "True")
-        });
-        Ok(ok.then_some(()))
+        Ok(ns
+            .workspace_condition_true(&name, "WorkspaceSucceeded")?
+            .then_some(()))
     })
     .with_context(|| controller.tail())?;
     ns.kubectl_ok(["get", "statefulset", &name])?;

@@ -91,14 +91,6 @@ fn start_with_seed<'a>(
     Ok(ctl)
 }
 
-fn conditions(ns: &TestNamespace<'_>, name: &str) -> Result<Vec<Value>> {
-    let ws = ns.get_json(["workspace", name])?;
-    Ok(ws["status"]["conditions"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default())
-}
-
 fn condition(conds: &[Value], type_: &str) -> Option<Value> {
     conds.iter().find(|c| c["type"] == type_).cloned()
 }
@@ -110,9 +102,15 @@ fn wait_inference_reason(
     reason: &str,
     ctl: &ControllerProcess<'_>,
 ) -> Result<Value> {
-    wait_for(&format!("InferenceReady=False/{reason}"), WAIT, POLL, || {
-        Ok(condition(&conditions(ns, name)?, "InferenceReady").filter(|c| c["reason"] == reason))
-    })
+    wait_for(
+        &format!("InferenceReady=False/{reason}"),
+        WAIT,
+        POLL,
+        || {
+            Ok(condition(&ns.workspace_conditions(name)?, "InferenceReady")
+                .filter(|c| c["reason"] == reason))
+        },
+    )
     .with_context(|| ctl.log_tail())
 }
 
@@ -138,7 +136,7 @@ fn wait_columns_true(
         });
         Ok(ok.then_some(table))
     })
-    .with_context(|| format!("{}\n{:?}", ctl.log_tail(), conditions(ns, name)))
+    .with_context(|| format!("{}\n{:?}", ctl.log_tail(), ns.workspace_conditions(name)))
 }
 
 fn wait_deleted(ns: &TestNamespace<'_>, name: &str) -> Result<()> {
@@ -289,7 +287,7 @@ fn controller_reports_a_pod_the_scheduler_cannot_place() -> Result<()> {
         msg.contains("untolerated taint"),
         "the scheduler's message is passed on: {msg}"
     );
-    let conds = conditions(&ns, name)?;
+    let conds = ns.workspace_conditions(name)?;
     assert_eq!(
         condition(&conds, "ResourceReady").map(|c| c["status"].clone()),
         Some(Value::from("True"))

@@ -60,12 +60,9 @@ fn wait_succeeded(ns: &TestNamespace<'_>, name: &str, ctl: &ControllerProcess<'_
         WAIT,
         POLL,
         || {
-            let ws = ns.get_json(["workspace", name])?;
-            let ok = ws["status"]["conditions"].as_array().is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c["type"] == "WorkspaceSucceeded" && c["status"] == "True")
-            });
-            Ok(ok.then_some(()))
+            Ok(ns
+                .workspace_condition_true(name, "WorkspaceSucceeded")?
+                .then_some(()))
         },
     )
     .with_context(|| ctl.log_tail())
@@ -81,13 +78,7 @@ fn the_standby_takes_over_within_the_lease_time_when_the_leader_is_killed() -> R
     let labels = [unique_name("leader-before"), unique_name("leader-after")];
     let mut nodes = Vec::new();
     for label in &labels {
-        nodes.push(
-            cluster.add_gpu_node(
-                &GpuNode::new(unique_name("gpu"))
-                    .sku("Standard_NC6s_v3")
-                    .label("apps", label),
-            )?,
-        );
+        nodes.push(cluster.add_gpu_node(&GpuNode::for_apps("gpu", label))?);
     }
     let timing = [
         format!("--leader-election-lease-duration-secs={LEASE_SECS}"),
