@@ -12,12 +12,11 @@ use kube::Resource;
 use kube::runtime::{reflector, watcher};
 use serde_json::{Value, json};
 
-use crate::aks::Aks;
 use crate::azure::AzureSettings;
 use crate::config::{Cloud, Config, Provisioner};
 use crate::naming;
 use crate::plan::plan;
-use crate::provision::{AnyProvisioner, Karpenter, NodeProvisioner};
+use crate::provision::{Aks, AnyProvisioner, Karpenter, NodeProvisioner};
 use crate::reconcile::{Context, reconcile};
 use crate::telemetry::Metrics;
 use crate::testutil::{MockApi, obj, ws};

@@ -1,6 +1,6 @@
 //! A local HTTPS Azure Resource Manager endpoint for tests of the aks provisioner: it speaks
 //! the agentPools REST API that `azure_mgmt_containerservice` 0.10 calls (PUT, GET, DELETE,
-//! list; api-version [`crate::aks::API_VERSION`]) with `provisioningState`,
+//! list; api-version [`crate::provision::aks::API_VERSION`]) with `provisioningState`,
 //! `Azure-AsyncOperation` and ARM error bodies, and injects faults (quota exceeded, 429 with
 //! `Retry-After`, 500, slow operations). Pools that finish creating or deleting are reported on
 //! a channel, so a caller can materialise (or remove) simulated nodes for them.
@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::aks::API_VERSION;
 use crate::azure::AzureSettings;
+use crate::provision::aks::API_VERSION;
 
 /// Faults to inject; set with `POST /_faults`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

@@ -6,10 +6,9 @@
 //! **apply** (server-side apply with one field manager, deterministic names, owner references)
 //! → **status** (recomputed from observed objects every time: [`status`]).
 //!
-//! Everything that talks to the API server or a cloud lives in [`reconcile`], [`provision`],
-//! [`aks`], [`leader`] and [`telemetry`]; everything else is pure and unit-tested.
+//! Everything that talks to the API server or a cloud lives in [`reconcile`], [`provision`]
+//! (`byo`, `karpenter`, `aks`), [`leader`] and [`telemetry`]; everything else is pure and unit-tested.
 
-pub mod aks;
 pub mod azure;
 pub mod config;
 pub mod fake_arm;

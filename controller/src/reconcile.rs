@@ -36,8 +36,10 @@ use crate::naming::{self, FIELD_MANAGER};
 use crate::nodes;
 use crate::ownership::{self, controlled_by};
 use crate::plan::{self, WorkloadKind};
-use crate::provision::{AnyProvisioner, NodeProvisioner, ProvisionError, nodeclaim_resource};
-use crate::status::{self, Observed, ProvisionReport};
+use crate::provision::{
+    AnyProvisioner, NodeProvisioner, ProvisionError, ProvisionReport, nodeclaim_resource,
+};
+use crate::status::{self, Observed};
 use crate::telemetry::{ErrorLabels, Metrics};
 use crate::tuning;
 

@@ -16,6 +16,7 @@ use crate::naming;
 use crate::nodes::NodeCensus;
 use crate::ownership::{CONDITION_DELETION_BLOCKED, REASON_CHILD_NAME_TAKEN};
 use crate::plan::WorkloadKind;
+use crate::provision::ProvisionReport;
 
 /// Reason: the tuning Job runs.
 pub const REASON_JOB_RUNNING: &str = "JobRunning";
@@ -223,18 +224,6 @@ pub fn failed_container(pods: &[Pod]) -> Option<String> {
             })
             .map(|c| c.name.clone())
     })
-}
-
-/// What the provisioner reports about the nodes it manages.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ProvisionReport {
-    /// A cloud failure: reason (QuotaExceeded, SKUNotAvailable, CloudError) and message.
-    pub failure: Option<(String, String)>,
-    /// What the provisioner is doing, for the message while nodes are not ready.
-    pub progress: Option<String>,
-    /// Look again after this long (a cloud operation in progress, or a cloud failure whose
-    /// cause lies outside the spec); None: watches suffice.
-    pub requeue_after: Option<std::time::Duration>,
 }
 
 /// Everything status is computed from.

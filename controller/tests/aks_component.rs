@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use kaito_api::Workspace;
-use kaito_controller::aks::Aks;
 use kaito_controller::config::Cloud;
 use kaito_controller::fake_arm::{self, Faults, PoolEvent, Running};
 use kaito_controller::naming;
 use kaito_controller::plan::{WorkspacePlan, plan};
+use kaito_controller::provision::aks::Aks;
 use kaito_controller::provision::{NodeProvisioner, ProvisionError};
 
 type R = Result<(), Box<dyn std::error::Error>>;

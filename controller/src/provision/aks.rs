@@ -18,12 +18,11 @@ use kube::Client;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
+use super::{NodeProvisioner, ProvisionError, ProvisionReport};
 use crate::azure::{Arm, AzureSettings, http_failure};
 use crate::naming::{self, LABEL_WORKSPACE_UID};
 use crate::ownership::{self, Mark, Marked, REASON_CHILD_NAME_TAKEN};
 use crate::plan::WorkspacePlan;
-use crate::provision::ProvisionError;
-use crate::status::ProvisionReport;
 
 /// The api-version `azure_mgmt_containerservice` 0.10 uses by default.
 pub const API_VERSION: &str = "2023-01-02-preview";
@@ -334,7 +333,7 @@ impl Aks {
     }
 }
 
-impl crate::provision::NodeProvisioner for Aks {
+impl NodeProvisioner for Aks {
     async fn ensure(
         &self,
         ws: &Workspace,
@@ -476,7 +475,7 @@ mod tests {
     #[test]
     fn pool_body_follows_the_contract() {
         let w = ws(include_str!(
-            "../../examples/inference/kaito_workspace_phi_3.yaml"
+            "../../../examples/inference/kaito_workspace_phi_3.yaml"
         ));
         let p = plan(&w, Cloud::Azure, None).expect("plan");
         let b = agent_pool_body(&w, &p);

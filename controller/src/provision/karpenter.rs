@@ -1,71 +1,22 @@
-//! Node provisioners behind one trait: `byo` (nothing to create) and `karpenter` (NodeClaims).
-//! The `aks` provisioner's pure parts live in [`crate::aks`].
+//! The `karpenter` provisioner: one `karpenter.sh/v1` NodeClaim per node, named
+//! deterministically, created once (NodeClaim specs are immutable), deleted on release, and an
+//! orphan sweep for claims whose workspace is gone.
 
-use kaito_api::{LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, Workspace};
 use std::time::Duration;
 
+use kaito_api::{LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, Workspace};
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
 };
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
-use crate::config::{Config, KarpenterConfig, Provisioner};
+use super::{NodeProvisioner, ProvisionError, ProvisionReport};
+use crate::config::KarpenterConfig;
 use crate::naming::{self, FIELD_MANAGER, LABEL_WORKSPACE_UID};
 use crate::nodes;
 use crate::ownership::{self, Mark, Marked, REASON_CHILD_NAME_TAKEN};
 use crate::plan::WorkspacePlan;
-use crate::status::ProvisionReport;
-
-/// A provisioner failed to talk to its backend (transient: retried with backoff).
-#[derive(Debug, thiserror::Error)]
-pub enum ProvisionError {
-    /// The Kubernetes API failed.
-    #[error("node claims: {0}")]
-    Kube(#[from] kube::Error),
-    /// A built object did not serialize.
-    #[error("node claims: {0}")]
-    Serde(#[from] serde_json::Error),
-    /// Azure Resource Manager failed transiently (throttling, 5xx, network).
-    #[error("azure: {0}")]
-    Azure(String),
-}
-
-/// Creates and removes the GPU nodes of workspaces.
-pub trait NodeProvisioner {
-    /// Makes sure the nodes `plan` needs exist or are being created; reports progress or a
-    /// failure the user must act on.
-    fn ensure(
-        &self,
-        ws: &Workspace,
-        plan: &WorkspacePlan,
-    ) -> impl Future<Output = Result<ProvisionReport, ProvisionError>> + Send;
-    /// Removes everything created for `ws` (and only that: a pool or claim of its name that
-    /// carries another workspace's UID is left alone); true once nothing is left.
-    fn release(&self, ws: &Workspace) -> impl Future<Output = Result<bool, ProvisionError>> + Send;
-    /// What [`Self::release`] would remove, and how to remove it by hand.
-    fn cleanup_hint(&self, ws: &Workspace) -> String;
-}
-
-/// Bring your own nodes: nothing to create, nothing to remove.
-#[derive(Clone, Debug, Default)]
-pub struct Byo;
-
-impl NodeProvisioner for Byo {
-    async fn ensure(
-        &self,
-        _: &Workspace,
-        _: &WorkspacePlan,
-    ) -> Result<ProvisionReport, ProvisionError> {
-        Ok(ProvisionReport::default())
-    }
-    async fn release(&self, _: &Workspace) -> Result<bool, ProvisionError> {
-        Ok(true)
-    }
-    fn cleanup_hint(&self, _: &Workspace) -> String {
-        "nothing (bring-your-own nodes are never created or deleted by the controller)".into()
-    }
-}
 
 /// `karpenter.sh/v1` NodeClaims, one per node, named deterministically.
 #[derive(Clone)]
@@ -308,63 +259,5 @@ impl NodeProvisioner for Karpenter {
             workspace_selector(ws),
             naming::uid(ws)
         )
-    }
-}
-
-/// The configured provisioner.
-#[derive(Clone)]
-pub enum AnyProvisioner {
-    /// Bring your own nodes.
-    Byo(Byo),
-    /// Karpenter NodeClaims.
-    Karpenter(Box<Karpenter>),
-    /// AKS agent pools.
-    Aks(Box<crate::aks::Aks>),
-}
-
-impl AnyProvisioner {
-    /// The provisioner `config` names.
-    pub fn new(config: &Config, client: Client) -> Result<Self, String> {
-        match config.provisioner {
-            Provisioner::Byo => Ok(Self::Byo(Byo)),
-            Provisioner::Karpenter => {
-                let k = Karpenter::new(client.clone(), config.karpenter.clone());
-                k.spawn_orphan_sweeper(client);
-                Ok(Self::Karpenter(Box::new(k)))
-            }
-            Provisioner::Aks => {
-                let aks = crate::aks::Aks::new(config.azure.clone()).map_err(|e| e.to_string())?;
-                aks.spawn_orphan_sweeper(client);
-                Ok(Self::Aks(Box::new(aks)))
-            }
-        }
-    }
-}
-
-impl NodeProvisioner for AnyProvisioner {
-    async fn ensure(
-        &self,
-        ws: &Workspace,
-        plan: &WorkspacePlan,
-    ) -> Result<ProvisionReport, ProvisionError> {
-        match self {
-            Self::Byo(p) => p.ensure(ws, plan).await,
-            Self::Karpenter(p) => p.ensure(ws, plan).await,
-            Self::Aks(p) => p.ensure(ws, plan).await,
-        }
-    }
-    async fn release(&self, ws: &Workspace) -> Result<bool, ProvisionError> {
-        match self {
-            Self::Byo(p) => p.release(ws).await,
-            Self::Karpenter(p) => p.release(ws).await,
-            Self::Aks(p) => p.release(ws).await,
-        }
-    }
-    fn cleanup_hint(&self, ws: &Workspace) -> String {
-        match self {
-            Self::Byo(p) => p.cleanup_hint(ws),
-            Self::Karpenter(p) => p.cleanup_hint(ws),
-            Self::Aks(p) => p.cleanup_hint(ws),
-        }
     }
 }
