@@ -8,12 +8,14 @@
 //! depend on tokio, hyper or a Kubernetes client, so the webhook, the controller and the
 //! `kubectl kaito` plugin all call the very same code.
 
+pub mod hub_model;
 pub mod memory;
 pub mod models;
 pub mod provisioner;
 pub mod sizing;
 pub mod skus;
 
+pub use hub_model::{HubId, ModelFacts};
 pub use memory::Memory;
 pub use models::{CatalogError, Preset, PresetCatalog};
 pub use provisioner::Provisioner;

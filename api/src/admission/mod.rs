@@ -4,6 +4,7 @@
 //! controller and `kubectl kaito create --dry-run` call the same functions and
 //! [`workspace_plan`], so the three can never disagree. Nothing here does I/O.
 
+mod hub_model;
 mod inference_config;
 mod policy;
 mod tuning_config;
@@ -21,6 +22,10 @@ use kaito_presets::{Cloud, GpuShape, Preset, PresetCatalog, SkuCatalog};
 use crate::constants::{ANNOTATION_BYPASS_RESOURCE_CHECKS, ANNOTATION_SIZING, RESERVED_LABELS};
 use crate::types::{AdapterSpec, DataSource, PresetSpec, Workspace};
 
+pub use hub_model::{
+    ANNOTATION_MODEL_FACTS, ANNOTATION_MODEL_REVISION, hub_model_name, hub_preset,
+    record_hub_model, workspace_preset,
+};
 pub use inference_config::{
     ENGINE_SECTION, EngineParams, INFERENCE_CONFIG_KEY, InferenceConfig, parse_inference_config,
     parse_inference_config_map,
@@ -187,13 +192,17 @@ pub fn apply_defaults(ws: &mut Workspace, cfg: &AdmissionConfig) {
 }
 
 fn default_instance_type(ws: &mut Workspace, cfg: &AdmissionConfig) {
-    let Some(preset) = ws.preset().and_then(|p| cfg.presets.get(&p.name)) else {
+    let Some(preset) = workspace_preset(ws, &cfg.presets) else {
         return;
     };
     let Some(mode) = sizing_mode(ws) else { return };
-    let Some((sku, plan)) =
-        sizing::smallest_fitting_sku(preset, mode, RuntimeParams::default(), &cfg.skus, cfg.cloud)
-    else {
+    let Some((sku, plan)) = sizing::smallest_fitting_sku(
+        &preset,
+        mode,
+        RuntimeParams::default(),
+        &cfg.skus,
+        cfg.cloud,
+    ) else {
         return;
     };
     let mut why = format!(
@@ -246,7 +255,7 @@ pub fn validate(old: Option<&Workspace>, new: &Workspace, cfg: &AdmissionConfig)
                 _ => {}
             }
             if let Some(p) = &inference.preset {
-                check_preset("inference.preset", p, Mode::Serve, cfg, &mut v);
+                check_preset("inference.preset", p, Mode::Serve, new, cfg, &mut v);
             }
             check_adapters(
                 new,
@@ -305,6 +314,16 @@ fn check_immutable(old: &Workspace, new: &Workspace, v: &mut Verdict) {
     if preset_name(old, false) != preset_name(new, false) {
         v.error("inference.preset.name", immutable);
     }
+    // The model a Hugging Face id resolved to stays pinned.
+    for key in [ANNOTATION_MODEL_REVISION, ANNOTATION_MODEL_FACTS] {
+        if old.annotation(key).is_some() && old.annotation(key) != new.annotation(key) {
+            v.error(
+                format!("metadata.annotations[{key}]"),
+                "is written by the webhook when the workspace is created and pins the model; \
+                 it cannot change (delete and recreate the workspace to serve another revision)",
+            );
+        }
+    }
     if let (Some(o), Some(n)) = (&old.tuning, &new.tuning) {
         if preset_name(old, true) != preset_name(new, true) {
             v.error("tuning.preset.name", immutable);
@@ -330,15 +349,41 @@ fn check_name(ws: &Workspace, v: &mut Verdict) {
     }
 }
 
-/// Checks a preset reference; returns the catalog entry when it may be used.
+/// Checks a preset reference; returns the catalog entry (or, for a Hugging Face id, the
+/// preset made from its recorded facts) when it may be used.
 fn check_preset<'a>(
     field: &str,
     spec: &PresetSpec,
     mode: Mode,
+    ws: &Workspace,
     cfg: &'a AdmissionConfig,
     v: &mut Verdict,
-) -> Option<&'a Preset> {
-    let Some(preset) = cfg.presets.get(&spec.name) else {
+) -> Option<std::borrow::Cow<'a, Preset>> {
+    let preset = if kaito_presets::hub_model::is_hub_id(&spec.name) {
+        if mode != Mode::Serve {
+            v.error(
+                format!("{field}.name"),
+                format!(
+                    "{:?} is a Hugging Face id; ids can be served (inference.preset.name) but \
+                     not tuned: name a catalog preset that supports tuning ({})",
+                    spec.name,
+                    tunable_presets(cfg)
+                ),
+            );
+            return None;
+        }
+        match hub_preset(ws, &cfg.presets) {
+            Some(Ok(preset)) => std::borrow::Cow::Owned(preset),
+            Some(Err(why)) => {
+                v.error(format!("{field}.name"), why);
+                return None;
+            }
+            // Only an inference preset is served; `hub_preset` reads that one.
+            None => return None,
+        }
+    } else if let Some(preset) = cfg.presets.get(&spec.name) {
+        std::borrow::Cow::Borrowed(preset)
+    } else {
         let close = cfg.presets.suggestions(&spec.name, 3);
         let hint = if close.is_empty() {
             "run `kubectl kaito models list` for the presets".to_string()
@@ -519,9 +564,14 @@ fn check_tuning(ws: &Workspace, cfg: &AdmissionConfig, v: &mut Verdict) {
     match &tuning.preset {
         None => v.error("tuning.preset", "name the model preset to fine-tune"),
         Some(p) => {
-            if let Some(preset) =
-                check_preset("tuning.preset", p, mode.unwrap_or(Mode::TuneQlora), cfg, v)
-                && preset.tuning.is_none()
+            if let Some(preset) = check_preset(
+                "tuning.preset",
+                p,
+                mode.unwrap_or(Mode::TuneQlora),
+                ws,
+                cfg,
+                v,
+            ) && preset.tuning.is_none()
             {
                 v.error(
                     "tuning.preset.name",
@@ -655,9 +705,10 @@ fn check_resource(ws: &Workspace, cfg: &AdmissionConfig, v: &mut Verdict) {
         }
     }
     // GPU fit: only for a preset that passed its own checks and a valid mode.
-    let Some(preset) = ws.preset().and_then(|p| cfg.presets.get(&p.name)) else {
+    let Some(preset) = workspace_preset(ws, &cfg.presets) else {
         return;
     };
+    let preset = preset.as_ref();
     if preset.deprecated.is_some() || (ws.inference.is_some() && !preset.runtime_supported) {
         return;
     }
@@ -779,7 +830,10 @@ pub fn workspace_plan_for_shape(
     let spec = ws
         .preset()
         .ok_or_else(|| vec![FieldError::new("inference.preset", "no preset to size")])?;
-    let preset = cfg.presets.get(&spec.name).ok_or_else(|| {
+    if let Some(Err(why)) = hub_preset(ws, &cfg.presets) {
+        return Err(vec![FieldError::new("inference.preset.name", why)]);
+    }
+    let preset = workspace_preset(ws, &cfg.presets).ok_or_else(|| {
         vec![FieldError::new(
             "inference.preset.name",
             format!("unknown preset {:?}", spec.name),
@@ -791,7 +845,7 @@ pub fn workspace_plan_for_shape(
             "use \"lora\" or \"qlora\"",
         )]
     })?;
-    Ok(sizing::plan(preset, mode, RuntimeParams::default(), shape))
+    Ok(sizing::plan(&preset, mode, RuntimeParams::default(), shape))
 }
 
 fn is_dns1123_label(s: &str) -> bool {
