@@ -1,5 +1,5 @@
 //! Component tests of the reconciler and the provisioners against the in-memory API server
-//! ([`crate::testutil::MockApi`]) and the local ARM endpoint ([`crate::fake_arm`]).
+//! ([`crate::testutil::MockApi`]) and the local ARM endpoint (the test-only `kaito_fake_arm`).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -257,17 +257,22 @@ async fn the_nodeclaim_sweeper_deletes_claims_of_gone_or_recreated_workspaces() 
     }
 }
 
-async fn fake_aks(token: &str) -> (crate::fake_arm::Running, Aks) {
-    let r = crate::fake_arm::start("127.0.0.1:0".parse().unwrap(), "right-token")
+async fn fake_aks(token: &str) -> (kaito_fake_arm::Running, Aks) {
+    let r = kaito_fake_arm::start("127.0.0.1:0".parse().unwrap(), "right-token")
         .await
         .expect("fake ARM");
-    r.arm.set_faults(crate::fake_arm::Faults {
+    r.arm.set_faults(kaito_fake_arm::Faults {
         operation_ms: 100,
         ..Default::default()
     });
     let aks = Aks::new(AzureSettings {
+        subscription_id: "sub".into(),
+        resource_group: "rg".into(),
+        cluster_name: "cluster".into(),
+        endpoint: Some(r.url.clone()),
+        static_token: Some(token.into()),
+        ca_pem: Some(r.ca_pem.clone()),
         orphan_interval: Duration::from_secs(3600),
-        ..r.settings(token)
     })
     .expect("aks");
     (r, aks)

@@ -11,7 +11,6 @@
 
 pub mod azure;
 pub mod config;
-pub mod fake_arm;
 pub mod inference;
 pub mod leader;
 pub mod naming;

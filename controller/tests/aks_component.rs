@@ -3,12 +3,13 @@
 use std::time::Duration;
 
 use kaito_api::Workspace;
+use kaito_controller::azure::AzureSettings;
 use kaito_controller::config::Cloud;
-use kaito_controller::fake_arm::{self, Faults, PoolEvent, Running};
 use kaito_controller::naming;
 use kaito_controller::plan::{WorkspacePlan, plan};
 use kaito_controller::provision::aks::Aks;
 use kaito_controller::provision::{NodeProvisioner, ProvisionError};
+use kaito_fake_arm::{self as fake_arm, Faults, PoolEvent, Running};
 
 type R = Result<(), Box<dyn std::error::Error>>;
 
@@ -23,13 +24,35 @@ fn workspace(name: &str) -> Result<(Workspace, WorkspacePlan), Box<dyn std::erro
     Ok((ws, p))
 }
 
+/// Settings for cluster `cluster` of resource group `rg` in subscription `sub` behind the local
+/// endpoint, trusting its CA and sending `token`.
+fn settings(r: &Running, token: &str) -> AzureSettings {
+    AzureSettings {
+        subscription_id: "sub".into(),
+        resource_group: "rg".into(),
+        cluster_name: "cluster".into(),
+        endpoint: Some(r.url.clone()),
+        static_token: Some(token.into()),
+        ca_pem: Some(r.ca_pem.clone()),
+        orphan_interval: Duration::from_secs(60),
+    }
+}
+
+#[test]
+fn the_fake_speaks_the_api_version_the_client_sends() {
+    assert_eq!(
+        fake_arm::API_VERSION,
+        kaito_controller::provision::aks::API_VERSION
+    );
+}
+
 async fn setup() -> Result<(Running, Aks), Box<dyn std::error::Error>> {
     let r = fake_arm::start("127.0.0.1:0".parse()?, "test-token").await?;
     r.arm.set_faults(Faults {
         operation_ms: 300,
         ..Faults::default()
     });
-    let aks = Aks::new(r.settings(&r.token))?;
+    let aks = Aks::new(settings(&r, &r.token))?;
     Ok((r, aks))
 }
 
@@ -187,7 +210,7 @@ async fn throttling_and_server_errors_are_retried() -> R {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_token_is_refused_with_the_arm_error() -> R {
     let (r, _) = setup().await?;
-    let aks = Aks::new(r.settings("wrong"))?;
+    let aks = Aks::new(settings(&r, "wrong"))?;
     let (ws, p) = workspace("ws-x")?;
     let rep = aks.ensure(&ws, &p).await?;
     let (reason, message) = rep.failure.ok_or("no failure")?;

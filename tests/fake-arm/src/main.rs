@@ -1,4 +1,4 @@
-//! `kaito-fake-arm`: the local HTTPS ARM test endpoint (see `kaito_controller::fake_arm`) as a
+//! `kaito-fake-arm`: the local HTTPS ARM test endpoint (the `kaito_fake_arm` library) as a
 //! process. Writes its URL, CA and token to `--state-dir` (`url`, `ca.pem`, `token`, `pid`) and,
 //! with `--cluster-script`, materialises one kwok GPU node per pool node with AKS's labels
 //! (`cluster.sh add-gpu-node ... --agentpool <pool>`), removing them when the pool is deleted.
@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use kaito_controller::fake_arm::{self, PoolEvent};
+use kaito_fake_arm::{self as fake_arm, PoolEvent};
 use tokio::process::Command;
 
 #[derive(Parser, Debug)]

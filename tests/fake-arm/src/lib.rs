@@ -1,6 +1,7 @@
-//! A local HTTPS Azure Resource Manager endpoint for tests of the aks provisioner: it speaks
-//! the agentPools REST API that `azure_mgmt_containerservice` 0.10 calls (PUT, GET, DELETE,
-//! list; api-version [`crate::provision::aks::API_VERSION`]) with `provisioningState`,
+//! A test double, never shipped: a local HTTPS Azure Resource Manager endpoint for tests of the
+//! controller's aks provisioner. It speaks the agentPools REST API that
+//! `azure_mgmt_containerservice` 0.10 calls (PUT, GET, DELETE, list; api-version
+//! [`API_VERSION`]) with `provisioningState`,
 //! `Azure-AsyncOperation` and ARM error bodies, and injects faults (quota exceeded, 429 with
 //! `Retry-After`, 500, slow operations). Pools that finish creating or deleting are reported on
 //! a channel, so a caller can materialise (or remove) simulated nodes for them.
@@ -22,8 +23,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::azure::AzureSettings;
-use crate::provision::aks::API_VERSION;
+/// The api-version this endpoint speaks: the one `azure_mgmt_containerservice` 0.10 sends by
+/// default (`kaito_controller::provision::aks::API_VERSION`; the controller's `aks_component`
+/// test checks that the two agree).
+pub const API_VERSION: &str = "2023-01-02-preview";
 
 /// Faults to inject; set with `POST /_faults`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -414,23 +417,6 @@ pub struct Running {
     pub arm: FakeArm,
     /// Pools that finished an operation.
     pub events: mpsc::UnboundedReceiver<PoolEvent>,
-}
-
-impl Running {
-    /// Settings for cluster `cluster` of resource group `rg` in subscription `sub` behind this
-    /// endpoint, trusting its CA and sending `token`; orphaned pools are looked for every
-    /// minute.
-    pub fn settings(&self, token: &str) -> AzureSettings {
-        AzureSettings {
-            subscription_id: "sub".into(),
-            resource_group: "rg".into(),
-            cluster_name: "cluster".into(),
-            endpoint: Some(self.url.clone()),
-            static_token: Some(token.into()),
-            ca_pem: Some(self.ca_pem.clone()),
-            orphan_interval: Duration::from_secs(60),
-        }
-    }
 }
 
 /// Setting up the endpoint failed.
