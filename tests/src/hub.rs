@@ -1,8 +1,10 @@
 //! A local Hugging Face hub for tests and the demo: the part of the hub's HTTP protocol that
 //! model downloaders speak (`huggingface_hub`, the `hf-hub` crate, `kaito-runtime`).
 //!
-//! - `GET /api/models/{org}/{name}/revision/{revision}` → `{"id", "sha", "siblings":
-//!   [{"rfilename"}]}` for the branch `main` or the repository's commit;
+//! - `GET /api/models/{org}/{name}/revision/{revision}` → `{"id", "sha", "gated", "private",
+//!   "siblings": [{"rfilename"}]}` for the branch `main` or the repository's commit; with
+//!   `?blobs=true` each sibling also has its `size` (and an LFS file `lfs: {sha256, size}`),
+//!   as `huggingface_hub`'s `model_info(files_metadata=True)` asks;
 //! - `HEAD|GET /{org}/{name}/resolve/{revision}/{file}`: a regular (git) file is answered
 //!   directly with `ETag` = its git blob sha1; an LFS file (`.safetensors`, `.gguf`, `.bin`)
 //!   is a `302` to `/lfs/{sha256}` with `X-Linked-Etag` = its sha256 and `X-Linked-Size`, as
@@ -378,6 +380,8 @@ enum Route {
     Revision {
         repo: String,
         revision: String,
+        /// `?blobs=true`: list each file's size.
+        blobs: bool,
     },
     Resolve {
         repo: String,
@@ -390,12 +394,15 @@ enum Route {
 }
 
 fn route(path: &str) -> Option<Route> {
-    let path = path.split('?').next().unwrap_or(path);
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
     if let Some(rest) = path.strip_prefix("/api/models/") {
         let (repo, revision) = rest.split_once("/revision/")?;
         return Some(Route::Revision {
             repo: repo.to_string(),
             revision: revision.to_string(),
+            blobs: query
+                .split('&')
+                .any(|q| q == "blobs=true" || q == "blobs=1"),
         });
     }
     if let Some(sha) = path.strip_prefix("/lfs/") {
@@ -461,7 +468,11 @@ fn answer(conn: &mut TcpStream, req: &Request, head: bool, state: &Mutex<State>)
         Ok(code)
     };
     match route {
-        Route::Revision { repo, revision } => {
+        Route::Revision {
+            repo,
+            revision,
+            blobs,
+        } => {
             let r = match accessible(&repo) {
                 Ok(r) => r,
                 Err((code, message)) => return refuse(conn, code, message),
@@ -470,9 +481,25 @@ fn answer(conn: &mut TcpStream, req: &Request, head: bool, state: &Mutex<State>)
                 respond(conn, 404, &[], &json_error("Invalid rev id"), head)?;
                 return Ok(404);
             }
+            let siblings: Vec<serde_json::Value> = r
+                .files
+                .values()
+                .map(|f| match (blobs, f.lfs) {
+                    (false, _) => serde_json::json!({"rfilename": f.name}),
+                    (true, false) => serde_json::json!({"rfilename": f.name, "size": f.size,
+                        "blobId": f.git_sha1}),
+                    (true, true) => serde_json::json!({"rfilename": f.name, "size": f.size,
+                        "blobId": f.git_sha1, "lfs": {"sha256": f.sha256, "size": f.size}}),
+                })
+                .collect();
+            let gated = if r.token.is_some() {
+                serde_json::json!("manual")
+            } else {
+                serde_json::json!(false)
+            };
             let body = serde_json::json!({
-                "id": r.id, "modelId": r.id, "sha": r.commit,
-                "siblings": r.files.keys().map(|f| serde_json::json!({"rfilename": f})).collect::<Vec<_>>(),
+                "id": r.id, "modelId": r.id, "sha": r.commit, "private": false,
+                "gated": gated, "siblings": siblings,
             });
             let headers = vec![("Content-Type".to_string(), "application/json".to_string())];
             respond(conn, 200, &headers, body.to_string().as_bytes(), head)?;
@@ -638,7 +665,11 @@ mod tests {
     fn routes_parse_like_the_hubs() {
         assert!(matches!(
             route("/api/models/HuggingFaceTB/SmolLM2-135M-Instruct/revision/main"),
-            Some(Route::Revision { repo, revision }) if repo == "HuggingFaceTB/SmolLM2-135M-Instruct" && revision == "main"
+            Some(Route::Revision { repo, revision, blobs: false }) if repo == "HuggingFaceTB/SmolLM2-135M-Instruct" && revision == "main"
+        ));
+        assert!(matches!(
+            route("/api/models/a/b/revision/main?blobs=true"),
+            Some(Route::Revision { blobs: true, .. })
         ));
         assert!(matches!(
             route("/a/b/resolve/0123/sub/x.gguf"),

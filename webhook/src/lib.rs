@@ -9,9 +9,12 @@
 //!   the webhook configurations' `caBundle` and rotation before expiry);
 //! - [`tuning_config`]: the ConfigMap a tuning workspace names, read with the webhook's
 //!   Kubernetes client for `/validate`;
+//! - [`hub`]: a Hugging Face id in `inference.preset.name`, resolved through the hub
+//!   (`HF_ENDPOINT`) within a deadline and recorded on the Workspace by `/mutate`;
 //! - [`metrics`]: Prometheus metrics.
 
 pub mod certs;
+pub mod hub;
 pub mod metrics;
 pub mod review;
 pub mod secret;

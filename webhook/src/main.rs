@@ -166,6 +166,18 @@ struct Args {
     #[arg(long, env = "WEBHOOK_CLIENT_ALLOWED_NAMES", value_delimiter = ',')]
     client_allowed_names: Vec<String>,
 
+    /// The Hugging Face hub that resolves `inference.preset.name: org/model[@revision]` (its
+    /// commit, config.json and file sizes, recorded on the Workspace at creation).
+    #[arg(long, env = "HF_ENDPOINT", default_value = "https://huggingface.co")]
+    hf_endpoint: String,
+    /// Seconds one Hugging Face id may take to resolve (the token's Secret included); then the
+    /// Workspace is denied with a message to try again. Keep it under --request-timeout-secs.
+    #[arg(long, env = "WEBHOOK_HUB_TIMEOUT_SECS", default_value_t = kaito_webhook::hub::DEFAULT_TIMEOUT.as_secs())]
+    hub_timeout_secs: u64,
+    /// Seconds a resolved public id@revision is remembered.
+    #[arg(long, env = "WEBHOOK_HUB_CACHE_TTL_SECS", default_value_t = kaito_webhook::hub::DEFAULT_CACHE_TTL.as_secs())]
+    hub_cache_ttl_secs: u64,
+
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -288,6 +300,9 @@ fn effective(args: &Args, config: &AdmissionConfig, mode: TlsMode) -> serde_json
         "clientCaFile": path(&args.client_ca_file),
         "clientAllowedNames": args.client_allowed_names,
         "configMapChecks": args.client_ca_file.is_some(),
+        "hfEndpoint": args.hf_endpoint,
+        "hubTimeoutSecs": args.hub_timeout_secs,
+        "hubCacheTtlSecs": args.hub_cache_ttl_secs,
     })
 }
 
@@ -357,6 +372,22 @@ fn client_auth(args: &Args) -> anyhow::Result<Option<certs::ClientAuth>> {
     Ok(Some(auth))
 }
 
+/// The Hugging Face id resolver of `args`, checked.
+fn hub_resolver(args: &Args) -> anyhow::Result<kaito_webhook::hub::HubResolver> {
+    anyhow::ensure!(
+        args.hub_timeout_secs > 0 && args.hub_timeout_secs < args.request_timeout_secs,
+        "--hub-timeout-secs (WEBHOOK_HUB_TIMEOUT_SECS) must be at least 1 and below \
+         --request-timeout-secs ({}), so a hub that does not answer is a denial, not a timeout",
+        args.request_timeout_secs
+    );
+    kaito_webhook::hub::HubResolver::new(
+        &args.hf_endpoint,
+        Duration::from_secs(args.hub_timeout_secs),
+        Duration::from_secs(args.hub_cache_ttl_secs),
+    )
+    .map_err(|e| anyhow::anyhow!("--hf-endpoint (HF_ENDPOINT): {e}"))
+}
+
 /// The admission server's limits of `args`, checked.
 fn limits(args: &Args) -> anyhow::Result<server::Limits> {
     anyhow::ensure!(
@@ -403,6 +434,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mode = tls_mode(&args)?;
     let limits = limits(&args)?;
     let client_auth = client_auth(&args)?;
+    let hub = hub_resolver(&args)?;
     if args.check_config {
         println!(
             "{}",
@@ -414,6 +446,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let mut state = AppState::new(config).with_limits(&limits);
     state.max_body = args.max_body_bytes;
+    state.hub = Some(Arc::new(hub));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut client = None;

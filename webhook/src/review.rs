@@ -6,6 +6,11 @@
 //! - a body that is not an AdmissionReview (malformed JSON, no `request`) is an
 //!   [`Outcome::BadRequest`]: HTTP 400 with an AdmissionReview whose response is denied and names
 //!   the problem, so a human reading the apiserver log sees why;
+//! - on CREATE of a Workspace whose `inference.preset.name` is a Hugging Face id, the caller
+//!   resolves it beforehand ([`crate::hub`], a [`HubLookup`]): `/mutate` records the facts
+//!   (`kaito.sh/model-revision`, `kaito.sh/model-facts`) before defaulting, `/validate` denies
+//!   recorded facts that are not the hub's; a hub that did not answer in time is a denial with
+//!   code 503 (ServiceUnavailable) that says to try again;
 //! - a request for a kind other than `kaito.sh` `Workspace` is allowed unchanged with a warning
 //!   (a misconfigured webhook registration must not block unrelated objects);
 //! - DELETE and CONNECT, and subresources (`workspaces/status`), are allowed unchanged;
@@ -23,14 +28,16 @@ use std::time::Instant;
 
 use kaito_api::Workspace;
 use kaito_api::admission::{
-    AdmissionConfig, FieldError, INFERENCE_CONFIG_KEY, TRAINING_CONFIG_KEY, Verdict,
-    apply_defaults, parse_inference_config_map, validate as validate_workspace,
-    validate_training_config_map,
+    ANNOTATION_MODEL_FACTS, AdmissionConfig, FieldError, INFERENCE_CONFIG_KEY, TRAINING_CONFIG_KEY,
+    Verdict, apply_defaults, parse_inference_config_map, record_hub_model,
+    validate as validate_workspace, validate_training_config_map,
 };
+use kaito_presets::ModelFacts;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use serde_json::Value;
 
+use crate::hub::HubLookup;
 use crate::tuning_config::ConfigLookup;
 
 /// The API group this webhook handles.
@@ -114,6 +121,19 @@ pub fn handle_with(
     cfg: &AdmissionConfig,
     config: &ConfigLookup,
 ) -> Outcome {
+    handle_full(endpoint, body, cfg, config, &HubLookup::NotNeeded)
+}
+
+/// Handles one admission call for `endpoint` with the raw request body; `config` is what the
+/// caller found for the request's ConfigMap, `hub` what it found for its Hugging Face id
+/// ([`crate::hub::lookup`]).
+pub fn handle_full(
+    endpoint: Endpoint,
+    body: &[u8],
+    cfg: &AdmissionConfig,
+    config: &ConfigLookup,
+    hub: &HubLookup,
+) -> Outcome {
     let started = Instant::now();
     if let Err(outcome) = check_json_values(body) {
         return outcome;
@@ -158,8 +178,8 @@ pub fn handle_with(
         (response, VerdictKind::Allowed)
     } else {
         match endpoint {
-            Endpoint::Mutate => mutate_request(&request, response, cfg),
-            Endpoint::Validate => validate_request(&request, response, cfg, config),
+            Endpoint::Mutate => mutate_request(&request, response, cfg, hub),
+            Endpoint::Validate => validate_request(&request, response, cfg, config, hub),
         }
     };
 
@@ -363,6 +383,20 @@ fn deny_invalid(response: AdmissionResponse, message: String) -> AdmissionRespon
     response
 }
 
+/// Denies for a Hugging Face id that was not resolved: 503 ServiceUnavailable when the same
+/// request may succeed later (the hub did not answer), else 422 Invalid.
+fn deny_hub(response: AdmissionResponse, message: &str, retryable: bool) -> AdmissionResponse {
+    let message = format!("inference.preset.name: {message}");
+    if !retryable {
+        return deny_invalid(response, message);
+    }
+    let mut response = response.deny(message);
+    response.result.code = 503;
+    response.result.reason = "ServiceUnavailable".to_owned();
+    response.result.status = Some(kube::core::response::StatusSummary::Failure);
+    response
+}
+
 /// The object of a request as JSON, and as a Workspace (or the deserialization error, with
 /// the path serde complained about).
 fn decode_workspace(object: &DynamicObject) -> Result<(Value, Workspace), String> {
@@ -388,6 +422,7 @@ fn mutate_request(
     request: &AdmissionRequest<DynamicObject>,
     response: AdmissionResponse,
     cfg: &AdmissionConfig,
+    hub: &HubLookup,
 ) -> (AdmissionResponse, VerdictKind) {
     let Some(object) = request.object.as_ref() else {
         return (
@@ -399,7 +434,14 @@ fn mutate_request(
         Ok(decoded) => decoded,
         Err(message) => return (deny_invalid(response, message), VerdictKind::Denied),
     };
-    match default_patch(&raw, &ws, cfg) {
+    let facts = match hub {
+        HubLookup::NotNeeded => None,
+        HubLookup::Resolved(facts) => Some(facts),
+        HubLookup::Failed { message, retryable } => {
+            return (deny_hub(response, message, *retryable), VerdictKind::Denied);
+        }
+    };
+    match default_patch_with(&raw, &ws, cfg, facts) {
         Ok(None) => (response, VerdictKind::Allowed),
         Ok(Some(patch)) => match response.clone().with_patch(patch) {
             Ok(patched) => (patched, VerdictKind::Patched),
@@ -426,7 +468,20 @@ pub fn default_patch(
     ws: &Workspace,
     cfg: &AdmissionConfig,
 ) -> Result<Option<json_patch::Patch>, String> {
+    default_patch_with(raw, ws, cfg, None)
+}
+
+/// [`default_patch`], recording first the `facts` resolved for the workspace's Hugging Face id.
+pub fn default_patch_with(
+    raw: &Value,
+    ws: &Workspace,
+    cfg: &AdmissionConfig,
+    facts: Option<&ModelFacts>,
+) -> Result<Option<json_patch::Patch>, String> {
     let mut defaulted = ws.clone();
+    if let Some(facts) = facts {
+        record_hub_model(&mut defaulted, facts);
+    }
     apply_defaults(&mut defaulted, cfg);
     if &defaulted == ws {
         return Ok(None);
@@ -478,6 +533,7 @@ fn validate_request(
     response: AdmissionResponse,
     cfg: &AdmissionConfig,
     config: &ConfigLookup,
+    hub: &HubLookup,
 ) -> (AdmissionResponse, VerdictKind) {
     let Some(object) = request.object.as_ref() else {
         return (
@@ -511,6 +567,27 @@ fn validate_request(
             .or(new.metadata.namespace.as_deref())
             .unwrap_or("default");
         check_config_map(&new, namespace, config, &mut verdict);
+        match hub {
+            HubLookup::NotNeeded => {}
+            HubLookup::Failed { message, retryable } => {
+                return (deny_hub(response, message, *retryable), VerdictKind::Denied);
+            }
+            HubLookup::Resolved(facts) => {
+                let recorded = new
+                    .annotation(ANNOTATION_MODEL_FACTS)
+                    .and_then(|t| ModelFacts::from_json(t).ok());
+                if recorded.as_ref() != Some(facts) {
+                    verdict.errors.push(FieldError {
+                        field: format!("metadata.annotations[{ANNOTATION_MODEL_FACTS}]"),
+                        message: format!(
+                            "is not what the Hugging Face hub says of {}@{}; remove it and \
+                             let the webhook record it",
+                            facts.repo, facts.revision
+                        ),
+                    });
+                }
+            }
+        }
     }
     warnings.extend(verdict.warnings.iter().cloned());
     if verdict.is_allowed() {

@@ -85,6 +85,9 @@ pub struct AppState {
     pub max_admissions: usize,
     /// `Limits::request_timeout`.
     pub request_timeout: Duration,
+    /// Resolves Hugging Face ids (`inference.preset.name: org/model`); `None`: such workspaces
+    /// are denied.
+    pub hub: Option<Arc<crate::hub::HubResolver>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -97,6 +100,7 @@ impl std::fmt::Debug for AppState {
             .field("client", &self.client.as_ref().map(|_| "kube::Client"))
             .field("admissions", &self.admissions.available_permits())
             .field("request_timeout", &self.request_timeout)
+            .field("hub", &self.hub)
             .finish()
     }
 }
@@ -114,6 +118,7 @@ impl AppState {
             admissions: Arc::new(Semaphore::new(Limits::default().max_admissions)),
             max_admissions: Limits::default().max_admissions,
             request_timeout: Limits::default().request_timeout,
+            hub: None,
         }
     }
 
@@ -167,7 +172,7 @@ async fn admit(endpoint: Endpoint, state: &AppState, req: Request) -> Response {
                     tracing::warn!(endpoint = endpoint.as_str(), "admission timed out");
                     review::unavailable(format!(
                         "kaito-webhook did not answer within {secs} s: the request body arrived too \
-                     slowly or reading the ConfigMap took too long; the API server may retry"
+                     slowly, or reading the ConfigMap or the Hugging Face hub took too long; the API server may retry"
                     ))
                 }
             }
@@ -204,11 +209,20 @@ async fn admit_now(endpoint: Endpoint, state: &AppState, req: Request) -> Outcom
     if let Err(outcome) = review::check_json_values(&body) {
         return outcome;
     }
-    let config = match endpoint {
-        Endpoint::Validate => tuning_config::lookup(state.client.as_ref(), &body).await,
-        Endpoint::Mutate => ConfigLookup::NotNeeded,
+    let config = async {
+        match endpoint {
+            Endpoint::Validate => tuning_config::lookup(state.client.as_ref(), &body).await,
+            Endpoint::Mutate => ConfigLookup::NotNeeded,
+        }
     };
-    review::handle_with(endpoint, &body, &state.config, &config)
+    let hub = crate::hub::lookup(
+        state.hub.as_deref(),
+        state.client.as_ref(),
+        &body,
+        endpoint == Endpoint::Validate,
+    );
+    let (config, hub) = tokio::join!(config, hub);
+    review::handle_full(endpoint, &body, &state.config, &config, &hub)
 }
 
 fn respond(endpoint: Endpoint, state: &AppState, started: Instant, outcome: Outcome) -> Response {
