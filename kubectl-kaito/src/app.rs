@@ -64,7 +64,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             clap_complete::generate(sh, &mut cmd, "kubectl-kaito", &mut buf);
             out(&String::from_utf8_lossy(&buf))
         }
-        Command::Models(m) => models(m),
+        Command::Models(m) => models(m).await,
         Command::Skus(a) => {
             let cloud = a.cloud.into();
             match a.output {
@@ -106,7 +106,7 @@ fn skus_values(cloud: kaito_presets::Cloud) -> serde_json::Value {
         .collect()
 }
 
-fn models(m: ModelsCommand) -> Result<()> {
+async fn models(m: ModelsCommand) -> Result<()> {
     let catalog = PresetCatalog::builtin();
     match m {
         ModelsCommand::List { output } => match output {
@@ -137,6 +137,42 @@ fn models(m: ModelsCommand) -> Result<()> {
             name,
             cloud,
             tuning,
+            hf_endpoint,
+            token,
+            hub_timeout,
+        } if kaito_presets::hub_model::is_hub_id(&name) => {
+            if tuning.is_some() {
+                return Err(Error::Usage(format!(
+                    "{name} is a Hugging Face id: ids can be served, not tuned\n  fix: drop \
+                     --tuning, or describe a catalog preset that supports tuning"
+                )));
+            }
+            let id = kaito_presets::HubId::parse(&name).map_err(|e| {
+                Error::Usage(format!("{e}\n  fix: write org/model or org/model@revision"))
+            })?;
+            let facts = crate::hub::resolve(
+                &hf_endpoint,
+                &id,
+                token.as_deref().filter(|t| !t.is_empty()),
+                Duration::from_secs(hub_timeout.max(1)),
+            )
+            .await
+            .map_err(|e| Error::Usage(format!("{e}")))?;
+            let preset = facts.preset(&name, catalog.runtime_architectures());
+            let mut text =
+                render::model_describe(&preset, Mode::Serve, SkuCatalog::builtin(), cloud.into());
+            text.push_str(&render::hub_pin(
+                &facts,
+                &hf_endpoint,
+                catalog.runtime_architectures(),
+            ));
+            out(&text)
+        }
+        ModelsCommand::Describe {
+            name,
+            cloud,
+            tuning,
+            ..
         } => {
             let preset = catalog.get(&name).ok_or_else(|| {
                 let near = catalog.suggestions(&name, 3);

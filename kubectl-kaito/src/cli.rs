@@ -475,13 +475,24 @@ pub enum ModelsCommand {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,
     },
-    /// Show a preset and which sizes of a cloud fit it (GPU, and CPU-only for serving).
+    /// Show a preset, or a Hugging Face model by its id, and which sizes of a cloud fit it (GPU,
+    /// and CPU-only for serving).
     #[command(
-        after_help = "Examples:\n  kubectl kaito models describe phi-3-mini-4k-instruct\n  kubectl kaito models describe llama-3.1-8b-instruct --cloud aws"
+        after_help = "Examples:\n  kubectl kaito models describe phi-3-mini-4k-instruct\n  kubectl kaito models describe llama-3.1-8b-instruct --cloud aws\n  kubectl kaito models describe Qwen/Qwen2.5-7B-Instruct@main"
     )]
     Describe {
-        /// The preset.
+        /// The preset, or a Hugging Face id `org/model[@revision]`, resolved through the hub as
+        /// the webhook resolves it.
         name: String,
+        /// The Hugging Face hub that resolves an id.
+        #[arg(long, env = "HF_ENDPOINT", default_value = "https://huggingface.co")]
+        hf_endpoint: String,
+        /// Token for a gated or private repository.
+        #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Seconds to wait for the hub.
+        #[arg(long, default_value_t = crate::hub::DEFAULT_TIMEOUT.as_secs())]
+        hub_timeout: u64,
         /// Cloud whose sizes to check.
         #[arg(long, value_enum, default_value = "azure")]
         cloud: CloudArg,

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kaito_api::Workspace;
 use kaito_presets::sizing::{self, Mode, RuntimeParams};
-use kaito_presets::{Cloud, Preset, PresetCatalog, SkuCatalog};
+use kaito_presets::{Cloud, ModelFacts, Preset, PresetCatalog, SkuCatalog};
 
 use crate::compute::{self, WorkspaceRow};
 
@@ -182,6 +182,28 @@ pub fn model_describe(preset: &Preset, mode: Mode, skus: &SkuCatalog, cloud: Clo
             );
             plan_rows(&mut s, &cpu);
         }
+    }
+    s
+}
+
+/// What `models describe org/model` adds for a Hugging Face id: where it was resolved, the
+/// commit a Workspace naming it is pinned to, and whether admission accepts its architecture.
+pub fn hub_pin(facts: &ModelFacts, endpoint: &str, runtime_architectures: &[String]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "Hugging Face id, resolved through {endpoint}: commit {} (a Workspace naming it is \
+         pinned to the commit the webhook resolves, in the kaito.sh/model-revision annotation).",
+        facts.revision
+    );
+    if !runtime_architectures.contains(&facts.architecture) {
+        let _ = writeln!(
+            s,
+            "Admission refuses it: the runtime loads {}, not {}.",
+            runtime_architectures.join(", "),
+            facts.architecture
+        );
     }
     s
 }
