@@ -56,49 +56,25 @@ pub mod state {
     pub const FAILED: &str = "Failed";
 }
 
-/// Machine-readable `reason`s of conditions and Events.
+/// The text of each [`crate::Reason`], for code that carries a reason as text (a provisioner's
+/// report, a test); the enum is the one list.
 pub mod reason {
-    /// Everything the condition checks is true.
-    pub const READY: &str = "Ready";
-    /// Nodes are being provisioned.
-    pub const PROVISIONING: &str = "Provisioning";
-    /// The spec cannot be satisfied as written.
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    /// Fewer matching GPU nodes than the workspace needs.
-    pub const NODES_NOT_READY: &str = "NodesNotReady";
-    /// The cloud refused for lack of quota.
-    pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
-    /// The VM size is not offered in the region.
-    pub const SKU_NOT_AVAILABLE: &str = "SKUNotAvailable";
-    /// Another cloud error.
-    pub const CLOUD_ERROR: &str = "CloudError";
-    /// A container image cannot be pulled.
-    pub const IMAGE_PULL_ERROR: &str = "ImagePullError";
-    /// A container keeps crashing.
-    pub const CRASH_LOOP_BACK_OFF: &str = "CrashLoopBackOff";
-    /// A container ran out of memory.
-    pub const OOM_KILLED: &str = "OOMKilled";
-    /// The scheduler cannot place a pod.
-    pub const UNSCHEDULABLE: &str = "Unschedulable";
-    /// The model is still loading.
-    pub const LOADING: &str = "Loading";
-    /// The hub refused the weights download (401/403): the token is missing or has no access.
-    pub const MODEL_DOWNLOAD_UNAUTHORIZED: &str = "ModelDownloadUnauthorized";
-    /// The hub has no such repository, revision or file.
-    pub const MODEL_NOT_FOUND: &str = "ModelNotFound";
-    /// The weights download failed after its retries (network, integrity).
-    pub const MODEL_DOWNLOAD_FAILED: &str = "ModelDownloadFailed";
-    /// The runtime could not load the downloaded model.
-    pub const MODEL_LOAD_FAILED: &str = "ModelLoadFailed";
-    /// The reasons `kaito-runtime` writes to its termination log (`Reason: message`).
-    pub const RUNTIME_REASONS: [&str; 4] = [
-        MODEL_DOWNLOAD_UNAUTHORIZED,
-        MODEL_NOT_FOUND,
-        MODEL_DOWNLOAD_FAILED,
-        MODEL_LOAD_FAILED,
-    ];
-    /// The tuning Job failed.
-    pub const JOB_FAILED: &str = "JobFailed";
-    /// The tuning Job completed.
-    pub const JOB_SUCCEEDED: &str = "JobSucceeded";
+    use crate::Reason;
+
+    /// [`Reason::Ready`].
+    pub const READY: &str = Reason::Ready.as_str();
+    /// [`Reason::Provisioning`].
+    pub const PROVISIONING: &str = Reason::Provisioning.as_str();
+    /// [`Reason::InvalidSpec`].
+    pub const INVALID_SPEC: &str = Reason::InvalidSpec.as_str();
+    /// [`Reason::NodesNotReady`].
+    pub const NODES_NOT_READY: &str = Reason::NodesNotReady.as_str();
+    /// [`Reason::QuotaExceeded`].
+    pub const QUOTA_EXCEEDED: &str = Reason::QuotaExceeded.as_str();
+    /// [`Reason::SkuNotAvailable`].
+    pub const SKU_NOT_AVAILABLE: &str = Reason::SkuNotAvailable.as_str();
+    /// [`Reason::CloudError`].
+    pub const CLOUD_ERROR: &str = Reason::CloudError.as_str();
+    /// [`Reason::ChildNameTaken`].
+    pub const CHILD_NAME_TAKEN: &str = Reason::ChildNameTaken.as_str();
 }

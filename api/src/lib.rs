@@ -9,7 +9,9 @@
 pub mod admission;
 pub mod constants;
 pub mod crd;
+pub mod reasons;
 pub mod types;
 
 pub use constants::*;
+pub use reasons::{Reason, UnknownReason};
 pub use types::*;

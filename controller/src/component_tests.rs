@@ -394,3 +394,162 @@ fn one_workspace_that_does_not_decode_does_not_hide_the_others() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+/// The workspace as the mock stores it now (status and finalizers included).
+fn stored(mock: &MockApi) -> Workspace {
+    serde_json::from_value(mock.get(&ws_path("default", NAME)).expect("workspace")).unwrap()
+}
+
+fn sts_path() -> String {
+    format!("/apis/apps/v1/namespaces/default/statefulsets/{NAME}")
+}
+
+#[tokio::test]
+async fn a_second_reconcile_of_an_unchanged_ready_workspace_writes_nothing() {
+    let mock = MockApi::start().await;
+    let w = stored_phi(&mock);
+    let ctx = karpenter_context(&mock, &w);
+    // Create: the NodeClaim, both Services, the StatefulSet, the status.
+    reconcile(Arc::new(w), ctx.clone())
+        .await
+        .expect("reconcile");
+    let first = mock.writes();
+    for want in [
+        svc_path(NAME),
+        svc_path(&format!("{NAME}-headless")),
+        sts_path(),
+    ] {
+        assert!(
+            first.contains(&format!("PATCH {want}")),
+            "{want}: {first:?}"
+        );
+    }
+    // The StatefulSet's pod turns ready: the status follows (one status write, no apply).
+    let mut sts = mock.get(&sts_path()).expect("statefulset");
+    sts["metadata"]["generation"] = json!(1);
+    sts["status"] = json!({"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1,
+                           "observedGeneration": 1});
+    mock.put(&sts_path(), sts);
+    reconcile(Arc::new(stored(&mock)), ctx.clone())
+        .await
+        .expect("reconcile");
+    let second: Vec<String> = mock.writes().split_off(first.len());
+    assert!(
+        second
+            .iter()
+            .any(|r| r.ends_with(&format!("{}/status", ws_path("default", NAME)))),
+        "{second:?}"
+    );
+    assert!(
+        !second
+            .iter()
+            .any(|r| r.contains("/services/") || r.contains("/statefulsets/")),
+        "an unchanged child was applied again: {second:?}"
+    );
+    assert_eq!(
+        stored(&mock).status.and_then(|s| s.state).as_deref(),
+        Some("Ready")
+    );
+    // Nothing changed: nothing is written.
+    let before = mock.writes().len();
+    let action = reconcile(Arc::new(stored(&mock)), ctx.clone())
+        .await
+        .expect("reconcile");
+    assert_eq!(
+        mock.writes().split_off(before),
+        Vec::<String>::new(),
+        "writes on an unchanged ready workspace"
+    );
+    assert_eq!(action, kube::runtime::controller::Action::await_change());
+    // A changed spec is applied again (the StatefulSet only).
+    let mut changed = stored(&mock);
+    changed
+        .inference
+        .as_mut()
+        .expect("inference")
+        .preset
+        .as_mut()
+        .expect("preset")
+        .name = "phi-3-mini-128k-instruct".into();
+    let before = mock.writes().len();
+    reconcile(Arc::new(changed), ctx).await.expect("reconcile");
+    let third = mock.writes().split_off(before);
+    assert!(
+        third.contains(&format!("PATCH {}", sts_path())),
+        "{third:?}"
+    );
+    assert!(
+        !third.iter().any(|r| r.contains("/services/")),
+        "the unchanged Services were applied again: {third:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_finalizer_comes_first_and_goes_once_the_nodes_are_gone() {
+    let mock = MockApi::start().await;
+    let mut w = phi("uid-1");
+    w.metadata.finalizers = None;
+    mock.put(&ws_path("default", NAME), serde_json::to_value(&w).unwrap());
+    let ctx = karpenter_context(&mock, &w);
+    // First the finalizer, nothing else (its watch event brings the workspace back).
+    let action = reconcile(Arc::new(w), ctx.clone())
+        .await
+        .expect("reconcile");
+    assert_eq!(action, kube::runtime::controller::Action::await_change());
+    assert_eq!(
+        mock.writes(),
+        [format!("PATCH {}", ws_path("default", NAME))]
+    );
+    assert_eq!(
+        stored(&mock).metadata.finalizers,
+        Some(vec![FINALIZER.into()])
+    );
+    // Running: a NodeClaim.
+    reconcile(Arc::new(stored(&mock)), ctx.clone())
+        .await
+        .expect("reconcile");
+    let claim = claim_path(&naming::nodeclaim_name("default", NAME, 0));
+    assert!(mock.get(&claim).is_some());
+    // Deleted: the claim goes first, the finalizer stays until it is gone.
+    let mut deleted = stored(&mock);
+    deleted.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+    );
+    let err = reconcile(Arc::new(deleted.clone()), ctx.clone())
+        .await
+        .expect_err("waiting for the nodes");
+    assert!(
+        matches!(err, crate::reconcile::ReconcileError::Releasing),
+        "{err}"
+    );
+    assert_eq!(
+        err.retry(),
+        crate::reconcile::Retry::After(Duration::from_secs(2))
+    );
+    assert!(mock.get(&claim).is_none(), "claim not deleted");
+    assert_eq!(
+        stored(&mock).metadata.finalizers,
+        Some(vec![FINALIZER.into()])
+    );
+    reconcile(Arc::new(deleted), ctx).await.expect("reconcile");
+    assert_eq!(stored(&mock).metadata.finalizers, Some(vec![]));
+}
+
+#[test]
+fn the_error_policy_looks_at_the_error() {
+    use crate::reconcile::{ReconcileError, Retry};
+    let api = kube::Error::Api(
+        kube::core::Status::failure("etcd timeout", "Timeout")
+            .with_code(504)
+            .boxed(),
+    );
+    assert_eq!(ReconcileError::Kube(api).retry(), Retry::Backoff);
+    assert_eq!(
+        ReconcileError::NameTaken("x".into()).retry(),
+        Retry::Backoff
+    );
+    assert_eq!(
+        ReconcileError::Permanent("no name".into()).retry(),
+        Retry::Never
+    );
+}

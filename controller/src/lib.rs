@@ -16,6 +16,7 @@ pub mod leader;
 pub mod naming;
 pub mod nodes;
 pub mod ownership;
+pub mod pipeline;
 pub mod plan;
 pub mod provision;
 pub mod reconcile;

@@ -1,5 +1,6 @@
-//! The reconcile loop: fetch → plan → build → apply → status, with the finalizer, watches,
-//! Events and metrics.
+//! The reconcile loop: kube-runtime's finalizer around the pipeline of [`crate::pipeline`]
+//! (fetch → plan → provision → desired children → apply what differs → status), the
+//! error policy, Events, metrics and the watches that wake it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,18 +10,16 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kaito_api::admission::{
-    EngineParams, FieldError, INFERENCE_CONFIG_KEY, parse_inference_config_map,
-};
 use kaito_api::{
-    CONDITION_RESOURCE_READY, FINALIZER, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, Workspace,
+    CONDITION_RESOURCE_READY, FINALIZER, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, Reason,
+    Workspace,
 };
-use kaito_presets::GpuShape;
-use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -28,40 +27,60 @@ use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::{Config, Provisioner};
-
-/// Workspaces reconciled at the same time (the rest wait in kube-runtime's queue).
-const MAX_CONCURRENT_RECONCILES: u16 = 16;
-use crate::inference::{self, BuildError};
 use crate::naming::{self, FIELD_MANAGER};
 use crate::nodes;
-use crate::ownership::{self, controlled_by};
-use crate::plan::{self, WorkloadKind};
+use crate::ownership;
+use crate::pipeline::apply::{self, Applied, ApplyError};
+use crate::pipeline::desired::{self, Desired};
+use crate::pipeline::{fetch, next_action};
 use crate::provision::{
     AnyProvisioner, NodeProvisioner, ProvisionError, ProvisionReport, nodeclaim_resource,
 };
 use crate::status::{self, Observed};
-use crate::telemetry::{ErrorLabels, Metrics};
-use crate::tuning;
+use crate::telemetry::{ErrorLabels, Metrics, WriteLabels};
 
-/// A reconcile failed for a reason worth retrying.
+pub(crate) use crate::pipeline::fetch::named;
+
+/// Workspaces reconciled at the same time (the rest wait in kube-runtime's queue).
+const MAX_CONCURRENT_RECONCILES: u16 = 16;
+/// How often a deleted workspace looks again whether its nodes are gone.
+const RELEASE_POLL: Duration = Duration::from_secs(2);
+
+/// Why a reconcile did not finish. Invalid specs and objects the API server rejects are not
+/// errors: they become an `InvalidSpec` condition and wait for a change of the spec.
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
-    /// The Kubernetes API failed.
+    /// The Kubernetes API failed (transient: retried with backoff).
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    /// A builder failed.
-    #[error(transparent)]
-    Build(#[from] BuildError),
-    /// The provisioner failed.
+    /// The provisioner failed (transient: retried with backoff).
     #[error(transparent)]
     Provision(#[from] ProvisionError),
-    /// Serialization failed.
-    #[error("serializing: {0}")]
-    Serde(#[from] serde_json::Error),
     /// A child's name is held by an object the workspace does not own (reported in its
-    /// status; looked at again with backoff).
+    /// status; looked at again with backoff, since nothing watches that object for us).
     #[error("{0}")]
     NameTaken(String),
+    /// The workspace is deleted and its nodes are still going away: look again soon (not a
+    /// failure; the finalizer stays until they are gone).
+    #[error("waiting for the workspace's nodes to be removed")]
+    Releasing,
+    /// Adding or removing the finalizer failed (transient).
+    #[error("finalizer: {0}")]
+    Finalizer(kube::Error),
+    /// The object cannot be handled at all (no name): retrying does not help.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// What the error policy does with an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// Again after the workspace's exponential backoff (1 s … 5 min).
+    Backoff,
+    /// Again after this fixed delay, without counting as a failure.
+    After(Duration),
+    /// Not until the workspace changes.
+    Never,
 }
 
 impl ReconcileError {
@@ -69,10 +88,37 @@ impl ReconcileError {
     pub fn category(&self) -> &'static str {
         match self {
             Self::Kube(_) => "kube",
-            Self::Build(_) => "build",
             Self::Provision(_) => "provision",
-            Self::Serde(_) => "serde",
             Self::NameTaken(_) => "name_taken",
+            Self::Releasing => "releasing",
+            Self::Finalizer(_) => "finalizer",
+            Self::Permanent(_) => "permanent",
+        }
+    }
+
+    /// Transient errors are retried with backoff; a deletion in progress is polled; a
+    /// permanent one waits for a change (no hot requeue).
+    pub fn retry(&self) -> Retry {
+        match self {
+            Self::Kube(_) | Self::Provision(_) | Self::NameTaken(_) | Self::Finalizer(_) => {
+                Retry::Backoff
+            }
+            Self::Releasing => Retry::After(RELEASE_POLL),
+            Self::Permanent(_) => Retry::Never,
+        }
+    }
+}
+
+impl From<finalizer::Error<ReconcileError>> for ReconcileError {
+    fn from(e: finalizer::Error<ReconcileError>) -> Self {
+        match e {
+            finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+            finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => {
+                Self::Finalizer(e)
+            }
+            e @ (finalizer::Error::UnnamedObject | finalizer::Error::InvalidFinalizer) => {
+                Self::Permanent(e.to_string())
+            }
         }
     }
 }
@@ -133,6 +179,14 @@ impl Context {
         *n = n.saturating_add(1);
         Duration::from_secs((1u64 << (*n).min(8)).min(300))
     }
+
+    /// Counts one write of the controller's (by what was written).
+    fn wrote(&self, kind: &str) {
+        self.metrics
+            .writes
+            .get_or_create(&WriteLabels { kind: kind.into() })
+            .inc();
+    }
 }
 
 async fn publish(
@@ -154,326 +208,229 @@ async fn publish(
         action: action.into(),
         secondary: None,
     };
+    ctx.wrote("Event");
     if let Err(e) = ctx.recorder.publish(&ev, &ws.object_ref(&())).await {
         warn!(error = %e, "could not publish event");
     }
 }
 
-/// Reconciles one workspace.
+/// Reconciles one workspace: kube-runtime's finalizer around [`apply_workspace`] (and
+/// [`cleanup`] once the workspace is deleted).
 pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let name = naming::name(&ws).to_string();
     let ns = naming::namespace(&ws).to_string();
     let span = info_span!("reconcile", workspace = %name, namespace = %ns);
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
-    let result = reconcile_inner(&ws, &ctx).instrument(span.clone()).await;
+    let api: Api<Workspace> = Api::namespaced(ctx.client.clone(), &ns);
+    if ws.metadata.deletion_timestamp.is_none() && !ws.finalizers().iter().any(|f| f == FINALIZER) {
+        ctx.wrote("Workspace");
+    }
+    let result = finalizer(&api, FINALIZER, ws, |event| async {
+        match event {
+            finalizer::Event::Apply(ws) => apply_workspace(&ws, &ctx).await,
+            finalizer::Event::Cleanup(ws) => cleanup(&ws, &ctx, &api).await,
+        }
+    })
+    .instrument(span.clone())
+    .await
+    .map_err(ReconcileError::from);
+    // The finalizer is already gone (the workspace was deleted meanwhile): nothing to do.
+    let result = match result {
+        Err(ReconcileError::Finalizer(kube::Error::Api(e))) if e.code == 404 => {
+            Ok(Action::await_change())
+        }
+        r => r,
+    };
     ctx.metrics
         .duration
         .observe(started.elapsed().as_secs_f64());
     let key = format!("{ns}/{name}");
-    if let Err(e) = &result {
-        ctx.metrics
-            .errors
-            .get_or_create(&ErrorLabels {
-                category: e.category().into(),
-            })
-            .inc();
-        span.in_scope(|| warn!(error = %e, "reconcile failed; retrying with backoff"));
-    } else {
-        ctx.backoff(&key, false);
+    match &result {
+        Err(e) if e.retry() == Retry::After(RELEASE_POLL) => {
+            span.in_scope(|| info!("{e}"));
+        }
+        Err(e) => {
+            ctx.metrics
+                .errors
+                .get_or_create(&ErrorLabels {
+                    category: e.category().into(),
+                })
+                .inc();
+            span.in_scope(|| warn!(error = %e, "reconcile failed; retrying with backoff"));
+        }
+        Ok(_) => {
+            ctx.backoff(&key, false);
+        }
     }
     result
 }
 
-/// Requeue with per-workspace exponential backoff (1 s … 5 min) on transient errors.
-pub fn error_policy(ws: Arc<Workspace>, _err: &ReconcileError, ctx: Arc<Context>) -> Action {
-    let key = format!("{}/{}", naming::namespace(&ws), naming::name(&ws));
-    Action::requeue(ctx.backoff(&key, true))
+/// Looks at the error: transient → the workspace's exponential backoff (1 s … 5 min); a
+/// deletion waiting for its nodes → a fixed poll; permanent → wait for a change.
+pub fn error_policy(ws: Arc<Workspace>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
+    match err.retry() {
+        Retry::Backoff => {
+            let key = format!("{}/{}", naming::namespace(&ws), naming::name(&ws));
+            Action::requeue(ctx.backoff(&key, true))
+        }
+        Retry::After(d) => Action::requeue(d),
+        Retry::Never => Action::await_change(),
+    }
 }
 
-async fn reconcile_inner(ws: &Workspace, ctx: &Context) -> Result<Action, ReconcileError> {
-    let name = naming::name(ws);
-    let ns = naming::namespace(ws);
-    let api: Api<Workspace> = Api::namespaced(ctx.client.clone(), ns);
-    if ws.metadata.deletion_timestamp.is_some() {
-        return finalize(ws, ctx, &api).await;
-    }
-    if !ws.finalizers().iter().any(|f| f == FINALIZER) {
-        let mut fins = ws.finalizers().to_vec();
-        fins.push(FINALIZER.into());
-        let patch =
-            json!({"metadata": {"finalizers": fins, "resourceVersion": ws.resource_version()}});
-        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-        info!("finalizer added");
-        return Ok(Action::await_change());
-    }
-
-    // Fetch: nodes from the reflector, the byo shape from their labels.
-    let byo = ctx.config.provisioner == Provisioner::Byo;
-    let all_nodes = ctx.nodes.state();
-    let cpu_only = plan::cpu_only_size(ws, ctx.config.cloud);
-    let census = nodes::census(ws, all_nodes.iter().map(|n| n.as_ref()), byo, cpu_only);
-    let byo_shape = if byo && !cpu_only {
-        let labelled: Vec<(String, std::collections::BTreeMap<String, String>)> = all_nodes
-            .iter()
-            .filter(|n| {
-                census
-                    .ready
-                    .iter()
-                    .any(|r| Some(r) == n.metadata.name.as_ref())
-            })
-            .map(|n| (n.name_any(), n.labels().clone()))
-            .collect();
-        GpuShape::uniform(&labelled).ok()
-    } else {
-        None
-    };
-
-    // Fetch: the runtime parameters of `inference.config`.
-    let engine = match ws.inference.as_ref().and_then(|i| i.config.as_deref()) {
-        Some(cm) if !cm.is_empty() => {
-            let cm_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-            let data = cm_api.get_opt(cm).await?.map(|c| c.data);
-            match data {
-                Some(data) => parse_inference_config_map(cm, data.as_ref()).map(|c| c.params),
-                None => Err(vec![FieldError {
-                    field: "inference.config".into(),
-                    message: format!(
-                        "ConfigMap {cm:?} not found in namespace {ns:?}: create it (key \
-                         {INFERENCE_CONFIG_KEY}) or remove inference.config"
-                    ),
-                }]),
-            }
-        }
-        _ => Ok(EngineParams::default()),
-    };
-
+/// The pipeline for a workspace that is not being deleted (see [`crate::pipeline`]).
+async fn apply_workspace(ws: &Workspace, ctx: &Context) -> Result<Action, ReconcileError> {
+    let client = &ctx.client;
+    // Fetch: the nodes, the runtime parameters of `inference.config`.
+    let inputs = fetch::inputs(client, &ctx.config, &ctx.nodes, ws).await?;
     // Plan (pure).
-    let planned = plan::plan(ws, ctx.config.cloud, byo_shape.as_ref());
+    let planned = desired::plan(ws, &ctx.config, inputs.byo_shape.as_ref(), &inputs.engine);
     let target = ws.resource.count.unwrap_or(1);
-    // The serving image depends on the planned nodes (`{computeCapability}`); one that cannot
-    // be chosen is reported like an invalid spec, with the fix.
-    let planned = planned
-        .map_err(|e| e.to_string())
-        .and_then(|p| match p.kind {
-            WorkloadKind::Inference if p.preset.is_some() => {
-                match inference::serving_image(ws, &p, &ctx.config.workload) {
-                    Ok(_) => Ok(p),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-            _ => Ok(p),
-        });
-    let (plan, invalid) = match (planned, engine.as_ref()) {
-        (Ok(p), Ok(_)) => (Some(p), None),
-        (Err(e), _) => (None, Some(e)),
-        (Ok(_), Err(errors)) => {
-            let why: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            (None, Some(why.join("; ")))
-        }
-    };
-    let engine = engine.unwrap_or_default();
-
+    let nodes_ready = status::nodes_ready(&inputs.census, target);
     // Provision.
-    let report = match &plan {
-        Some(p) => ctx.provisioner.ensure(ws, p).await?,
-        None => ProvisionReport::default(),
+    let report = match &planned {
+        Ok(p) => ctx.provisioner.ensure(ws, p).await?,
+        Err(_) => ProvisionReport::default(),
     };
-
-    // Build and apply the workload once the nodes are ready (and keep it afterwards).
-    let pp = PatchParams::apply(FIELD_MANAGER).force();
-    let resources_ready = census.ready.len() >= usize::try_from(target.max(1)).unwrap_or(1);
-    let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
-    let job_api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
-    let mut sts = None;
-    let mut job = None;
-    let mut name_taken = None;
-    if let Some(p) = &plan {
-        match p.kind {
-            WorkloadKind::Inference => {
-                let existing = sts_api.get_opt(name).await?;
-                let svc_api: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
-                let services = inference::services(ws)?;
-                // Never take over an object of a child's name that is not this workspace's.
-                if let Some(s) = existing
-                    .as_ref()
-                    .filter(|s| !controlled_by(&s.metadata, ws))
-                {
-                    name_taken = Some(ownership::child_name_taken("StatefulSet", &s.metadata, ws));
-                } else if resources_ready || existing.is_some() {
-                    for svc in &services {
-                        if let Some(have) = named(&svc_api, &svc.name_any()).await?
-                            && !controlled_by(&have.metadata, ws)
-                        {
-                            name_taken =
-                                Some(ownership::child_name_taken("Service", &have.metadata, ws));
-                            break;
-                        }
-                    }
-                }
-                if name_taken.is_none() && (resources_ready || existing.is_some()) {
-                    for svc in services {
-                        let n = svc.name_any();
-                        svc_api.patch(&n, &pp, &Patch::Apply(&svc)).await?;
-                    }
-                    let want = inference::statefulset(
-                        ws,
-                        p,
-                        &ctx.config.workload,
-                        ctx.config.provisioner,
-                        &engine,
-                    )?;
-                    let applied = sts_api.patch(name, &pp, &Patch::Apply(&want)).await?;
-                    if existing.is_none() {
-                        publish(
-                            ctx,
-                            ws,
-                            false,
-                            "WorkloadCreated",
-                            format!(
-                                "created StatefulSet {name} and Services {name}, {name}-headless"
-                            ),
-                            "Create",
-                        )
-                        .await;
-                    }
-                    sts = Some(applied);
-                }
-            }
-            WorkloadKind::Tuning => {
-                let existing = job_api.get_opt(name).await?;
-                match existing {
-                    Some(j) if !controlled_by(&j.metadata, ws) => {
-                        name_taken = Some(ownership::child_name_taken("Job", &j.metadata, ws));
-                    }
-                    Some(j) => job = Some(j),
-                    None if resources_ready => {
-                        if let Some(cm) = tuning::default_config_map(ws, p)? {
-                            let cm_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-                            if let Some(have) = cm_api.get_opt(&cm.name_any()).await?
-                                && !controlled_by(&have.metadata, ws)
-                            {
-                                name_taken = Some(ownership::child_name_taken(
-                                    "ConfigMap",
-                                    &have.metadata,
-                                    ws,
-                                ));
-                            } else {
-                                cm_api
-                                    .patch(&cm.name_any(), &pp, &Patch::Apply(&cm))
-                                    .await?;
-                            }
-                        }
-                        // Without its ConfigMap the Job waits until that name is free.
-                        if name_taken.is_none() {
-                            // Job templates are immutable: create once.
-                            let want =
-                                tuning::job(ws, p, &ctx.config.workload, ctx.config.provisioner)?;
-                            job = Some(job_api.patch(name, &pp, &Patch::Apply(&want)).await?);
-                            publish(
-                                ctx,
-                                ws,
-                                false,
-                                "JobCreated",
-                                format!("created tuning Job {name}"),
-                                "Create",
-                            )
-                            .await;
-                        }
-                    }
-                    None => {}
-                }
+    // Fetch the children; decide the desired ones (pure).
+    let lookup = planned.as_ref().ok().map(|p| desired::lookup(ws, p));
+    let found = fetch::children(client, ws, lookup.as_ref(), nodes_ready).await?;
+    let engine = inputs.engine.clone().unwrap_or_default();
+    let (want, mut invalid) = match &planned {
+        Ok(p) => match desired::children(ws, p, &ctx.config, &engine, &found, nodes_ready) {
+            Ok(d) => (d, None),
+            Err(e) => (Desired::default(), Some(e.to_string())),
+        },
+        Err(why) => (Desired::default(), Some(why.clone())),
+    };
+    // Apply what differs from what was found.
+    let applied = match apply::apply(client, naming::namespace(ws), &want, &found).await {
+        Ok(a) => a,
+        Err(ApplyError::Rejected {
+            kind,
+            name,
+            message,
+        }) => {
+            invalid = Some(format!(
+                "the API server rejected {kind} {name} built from it: {message}"
+            ));
+            Applied {
+                statefulset: found.statefulset.clone(),
+                job: found.job.clone(),
+                written: Vec::new(),
             }
         }
-    } else if let Some(existing) = sts_api.get_opt(name).await?
-        && controlled_by(&existing.metadata, ws)
-    {
-        sts = Some(existing);
-    }
-    let pods = if sts.is_some() || job.is_some() {
-        let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-        pod_api
-            .list(&ListParams::default().labels(&format!("{LABEL_WORKSPACE}={name}")))
-            .await?
-            .items
+        Err(ApplyError::Kube(e)) => return Err(e.into()),
+    };
+    announce(ctx, ws, &applied).await;
+    let pods = if applied.statefulset.is_some() || applied.job.is_some() {
+        fetch::pods(client, ws).await?
     } else {
         Vec::new()
     };
-
-    // Status (recomputed from what was observed).
+    // Status (pure), written when it changed.
     let observed = Observed {
         provisioner: ctx.config.provisioner,
-        kind: plan.as_ref().map(|p| p.kind),
+        kind: planned
+            .as_ref()
+            .ok()
+            .filter(|_| invalid.is_none())
+            .map(|p| p.kind),
         invalid: invalid.clone(),
         target,
-        census: &census,
+        census: &inputs.census,
         provision: &report,
-        statefulset: sts.as_ref(),
-        job: job.as_ref(),
+        statefulset: applied.statefulset.as_ref(),
+        job: applied.job.as_ref(),
         pods: &pods,
-        name_taken: name_taken.clone(),
+        name_taken: want.name_taken.clone(),
     };
     let now = Time(jiff::Timestamp::now());
     let new = status::compute(ws, &observed, &now);
-    let old = ws.status.clone().unwrap_or_default();
-    if new != old {
-        let old_conds = old.conditions.clone().unwrap_or_default();
-        let new_conds = new.conditions.clone().unwrap_or_default();
-        api.patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"status": new})),
-        )
-        .await?;
-        for (type_, reason, message, warning) in status::transitions(&old_conds, &new_conds) {
-            if type_ == CONDITION_RESOURCE_READY
-                && reason == kaito_api::reason::READY
-                && let Some(created) = &ws.metadata.creation_timestamp
-            {
-                let secs = (now.0.as_second() - created.0.as_second()).max(0);
-                ctx.metrics.provisioning.observe(secs as f64);
-            }
-            publish(
-                ctx,
-                ws,
-                warning,
-                &reason,
-                format!("{type_}: {message}"),
-                "Reconcile",
-            )
-            .await;
-        }
-        info!(state = ?new.state, "status updated");
-    }
-    let done = matches!(
-        new.state.as_deref(),
-        Some(kaito_api::state::READY) | Some(kaito_api::state::SUCCEEDED)
-    );
-    if let Some(why) = name_taken {
+    write_status(ctx, ws, &new, &now).await?;
+    if let Some(why) = want.name_taken {
         // Not watched (it has no owner reference to us): look again with backoff.
         return Err(ReconcileError::NameTaken(why));
     }
-    Ok(if let Some(after) = report.requeue_after {
-        // A cloud operation in progress, or a cloud failure whose cause is outside the spec.
-        Action::requeue(after)
-    } else if done || invalid.is_some() {
-        // Converged, or an invalid spec: wait for a change instead of looping.
-        Action::await_change()
-    } else {
-        // Watches wake us on every change; this is only a safety net.
-        Action::requeue(Duration::from_secs(300))
-    })
+    Ok(next_action(
+        status::settled(&new),
+        invalid.is_some(),
+        report.requeue_after,
+    ))
 }
 
-async fn finalize(
+/// Counts the writes of the apply stage and announces what it created.
+async fn announce(ctx: &Context, ws: &Workspace, applied: &Applied) {
+    let name = naming::name(ws);
+    for (kind, _, created) in &applied.written {
+        ctx.wrote(kind);
+        match (*kind, created) {
+            ("StatefulSet", true) => {
+                let note =
+                    format!("created StatefulSet {name} and Services {name}, {name}-headless");
+                publish(ctx, ws, false, "WorkloadCreated", note, "Create").await;
+            }
+            ("Job", true) => {
+                let note = format!("created tuning Job {name}");
+                publish(ctx, ws, false, "JobCreated", note, "Create").await;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Writes `new` when it differs from the stored status, with an Event per condition that
+/// changed and the provisioning-time metric.
+async fn write_status(
+    ctx: &Context,
+    ws: &Workspace,
+    new: &kaito_api::WorkspaceStatus,
+    now: &Time,
+) -> Result<(), ReconcileError> {
+    let old = ws.status.clone().unwrap_or_default();
+    if *new == old {
+        return Ok(());
+    }
+    let api: Api<Workspace> = Api::namespaced(ctx.client.clone(), naming::namespace(ws));
+    let old_conds = old.conditions.clone().unwrap_or_default();
+    let new_conds = new.conditions.clone().unwrap_or_default();
+    api.patch_status(
+        naming::name(ws),
+        &PatchParams::default(),
+        &Patch::Merge(&json!({ "status": new })),
+    )
+    .await?;
+    ctx.wrote("WorkspaceStatus");
+    for (type_, reason, message, warning) in status::transitions(&old_conds, &new_conds) {
+        if type_ == CONDITION_RESOURCE_READY
+            && reason == Reason::Ready.as_str()
+            && let Some(created) = &ws.metadata.creation_timestamp
+        {
+            let secs = (now.0.as_second() - created.0.as_second()).max(0);
+            ctx.metrics.provisioning.observe(secs as f64);
+        }
+        publish(
+            ctx,
+            ws,
+            warning,
+            &reason,
+            format!("{type_}: {message}"),
+            "Reconcile",
+        )
+        .await;
+    }
+    info!(state = ?new.state, "status updated");
+    Ok(())
+}
+
+/// The workspace is deleted: release its nodes. Ok lets kube-runtime remove the finalizer;
+/// [`ReconcileError::Releasing`] keeps it while the nodes go away.
+async fn cleanup(
     ws: &Workspace,
     ctx: &Context,
     api: &Api<Workspace>,
 ) -> Result<Action, ReconcileError> {
-    if !ws.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(Action::await_change());
-    }
     let gone = match ctx.provisioner.release(ws).await {
         Ok(gone) => gone,
         Err(e) => {
@@ -492,7 +449,7 @@ async fn finalize(
                 let now = Time(jiff::Timestamp::now());
                 let conditions =
                     status::with_deletion_blocked(&old, &message, &now, ws.metadata.generation);
-                if let Err(pe) = api
+                match api
                     .patch_status(
                         naming::name(ws),
                         &PatchParams::default(),
@@ -500,13 +457,14 @@ async fn finalize(
                     )
                     .await
                 {
-                    warn!(error = %pe, "could not report the blocked deletion");
+                    Ok(_) => ctx.wrote("WorkspaceStatus"),
+                    Err(pe) => warn!(error = %pe, "could not report the blocked deletion"),
                 }
                 publish(
                     ctx,
                     ws,
                     true,
-                    ownership::CONDITION_DELETION_BLOCKED,
+                    Reason::DeletionBlocked.as_str(),
                     message,
                     "Delete",
                 )
@@ -516,29 +474,10 @@ async fn finalize(
         }
     };
     if !gone {
-        info!("waiting for the workspace's nodes to be removed");
-        return Ok(Action::requeue(Duration::from_secs(2)));
+        return Err(ReconcileError::Releasing);
     }
-    let fins: Vec<String> = ws
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
-    let patch = json!({"metadata": {"finalizers": fins, "resourceVersion": ws.resource_version()}});
-    match api
-        .patch(
-            naming::name(ws),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(e) => return Err(e.into()),
-    }
-    info!("cloud nodes released; finalizer removed");
+    ctx.wrote("Workspace");
+    info!("cloud nodes released; removing the finalizer");
     Ok(Action::await_change())
 }
 
@@ -579,21 +518,6 @@ pub fn decode_event(ev: watcher::Event<DynamicObject>) -> Option<watcher::Event<
             decode_workspace(&o).unwrap_or_else(|_| stub(&o)),
         )),
     }
-}
-
-/// The object called `name`, through `list` with a field selector (the controller's role may
-/// list but not get Services and NodeClaims).
-pub(crate) async fn named<K>(api: &Api<K>, name: &str) -> Result<Option<K>, kube::Error>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let lp = ListParams::default().fields(&format!("metadata.name={name}"));
-    Ok(api
-        .list(&lp)
-        .await?
-        .items
-        .into_iter()
-        .find(|o| o.meta().name.as_deref() == Some(name)))
 }
 
 /// The workspace a labelled object belongs to.

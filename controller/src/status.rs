@@ -8,20 +8,15 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kaito_api::{
     CONDITION_INFERENCE_READY, CONDITION_JOB_STARTED, CONDITION_RESOURCE_READY,
-    CONDITION_WORKSPACE_SUCCEEDED, Workspace, WorkspaceStatus, reason, state,
+    CONDITION_WORKSPACE_SUCCEEDED, Reason, Workspace, WorkspaceStatus, state,
 };
 
 use crate::config::Provisioner;
 use crate::naming;
 use crate::nodes::NodeCensus;
-use crate::ownership::{CONDITION_DELETION_BLOCKED, REASON_CHILD_NAME_TAKEN};
+use crate::ownership::CONDITION_DELETION_BLOCKED;
 use crate::plan::WorkloadKind;
 use crate::provision::ProvisionReport;
-
-/// Reason: the tuning Job runs.
-pub const REASON_JOB_RUNNING: &str = "JobRunning";
-/// Reason: a container's configuration refers to something missing (Secret, ConfigMap).
-pub const REASON_CONTAINER_CONFIG: &str = "ContainerConfigError";
 
 /// A desired condition before merging with the stored one.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,25 +26,25 @@ pub struct Cond {
     /// True or False.
     pub ok: bool,
     /// Machine-readable reason.
-    pub reason: String,
+    pub reason: Reason,
     /// What is true, or what is wrong and what to do.
     pub message: String,
 }
 
 impl Cond {
-    fn yes(type_: &'static str, reason: &str, message: impl Into<String>) -> Self {
+    fn yes(type_: &'static str, reason: Reason, message: impl Into<String>) -> Self {
         Self {
             type_,
             ok: true,
-            reason: reason.into(),
+            reason,
             message: message.into(),
         }
     }
-    fn no(type_: &'static str, reason: &str, message: impl Into<String>) -> Self {
+    fn no(type_: &'static str, reason: Reason, message: impl Into<String>) -> Self {
         Self {
             type_,
             ok: false,
-            reason: reason.into(),
+            reason,
             message: message.into(),
         }
     }
@@ -58,8 +53,8 @@ impl Cond {
 /// Why a pod does not run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodFailure {
-    /// One of the `reason` constants.
-    pub reason: &'static str,
+    /// Why.
+    pub reason: Reason,
     /// Names the pod and container, says what happened and what to do.
     pub message: String,
 }
@@ -86,7 +81,7 @@ pub fn classify_pod(pod: &Pod) -> Option<PodFailure> {
         match w_reason {
             "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "ErrImageNeverPull" => {
                 return Some(PodFailure {
-                    reason: reason::IMAGE_PULL_ERROR,
+                    reason: Reason::ImagePullError,
                     message: format!(
                         "pod {pod_name}: container {} cannot pull image {} ({w_reason}{}); check the image name, that it exists, and the image pull secrets",
                         c.name,
@@ -101,7 +96,7 @@ pub fn classify_pod(pod: &Pod) -> Option<PodFailure> {
             }
             "CreateContainerConfigError" | "CreateContainerError" => {
                 return Some(PodFailure {
-                    reason: REASON_CONTAINER_CONFIG,
+                    reason: Reason::ContainerConfigError,
                     message: format!(
                         "pod {pod_name}: container {} cannot be created: {w_msg}; create the Secret or ConfigMap it refers to",
                         c.name
@@ -118,7 +113,7 @@ pub fn classify_pod(pod: &Pod) -> Option<PodFailure> {
                     .and_then(|t| t.reason.clone())
                     .unwrap_or_else(|| "Error".into());
                 return Some(PodFailure {
-                    reason: reason::CRASH_LOOP_BACK_OFF,
+                    reason: Reason::CrashLoopBackOff,
                     message: format!(
                         "pod {pod_name}: container {} keeps crashing ({} restarts, last exit code {code}: {why}); see `kubectl logs {pod_name} -c {} --previous`",
                         c.name, c.restart_count, c.name
@@ -137,7 +132,7 @@ pub fn classify_pod(pod: &Pod) -> Option<PodFailure> {
             && c.reason.as_deref() == Some("Unschedulable")
     });
     unschedulable.map(|c| PodFailure {
-        reason: reason::UNSCHEDULABLE,
+        reason: Reason::Unschedulable,
         message: format!(
             "pod {pod_name} cannot be scheduled: {}",
             c.message
@@ -148,7 +143,7 @@ pub fn classify_pod(pod: &Pod) -> Option<PodFailure> {
 }
 
 /// A failure the runtime reported in its termination message (`Reason: message`, one of
-/// [`reason::RUNTIME_REASONS`]), from the container's current or last termination. For a
+/// [`Reason::RUNTIME`]), from the container's current or last termination. For a
 /// refused download, the fix names the Secret the pod takes `HF_TOKEN` from.
 fn runtime_failure(
     pod: &Pod,
@@ -161,8 +156,8 @@ fn runtime_failure(
         .find_map(|s| s.terminated.as_ref())?;
     let text = terminated.message.as_deref()?.trim();
     let (found, message) = text.split_once(": ")?;
-    let reason_name = reason::RUNTIME_REASONS.into_iter().find(|r| *r == found)?;
-    let fix = if reason_name == reason::MODEL_DOWNLOAD_UNAUTHORIZED {
+    let reason_name = Reason::RUNTIME.into_iter().find(|r| r.as_str() == found)?;
+    let fix = if reason_name == Reason::ModelDownloadUnauthorized {
         let secret = pod
             .spec
             .as_ref()
@@ -189,7 +184,7 @@ fn runtime_failure(
 
 fn oom_failure(pod: &str, container: &str, restarts: i32) -> PodFailure {
     PodFailure {
-        reason: reason::OOM_KILLED,
+        reason: Reason::OomKilled,
         message: format!(
             "pod {pod}: container {container} was killed for running out of memory ({restarts} restarts); choose an instance type with more memory or a shorter max model length"
         ),
@@ -268,16 +263,16 @@ pub fn desired(ws: &Workspace, o: &Observed<'_>) -> (Vec<Cond>, &'static str) {
         let msg = format!("the spec cannot be satisfied: {err}; edit the workspace");
         return (
             vec![
-                Cond::no(CONDITION_RESOURCE_READY, reason::INVALID_SPEC, msg.clone()),
-                Cond::no(work_type, reason::INVALID_SPEC, msg.clone()),
-                Cond::no(CONDITION_WORKSPACE_SUCCEEDED, reason::INVALID_SPEC, msg),
+                Cond::no(CONDITION_RESOURCE_READY, Reason::InvalidSpec, msg.clone()),
+                Cond::no(work_type, Reason::InvalidSpec, msg.clone()),
+                Cond::no(CONDITION_WORKSPACE_SUCCEEDED, Reason::InvalidSpec, msg),
             ],
             state::FAILED,
         );
     }
     let resource = resource_condition(ws, o);
     let work = match (&o.name_taken, kind) {
-        (Some(why), _) => Cond::no(work_type, REASON_CHILD_NAME_TAKEN, why.clone()),
+        (Some(why), _) => Cond::no(work_type, Reason::ChildNameTaken, why.clone()),
         (None, WorkloadKind::Inference) => inference_condition(ws, o, &resource),
         (None, WorkloadKind::Tuning) => job_started_condition(o, &resource),
     };
@@ -287,7 +282,7 @@ pub fn desired(ws: &Workspace, o: &Observed<'_>) -> (Vec<Cond>, &'static str) {
                 (
                     Cond::yes(
                         CONDITION_WORKSPACE_SUCCEEDED,
-                        reason::READY,
+                        Reason::Ready,
                         format!(
                             "serving {} at http://{}.{}.svc (port 80)",
                             ws.preset().map(|p| p.name.as_str()).unwrap_or("the model"),
@@ -307,7 +302,7 @@ pub fn desired(ws: &Workspace, o: &Observed<'_>) -> (Vec<Cond>, &'static str) {
                 (
                     Cond::no(
                         CONDITION_WORKSPACE_SUCCEEDED,
-                        &blocking.reason,
+                        blocking.reason,
                         format!("{}: {}", blocking.type_, blocking.message),
                     ),
                     if was_ready {
@@ -323,15 +318,30 @@ pub fn desired(ws: &Workspace, o: &Observed<'_>) -> (Vec<Cond>, &'static str) {
     (vec![resource, work, summary], st)
 }
 
+/// Whether enough of the workspace's nodes are ready for its workload (`target`: its
+/// `resource.count`, at least 1). The one readiness rule: the reconciler creates the workload
+/// when it holds, and `ResourceReady` is True when it holds.
+pub fn nodes_ready(census: &NodeCensus, target: i32) -> bool {
+    census.ready.len() >= usize::try_from(target.max(1)).unwrap_or(1)
+}
+
+/// Whether the workspace is settled: served (`Ready`) or tuned (`Succeeded`).
+pub fn settled(status: &WorkspaceStatus) -> bool {
+    matches!(
+        status.state.as_deref(),
+        Some(state::READY) | Some(state::SUCCEEDED)
+    )
+}
+
 fn resource_condition(ws: &Workspace, o: &Observed<'_>) -> Cond {
     let target = usize::try_from(o.target.max(1)).unwrap_or(1);
     let ready = o.census.ready.len();
     // GPU, or CPU-only for a workspace served on the CPU.
     let kind = o.census.node_kind();
-    if ready >= target {
+    if nodes_ready(o.census, o.target) {
         return Cond::yes(
             CONDITION_RESOURCE_READY,
-            reason::READY,
+            Reason::Ready,
             format!(
                 "{ready} of {target} {kind} node(s) ready: {}",
                 o.census.ready.join(", ")
@@ -339,7 +349,9 @@ fn resource_condition(ws: &Workspace, o: &Observed<'_>) -> Cond {
         );
     }
     if let Some((r, m)) = &o.provision.failure {
-        return Cond::no(CONDITION_RESOURCE_READY, r, m.clone());
+        // The provisioners report one of the cloud reasons; any other text is a cloud error.
+        let reason = r.parse().unwrap_or(Reason::CloudError);
+        return Cond::no(CONDITION_RESOURCE_READY, reason, m.clone());
     }
     let not_ready = if o.census.not_ready.is_empty() {
         String::new()
@@ -371,11 +383,11 @@ fn resource_condition(ws: &Workspace, o: &Observed<'_>) -> Cond {
                     o.census.unlabelled.join(", ")
                 ));
             }
-            Cond::no(CONDITION_RESOURCE_READY, reason::NODES_NOT_READY, msg)
+            Cond::no(CONDITION_RESOURCE_READY, Reason::NodesNotReady, msg)
         }
         p => Cond::no(
             CONDITION_RESOURCE_READY,
-            reason::PROVISIONING,
+            Reason::Provisioning,
             format!(
                 "{ready} of {target} {kind} node(s) ready{not_ready}; {}",
                 o.provision
@@ -403,7 +415,7 @@ fn selector_text(ws: &Workspace) -> String {
 fn waiting_for_nodes(type_: &'static str) -> Cond {
     Cond::no(
         type_,
-        reason::NODES_NOT_READY,
+        Reason::NodesNotReady,
         "waiting for ResourceReady: the workload is created once the nodes are ready",
     )
 }
@@ -420,7 +432,7 @@ fn inference_condition(ws: &Workspace, o: &Observed<'_>, resource: &Cond) -> Con
     if ready >= want && current && o.pods.iter().all(|p| classify_pod(p).is_none()) {
         return Cond::yes(
             CONDITION_INFERENCE_READY,
-            reason::READY,
+            Reason::Ready,
             format!("{ready} of {want} replica(s) pass the runtime health check"),
         );
     }
@@ -430,7 +442,7 @@ fn inference_condition(ws: &Workspace, o: &Observed<'_>, resource: &Cond) -> Con
     let _ = (ws, resource);
     Cond::no(
         CONDITION_INFERENCE_READY,
-        reason::LOADING,
+        Reason::Loading,
         format!(
             "{ready} of {want} replica(s) ready{}; the model is loading (the startup probe allows for the model's size)",
             if current {
@@ -471,13 +483,13 @@ fn job_started_condition(o: &Observed<'_>, _resource: &Cond) -> Cond {
     if st.start_time.is_some() && (running_pod || finished || st.active.unwrap_or(0) > 0) {
         Cond::yes(
             CONDITION_JOB_STARTED,
-            reason::READY,
+            Reason::Ready,
             format!("Job {} started", job.metadata.name.as_deref().unwrap_or("")),
         )
     } else {
         Cond::no(
             CONDITION_JOB_STARTED,
-            reason::PROVISIONING,
+            Reason::Provisioning,
             "the tuning pod is being scheduled and its input downloaded",
         )
     }
@@ -489,7 +501,7 @@ fn job_summary(o: &Observed<'_>, resource: &Cond, started: &Cond) -> (Cond, &'st
             return (
                 Cond::yes(
                     CONDITION_WORKSPACE_SUCCEEDED,
-                    reason::JOB_SUCCEEDED,
+                    Reason::JobSucceeded,
                     "the tuning Job completed and the adapter was published",
                 ),
                 state::SUCCEEDED,
@@ -504,7 +516,7 @@ fn job_summary(o: &Observed<'_>, resource: &Cond, started: &Cond) -> (Cond, &'st
             return (
                 Cond::no(
                     CONDITION_WORKSPACE_SUCCEEDED,
-                    reason::JOB_FAILED,
+                    Reason::JobFailed,
                     format!(
                         "the tuning Job failed: {msg}{detail}; see `kubectl logs job/{name} -c {container}`, fix the input or config, and recreate the workspace"
                     ),
@@ -518,7 +530,7 @@ fn job_summary(o: &Observed<'_>, resource: &Cond, started: &Cond) -> (Cond, &'st
         (
             Cond::no(
                 CONDITION_WORKSPACE_SUCCEEDED,
-                REASON_JOB_RUNNING,
+                Reason::JobRunning,
                 "the tuning Job is running",
             ),
             state::RUNNING,
@@ -527,7 +539,7 @@ fn job_summary(o: &Observed<'_>, resource: &Cond, started: &Cond) -> (Cond, &'st
         (
             Cond::no(
                 CONDITION_WORKSPACE_SUCCEEDED,
-                &blocking.reason,
+                blocking.reason,
                 format!("{}: {}", blocking.type_, blocking.message),
             ),
             state::PENDING,
@@ -551,7 +563,7 @@ pub fn merge(
             Condition {
                 type_: d.type_.into(),
                 status: status.into(),
-                reason: d.reason.clone(),
+                reason: d.reason.as_str().into(),
                 message: d.message.chars().take(32_000).collect(),
                 observed_generation: generation,
                 last_transition_time: match prev {
@@ -597,7 +609,7 @@ pub fn with_deletion_blocked(
     out.push(Condition {
         type_: CONDITION_DELETION_BLOCKED.into(),
         status: "True".into(),
-        reason: CONDITION_DELETION_BLOCKED.into(),
+        reason: Reason::DeletionBlocked.as_str().into(),
         message: message.chars().take(32_000).collect(),
         observed_generation: generation,
         last_transition_time: match prev {
@@ -622,11 +634,7 @@ pub fn transitions(old: &[Condition], new: &[Condition]) -> Vec<(String, String,
                 n.type_.clone(),
                 n.reason.clone(),
                 n.message.clone(),
-                n.status != "True"
-                    && !matches!(
-                        n.reason.as_str(),
-                        "Provisioning" | "Loading" | "NodesNotReady" | "JobRunning"
-                    ),
+                n.status != "True" && !n.reason.parse::<Reason>().is_ok_and(Reason::is_progress),
             )
         })
         .collect()
@@ -683,7 +691,7 @@ mod tests {
         for (y, want, text) in table {
             let pod: Pod = obj(&format!("metadata: {{name: p-0}}\n{y}"));
             let got = classify_pod(&pod);
-            assert_eq!(got.as_ref().map(|f| f.reason), want, "{y}");
+            assert_eq!(got.as_ref().map(|f| f.reason.as_str()), want, "{y}");
             if let Some(f) = got {
                 assert!(f.message.contains(text), "{}", f.message);
                 assert!(f.message.contains("p-0"), "{}", f.message);
@@ -700,7 +708,7 @@ mod tests {
             .expect("pod")
         };
         let f = classify_pod(&pod("{name: X, value: y}")).expect("a failure");
-        assert_eq!(f.reason, "ModelDownloadUnauthorized");
+        assert_eq!(f.reason, Reason::ModelDownloadUnauthorized);
         assert!(f.message.contains("answered 401 for a/b"), "{}", f.message);
         assert!(
             f.message.ends_with("set inference.preset.presetOptions.modelAccessSecret to a Secret with key HF_TOKEN holding a Hugging Face token that has access to the repository"),
@@ -721,7 +729,7 @@ mod tests {
         )
         .expect("pod");
         let f = classify_pod(&other).expect("a failure");
-        assert_eq!(f.reason, "ModelLoadFailed");
+        assert_eq!(f.reason, Reason::ModelLoadFailed);
         assert!(f.message.contains("kubectl logs w-0 -c model --previous"));
         let unknown: Pod = serde_yaml::from_str(
             "metadata: {name: w-0}\nstatus: {containerStatuses: [{name: model, image: i, imageID: '', ready: false, restartCount: 0, state: {terminated: {exitCode: 1, message: 'panic: something'}}}]}",
@@ -736,13 +744,13 @@ mod tests {
         let t1 = time("2026-01-01T00:05:00Z");
         let first = merge(
             &[],
-            &[Cond::no("ResourceReady", "Provisioning", "0 of 1")],
+            &[Cond::no("ResourceReady", Reason::Provisioning, "0 of 1")],
             &t0,
             Some(1),
         );
         let same = merge(
             &first,
-            &[Cond::no("ResourceReady", "QuotaExceeded", "quota")],
+            &[Cond::no("ResourceReady", Reason::QuotaExceeded, "quota")],
             &t1,
             Some(1),
         );
@@ -750,7 +758,7 @@ mod tests {
         assert_eq!(same[0].reason, "QuotaExceeded");
         let flipped = merge(
             &same,
-            &[Cond::yes("ResourceReady", "Ready", "1 of 1")],
+            &[Cond::yes("ResourceReady", Reason::Ready, "1 of 1")],
             &t1,
             Some(2),
         );

@@ -21,6 +21,14 @@ pub struct ErrorLabels {
     pub category: String,
 }
 
+/// Label of the write counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    /// What was written: `Workspace` (its finalizer), `WorkspaceStatus`, `Service`,
+    /// `StatefulSet`, `ConfigMap`, `Job`, `Event`.
+    pub kind: String,
+}
+
 /// The controller's metrics.
 pub struct Metrics {
     /// Reconciles run.
@@ -31,6 +39,9 @@ pub struct Metrics {
     pub duration: Histogram,
     /// Seconds from workspace creation until ResourceReady first turned True.
     pub provisioning: Histogram,
+    /// Writes to the API server by what was written (the reconciler's; the provisioners'
+    /// NodeClaims and cloud calls are not counted).
+    pub writes: Family<WriteLabels, Counter>,
     registry: Registry,
 }
 
@@ -64,11 +75,18 @@ impl Metrics {
             "Seconds from workspace creation until its GPU nodes were ready",
             provisioning.clone(),
         );
+        let writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "api_writes",
+            "Writes of the reconciler to the API server by kind",
+            writes.clone(),
+        );
         Self {
             reconciles,
             errors,
             duration,
             provisioning,
+            writes,
             registry,
         }
     }

@@ -42,8 +42,8 @@ struct MockState {
 /// A minimal in-memory Kubernetes API server on 127.0.0.1 (plain HTTP) for component tests:
 /// objects live at their REST paths; GET of an object or of a collection (filtered by
 /// `labelSelector` of `key`, `key=value` terms), PATCH (apply or merge: merged into the stored
-/// object, `/status` into the object itself), POST (create, 409 when it exists) and DELETE.
-/// Every request is recorded.
+/// object, `/status` into the object itself; a JSON patch: applied), POST (create, 409 when
+/// it exists) and DELETE. Every request is recorded; [`MockApi::writes`] counts the writes.
 #[derive(Clone)]
 pub struct MockApi {
     state: std::sync::Arc<std::sync::Mutex<MockState>>,
@@ -156,6 +156,29 @@ impl MockState {
                 self.objects.insert(p, body.clone());
                 (201, body)
             }
+            // A JSON patch (kube-runtime's finalizer): applied as a whole, 422 when one of its
+            // `test`s fails, 404 when there is no object.
+            "PATCH" if body.is_array() => {
+                let Some(slot) = self.objects.get_mut(&store_path) else {
+                    return status_json(404, "NotFound");
+                };
+                let Ok(mut ops) = serde_json::from_value::<json_patch::Patch>(body) else {
+                    return status_json(400, "BadRequest");
+                };
+                // As the API server's JSON patch does: `test` of null passes on a missing path.
+                ops.0.retain(|op| match op {
+                    json_patch::PatchOperation::Test(t) => {
+                        !(t.value.is_null() && slot.pointer(t.path.as_str()).is_none())
+                    }
+                    _ => true,
+                });
+                let mut patched = slot.clone();
+                if json_patch::patch(&mut patched, &ops).is_err() {
+                    return status_json(422, "Invalid");
+                }
+                *slot = patched;
+                (200, slot.clone())
+            }
             "PATCH" => {
                 let slot = self
                     .objects
@@ -236,6 +259,15 @@ impl MockApi {
     /// Requests so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.lock().requests.clone()
+    }
+
+    /// Writes so far (every request but GET), as `METHOD path`.
+    pub fn writes(&self) -> Vec<String> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method != "GET")
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
     }
 
     /// Requests with `method` to `path`.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kaito_api::{
     ANNOTATION_ENABLE_LB, AdapterSpec, DataDestination, DataSource, GROUP, InferenceSpec,
-    PresetOptions, PresetSpec, TuningSpec, Workspace, reason,
+    PresetOptions, PresetSpec, Reason, TuningSpec, Workspace,
 };
 use kaito_presets::Plan;
 
@@ -373,25 +373,41 @@ pub fn next_step(ws: &Workspace) -> Option<String> {
             "waiting for the controller to mark it ready; run `kubectl kaito status {name}` again"
         ));
     };
-    Some(match c.reason.as_str() {
-        reason::UNSCHEDULABLE => "the scheduler cannot place the pod: add a GPU node that matches resource.labelSelector and has enough free nvidia.com/gpu (and tolerates its taints), or recreate the workspace with another --instance-type".to_string(),
-        reason::NODES_NOT_READY | reason::PROVISIONING => format!(
-            "GPU nodes are not ready yet: wait, or check the nodes (kubectl get nodes -l kaito.sh/workspace={name}); with bring-your-own nodes, label GPU nodes to match resource.labelSelector"
-        ),
-        reason::INVALID_SPEC => "the spec cannot work as written: read the message above, then delete and recreate the workspace with the fix".to_string(),
-        reason::QUOTA_EXCEEDED => "the cloud refused for lack of GPU quota: request more quota for this VM family or choose another --instance-type".to_string(),
-        reason::SKU_NOT_AVAILABLE => "the VM size is not offered in this region: recreate the workspace with another --instance-type (see `kubectl kaito models describe`)".to_string(),
-        reason::CLOUD_ERROR => "the cloud API failed: read the message above; the controller retries".to_string(),
-        reason::IMAGE_PULL_ERROR => "an image cannot be pulled: check its name and the pull secrets (presetOptions.imagePullSecrets)".to_string(),
-        reason::CRASH_LOOP_BACK_OFF | reason::OOM_KILLED | reason::JOB_FAILED => {
-            format!("the container fails: read `kubectl kaito logs {name}`")
-        }
-        reason::LOADING => format!(
-            "the model is loading; follow it with `kubectl kaito logs {name} -f`"
-        ),
-        _ => format!(
+    let again = || {
+        format!(
             "{} is {} ({}): run `kubectl kaito status {name}` again in a moment",
             c.type_, c.status, c.reason
+        )
+    };
+    // Exhaustive over the reasons the controller writes: a new one must get its next step here.
+    let Ok(reason) = c.reason.parse::<Reason>() else {
+        return Some(again());
+    };
+    Some(match reason {
+        Reason::Unschedulable => "the scheduler cannot place the pod: add a GPU node that matches resource.labelSelector and has enough free nvidia.com/gpu (and tolerates its taints), or recreate the workspace with another --instance-type".to_string(),
+        Reason::NodesNotReady | Reason::Provisioning => format!(
+            "GPU nodes are not ready yet: wait, or check the nodes (kubectl get nodes -l kaito.sh/workspace={name}); with bring-your-own nodes, label GPU nodes to match resource.labelSelector"
         ),
+        Reason::InvalidSpec => "the spec cannot work as written: read the message above, then delete and recreate the workspace with the fix".to_string(),
+        Reason::QuotaExceeded => "the cloud refused for lack of GPU quota: request more quota for this VM family or choose another --instance-type".to_string(),
+        Reason::SkuNotAvailable => "the VM size is not offered in this region: recreate the workspace with another --instance-type (see `kubectl kaito models describe`)".to_string(),
+        Reason::CloudError => "the cloud API failed: read the message above; the controller retries".to_string(),
+        Reason::ImagePullError => "an image cannot be pulled: check its name and the pull secrets (presetOptions.imagePullSecrets)".to_string(),
+        Reason::CrashLoopBackOff
+        | Reason::OomKilled
+        | Reason::JobFailed
+        | Reason::ModelDownloadUnauthorized
+        | Reason::ModelNotFound
+        | Reason::ModelDownloadFailed
+        | Reason::ModelLoadFailed => {
+            format!("the container fails: read `kubectl kaito logs {name}`")
+        }
+        Reason::Loading => format!(
+            "the model is loading; follow it with `kubectl kaito logs {name} -f`"
+        ),
+        Reason::ContainerConfigError => "a container refers to a Secret or ConfigMap that does not exist: create the one the message above names".to_string(),
+        Reason::ChildNameTaken => "an object the workspace needs has its name taken by someone else's: rename or delete the one the message above names, or recreate the workspace under another name".to_string(),
+        Reason::DeletionBlocked => "the deletion waits for its cloud resources to be released: the message above says why and how to end it".to_string(),
+        Reason::Ready | Reason::JobRunning | Reason::JobSucceeded => again(),
     })
 }

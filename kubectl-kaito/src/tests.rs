@@ -645,6 +645,18 @@ fn next_step_covers_missing_status_and_reasons() {
             .expect("step")
             .contains("kubectl kaito logs")
     );
+    // Every reason the controller writes has a next step of its own or the "again" line.
+    for r in kaito_api::Reason::ALL {
+        let ws = sample_ws(vec![cond("ResourceReady", "False", r.as_str(), "x")]);
+        let step = compute::next_step(&ws).expect("step");
+        assert!(!step.is_empty(), "{r}");
+    }
+    let ws = sample_ws(vec![cond("InferenceReady", "False", "ChildNameTaken", "x")]);
+    assert!(
+        compute::next_step(&ws)
+            .expect("step")
+            .contains("rename or delete")
+    );
 }
 
 #[test]

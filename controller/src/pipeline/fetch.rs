@@ -1,0 +1,166 @@
+//! The fetch stage: everything a reconcile reads, and nothing else. Nodes come from the
+//! reflector's store (no request); the ConfigMap of `inference.config`, the children and the
+//! pods from the API server, each only when a later stage needs it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
+use kaito_api::admission::{
+    EngineParams, FieldError, INFERENCE_CONFIG_KEY, parse_inference_config_map,
+};
+use kaito_api::{LABEL_WORKSPACE, Workspace};
+use kaito_presets::GpuShape;
+use kube::api::ListParams;
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, Resource, ResourceExt};
+
+use super::desired::{Found, Lookup};
+use crate::config::{Config, Provisioner};
+use crate::naming;
+use crate::nodes::{self, NodeCensus};
+use crate::ownership::controlled_by;
+use crate::plan;
+
+/// What the plan needs: the nodes and the runtime parameters.
+#[derive(Clone, Debug)]
+pub struct Inputs {
+    /// The workspace's nodes, ready or not.
+    pub census: NodeCensus,
+    /// Bring-your-own: the shape of the ready GPU nodes, from their labels.
+    pub byo_shape: Option<GpuShape>,
+    /// The parameters of `inference.config`, or why they cannot be read.
+    pub engine: Result<EngineParams, String>,
+}
+
+/// Reads the nodes (from `nodes`) and the ConfigMap of `inference.config`.
+pub async fn inputs(
+    client: &Client,
+    config: &Config,
+    nodes: &Store<Node>,
+    ws: &Workspace,
+) -> Result<Inputs, kube::Error> {
+    let byo = config.provisioner == Provisioner::Byo;
+    let all_nodes = nodes.state();
+    let cpu_only = plan::cpu_only_size(ws, config.cloud);
+    let census = nodes::census(ws, all_nodes.iter().map(|n| n.as_ref()), byo, cpu_only);
+    let byo_shape = if byo && !cpu_only {
+        let labelled: Vec<(String, BTreeMap<String, String>)> = all_nodes
+            .iter()
+            .filter(|n| {
+                census
+                    .ready
+                    .iter()
+                    .any(|r| Some(r) == n.metadata.name.as_ref())
+            })
+            .map(|n| (n.name_any(), n.labels().clone()))
+            .collect();
+        GpuShape::uniform(&labelled).ok()
+    } else {
+        None
+    };
+    let ns = naming::namespace(ws);
+    let engine = match ws.inference.as_ref().and_then(|i| i.config.as_deref()) {
+        Some(cm) if !cm.is_empty() => {
+            let cm_api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+            let data = cm_api.get_opt(cm).await?.map(|c| c.data);
+            let parsed = match data {
+                Some(data) => parse_inference_config_map(cm, data.as_ref()).map(|c| c.params),
+                None => Err(vec![FieldError {
+                    field: "inference.config".into(),
+                    message: format!(
+                        "ConfigMap {cm:?} not found in namespace {ns:?}: create it (key \
+                         {INFERENCE_CONFIG_KEY}) or remove inference.config"
+                    ),
+                }]),
+            };
+            parsed.map_err(|errors| {
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+        }
+        _ => Ok(EngineParams::default()),
+    };
+    Ok(Inputs {
+        census,
+        byo_shape,
+        engine,
+    })
+}
+
+/// Reads the children [`Lookup`] names (None: the spec is invalid; only the StatefulSet is
+/// read, to report it while it exists). Services and the ConfigMap only matter once the
+/// workload may be written: when the nodes are ready, or its StatefulSet exists.
+pub async fn children(
+    client: &Client,
+    ws: &Workspace,
+    lookup: Option<&Lookup>,
+    nodes_ready: bool,
+) -> Result<Found, kube::Error> {
+    let ns = naming::namespace(ws);
+    let name = naming::name(ws);
+    let mut found = Found::default();
+    match lookup {
+        None => {
+            let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+            found.statefulset = sts_api
+                .get_opt(name)
+                .await?
+                .filter(|s| controlled_by(&s.metadata, ws));
+        }
+        Some(Lookup::Inference) => {
+            let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+            found.statefulset = sts_api.get_opt(name).await?;
+            let foreign = found
+                .statefulset
+                .as_ref()
+                .is_some_and(|s| !controlled_by(&s.metadata, ws));
+            if !foreign && (nodes_ready || found.statefulset.is_some()) {
+                let svc_api: Api<Service> = Api::namespaced(client.clone(), ns);
+                for n in [name.to_string(), naming::headless_service(name)] {
+                    if let Some(s) = named(&svc_api, &n).await? {
+                        found.services.push(s);
+                    }
+                }
+            }
+        }
+        Some(Lookup::Tuning { config_map }) => {
+            let job_api: Api<Job> = Api::namespaced(client.clone(), ns);
+            found.job = job_api.get_opt(name).await?;
+            if found.job.is_none()
+                && nodes_ready
+                && let Some(cm) = config_map
+            {
+                let cm_api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+                found.config_map = cm_api.get_opt(cm).await?;
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The workload's pods (by the workspace label).
+pub async fn pods(client: &Client, ws: &Workspace) -> Result<Vec<Pod>, kube::Error> {
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), naming::namespace(ws));
+    let lp = ListParams::default().labels(&format!("{LABEL_WORKSPACE}={}", naming::name(ws)));
+    Ok(pod_api.list(&lp).await?.items)
+}
+
+/// The object called `name`, through `list` with a field selector (the controller's role may
+/// list but not get Services and NodeClaims).
+pub async fn named<K>(api: &Api<K>, name: &str) -> Result<Option<K>, kube::Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let lp = ListParams::default().fields(&format!("metadata.name={name}"));
+    Ok(api
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .find(|o| o.meta().name.as_deref() == Some(name)))
+}
