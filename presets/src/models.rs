@@ -312,6 +312,57 @@ mod tests {
         }
     }
 
+    /// The facts of every entry hold together: a revision that pins a commit (40 hex digits),
+    /// a disk that holds the weights, and KV bytes per token that follow the catalog header's
+    /// rule (checked against the config.json values written here for every servable preset).
+    #[test]
+    fn every_entry_is_pinned_and_its_kv_bytes_follow_the_rule() {
+        // (preset, layers, KV heads, head dim) from each model's config.json.
+        let gqa: &[(&str, u64, u64, u64)] = &[
+            ("phi-3-mini-4k-instruct", 32, 32, 96),
+            ("phi-3-mini-128k-instruct", 32, 32, 96),
+            ("phi-3-medium-4k-instruct", 40, 10, 128),
+            ("phi-3-medium-128k-instruct", 40, 10, 128),
+            ("phi-3.5-mini-instruct", 32, 32, 96),
+            ("phi-4", 40, 10, 128),
+            ("phi-4-mini-instruct", 32, 8, 128),
+            ("mistral-7b", 32, 8, 128),
+            ("mistral-7b-instruct", 32, 8, 128),
+            ("llama-3.1-8b-instruct", 32, 8, 128),
+            ("llama-3.3-70b-instruct", 80, 8, 128),
+            ("qwen2.5-coder-7b-instruct", 28, 4, 128),
+            ("qwen2.5-coder-32b-instruct", 64, 8, 128),
+            ("deepseek-r1-distill-llama-8b", 32, 8, 128),
+            ("deepseek-r1-distill-qwen-14b", 48, 8, 128),
+            ("smollm2-135m-instruct", 30, 3, 64),
+        ];
+        let c = PresetCatalog::builtin();
+        for &(name, layers, kv_heads, head_dim) in gqa {
+            let p = c.get(name).expect(name);
+            assert_eq!(
+                p.kv_bytes_per_token,
+                2 * layers * kv_heads * head_dim * 2,
+                "{name}"
+            );
+        }
+        let checked: BTreeSet<&str> = gqa.iter().map(|e| e.0).collect();
+        for p in c.iter() {
+            let servable = p.runtime_supported && p.deprecated.is_none();
+            assert!(
+                !servable || checked.contains(p.name.as_str()),
+                "{}: a servable preset needs its config.json values in this test",
+                p.name
+            );
+            let rev = &p.huggingface.revision;
+            assert!(
+                rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{}: revision {rev} is not a commit",
+                p.name
+            );
+            assert!(p.disk >= p.weights, "{}: disk below the weights", p.name);
+        }
+    }
+
     #[test]
     fn upstream_facts_are_kept() {
         let c = PresetCatalog::builtin();
@@ -330,6 +381,12 @@ mod tests {
         assert!(
             c.get("llama-3.1-8b-instruct")
                 .is_some_and(|p| p.download_needs_token)
+        );
+        // Upstream pins llama-3.3-70b-instruct now (it named no commit before).
+        assert_eq!(
+            c.get("llama-3.3-70b-instruct")
+                .map(|p| p.huggingface.revision.as_str()),
+            Some("6f6073b423013f6a7d4d9f39144961bfbfbc386b")
         );
     }
 
