@@ -141,6 +141,32 @@ pub fn admission_config(cloud: Cloud) -> &'static AdmissionConfig {
     cell.get_or_init(|| AdmissionConfig::new(cloud, Provisioner::Byo))
 }
 
+/// The preset of a Hugging Face id workspace, kept for the rest of the process like a catalog
+/// entry (plans hold `&'static Preset`). One per distinct (id, recorded facts): the facts of a
+/// workspace never change, so this grows with the distinct models ever served, not with
+/// reconciles.
+fn intern_hub_preset(preset: Preset) -> &'static Preset {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static HUB_PRESETS: OnceLock<Mutex<HashMap<String, &'static Preset>>> = OnceLock::new();
+    let key = format!(
+        "{}\n{}\n{}\n{}\n{}\n{}\n{}",
+        preset.name,
+        preset.huggingface.repo,
+        preset.huggingface.revision,
+        preset.architecture,
+        preset.weights.as_bytes(),
+        preset.context_length,
+        preset.kv_bytes_per_token,
+    );
+    let mut map = HUB_PRESETS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    map.entry(key)
+        .or_insert_with(|| Box::leak(Box::new(preset)))
+}
+
 /// The GPU shape of a catalog size of `cloud`.
 pub fn sku_shape(cloud: Cloud, instance_type: &str) -> Option<GpuShape> {
     admission_config(cloud)
@@ -233,16 +259,25 @@ pub fn plan(
     };
     let cfg = admission_config(cloud);
     let catalog = &cfg.presets;
-    let preset = catalog.get(&preset_spec.name).ok_or_else(|| {
-        let s = catalog.suggestions(&preset_spec.name, 3);
-        PlanError::UnknownPreset {
-            name: preset_spec.name.clone(),
-            hint: if s.is_empty() {
-                String::new()
-            } else {
-                format!("; did you mean {}?", s.join(", "))
-            },
-        }
+    // A Hugging Face id: the model the webhook resolved and pinned in the workspace's
+    // annotations (kaito.sh/model-revision, kaito.sh/model-facts); the hub is not asked again.
+    let hub = match kaito_api::admission::hub_preset(ws, catalog) {
+        Some(Ok(p)) => Some(intern_hub_preset(p)),
+        Some(Err(why)) => return Err(PlanError::Sizing(format!("inference.preset.name: {why}"))),
+        None => None,
+    };
+    let preset = hub.map(Ok).unwrap_or_else(|| {
+        catalog.get(&preset_spec.name).ok_or_else(|| {
+            let s = catalog.suggestions(&preset_spec.name, 3);
+            PlanError::UnknownPreset {
+                name: preset_spec.name.clone(),
+                hint: if s.is_empty() {
+                    String::new()
+                } else {
+                    format!("; did you mean {}?", s.join(", "))
+                },
+            }
+        })
     })?;
     // The webhook's sizing entry points: on the VM size's catalog shape, or on the observed
     // shape of bring-your-own nodes.
@@ -286,6 +321,37 @@ pub fn plan(
 mod tests {
     use super::*;
     use crate::testutil::ws;
+
+    #[test]
+    fn a_hub_id_plans_from_the_facts_the_webhook_recorded() {
+        use kaito_presets::hub_model::{RepoFile, facts_from_config};
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        let config = r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 4096,
+            "num_attention_heads": 32, "num_key_value_heads": 8, "num_hidden_layers": 32,
+            "max_position_embeddings": 131072}"#;
+        let files = [RepoFile {
+            name: "model.safetensors".into(),
+            size: 16_060_556_376,
+        }];
+        let facts = facts_from_config("org/llama", commit, config, &files, false).expect("facts");
+        let text = "metadata: {name: w, namespace: n}\nresource: {instanceType: Standard_NC24ads_A100_v4, labelSelector: {matchLabels: {a: b}}}\ninference: {preset: {name: org/llama}}";
+        let mut w = ws(text);
+        // Without the facts the webhook records, there is nothing to plan from.
+        let err = plan(&w, Cloud::Azure, None).expect_err("no facts");
+        assert!(err.to_string().contains("kaito.sh/model-facts"), "{err}");
+        kaito_api::admission::record_hub_model(&mut w, &facts);
+        let p = plan(&w, Cloud::Azure, None).expect("plans");
+        let preset = p.preset.expect("a preset");
+        assert_eq!(preset.huggingface.repo, "org/llama");
+        assert_eq!(preset.huggingface.revision, commit);
+        assert_eq!(
+            p.sizing.as_ref().and_then(|s| s.max_model_len),
+            Some(131_072)
+        );
+        // The same model twice is one preset.
+        let again = plan(&w, Cloud::Azure, None).expect("plans");
+        assert!(std::ptr::eq(preset, again.preset.expect("a preset")));
+    }
 
     #[test]
     fn seeds_plan_on_their_sku() {
