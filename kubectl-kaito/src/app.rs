@@ -211,43 +211,7 @@ fn read_workspaces(path: &std::path::Path) -> Result<Vec<Workspace>> {
             source,
         })?
     };
-    parse_workspaces(&text, &path.display().to_string())
-}
-
-/// Parses every non-empty YAML document of `text` as a Workspace.
-pub fn parse_workspaces(text: &str, what: &str) -> Result<Vec<Workspace>> {
-    use serde::Deserialize as _;
-    let mut out = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let v = serde_yaml::Value::deserialize(doc).map_err(|e| Error::Parse {
-            what: format!("{what} (document {})", i + 1),
-            message: e.to_string(),
-        })?;
-        if v.is_null() {
-            continue;
-        }
-        let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
-        if kind != kaito_api::KIND {
-            return Err(Error::Parse {
-                what: format!("{what} (document {})", i + 1),
-                message: format!(
-                    "kind is {kind:?}; this command creates kind: Workspace only (use kubectl apply for others)"
-                ),
-            });
-        }
-        let ws: Workspace = serde_yaml::from_value(v).map_err(|e| Error::Parse {
-            what: format!("{what} (document {})", i + 1),
-            message: e.to_string(),
-        })?;
-        out.push(ws);
-    }
-    if out.is_empty() {
-        return Err(Error::Parse {
-            what: what.to_string(),
-            message: "it holds no document".into(),
-        });
-    }
-    Ok(out)
+    compute::parse_workspaces(&text, &path.display().to_string())
 }
 
 /// `--dry-run=client` for one workspace: the defaulted object and the trailer, or the
@@ -508,48 +472,11 @@ async fn status(g: &GlobalArgs, a: StatusArgs) -> Result<()> {
     }))
 }
 
-fn pod_is_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        && p.metadata.deletion_timestamp.is_none()
-}
-
-/// The pods `logs` reads: all with `--all-pods`, else the first ready one, else the first.
-pub fn pick_log_pods(pods: &[Pod], all: bool) -> Vec<&Pod> {
-    if all {
-        return pods.iter().collect();
-    }
-    pods.iter()
-        .find(|p| pod_is_ready(p))
-        .or_else(|| pods.first())
-        .into_iter()
-        .collect()
-}
-
-/// The container `logs` reads: `--container`, the default-container annotation, else the
-/// first app container.
-fn log_container(p: &Pod, explicit: Option<&str>) -> Option<String> {
-    if let Some(c) = explicit {
-        return Some(c.to_string());
-    }
-    if let Some(c) = p
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get("kubectl.kubernetes.io/default-container"))
-    {
-        return Some(c.clone());
-    }
-    p.spec.as_ref()?.containers.first().map(|c| c.name.clone())
-}
-
 async fn logs(g: &GlobalArgs, a: LogsArgs) -> Result<()> {
     let ctx = collect::connect(g).await?;
     let ws = collect::get_workspace(&ctx, &a.name).await?;
     let pods = collect::workspace_pods(&ctx, &a.name).await?;
-    let chosen = pick_log_pods(&pods, a.all_pods);
+    let chosen = compute::pick_log_pods(&pods, a.all_pods);
     if chosen.is_empty() {
         let step = compute::next_step(&ws).unwrap_or_default();
         return Err(Error::NotReady(format!(
@@ -565,7 +492,7 @@ async fn logs(g: &GlobalArgs, a: LogsArgs) -> Result<()> {
     for p in chosen {
         let pod = p.metadata.name.clone().unwrap_or_default();
         let lp = LogParams {
-            container: log_container(p, a.container.as_deref()),
+            container: compute::log_container(p, a.container.as_deref()),
             follow: a.follow,
             tail_lines: a.tail,
             since_seconds: a.since,
@@ -606,7 +533,7 @@ async fn ready_pod(ctx: &Ctx, name: &str) -> Result<String> {
         )));
     }
     let pods = collect::workspace_pods(ctx, name).await?;
-    if let Some(p) = pods.iter().find(|p| pod_is_ready(p)) {
+    if let Some(p) = pods.iter().find(|p| compute::pod_is_ready(p)) {
         return Ok(p.metadata.name.clone().unwrap_or_default());
     }
     let step =

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kaito_api::{
     ANNOTATION_ENABLE_LB, AdapterSpec, DataDestination, DataSource, GROUP, InferenceSpec,
@@ -410,4 +411,78 @@ pub fn next_step(ws: &Workspace) -> Option<String> {
         Reason::DeletionBlocked => "the deletion waits for its cloud resources to be released: the message above says why and how to end it".to_string(),
         Reason::Ready | Reason::JobRunning | Reason::JobSucceeded => again(),
     })
+}
+
+/// Parses every non-empty YAML document of `text` as a Workspace.
+pub fn parse_workspaces(text: &str, what: &str) -> Result<Vec<Workspace>> {
+    use serde::Deserialize as _;
+    let mut out = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let v = serde_yaml::Value::deserialize(doc).map_err(|e| Error::Parse {
+            what: format!("{what} (document {})", i + 1),
+            message: e.to_string(),
+        })?;
+        if v.is_null() {
+            continue;
+        }
+        let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
+        if kind != kaito_api::KIND {
+            return Err(Error::Parse {
+                what: format!("{what} (document {})", i + 1),
+                message: format!(
+                    "kind is {kind:?}; this command creates kind: Workspace only (use kubectl apply for others)"
+                ),
+            });
+        }
+        let ws: Workspace = serde_yaml::from_value(v).map_err(|e| Error::Parse {
+            what: format!("{what} (document {})", i + 1),
+            message: e.to_string(),
+        })?;
+        out.push(ws);
+    }
+    if out.is_empty() {
+        return Err(Error::Parse {
+            what: what.to_string(),
+            message: "it holds no document".into(),
+        });
+    }
+    Ok(out)
+}
+
+/// Whether the pod is Ready and not being deleted.
+pub fn pod_is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        && p.metadata.deletion_timestamp.is_none()
+}
+
+/// The pods `logs` reads: all with `--all-pods`, else the first ready one, else the first.
+pub fn pick_log_pods(pods: &[Pod], all: bool) -> Vec<&Pod> {
+    if all {
+        return pods.iter().collect();
+    }
+    pods.iter()
+        .find(|p| pod_is_ready(p))
+        .or_else(|| pods.first())
+        .into_iter()
+        .collect()
+}
+
+/// The container `logs` reads: `--container`, the default-container annotation, else the
+/// first app container.
+pub fn log_container(p: &Pod, explicit: Option<&str>) -> Option<String> {
+    if let Some(c) = explicit {
+        return Some(c.to_string());
+    }
+    if let Some(c) = p
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("kubectl.kubernetes.io/default-container"))
+    {
+        return Some(c.clone());
+    }
+    p.spec.as_ref()?.containers.first().map(|c| c.name.clone())
 }

@@ -325,7 +325,7 @@ fn dry_run_client_defaults_sizes_and_summarises_the_seed() {
         env!("CARGO_MANIFEST_DIR")
     ))
     .expect("seed");
-    let ws = app::parse_workspaces(&text, "seed").expect("parses");
+    let ws = compute::parse_workspaces(&text, "seed").expect("parses");
     let cfg = AdmissionConfig::new(Cloud::Azure, Provisioner::Aks);
     let (body, trailer) = app::dry_run_client(&ws[0], &cfg, false).expect("valid");
     let defaulted: Workspace = serde_yaml::from_str(&body).expect("YAML");
@@ -388,13 +388,13 @@ fn dry_run_client_rejects_as_the_webhook_words_it() {
 
 #[test]
 fn parse_workspaces_names_the_problem() {
-    let e =
-        app::parse_workspaces("apiVersion: v1\nkind: ConfigMap\n", "f.yaml").expect_err("not a ws");
+    let e = compute::parse_workspaces("apiVersion: v1\nkind: ConfigMap\n", "f.yaml")
+        .expect_err("not a ws");
     assert!(e.to_string().contains("kind: Workspace only"), "{e}");
-    let e = app::parse_workspaces("", "f.yaml").expect_err("empty");
+    let e = compute::parse_workspaces("", "f.yaml").expect_err("empty");
     assert!(e.to_string().contains("no document"), "{e}");
     let two = "kind: Workspace\nmetadata: {name: a}\n---\nkind: Workspace\nmetadata: {name: b}\n";
-    assert_eq!(app::parse_workspaces(two, "f").expect("two").len(), 2);
+    assert_eq!(compute::parse_workspaces(two, "f").expect("two").len(), 2);
 }
 
 #[test]
@@ -933,9 +933,9 @@ fn log_pods_prefer_a_ready_one() {
             .filter_map(|p| p.metadata.name.clone())
             .collect::<Vec<_>>()
     };
-    assert_eq!(names(app::pick_log_pods(&pods, false)), ["b"]);
-    assert_eq!(names(app::pick_log_pods(&pods, true)), ["a", "b"]);
-    assert_eq!(names(app::pick_log_pods(&pods[..1], false)), ["a"]);
+    assert_eq!(names(compute::pick_log_pods(&pods, false)), ["b"]);
+    assert_eq!(names(compute::pick_log_pods(&pods, true)), ["a", "b"]);
+    assert_eq!(names(compute::pick_log_pods(&pods[..1], false)), ["a"]);
 }
 
 #[test]
