@@ -201,6 +201,17 @@ impl<'a> WebhookProcess<'a> {
     /// configurations for it and waits until the API server calls both (a server dry run of a
     /// workspace comes back defaulted, and one naming an unknown preset is refused by it).
     pub fn start(cluster: &'a Cluster, ns: &TestNamespace<'_>, provisioner: &str) -> Result<Self> {
+        Self::start_with_env(cluster, ns, provisioner, &[])
+    }
+
+    /// [`WebhookProcess::start`] with more environment for the webhook (e.g. `HF_ENDPOINT`: the
+    /// local Hugging Face hub).
+    pub fn start_with_env(
+        cluster: &'a Cluster,
+        ns: &TestNamespace<'_>,
+        provisioner: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         const LABEL: &str = "kaito-e2e-webhook";
         let name = unique_name("kaito-webhook-e2e");
         let dir = std::env::temp_dir().join(&name);
@@ -221,7 +232,8 @@ impl<'a> WebhookProcess<'a> {
                 .args(client_auth(cluster)?)
                 .env("RUST_LOG", "info")
                 // Its Kubernetes client reads the ConfigMaps named in tuning.config.
-                .env("KUBECONFIG", cluster.kubeconfig()),
+                .env("KUBECONFIG", cluster.kubeconfig())
+                .envs(env.iter().copied()),
             &dir.join("webhook.log"),
         )?;
         let mut hook = Self {

@@ -402,6 +402,13 @@ async fn read_token(
                  it with key {TOKEN_KEY} before the workspace"
             )));
         }
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            return Err(refuse(format!(
+                "the webhook may not read Secret {namespace}/{name} (modelAccessSecret): {}; \
+                 the chart grants it with webhook.clientAuth",
+                status.message
+            )));
+        }
         Err(e) => {
             return Err(ResolveError::Unreachable {
                 endpoint: "the Kubernetes API".into(),
