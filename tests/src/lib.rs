@@ -25,6 +25,7 @@ use anyhow::{Context, Result, bail};
 
 pub mod chart;
 pub mod container;
+pub mod docs;
 pub mod hub;
 pub mod processes;
 pub mod registry;
