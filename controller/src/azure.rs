@@ -339,6 +339,22 @@ impl Arm {
 }
 
 impl AzureSettings {
+    /// Settings for cluster `cluster` of resource group `rg` in subscription `sub` behind the
+    /// local ARM endpoint `url`, trusting `ca_pem` and sending `token`, orphans looked for every
+    /// minute: what `--azure-endpoint`, `--azure-ca-file` and `--azure-token-file` set up for
+    /// the tests (the aks component tests against `kaito-fake-arm`).
+    pub fn local_endpoint(url: &str, ca_pem: &str, token: &str) -> Self {
+        Self {
+            subscription_id: "sub".into(),
+            resource_group: "rg".into(),
+            cluster_name: "cluster".into(),
+            endpoint: Some(url.into()),
+            static_token: Some(token.into()),
+            ca_pem: Some(ca_pem.into()),
+            orphan_interval: Duration::from_secs(60),
+        }
+    }
+
     /// The settings the aks provisioner cannot work without: the cluster's subscription,
     /// resource group and name (the chart's `azure.subscriptionId`, `azure.resourceGroup`,
     /// `azure.clusterName`).

@@ -266,13 +266,8 @@ async fn fake_aks(token: &str) -> (kaito_fake_arm::Running, Aks) {
         ..Default::default()
     });
     let aks = Aks::new(AzureSettings {
-        subscription_id: "sub".into(),
-        resource_group: "rg".into(),
-        cluster_name: "cluster".into(),
-        endpoint: Some(r.url.clone()),
-        static_token: Some(token.into()),
-        ca_pem: Some(r.ca_pem.clone()),
         orphan_interval: Duration::from_secs(3600),
+        ..AzureSettings::local_endpoint(&r.url, &r.ca_pem, token)
     })
     .expect("aks");
     (r, aks)

@@ -24,18 +24,9 @@ fn workspace(name: &str) -> Result<(Workspace, WorkspacePlan), Box<dyn std::erro
     Ok((ws, p))
 }
 
-/// Settings for cluster `cluster` of resource group `rg` in subscription `sub` behind the local
-/// endpoint, trusting its CA and sending `token`.
+/// Settings for the local endpoint `r`, sending `token`.
 fn settings(r: &Running, token: &str) -> AzureSettings {
-    AzureSettings {
-        subscription_id: "sub".into(),
-        resource_group: "rg".into(),
-        cluster_name: "cluster".into(),
-        endpoint: Some(r.url.clone()),
-        static_token: Some(token.into()),
-        ca_pem: Some(r.ca_pem.clone()),
-        orphan_interval: Duration::from_secs(60),
-    }
+    AzureSettings::local_endpoint(&r.url, &r.ca_pem, token)
 }
 
 #[test]
