@@ -17,6 +17,14 @@
 # WorkspaceSucceeded lastTransitionTime, 1 s resolution) and the span from the last creation
 # until the last one turned True, which leave the apply's own duration out.
 #
+# API requests: the apiserver's own apiserver_request_total (kubectl get --raw /metrics) is read
+# before the apply, once all are ready and after the idle period; the differences, divided by
+# N, are printed by verb and by verb and resource (create → ready, and idle), together with the
+# controller's own writes (kaito_controller_api_writes_total, by kind; absent from controllers
+# before it existed). The counts include every client: the bench's kubectl (APPLY workspaces,
+# LIST workspaces every 3 s), kube-controller-manager (pods, endpoint slices, StatefulSet
+# status), the scheduler (bindings, events) and kwok (node and pod status).
+#
 # Nodes: ceil(N/8) kwok nodes, each with 8 allocatable GPUs and GPU-feature-discovery labels
 # describing 1-GPU V100 nodes (so each workspace's single replica asks for 1 GPU and 8
 # workspaces share a node); workspace i selects node i/8 by label.
@@ -127,6 +135,9 @@ inference:
   preset: {name: phi-3-mini-4k-instruct}
 YAML
 done
+apiserver_metrics() { kubectl get --raw /metrics | grep '^apiserver_request_total{' >"$KAITO_CLUSTER_DIR/bench-requests-$1.txt"; }
+controller_writes() { curl -s "http://127.0.0.1:$port/metrics" | grep '^kaito_controller_api_writes_total' >"$KAITO_CLUSTER_DIR/bench-writes-$1.txt" || true; }
+apiserver_metrics start; controller_writes start
 t0=$(date +%s.%N)
 apply_pids=()
 for f in "$KAITO_CLUSTER_DIR"/bench-workspaces-*.yaml; do
@@ -151,9 +162,43 @@ while :; do
   sleep 3
 done
 secs=$(awk -v a="$now" -v b="$t0" 'BEGIN{printf "%.1f", a-b}')
+apiserver_metrics ready; controller_writes ready
 r1=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^kaito_controller_reconciles_total/{print $2}')
 sleep "$idle"
 r2=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^kaito_controller_reconciles_total/{print $2}')
+apiserver_metrics idle; controller_writes idle
+# API requests per workspace, from the apiserver's counters (and the controller's own writes).
+python3 - "$KAITO_CLUSTER_DIR" "$n" "$idle" >&2 <<'PY'
+import collections, re, sys
+d, n, idle = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+WRITES = {"CREATE", "POST", "UPDATE", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"}
+def load(name, prefix):
+    out = collections.Counter()
+    for line in open(f"{d}/bench-{name}-{prefix}.txt"):
+        m = re.match(r'^\w+\{(.*)\} ([0-9.e+]+)$', line.strip())
+        if m:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+            out[tuple(sorted(labels.items()))] += float(m.group(2))
+    return out
+def delta(name, a, b):
+    x, y = load(name, a), load(name, b)
+    return {k: y[k] - x.get(k, 0) for k in y if y[k] - x.get(k, 0) > 0}
+for a, b, what in (("start", "ready", "create → all ready"), ("ready", "idle", f"idle {idle} s")):
+    req = delta("requests", a, b)
+    by_verb, by_res = collections.Counter(), collections.Counter()
+    for k, v in req.items():
+        l = dict(k)
+        by_verb[l["verb"]] += v
+        res = (l.get("group") + "/" if l.get("group") else "") + l["resource"] + ("/" + l["subresource"] if l.get("subresource") else "")
+        by_res[(l["verb"], res)] += v
+    writes = sum(v for k, v in by_verb.items() if k in WRITES)
+    print(f"[bench] apiserver requests per workspace, {what}: " + " ".join(f"{k}={v / n:.2f}" for k, v in sorted(by_verb.items())) + f" (writes {writes / n:.2f})")
+    top = [f"{verb} {res}={v / n:.2f}" for (verb, res), v in sorted(by_res.items(), key=lambda kv: -kv[1]) if v / n >= 0.05]
+    print(f"[bench]   by verb and resource: " + ", ".join(top))
+    if load("writes", b):
+        own = {dict(k).get("kind"): v for k, v in delta("writes", a, b).items()}
+        print(f"[bench]   the controller's own writes per workspace: total={sum(own.values()) / n:.2f} " + " ".join(f"{k}={v / n:.2f}" for k, v in sorted(own.items())))
+PY
 rss=$(awk '/VmHWM/{print $2}' "/proc/$ctl_pid/status")
 errs=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^kaito_controller_reconcile_errors_total/{printf "%s%s", sep, $0; sep=" "}')
 echo "[bench] reconcile errors: ${errs:-none}; controller log lines WARN=$(grep -c WARN "$log" || true) ERROR=$(grep -c ERROR "$log" || true)" >&2

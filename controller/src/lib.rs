@@ -1,13 +1,16 @@
 //! The lean KAITO controller.
 //!
-//! Each Workspace goes through one pipeline: **fetch** (async, in [`reconcile`]) → **plan**
-//! (pure: [`plan`], the sizing code the webhook uses) → **build** the desired children (pure
-//! functions of workspace + plan + observed state: [`inference`], [`tuning`], [`nodes`]) →
-//! **apply** (server-side apply with one field manager, deterministic names, owner references)
-//! → **status** (recomputed from observed objects every time: [`status`]).
+//! Each Workspace goes through one pipeline ([`pipeline`]): **fetch** (async) → **plan**
+//! (pure: [`plan`], the sizing code the webhook uses) → **provision** ([`provision`]) →
+//! **desired** children (pure functions of workspace + plan + found objects, built by
+//! [`inference`], [`tuning`], [`nodes`]) → **apply** what differs (server-side apply with one
+//! field manager, deterministic names, owner references) → **status** (pure, recomputed from
+//! observed objects every time: [`status`]). [`reconcile`] runs it inside kube-runtime's
+//! finalizer.
 //!
-//! Everything that talks to the API server or a cloud lives in [`reconcile`], [`provision`]
-//! (`byo`, `karpenter`, `aks`), [`leader`] and [`telemetry`]; everything else is pure and unit-tested.
+//! Everything that talks to the API server or a cloud lives in [`reconcile`],
+//! [`pipeline::fetch`], [`pipeline::apply`], [`provision`] (`byo`, `karpenter`, `aks`),
+//! [`leader`] and [`telemetry`]; everything else is pure and unit-tested.
 
 pub mod azure;
 pub mod config;
