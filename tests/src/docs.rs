@@ -2,8 +2,6 @@
 //! (`tests/tests/docs_commands.rs`, `kubectl-kaito/tests/readme_commands.rs`): command lines
 //! from fenced code blocks and inline code spans, their `--flags`, and the paths they name.
 
-use std::path::{Path, PathBuf};
-
 /// The READMEs a user reads: the guide and each crate's.
 pub const READMES: &[&str] = &[
     "README.md",
@@ -17,13 +15,7 @@ pub const READMES: &[&str] = &[
     "webhook/README.md",
 ];
 
-/// The repository root (the parent of this crate's folder).
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(".."))
-}
+pub use crate::repo_root;
 
 /// One command line a doc names: where, and its words.
 #[derive(Clone, Debug, PartialEq, Eq)]

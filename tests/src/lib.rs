@@ -150,6 +150,13 @@ pub fn running_cluster() -> &'static Cluster {
     }
 }
 
+/// [`running_cluster`] with the kaito CRDs installed.
+pub fn running_cluster_with_crds() -> Result<&'static Cluster> {
+    let cluster = running_cluster();
+    cluster.install_kaito_crds()?;
+    Ok(cluster)
+}
+
 /// Path of the cluster script.
 pub fn cluster_script() -> PathBuf {
     repo_root().join("tests/cluster/cluster.sh")
@@ -500,6 +507,19 @@ impl Cluster {
 /// The YAML files under `charts/kaito/crds/`, sorted.
 pub fn kaito_crd_files() -> Result<Vec<PathBuf>> {
     yaml_files(&repo_root().join("charts/kaito/crds"))
+}
+
+/// The seed example `examples/<file>` as YAML with its name, node count (1) and
+/// `labelSelector` (`apps: <label>`) replaced: every field set, for clusters where no webhook
+/// defaults it.
+pub fn seed_workspace(file: &str, name: &str, label: &str) -> Result<String> {
+    let path = repo_root().join("examples").join(file);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+    let mut v: serde_json::Value = serde_yaml::from_str(&text)?;
+    v["metadata"]["name"] = serde_json::Value::from(name);
+    v["resource"]["count"] = serde_json::Value::from(1);
+    v["resource"]["labelSelector"] = serde_json::json!({"matchLabels": {"apps": label}});
+    Ok(serde_yaml::to_string(&v)?)
 }
 
 /// The seed examples, `examples/**/*.yaml` (the guides' paths: `examples/inference/...`,

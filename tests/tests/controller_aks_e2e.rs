@@ -248,47 +248,22 @@ fn start_controller<'a>(
     Ok(ctl)
 }
 
-fn cluster() -> &'static Cluster {
-    kaito_e2e::running_cluster()
-}
-
-fn cluster_with_crds() -> Result<&'static Cluster> {
-    let cluster = cluster();
-    cluster.install_kaito_crds()?;
-    Ok(cluster)
-}
-
 /// The seed inference example with a GPU instanceType (phi-3), with its name, labels and count
 /// replaced (no webhook runs here, so every field is set).
 fn seed_inference(name: &str, label: &str) -> Result<String> {
-    let file = kaito_e2e::example_files()?
-        .into_iter()
-        .find(|f| f.ends_with("inference/kaito_workspace_phi_3.yaml"))
-        .context("examples/inference/kaito_workspace_phi_3.yaml")?;
-    let text = std::fs::read_to_string(&file)?;
-    let mut v: Value = serde_yaml::from_str(&text)?;
+    let file = "inference/kaito_workspace_phi_3.yaml";
+    let yaml = kaito_e2e::seed_workspace(file, name, label)?;
+    let v: Value = serde_yaml::from_str(&yaml)?;
     if v["resource"]["instanceType"] != VM_SIZE {
         bail!(
-            "{} no longer asks for {VM_SIZE}: {}",
-            file.display(),
+            "examples/{file} no longer asks for {VM_SIZE}: {}",
             v["resource"]
         );
     }
     if v["inference"].is_null() {
-        bail!("{} is not an inference workspace", file.display());
+        bail!("examples/{file} is not an inference workspace");
     }
-    v["metadata"]["name"] = Value::from(name);
-    v["resource"]["count"] = Value::from(1);
-    v["resource"]["labelSelector"] = json!({"matchLabels": {"apps": label}});
-    Ok(serde_yaml::to_string(&v)?)
-}
-
-fn conditions(ns: &TestNamespace<'_>, name: &str) -> Result<Vec<Value>> {
-    let ws = ns.get_json(["workspace", name])?;
-    Ok(ws["status"]["conditions"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default())
+    Ok(yaml)
 }
 
 fn condition(conds: &[Value], type_: &str) -> Option<Value> {
@@ -332,7 +307,7 @@ fn wait_columns_true(
             "{}\n{}\nconditions: {:?}\npools: {:?}",
             ctl.log_tail(),
             arm.log_tail(),
-            conditions(ns, name),
+            ns.workspace_conditions(name),
             arm.pools()
         )
     })
@@ -410,7 +385,7 @@ fn check_pool_body(pool: &Value, ns: &str, name: &str, label: &str) {
 #[test]
 #[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
 fn aks_seed_inference_gets_an_agent_pool_becomes_ready_and_deletes_cleanly() -> Result<()> {
-    let cluster = cluster_with_crds()?;
+    let cluster = kaito_e2e::running_cluster_with_crds()?;
     let ns = cluster.namespace("aks-seed")?;
     let arm = FakeArm::start(&ns, 500)?;
     let ctl = start_controller(&ns, &arm)?;
@@ -489,7 +464,7 @@ fn aks_seed_inference_gets_an_agent_pool_becomes_ready_and_deletes_cleanly() -> 
 #[test]
 #[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
 fn aks_quota_exceeded_is_reported_and_clears() -> Result<()> {
-    let cluster = cluster_with_crds()?;
+    let cluster = kaito_e2e::running_cluster_with_crds()?;
     let ns = cluster.namespace("aks-quota")?;
     let arm = FakeArm::start(&ns, 500)?;
     arm.set_fault("quotaExceeded", json!(true))?;
@@ -499,14 +474,14 @@ fn aks_quota_exceeded_is_reported_and_clears() -> Result<()> {
     ns.apply(&seed_inference(name, &label)?)?;
 
     let cond = wait_for("ResourceReady=False/QuotaExceeded", WAIT, POLL, || {
-        Ok(condition(&conditions(&ns, name)?, "ResourceReady")
+        Ok(condition(&ns.workspace_conditions(name)?, "ResourceReady")
             .filter(|c| c["status"] == "False" && c["reason"] == "QuotaExceeded"))
     })
     .with_context(|| {
         format!(
             "{}\nconditions: {:?}",
             ctl.log_tail(),
-            conditions(&ns, name)
+            ns.workspace_conditions(name)
         )
     })?;
     let msg = cond["message"].as_str().unwrap_or_default();
@@ -529,7 +504,8 @@ fn aks_quota_exceeded_is_reported_and_clears() -> Result<()> {
         &ctl,
         &arm,
     )?;
-    let cond = condition(&conditions(&ns, name)?, "ResourceReady").context("ResourceReady")?;
+    let cond =
+        condition(&ns.workspace_conditions(name)?, "ResourceReady").context("ResourceReady")?;
     assert_eq!(cond["status"], "True", "{cond}");
     let pools = arm.pools()?;
     let pool = pool_name(ns.name(), name);
@@ -571,7 +547,7 @@ impl Rng {
 #[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
 fn aks_controller_killed_during_provisioning_leaves_one_pool_per_workspace() -> Result<()> {
     let started = Instant::now();
-    let cluster = cluster_with_crds()?;
+    let cluster = kaito_e2e::running_cluster_with_crds()?;
     let ns = cluster.namespace("aks-kill")?;
     // Pool operations take 6 s, so the kills land before, during and after them.
     let arm = FakeArm::start(&ns, 6000)?;

@@ -33,23 +33,6 @@ fn cluster() -> &'static Cluster {
     kaito_e2e::running_cluster()
 }
 
-fn cluster_with_crds() -> Result<&'static Cluster> {
-    let cluster = cluster();
-    cluster.install_kaito_crds()?;
-    Ok(cluster)
-}
-
-/// The seed YAML with its name, labels and count replaced (no webhook runs here, so every
-/// field is set).
-fn seed(file: &str, name: &str, label: &str) -> Result<String> {
-    let text = std::fs::read_to_string(repo_root().join("examples").join(file))?;
-    let mut v: Value = serde_yaml::from_str(&text)?;
-    v["metadata"]["name"] = Value::from(name);
-    v["resource"]["count"] = Value::from(1);
-    v["resource"]["labelSelector"] = serde_json::json!({"matchLabels": {"apps": label}});
-    Ok(serde_yaml::to_string(&v)?)
-}
-
 /// The seed inference workspace (phi-3).
 const PHI_3: &str = "inference/kaito_workspace_phi_3.yaml";
 
@@ -71,7 +54,7 @@ fn namespace_with(
     label_prefix: &str,
     node: impl FnOnce(GpuNode) -> GpuNode,
 ) -> Result<(TestNamespace<'static>, String, NodeGuard<'static>)> {
-    let cluster = cluster_with_crds()?;
+    let cluster = kaito_e2e::running_cluster_with_crds()?;
     let ns = cluster.namespace(ns_prefix)?;
     let label = unique_name(label_prefix);
     let node = cluster.add_gpu_node(&node(GpuNode::for_apps("gpu", &label)))?;
@@ -87,7 +70,7 @@ fn start_with_seed<'a>(
     label: &str,
 ) -> Result<ControllerProcess<'a>> {
     let ctl = ControllerProcess::start(ns, "byo")?;
-    ns.apply(&seed(file, name, label)?)?;
+    ns.apply(&kaito_e2e::seed_workspace(file, name, label)?)?;
     Ok(ctl)
 }
 
@@ -588,7 +571,7 @@ fn karpenter_pass<'c>(
 #[test]
 #[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
 fn controller_karpenter_nodeclaims_become_nodes_and_are_removed_on_delete() -> Result<()> {
-    let cluster = cluster_with_crds()?;
+    let cluster = kaito_e2e::running_cluster_with_crds()?;
     cluster.kubectl_ok([
         "apply",
         "--server-side",
@@ -609,7 +592,7 @@ fn controller_karpenter_nodeclaims_become_nodes_and_are_removed_on_delete() -> R
     let ctl = ControllerProcess::start(&ns, "karpenter")?;
     let name = "workspace-phi-3-mini";
     let label = unique_name("karp");
-    ns.apply(&seed(PHI_3, name, &label)?)?;
+    ns.apply(&kaito_e2e::seed_workspace(PHI_3, name, &label)?)?;
     let mut nodes = Vec::new();
     let claims = wait_for("a NodeClaim", WAIT, POLL, || {
         let c = karpenter_pass(cluster, ns.name(), &mut nodes)?;

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use kaito_e2e::{
-    Cluster, CmdOutput, ControllerProcess, GpuNode, TestNamespace, WebhookProcess, free_port,
-    run_command, table_header, unique_name, wait_for,
+    CmdOutput, ControllerProcess, GpuNode, TestNamespace, WebhookProcess, free_port, run_command,
+    table_header, unique_name, wait_for,
 };
 
 /// The plugin binary (`KUBECTL_KAITO_BIN`, else target/debug).
@@ -54,12 +54,6 @@ fn kaito_ok(ns: &TestNamespace<'_>, args: &[&str]) -> Result<String> {
         out.stderr
     );
     Ok(out.stdout)
-}
-
-fn cluster_with_crds() -> Result<&'static Cluster> {
-    let cluster = Cluster::shared();
-    cluster.install_kaito_crds()?;
-    Ok(cluster)
 }
 
 fn set_status(ns: &TestNamespace<'_>, name: &str, status: serde_json::Value) -> Result<()> {
@@ -121,7 +115,7 @@ fn plugin_dry_run_client_defaults_and_sizes_every_seed() -> Result<()> {
 #[test]
 #[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
 fn plugin_create_get_status_explains_unschedulable_then_delete() -> Result<()> {
-    let cluster = cluster_with_crds()?;
+    let cluster = kaito_e2e::running_cluster_with_crds()?;
     let ns = cluster.namespace("plugin-get")?;
     let name = "phi3";
     let created = kaito_ok(
@@ -309,7 +303,7 @@ impl Drop for KillOnDrop {
 #[test]
 #[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
 fn plugin_logs_and_chat_reach_a_real_runtime_through_the_apiserver() -> Result<()> {
-    let cluster = cluster_with_crds()?;
+    let cluster = kaito_e2e::running_cluster_with_crds()?;
     let ns = cluster.namespace("plugin-chat")?;
     let group = ns.name().to_owned();
     let _node = cluster
@@ -518,7 +512,7 @@ fn get_row(table: &str) -> Result<Vec<(String, String)>> {
 #[test]
 #[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
 fn plugin_create_get_turns_true_with_webhook_and_controller_then_delete_waits() -> Result<()> {
-    let cluster = cluster_with_crds()?;
+    let cluster = kaito_e2e::running_cluster_with_crds()?;
     let ns = cluster.namespace("plugin-live")?;
     let label = unique_name("live");
     let node = cluster.add_gpu_node(&GpuNode::for_apps("gpu-live", &label))?;
