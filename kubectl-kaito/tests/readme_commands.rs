@@ -30,7 +30,8 @@ fn known_flags(words: &[String]) -> Vec<String> {
     flags
 }
 
-/// Whether `words` are a subcommand path and nothing else (`logs`, `models describe`).
+/// Whether `words` are a subcommand path and nothing else (`logs`, `models describe`, or none:
+/// the plugin itself).
 fn names_a_command(words: &[String]) -> bool {
     let mut cmd = Cli::command();
     for w in words {
@@ -39,7 +40,7 @@ fn names_a_command(words: &[String]) -> bool {
         };
         cmd = sub;
     }
-    !words.is_empty()
+    true
 }
 
 /// Why `line` does not parse, if it does not.
@@ -59,12 +60,16 @@ fn problem(line: &CommandLine) -> Option<String> {
             }
             // Prose that names a command (`kubectl kaito logs`) rather than running it.
             Err(e)
-                if e.kind() == clap::error::ErrorKind::MissingRequiredArgument
-                    && names_a_command(args) =>
+                if matches!(
+                    e.kind(),
+                    clap::error::ErrorKind::MissingRequiredArgument
+                        | clap::error::ErrorKind::MissingSubcommand
+                        | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                ) && names_a_command(args) =>
             {
                 None
             }
-            Err(e) => Some(format!("{}: `{}`: {}", line.place, line.text(), e.kind())),
+            Err(e) => Some(format!("{}: `{}`: {:?}", line.place, line.text(), e.kind())),
         };
     }
     let known = known_flags(args);
