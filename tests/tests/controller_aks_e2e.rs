@@ -32,7 +32,7 @@ const VM_SIZE: &str = "Standard_NC6s_v3";
 const SUBSCRIPTION: &str = "00000000-0000-0000-0000-00000000e2e0";
 const RESOURCE_GROUP: &str = "kaito-e2e-rg";
 const AKS_CLUSTER: &str = "kaito-e2e-aks";
-/// The agentPools api-version of `azure_mgmt_containerservice` 0.10 (controller/src/aks.rs).
+/// The agentPools api-version of `azure_mgmt_containerservice` 0.10 (controller/src/provision/aks.rs).
 const ARM_API_VERSION: &str = "2023-01-02-preview";
 /// The agent pool of a workspace, as `controller/src/naming.rs` names it: SHA-256 of
 /// `namespace/name`, its first 8 bytes (big-endian) modulo 26 × 36^11, written as a letter and
