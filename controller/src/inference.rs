@@ -70,7 +70,11 @@ pub fn owner_reference(ws: &Workspace) -> OwnerReference {
 /// Seconds the startup probe allows: 5 minutes plus 1 minute per GiB of weights (download
 /// or copy plus load), at most 2 hours.
 pub fn startup_budget_seconds(plan: &WorkspacePlan) -> i64 {
-    let gib = plan.preset.map(|p| p.weights.as_gib()).unwrap_or(0.0);
+    let gib = plan
+        .preset
+        .as_ref()
+        .map(|p| p.weights.as_gib())
+        .unwrap_or(0.0);
     let secs = 300.0 + 60.0 * gib.ceil();
     (secs as i64).clamp(300, 7200)
 }
@@ -294,7 +298,11 @@ fn preset_pod(
     args.extend(["--model-dir".to_string(), model_dir]);
     // A private image carries its weights; otherwise the runtime downloads the preset's
     // pinned revision into the weights volume before it loads.
-    let source = plan.preset.filter(|_| !private).map(|p| &p.huggingface);
+    let source = plan
+        .preset
+        .as_deref()
+        .filter(|_| !private)
+        .map(|p| &p.huggingface);
     if let Some(hf) = source {
         args.extend([
             "--model-repo".to_string(),
@@ -470,7 +478,7 @@ pub const WEIGHTS_VOLUME: &str = "weights";
 /// revision's own directory `<org>--<name>/<revision>`; otherwise an emptyDir limited to the
 /// preset's `disk`, which is the model directory itself.
 fn weights(plan: &WorkspacePlan, cfg: &WorkloadConfig) -> (Value, String) {
-    match (&cfg.weights_cache_host_path, plan.preset) {
+    match (&cfg.weights_cache_host_path, plan.preset.as_deref()) {
         (Some(root), Some(p)) => (
             json!({"name": WEIGHTS_VOLUME, "hostPath": {
                 "path": root.trim_end_matches('/'), "type": "Directory"}}),
@@ -712,7 +720,7 @@ inference: {preset: {name: smollm2-135m-instruct}}";
             assert_eq!(
                 needs,
                 kaito_presets::sizing::cpu_serving_memory(
-                    p.preset.expect("preset"),
+                    p.preset.as_deref().expect("preset"),
                     p.sizing
                         .as_ref()
                         .and_then(|s| s.max_model_len)

@@ -228,6 +228,7 @@ pub fn nodeclaim(ws: &Workspace, plan: &WorkspacePlan, cfg: &KarpenterConfig, in
     labels.insert(NODEPOOL_LABEL.into(), cfg.node_pool.clone());
     let disk_gib = plan
         .preset
+        .as_ref()
         .map(|p| p.disk.as_gib().ceil() as u64)
         .unwrap_or(0)
         .max(128);

@@ -3,7 +3,7 @@
 //! code as the admission webhook (`kaito_api::admission::workspace_plan*`), so the controller
 //! and the webhook size a workspace identically.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use kaito_api::Workspace;
 use kaito_api::admission::{
@@ -77,7 +77,7 @@ pub struct WorkspacePlan {
     /// Inference or tuning.
     pub kind: WorkloadKind,
     /// The preset, unless a pod template is served.
-    pub preset: Option<&'static Preset>,
+    pub preset: Option<Arc<Preset>>,
     /// Sizing of the preset on the shape (None for templates).
     pub sizing: Option<Plan>,
     /// Nodes (and serving replicas).
@@ -139,32 +139,6 @@ pub fn admission_config(cloud: Cloud) -> &'static AdmissionConfig {
     };
     // Sizing does not depend on the provisioner; only admission's defaulting does.
     cell.get_or_init(|| AdmissionConfig::new(cloud, Provisioner::Byo))
-}
-
-/// The preset of a Hugging Face id workspace, kept for the rest of the process like a catalog
-/// entry (plans hold `&'static Preset`). One per distinct (id, recorded facts): the facts of a
-/// workspace never change, so this grows with the distinct models ever served, not with
-/// reconciles.
-fn intern_hub_preset(preset: Preset) -> &'static Preset {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-    static HUB_PRESETS: OnceLock<Mutex<HashMap<String, &'static Preset>>> = OnceLock::new();
-    let key = format!(
-        "{}\n{}\n{}\n{}\n{}\n{}\n{}",
-        preset.name,
-        preset.huggingface.repo,
-        preset.huggingface.revision,
-        preset.architecture,
-        preset.weights.as_bytes(),
-        preset.context_length,
-        preset.kv_bytes_per_token,
-    );
-    let mut map = HUB_PRESETS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    map.entry(key)
-        .or_insert_with(|| Box::leak(Box::new(preset)))
 }
 
 /// The GPU shape of a catalog size of `cloud`.
@@ -262,22 +236,25 @@ pub fn plan(
     // A Hugging Face id: the model the webhook resolved and pinned in the workspace's
     // annotations (kaito.sh/model-revision, kaito.sh/model-facts); the hub is not asked again.
     let hub = match kaito_api::admission::hub_preset(ws, catalog) {
-        Some(Ok(p)) => Some(intern_hub_preset(p)),
+        Some(Ok(p)) => Some(Arc::new(p)),
         Some(Err(why)) => return Err(PlanError::Sizing(format!("inference.preset.name: {why}"))),
         None => None,
     };
     let preset = hub.map(Ok).unwrap_or_else(|| {
-        catalog.get(&preset_spec.name).ok_or_else(|| {
-            let s = catalog.suggestions(&preset_spec.name, 3);
-            PlanError::UnknownPreset {
-                name: preset_spec.name.clone(),
-                hint: if s.is_empty() {
-                    String::new()
-                } else {
-                    format!("; did you mean {}?", s.join(", "))
-                },
-            }
-        })
+        catalog
+            .get(&preset_spec.name)
+            .map(|p| Arc::new(p.clone()))
+            .ok_or_else(|| {
+                let s = catalog.suggestions(&preset_spec.name, 3);
+                PlanError::UnknownPreset {
+                    name: preset_spec.name.clone(),
+                    hint: if s.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; did you mean {}?", s.join(", "))
+                    },
+                }
+            })
     })?;
     // The webhook's sizing entry points: on the VM size's catalog shape, or on the observed
     // shape of bring-your-own nodes.
@@ -341,16 +318,16 @@ mod tests {
         assert!(err.to_string().contains("kaito.sh/model-facts"), "{err}");
         kaito_api::admission::record_hub_model(&mut w, &facts);
         let p = plan(&w, Cloud::Azure, None).expect("plans");
-        let preset = p.preset.expect("a preset");
+        let preset = p.preset.clone().expect("a preset");
         assert_eq!(preset.huggingface.repo, "org/llama");
         assert_eq!(preset.huggingface.revision, commit);
         assert_eq!(
             p.sizing.as_ref().and_then(|s| s.max_model_len),
             Some(131_072)
         );
-        // The same model twice is one preset.
+        // Planning again gives the same model (the plan owns it; nothing is kept per model).
         let again = plan(&w, Cloud::Azure, None).expect("plans");
-        assert!(std::ptr::eq(preset, again.preset.expect("a preset")));
+        assert_eq!(Some(preset), again.preset);
     }
 
     #[test]

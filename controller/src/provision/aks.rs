@@ -36,6 +36,7 @@ pub fn agent_pool_body(ws: &Workspace, plan: &WorkspacePlan) -> Value {
     labels.extend(naming::workspace_labels(ws));
     let disk = plan
         .preset
+        .as_ref()
         .map(|p| p.disk.as_gib().ceil() as u64)
         .unwrap_or(0)
         .max(128);
