@@ -29,9 +29,8 @@ use kaito_presets::hub_model::{
     is_hub_id, parse_revision_info, resolve_path, revision_info_path,
 };
 use reqwest::Url;
-use serde::Deserialize;
 
-use crate::review::{GROUP, KIND};
+use crate::review::Call;
 
 /// Default deadline of one resolution (the API server gives the whole call 10 s).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -260,113 +259,27 @@ pub struct HubRef {
     pub secret: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct Review {
-    #[serde(default)]
-    request: Option<Request>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Request {
-    #[serde(default)]
-    kind: Gvk,
-    #[serde(default)]
-    operation: String,
-    #[serde(default)]
-    namespace: Option<String>,
-    #[serde(default)]
-    sub_resource: Option<String>,
-    #[serde(default)]
-    object: Option<Object>,
-}
-
-#[derive(Default, Deserialize)]
-struct Gvk {
-    #[serde(default)]
-    group: String,
-    #[serde(default)]
-    kind: String,
-}
-
-#[derive(Deserialize)]
-struct Object {
-    #[serde(default)]
-    metadata: Option<Metadata>,
-    #[serde(default)]
-    inference: Option<Inference>,
-}
-
-#[derive(Deserialize)]
-struct Metadata {
-    #[serde(default)]
-    namespace: Option<String>,
-    #[serde(default)]
-    annotations: Option<HashMap<String, String>>,
-}
-
-#[derive(Deserialize)]
-struct Inference {
-    #[serde(default)]
-    preset: Option<Preset>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Preset {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    preset_options: Option<Options>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Options {
-    #[serde(default)]
-    model_access_secret: Option<String>,
-}
-
-/// The Hugging Face id to resolve for an AdmissionReview body: only a CREATE of a Workspace
-/// (no subresource) whose `inference.preset.name` is a well-formed id. For `validate`, the id
-/// at the commit the mutation recorded (`None` when none is recorded: validation says so).
-pub fn hub_ref(body: &[u8], validate: bool) -> Option<HubRef> {
-    let review: Review = serde_json::from_slice(body).ok()?;
-    let request = review.request?;
-    if request.kind.group != GROUP
-        || request.kind.kind != KIND
-        || request.operation != "CREATE"
-        || request
-            .sub_resource
-            .as_deref()
-            .is_some_and(|s| !s.is_empty())
-    {
-        return None;
-    }
-    let object = request.object?;
-    let preset = object.inference?.preset?;
+/// The Hugging Face id to resolve for an admission call: only a CREATE of a Workspace (no
+/// subresource) whose `inference.preset.name` is a well-formed id. For `validate`, the id at
+/// the commit the mutation recorded (`None` when none is recorded: validation says so).
+pub fn hub_ref(call: &Call, validate: bool) -> Option<HubRef> {
+    let (namespace, ws) = call.created()?;
+    let preset = ws.inference.as_ref()?.preset.as_ref()?;
     if !is_hub_id(&preset.name) {
         return None;
     }
     let mut id = HubId::parse(&preset.name).ok()?;
-    let metadata = object.metadata;
     if validate {
-        let pinned = metadata
-            .as_ref()
-            .and_then(|m| m.annotations.as_ref())
-            .and_then(|a| a.get(kaito_api::admission::ANNOTATION_MODEL_REVISION))?;
-        id.revision = Some(pinned.clone());
+        let pinned = ws.annotation(kaito_api::admission::ANNOTATION_MODEL_REVISION)?;
+        id.revision = Some(pinned.to_owned());
     }
-    let namespace = request
-        .namespace
-        .or_else(|| metadata.and_then(|m| m.namespace))
-        .unwrap_or_else(|| "default".into());
     Some(HubRef {
-        namespace,
+        namespace: namespace.to_owned(),
         id,
         secret: preset
             .preset_options
-            .and_then(|o| o.model_access_secret)
+            .as_ref()
+            .and_then(|o| o.model_access_secret.clone())
             .filter(|s| !s.is_empty()),
     })
 }
@@ -431,14 +344,14 @@ async fn read_token(
     }
 }
 
-/// Resolves the Hugging Face id of an AdmissionReview body, if it names one.
+/// Resolves the Hugging Face id of an admission call, if it names one.
 pub async fn lookup(
     resolver: Option<&HubResolver>,
     client: Option<&kube::Client>,
-    body: &[u8],
+    call: &Call,
     validate: bool,
 ) -> HubLookup {
-    let Some(r) = hub_ref(body, validate) else {
+    let Some(r) = hub_ref(call, validate) else {
         return HubLookup::NotNeeded;
     };
     let Some(resolver) = resolver else {
@@ -486,10 +399,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn hub_ref(body: &[u8], validate: bool) -> Option<HubRef> {
+        super::hub_ref(&Call::parse(body).ok()?, validate)
+    }
+
     fn body(op: &str, name: &str, annotations: serde_json::Value) -> Vec<u8> {
         json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                "request": {"uid": "1", "kind": {"group": "kaito.sh", "version": "v1beta1",
-                 "kind": "Workspace"}, "operation": op, "namespace": "ns",
+                 "kind": "Workspace"}, "operation": op, "namespace": "ns", "name": "w",
+                 "resource": {"group": "kaito.sh", "version": "v1beta1", "resource": "workspaces"},
+                 "userInfo": {"username": "u"},
                  "object": {"metadata": {"name": "w", "annotations": annotations},
                    "inference": {"preset": {"name": name,
                      "presetOptions": {"modelAccessSecret": "hf"}}}}}})

@@ -134,28 +134,90 @@ pub fn handle_full(
     config: &ConfigLookup,
     hub: &HubLookup,
 ) -> Outcome {
-    let started = Instant::now();
-    if let Err(outcome) = check_json_values(body) {
-        return outcome;
+    match Call::parse(body) {
+        Ok(call) => handle_call(endpoint, &call, cfg, config, hub),
+        Err(outcome) => outcome,
     }
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
-        Ok(review) => review,
-        Err(err) => {
-            return bad_request(format!(
-                "the request body is not an admission.k8s.io AdmissionReview: {err}"
-            ));
-        }
-    };
-    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
-        Ok(request) => request,
-        Err(_) => return bad_request("the AdmissionReview has no request".to_owned()),
-    };
-    let operation = operation_name(&request.operation);
-    let is_workspace = request.kind.group == GROUP && request.kind.kind == KIND;
-    let kind = if is_workspace { KIND } else { "other" };
-    let response = AdmissionResponse::from(&request);
+}
 
-    let (response, verdict) = if !is_workspace {
+/// One admission call, parsed once: the request, and the Workspace it carries decoded once
+/// (the ConfigMap and Hugging Face lookups and the admission rules all read this one).
+pub struct Call {
+    request: AdmissionRequest<DynamicObject>,
+    /// The object as JSON and as a Workspace, or why it does not decode; `None` when the
+    /// request is not a create or update of a Workspace (no subresource) or has no object.
+    object: Option<Result<(Value, Workspace), String>>,
+}
+
+impl Call {
+    /// Parses an AdmissionReview body (after the JSON value count check).
+    pub fn parse(body: &[u8]) -> Result<Call, Outcome> {
+        check_json_values(body)?;
+        let review: AdmissionReview<DynamicObject> =
+            serde_json::from_slice(body).map_err(|err| {
+                bad_request(format!(
+                    "the request body is not an admission.k8s.io AdmissionReview: {err}"
+                ))
+            })?;
+        let request: AdmissionRequest<DynamicObject> = review
+            .try_into()
+            .map_err(|_| bad_request("the AdmissionReview has no request".to_owned()))?;
+        let admitted = is_workspace(&request)
+            && matches!(request.operation, Operation::Create | Operation::Update)
+            && !has_subresource(&request);
+        let object = request
+            .object
+            .as_ref()
+            .filter(|_| admitted)
+            .map(decode_workspace);
+        Ok(Call { request, object })
+    }
+
+    /// The Workspace a CREATE carries (when it decodes) and its namespace (the request's,
+    /// else the object's, else `default`).
+    pub fn created(&self) -> Option<(&str, &Workspace)> {
+        if !matches!(self.request.operation, Operation::Create) {
+            return None;
+        }
+        let (_, ws) = self.object.as_ref()?.as_ref().ok()?;
+        let namespace = self
+            .request
+            .namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .or(ws.metadata.namespace.as_deref())
+            .unwrap_or("default");
+        Some((namespace, ws))
+    }
+}
+
+fn is_workspace(request: &AdmissionRequest<DynamicObject>) -> bool {
+    request.kind.group == GROUP && request.kind.kind == KIND
+}
+
+fn has_subresource(request: &AdmissionRequest<DynamicObject>) -> bool {
+    request
+        .sub_resource
+        .as_deref()
+        .is_some_and(|s| !s.is_empty())
+}
+
+/// Answers one parsed admission call for `endpoint`.
+pub fn handle_call(
+    endpoint: Endpoint,
+    call: &Call,
+    cfg: &AdmissionConfig,
+    config: &ConfigLookup,
+    hub: &HubLookup,
+) -> Outcome {
+    let started = Instant::now();
+    let request = &call.request;
+    let operation = operation_name(&request.operation);
+    let workspace = is_workspace(request);
+    let kind = if workspace { KIND } else { "other" };
+    let response = AdmissionResponse::from(request);
+
+    let (response, verdict) = if !workspace {
         let warning = format!(
             "kaito-webhook handles only {GROUP} {KIND}; {}/{} {} was allowed unchanged \
              (check the webhook configuration's rules)",
@@ -170,16 +232,13 @@ pub fn handle_full(
         );
         (with_warnings(response, vec![warning]), VerdictKind::Allowed)
     } else if matches!(request.operation, Operation::Delete | Operation::Connect)
-        || request
-            .sub_resource
-            .as_deref()
-            .is_some_and(|s| !s.is_empty())
+        || has_subresource(request)
     {
         (response, VerdictKind::Allowed)
     } else {
         match endpoint {
-            Endpoint::Mutate => mutate_request(&request, response, cfg, hub),
-            Endpoint::Validate => validate_request(&request, response, cfg, config, hub),
+            Endpoint::Mutate => mutate_request(call, response, cfg, hub),
+            Endpoint::Validate => validate_request(call, response, cfg, config, hub),
         }
     };
 
@@ -419,20 +478,22 @@ pub fn workspace_from_value(raw: &Value) -> Result<Workspace, String> {
 }
 
 fn mutate_request(
-    request: &AdmissionRequest<DynamicObject>,
+    call: &Call,
     response: AdmissionResponse,
     cfg: &AdmissionConfig,
     hub: &HubLookup,
 ) -> (AdmissionResponse, VerdictKind) {
-    let Some(object) = request.object.as_ref() else {
-        return (
-            deny_invalid(response, "the admission request has no object".to_owned()),
-            VerdictKind::Denied,
-        );
-    };
-    let (raw, ws) = match decode_workspace(object) {
-        Ok(decoded) => decoded,
-        Err(message) => return (deny_invalid(response, message), VerdictKind::Denied),
+    let (raw, ws) = match call.object.as_ref() {
+        Some(Ok((raw, ws))) => (raw, ws),
+        Some(Err(message)) => {
+            return (deny_invalid(response, message.clone()), VerdictKind::Denied);
+        }
+        None => {
+            return (
+                deny_invalid(response, "the admission request has no object".to_owned()),
+                VerdictKind::Denied,
+            );
+        }
     };
     let facts = match hub {
         HubLookup::NotNeeded => None,
@@ -441,7 +502,7 @@ fn mutate_request(
             return (deny_hub(response, message, *retryable), VerdictKind::Denied);
         }
     };
-    match default_patch_with(&raw, &ws, cfg, facts) {
+    match default_patch_with(raw, ws, cfg, facts) {
         Ok(None) => (response, VerdictKind::Allowed),
         Ok(Some(patch)) => match response.clone().with_patch(patch) {
             Ok(patched) => (patched, VerdictKind::Patched),
@@ -529,21 +590,24 @@ fn merge_changes(target: &mut Value, before: &Value, after: &Value) {
 }
 
 fn validate_request(
-    request: &AdmissionRequest<DynamicObject>,
+    call: &Call,
     response: AdmissionResponse,
     cfg: &AdmissionConfig,
     config: &ConfigLookup,
     hub: &HubLookup,
 ) -> (AdmissionResponse, VerdictKind) {
-    let Some(object) = request.object.as_ref() else {
-        return (
-            deny_invalid(response, "the admission request has no object".to_owned()),
-            VerdictKind::Denied,
-        );
-    };
-    let new = match decode_workspace(object) {
-        Ok((_, ws)) => ws,
-        Err(message) => return (deny_invalid(response, message), VerdictKind::Denied),
+    let request = &call.request;
+    let new = match call.object.as_ref() {
+        Some(Ok((_, ws))) => ws,
+        Some(Err(message)) => {
+            return (deny_invalid(response, message.clone()), VerdictKind::Denied);
+        }
+        None => {
+            return (
+                deny_invalid(response, "the admission request has no object".to_owned()),
+                VerdictKind::Denied,
+            );
+        }
     };
     let mut warnings = Vec::new();
     let old = match (&request.operation, request.old_object.as_ref()) {
@@ -559,14 +623,14 @@ fn validate_request(
         },
         _ => None,
     };
-    let mut verdict = validate_workspace(old.as_ref(), &new, cfg);
+    let mut verdict = validate_workspace(old.as_ref(), new, cfg);
     if matches!(request.operation, Operation::Create) {
         let namespace = request
             .namespace
             .as_deref()
             .or(new.metadata.namespace.as_deref())
             .unwrap_or("default");
-        check_config_map(&new, namespace, config, &mut verdict);
+        check_config_map(new, namespace, config, &mut verdict);
         match hub {
             HubLookup::NotNeeded => {}
             HubLookup::Failed { message, retryable } => {

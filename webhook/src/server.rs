@@ -206,23 +206,24 @@ async fn admit_now(endpoint: Endpoint, state: &AppState, req: Request) -> Outcom
         Err(err) if is_length_limit(&err) => return too_large(state.max_body),
         Err(err) => return review::bad_request(format!("cannot read the request body: {err}")),
     };
-    if let Err(outcome) = review::check_json_values(&body) {
-        return outcome;
-    }
+    let call = match review::Call::parse(&body) {
+        Ok(call) => call,
+        Err(outcome) => return outcome,
+    };
     let config = async {
         match endpoint {
-            Endpoint::Validate => tuning_config::lookup(state.client.as_ref(), &body).await,
+            Endpoint::Validate => tuning_config::lookup(state.client.as_ref(), &call).await,
             Endpoint::Mutate => ConfigLookup::NotNeeded,
         }
     };
     let hub = crate::hub::lookup(
         state.hub.as_deref(),
         state.client.as_ref(),
-        &body,
+        &call,
         endpoint == Endpoint::Validate,
     );
     let (config, hub) = tokio::join!(config, hub);
-    review::handle_full(endpoint, &body, &state.config, &config, &hub)
+    review::handle_call(endpoint, &call, &state.config, &config, &hub)
 }
 
 fn respond(endpoint: Endpoint, state: &AppState, started: Instant, outcome: Outcome) -> Response {

@@ -18,11 +18,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::review::Call;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
-use serde::Deserialize;
-
-use crate::review::{GROUP, KIND};
 
 /// How long the webhook waits for the ConfigMap (the apiserver gives the whole call 10 s).
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -62,86 +60,27 @@ impl ConfigLookup {
     }
 }
 
-#[derive(Deserialize)]
-struct Review {
-    #[serde(default)]
-    request: Option<Request>,
+/// The ConfigMap to read for an admission call: only a CREATE of a Workspace (no subresource)
+/// whose `tuning.config` (or else `inference.config`) is a non-empty name. `None` for anything
+/// else, including objects that do not decode (the review code reports those).
+pub fn config_ref(call: &Call) -> Option<ConfigRef> {
+    let (namespace, ws) = call.created()?;
+    let name = [
+        ws.tuning.as_ref().and_then(|t| t.config.as_ref()),
+        ws.inference.as_ref().and_then(|i| i.config.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|c| !c.is_empty())?;
+    Some(ConfigRef {
+        namespace: namespace.to_owned(),
+        name: name.clone(),
+    })
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Request {
-    #[serde(default)]
-    kind: Gvk,
-    #[serde(default)]
-    operation: String,
-    #[serde(default)]
-    namespace: Option<String>,
-    #[serde(default)]
-    sub_resource: Option<String>,
-    #[serde(default)]
-    object: Option<Object>,
-}
-
-#[derive(Default, Deserialize)]
-struct Gvk {
-    #[serde(default)]
-    group: String,
-    #[serde(default)]
-    kind: String,
-}
-
-#[derive(Deserialize)]
-struct Object {
-    #[serde(default)]
-    metadata: Option<Metadata>,
-    #[serde(default)]
-    tuning: Option<NamesConfig>,
-    #[serde(default)]
-    inference: Option<NamesConfig>,
-}
-
-#[derive(Deserialize)]
-struct Metadata {
-    #[serde(default)]
-    namespace: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct NamesConfig {
-    #[serde(default)]
-    config: Option<String>,
-}
-
-/// The ConfigMap to read for an AdmissionReview body: only a CREATE of a Workspace (no
-/// subresource) whose `tuning.config` (or else `inference.config`) is a non-empty name. `None` for anything else, including
-/// bodies that do not decode (the review code reports those).
-pub fn config_ref(body: &[u8]) -> Option<ConfigRef> {
-    let review: Review = serde_json::from_slice(body).ok()?;
-    let request = review.request?;
-    if request.kind.group != GROUP
-        || request.kind.kind != KIND
-        || request.operation != "CREATE"
-        || request.sub_resource.is_some_and(|s| !s.is_empty())
-    {
-        return None;
-    }
-    let object = request.object?;
-    let name = [object.tuning, object.inference]
-        .into_iter()
-        .flatten()
-        .find_map(|s| s.config.filter(|c| !c.is_empty()))?;
-    let namespace = request
-        .namespace
-        .filter(|n| !n.is_empty())
-        .or_else(|| object.metadata.and_then(|m| m.namespace))
-        .unwrap_or_else(|| "default".to_owned());
-    Some(ConfigRef { namespace, name })
-}
-
-/// Reads the ConfigMap `body` needs, if any.
-pub async fn lookup(client: Option<&kube::Client>, body: &[u8]) -> ConfigLookup {
-    let Some(config) = config_ref(body) else {
+/// Reads the ConfigMap `call` needs, if any.
+pub async fn lookup(client: Option<&kube::Client>, call: &Call) -> ConfigLookup {
+    let Some(config) = config_ref(call) else {
         return ConfigLookup::NotNeeded;
     };
     let Some(client) = client else {
@@ -183,11 +122,17 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn config_ref(body: &[u8]) -> Option<ConfigRef> {
+        super::config_ref(&Call::parse(body).ok()?)
+    }
+
     fn body(operation: &str, tuning: serde_json::Value) -> Vec<u8> {
         json!({
             "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
             "request": {
-                "uid": "1", "operation": operation, "namespace": "ns",
+                "uid": "1", "operation": operation, "namespace": "ns", "name": "w",
+                "resource": {"group": "kaito.sh", "version": "v1beta1", "resource": "workspaces"},
+                "userInfo": {"username": "u"},
                 "kind": {"group": "kaito.sh", "version": "v1beta1", "kind": "Workspace"},
                 "object": {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace",
                            "metadata": {"name": "w"}, "tuning": tuning},
