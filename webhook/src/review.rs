@@ -191,6 +191,17 @@ impl Call {
     }
 }
 
+impl Call {
+    /// The Workspace of a create or update as JSON and typed, or why there is none.
+    fn workspace(&self) -> Result<(&Value, &Workspace), String> {
+        match &self.object {
+            Some(Ok((raw, ws))) => Ok((raw, ws)),
+            Some(Err(message)) => Err(message.clone()),
+            None => Err("the admission request has no object".to_owned()),
+        }
+    }
+}
+
 fn is_workspace(request: &AdmissionRequest<DynamicObject>) -> bool {
     request.kind.group == GROUP && request.kind.kind == KIND
 }
@@ -483,17 +494,9 @@ fn mutate_request(
     cfg: &AdmissionConfig,
     hub: &HubLookup,
 ) -> (AdmissionResponse, VerdictKind) {
-    let (raw, ws) = match call.object.as_ref() {
-        Some(Ok((raw, ws))) => (raw, ws),
-        Some(Err(message)) => {
-            return (deny_invalid(response, message.clone()), VerdictKind::Denied);
-        }
-        None => {
-            return (
-                deny_invalid(response, "the admission request has no object".to_owned()),
-                VerdictKind::Denied,
-            );
-        }
+    let (raw, ws) = match call.workspace() {
+        Ok(decoded) => decoded,
+        Err(message) => return (deny_invalid(response, message), VerdictKind::Denied),
     };
     let facts = match hub {
         HubLookup::NotNeeded => None,
@@ -597,17 +600,9 @@ fn validate_request(
     hub: &HubLookup,
 ) -> (AdmissionResponse, VerdictKind) {
     let request = &call.request;
-    let new = match call.object.as_ref() {
-        Some(Ok((_, ws))) => ws,
-        Some(Err(message)) => {
-            return (deny_invalid(response, message.clone()), VerdictKind::Denied);
-        }
-        None => {
-            return (
-                deny_invalid(response, "the admission request has no object".to_owned()),
-                VerdictKind::Denied,
-            );
-        }
+    let new = match call.workspace() {
+        Ok((_, ws)) => ws,
+        Err(message) => return (deny_invalid(response, message), VerdictKind::Denied),
     };
     let mut warnings = Vec::new();
     let old = match (&request.operation, request.old_object.as_ref()) {
