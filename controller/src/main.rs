@@ -182,7 +182,8 @@ fn catalogs(args: &Args) -> anyhow::Result<()> {
                 .with_context(|| format!("loading the SKU catalog {} (--sku-catalog)", p.display()))
         })
         .transpose()?;
-    kaito_controller::plan::use_catalogs(args.cloud, presets, skus).map_err(anyhow::Error::msg)
+    kaito_controller::plan::use_settings(args.cloud, args.provisioner, presets, skus)
+        .map_err(anyhow::Error::msg)
 }
 
 /// The effective configuration `--check-config` prints: the controller's [`Config`] and the

@@ -512,6 +512,7 @@ mod tests {
 metadata: {name: t}
 resource: {instanceType: Standard_NC6s_v3}
 tuning:
+  method: qlora
   preset: {name: phi-3-mini-128k-instruct}
   input:
     image: registry.example.com/data:1

@@ -66,7 +66,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Models(m) => models(m).await,
         Command::Skus(a) => {
-            let cloud = a.cloud.into();
+            let cloud = a.cloud;
             match a.output {
                 Output::Table | Output::Wide => {
                     out(&render::skus_table(SkuCatalog::builtin(), cloud))
@@ -160,7 +160,7 @@ async fn models(m: ModelsCommand) -> Result<()> {
             .map_err(|e| Error::Usage(format!("{e}")))?;
             let preset = facts.preset(&name, catalog.runtime_architectures());
             let mut text =
-                render::model_describe(&preset, Mode::Serve, SkuCatalog::builtin(), cloud.into());
+                render::model_describe(&preset, Mode::Serve, SkuCatalog::builtin(), cloud);
             text.push_str(&render::hub_pin(
                 &facts,
                 &hf_endpoint,
@@ -194,7 +194,7 @@ async fn models(m: ModelsCommand) -> Result<()> {
                 preset,
                 mode,
                 SkuCatalog::builtin(),
-                cloud.into(),
+                cloud,
             ))
         }
     }
@@ -221,26 +221,19 @@ pub fn dry_run_client(
     cfg: &AdmissionConfig,
     json: bool,
 ) -> Result<(String, String)> {
-    let mut ws = ws.clone();
-    admission::apply_defaults(&mut ws, cfg);
-    let verdict = admission::validate(None, &ws, cfg);
+    let admission::Admission {
+        workspace: ws,
+        verdict,
+        plan,
+    } = admission::admit(None, ws, cfg);
     if !verdict.is_allowed() {
         return Err(Error::Invalid {
             name: ws.metadata.name.clone().unwrap_or_default(),
             message: verdict.message(),
         });
     }
-    let plan = if ws.resource.instance_type.is_some() {
-        admission::workspace_plan(&ws, cfg).ok()
-    } else {
-        None
-    };
     let body = if json { to_json(&ws)? } else { to_yaml(&ws)? };
-    let trailer = render::dry_run_trailer(
-        plan.as_ref(),
-        ws.resource.count.unwrap_or(1),
-        &verdict.warnings,
-    );
+    let trailer = render::dry_run_trailer(&plan, ws.resource.count.unwrap_or(1), &verdict.warnings);
     Ok((body, trailer))
 }
 
@@ -272,7 +265,7 @@ async fn create(g: &GlobalArgs, a: CreateArgs) -> Result<()> {
     };
     match a.dry_run {
         DryRun::Client => {
-            let cfg = AdmissionConfig::new(a.cloud.into(), a.provisioner.into());
+            let cfg = AdmissionConfig::new(a.cloud, a.provisioner);
             let mut first = true;
             for ws in &objects {
                 let (body, trailer) = dry_run_client(ws, &cfg, json)?;

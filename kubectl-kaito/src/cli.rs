@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use kaito_api::admission::{Cloud, Provisioner};
 
 /// Output formats (`-o`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -28,43 +30,16 @@ pub enum DryRun {
     Server,
 }
 
-/// Clouds whose GPU sizes the catalog knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum CloudArg {
-    /// Microsoft Azure.
-    Azure,
-    /// Amazon Web Services.
-    Aws,
+/// `--cloud`: parses into the one [`Cloud`] type the webhook and the controller use, and lists
+/// the names in `--help`.
+pub fn cloud_parser() -> impl TypedValueParser<Value = Cloud> {
+    PossibleValuesParser::new(["azure", "aws"]).try_map(|s| s.parse::<Cloud>())
 }
 
-impl From<CloudArg> for kaito_presets::Cloud {
-    fn from(c: CloudArg) -> Self {
-        match c {
-            CloudArg::Azure => Self::Azure,
-            CloudArg::Aws => Self::Aws,
-        }
-    }
-}
-
-/// Node provisioners (for `--dry-run=client` defaulting).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ProvisionerArg {
-    /// AKS agent pools.
-    Aks,
-    /// Karpenter NodeClaims.
-    Karpenter,
-    /// Bring-your-own nodes.
-    Byo,
-}
-
-impl From<ProvisionerArg> for kaito_api::admission::Provisioner {
-    fn from(p: ProvisionerArg) -> Self {
-        match p {
-            ProvisionerArg::Aks => Self::Aks,
-            ProvisionerArg::Karpenter => Self::Karpenter,
-            ProvisionerArg::Byo => Self::Byo,
-        }
-    }
+/// `--provisioner`: parses into the one [`Provisioner`] type the webhook and the controller
+/// use, and lists the names in `--help`.
+pub fn provisioner_parser() -> impl TypedValueParser<Value = Provisioner> {
+    PossibleValuesParser::new(["aks", "karpenter", "byo"]).try_map(|s| s.parse::<Provisioner>())
 }
 
 /// Tuning methods.
@@ -268,11 +243,11 @@ pub struct CreateArgs {
     #[arg(short = 'o', long = "output", value_name = "FORMAT", global = true)]
     pub output: Option<Output>,
     /// Cloud whose GPU sizes --dry-run=client sizes against.
-    #[arg(long, value_enum, default_value = "azure", global = true)]
-    pub cloud: CloudArg,
+    #[arg(long, value_parser = cloud_parser(), default_value = "azure", global = true)]
+    pub cloud: Cloud,
     /// Provisioner --dry-run=client assumes (byo: instanceType is not defaulted).
-    #[arg(long, value_enum, default_value = "aks", global = true)]
-    pub provisioner: ProvisionerArg,
+    #[arg(long, value_parser = provisioner_parser(), default_value = "aks", global = true)]
+    pub provisioner: Provisioner,
     /// What to create.
     #[command(subcommand)]
     pub what: Option<CreateWhat>,
@@ -494,8 +469,8 @@ pub enum ModelsCommand {
         #[arg(long, default_value_t = crate::hub::DEFAULT_TIMEOUT.as_secs())]
         hub_timeout: u64,
         /// Cloud whose sizes to check.
-        #[arg(long, value_enum, default_value = "azure")]
-        cloud: CloudArg,
+        #[arg(long, value_parser = cloud_parser(), default_value = "azure")]
+        cloud: Cloud,
         /// Size for LoRA or QLoRA tuning instead of serving.
         #[arg(long, value_enum)]
         tuning: Option<Method>,
@@ -506,8 +481,8 @@ pub enum ModelsCommand {
 #[derive(Debug, Args)]
 pub struct SkusArgs {
     /// Cloud.
-    #[arg(long, value_enum, default_value = "azure")]
-    pub cloud: CloudArg,
+    #[arg(long, value_parser = cloud_parser(), default_value = "azure")]
+    pub cloud: Cloud,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: Output,

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kaito_api::Workspace;
+use kaito_api::admission::{PlanError, WorkspacePlan};
 use kaito_presets::sizing::{self, Mode, RuntimeParams};
 use kaito_presets::{Cloud, ModelFacts, Preset, PresetCatalog, SkuCatalog};
 
@@ -619,22 +620,43 @@ fn tuning_done(ws: &Workspace) -> String {
 
 /// `create --dry-run=client` trailer: the sizing plan, the human summary and the warnings,
 /// as YAML comments so the whole output stays valid YAML.
-pub fn dry_run_trailer(plan: Option<&sizing::Plan>, count: i32, warnings: &[String]) -> String {
+pub fn dry_run_trailer(
+    plan: &Result<WorkspacePlan, PlanError>,
+    count: i32,
+    warnings: &[String],
+) -> String {
     let mut s = String::new();
     match plan {
-        Some(plan) => {
+        Ok(WorkspacePlan {
+            sizing: Some(plan), ..
+        }) => {
             let _ = writeln!(s, "# Sizing plan (computed locally by the webhook's code):");
             let _ = writeln!(s, "#   {}", plan.summary());
+            for problem in &plan.problems {
+                let _ = writeln!(
+                    s,
+                    "#   problem (admitted: resource checks bypassed): {problem}"
+                );
+            }
             for note in &plan.notes {
                 let _ = writeln!(s, "#   note: {note}");
             }
             let _ = writeln!(s, "# Summary: {}", compute::plan_headline(count, plan));
         }
-        None => {
+        Ok(WorkspacePlan { sizing: None, .. }) => {
+            let _ = writeln!(
+                s,
+                "# Sizing plan: none (inference.template is served as given, on all the GPUs of each node)"
+            );
+        }
+        Err(PlanError::NoInstanceType { .. }) => {
             let _ = writeln!(
                 s,
                 "# Sizing plan: none (bring-your-own nodes: sized from the nodes' labels when the controller runs)"
             );
+        }
+        Err(why) => {
+            let _ = writeln!(s, "# Sizing plan: none ({why})");
         }
     }
     for w in warnings {

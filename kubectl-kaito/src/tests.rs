@@ -661,19 +661,14 @@ fn next_step_covers_missing_status_and_reasons() {
 
 #[test]
 fn dry_run_trailer_snapshot() {
-    let preset = kaito_presets::PresetCatalog::builtin()
-        .get("phi-3-mini-4k-instruct")
-        .expect("preset");
-    let sku = kaito_presets::SkuCatalog::builtin()
-        .get(Cloud::Azure, "Standard_NC6s_v3")
-        .expect("sku");
-    let plan = kaito_presets::sizing::plan(
-        preset,
-        kaito_presets::Mode::Serve,
-        Default::default(),
-        &sku.shape(),
-    );
-    let t = render::dry_run_trailer(Some(&plan), 1, &["w1".into()]);
+    let cfg = AdmissionConfig::new(Cloud::Azure, Provisioner::Aks);
+    let w: Workspace = serde_yaml::from_str(
+        "metadata: {name: w}\nresource: {instanceType: Standard_NC6s_v3}\ninference: {preset: {name: phi-3-mini-4k-instruct}}",
+    )
+    .expect("a workspace");
+    let planned = kaito_api::admission::plan(&w, &cfg, None);
+    let t = render::dry_run_trailer(&planned, 1, &["w1".into()]);
+    let plan = planned.expect("plans").sizing.expect("sized");
     let expected = format!(
         "# Sizing plan (computed locally by the webhook's code):\n#   {}\n{}# Summary: {}\n# Warning: w1\n",
         plan.summary(),
@@ -684,6 +679,21 @@ fn dry_run_trailer_snapshot() {
         compute::plan_headline(1, &plan)
     );
     assert_eq!(t, expected);
+    // Bring-your-own nodes without a size: planned when the nodes join; other reasons shown.
+    let byo = render::dry_run_trailer(
+        &Err(kaito_api::admission::PlanError::NoInstanceType {
+            cloud: Cloud::Azure,
+            example: "x",
+        }),
+        1,
+        &[],
+    );
+    assert!(byo.contains("bring-your-own nodes"), "{byo}");
+    let bad = render::dry_run_trailer(&Err(kaito_api::admission::PlanError::BadCount(0)), 1, &[]);
+    assert!(
+        bad.contains("Sizing plan: none (`resource.count` must be at least 1"),
+        "{bad}"
+    );
     assert!(
         compute::plan_headline(1, &plan)
             .starts_with("1 × Standard_NC6s_v3 (V100 16 GiB), f16, fits: needs "),

@@ -97,7 +97,7 @@ mod tests {
     use kaito_presets::{Cloud, Provisioner};
 
     use super::*;
-    use crate::admission::{AdmissionConfig, apply_defaults, validate, workspace_plan};
+    use crate::admission::{AdmissionConfig, apply_defaults, plan, validate};
 
     const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
@@ -160,13 +160,12 @@ mod tests {
         assert!(hub.resource.instance_type.is_some());
         assert_eq!(hub.resource.instance_type, catalog.resource.instance_type);
         assert_eq!(hub.annotation(ANNOTATION_MODEL_REVISION), Some(COMMIT));
-        let plan = workspace_plan(&hub, &cfg()).expect("plans");
-        assert!(plan.fits(), "{:?}", plan.problems);
+        let sizing = |w: &Workspace| plan(w, &cfg(), None).expect("plans").sizing;
+        let hub_plan = sizing(&hub).expect("sized");
+        assert!(hub_plan.fits(), "{:?}", hub_plan.problems);
         assert_eq!(
-            plan.max_model_len,
-            workspace_plan(&catalog, &cfg())
-                .expect("plans")
-                .max_model_len
+            Some(hub_plan.max_model_len),
+            sizing(&catalog).map(|p| p.max_model_len)
         );
     }
 

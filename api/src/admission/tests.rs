@@ -1,7 +1,13 @@
 //! One test per rule of the admission contract; the names say the rule.
 
+use std::collections::BTreeSet;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kaito_presets::Mode;
+
 use super::*;
 use crate::constants::ANNOTATION_SIZING;
+use crate::types::{AdapterSpec, DataSource};
 
 fn cfg() -> AdmissionConfig {
     AdmissionConfig::new(Cloud::Azure, Provisioner::Aks)
@@ -21,6 +27,14 @@ fn seed(name: &str) -> Workspace {
         other => panic!("no seed {other}"),
     };
     ws(text)
+}
+
+/// The sizing of a workspace that plans.
+fn sizing(w: &Workspace) -> kaito_presets::Plan {
+    plan(w, &cfg(), None)
+        .expect("plans")
+        .sizing
+        .expect("a preset is sized")
 }
 
 /// Defaults, then validates as the webhook does on create.
@@ -338,7 +352,7 @@ fn a_small_preset_is_admitted_on_a_cpu_only_size() {
     assert!(verdict.warnings.is_empty(), "{:?}", verdict.warnings);
     // The instance type the user asked for stays; the plan is a CPU plan.
     assert_eq!(w.resource.instance_type.as_deref(), Some("Standard_D4s_v3"));
-    let plan = workspace_plan(&w, &cfg()).expect("plans");
+    let plan = sizing(&w);
     assert!(plan.fits(), "{:?}", plan.problems);
     assert_eq!(plan.dtype, kaito_presets::Dtype::F32);
     assert_eq!(plan.gpus_per_node, 0);
@@ -411,13 +425,26 @@ fn bypass_annotation_turns_gpu_fit_errors_into_warnings() {
         )]
         .into(),
     );
-    let (_, verdict) = admit(w);
+    let (w, verdict) = admit(w);
     assert!(verdict.is_allowed(), "{}", verdict.message());
     assert!(
         verdict.warnings.iter().any(|w| w.contains("28 GiB")),
         "{:?}",
         verdict.warnings
     );
+    // And the controller plans what the webhook admitted: the size as asked, problems noted.
+    let planned = plan(&w, &cfg(), None).expect("planned as asked");
+    let sizing = planned.sizing.expect("sized");
+    assert!(!sizing.fits());
+    assert_eq!(planned.gpus_per_node, 1);
+    assert_eq!(planned.instance_type, "Standard_NC6s_v3");
+    // Without the annotation the plan says why it does not fit.
+    let mut strict = w.clone();
+    strict.metadata.annotations = None;
+    assert!(matches!(
+        plan(&strict, &cfg(), None),
+        Err(PlanError::DoesNotFit(_))
+    ));
 }
 
 #[test]
@@ -719,17 +746,14 @@ fn metadata_only_updates_are_not_rejudged() {
 // ---- plan ----------------------------------------------------------------------------------
 
 #[test]
-fn workspace_plan_is_the_sizing_of_the_defaulted_workspace() {
+fn the_plan_is_the_sizing_of_the_defaulted_workspace() {
     let (w, _) = admit(seed("inference"));
-    let plan = workspace_plan(&w, &cfg()).expect("plan");
+    let plan = sizing(&w);
     assert!(plan.fits());
     assert_eq!(plan.dtype.as_str(), "f16");
     assert_eq!(plan.max_model_len, Some(4096));
     let (t, _) = admit(seed("tuning"));
-    assert_eq!(
-        workspace_plan(&t, &cfg()).expect("plan").mode,
-        Mode::TuneQlora
-    );
+    assert_eq!(sizing(&t).mode, Mode::TuneQlora);
 }
 
 // ---- the installation's policy ------------------------------------------------------------
