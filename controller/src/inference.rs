@@ -32,6 +32,15 @@ pub enum BuildError {
         #[source]
         source: serde_json::Error,
     },
+    /// The builder wrote a field the API type does not have (a misspelling): it would have
+    /// vanished silently on the way to the API server.
+    #[error("building {what}: unknown field {path} (not in the Kubernetes API type)")]
+    UnknownField {
+        /// Which object.
+        what: &'static str,
+        /// Where, e.g. `spec.template.spec.containers[0].imagePullPolicyy`.
+        path: String,
+    },
     /// An adapter's `source.volumeSource` is not a volume source object (admission refuses
     /// it; a workspace stored before that check could still carry one).
     #[error(
@@ -48,11 +57,53 @@ pub enum BuildError {
     RuntimeImage(#[from] RuntimeImageError),
 }
 
-pub(crate) fn typed<T: serde::de::DeserializeOwned>(
+/// The typed object the controller's JSON `v` describes. Strict: a key of `v` the type does
+/// not keep (a misspelt or misplaced field, which serde would drop without a word) is a
+/// [`BuildError::UnknownField`], so every builder's unit test catches it.
+pub(crate) fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(
+    what: &'static str,
+    v: Value,
+) -> Result<T, BuildError> {
+    let built: T = lenient(what, v.clone())?;
+    let back = serde_json::to_value(&built).map_err(|source| BuildError::Shape { what, source })?;
+    match dropped_field(&v, &back, "") {
+        Some(path) => Err(BuildError::UnknownField { what, path }),
+        None => Ok(built),
+    }
+}
+
+/// [`typed`] for what a user wrote (`inference.template`): fields this controller's API
+/// version does not know are dropped, as the API server itself would.
+pub(crate) fn lenient<T: serde::de::DeserializeOwned>(
     what: &'static str,
     v: Value,
 ) -> Result<T, BuildError> {
     serde_json::from_value(v).map_err(|source| BuildError::Shape { what, source })
+}
+
+/// The first key (as a path) of `written` that `kept` lacks. Values are not compared (the
+/// types normalize some), only the presence of keys; a `null` written is no field.
+fn dropped_field(written: &Value, kept: &Value, at: &str) -> Option<String> {
+    match (written, kept) {
+        (Value::Object(w), Value::Object(k)) => w.iter().find_map(|(key, value)| {
+            let path = if at.is_empty() {
+                key.clone()
+            } else {
+                format!("{at}.{key}")
+            };
+            match k.get(key) {
+                _ if value.is_null() => None,
+                None => Some(path),
+                Some(kept) => dropped_field(value, kept, &path),
+            }
+        }),
+        (Value::Array(w), Value::Array(k)) => w
+            .iter()
+            .zip(k)
+            .enumerate()
+            .find_map(|(i, (w, k))| dropped_field(w, k, &format!("{at}[{i}]"))),
+        _ => None,
+    }
 }
 
 /// The controller owner reference to `ws`.
@@ -527,7 +578,7 @@ fn template_pod(
             c["resources"]["requests"][GPU_RESOURCE] = json!(gpus);
         }
     }
-    typed("inference.template", pod)
+    lenient("inference.template", pod)
 }
 
 /// The Services `<ws>` (ClusterIP, or LoadBalancer with `kaito.sh/enablelb: "True"`; port
@@ -589,6 +640,30 @@ mod tests {
         )
         .expect("builds");
         serde_json::to_value(s).expect("json")
+    }
+
+    #[test]
+    fn a_misspelt_field_is_an_error_naming_it_not_a_silent_drop() {
+        let v = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+            "spec": {"ports": [{"port": 80, "targetPot": 5000}], "selector": null}});
+        let err = typed::<Service>("Service", v.clone()).expect_err("targetPot is no field");
+        assert!(
+            matches!(&err, BuildError::UnknownField { path, .. } if path == "spec.ports[0].targetPot"),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("unknown field spec.ports[0].targetPot"),
+            "{err}"
+        );
+        // What a user wrote in inference.template is read as the API server reads it.
+        let svc: Service = lenient("inference.template", v).expect("lenient");
+        assert_eq!(svc.spec.and_then(|s| s.ports).map(|p| p.len()), Some(1));
+        // Every field the builders write is kept.
+        let w = ws(include_str!(
+            "../../examples/inference/kaito_workspace_phi_3.yaml"
+        ));
+        assert!(services(&w).is_ok());
     }
 
     #[test]

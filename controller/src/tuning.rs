@@ -66,7 +66,11 @@ pub fn default_config_map(
     if t.config.is_some() {
         return Ok(None);
     }
-    let qlora = t.method.as_deref().unwrap_or("qlora") == "qlora";
+    // The plan's mode: what `tuning.method` says (planning refuses a workspace without one).
+    let qlora = plan
+        .sizing
+        .as_ref()
+        .is_some_and(|s| s.mode == kaito_presets::Mode::TuneQlora);
     let dtype = plan.sizing.as_ref().map(|s| s.dtype).unwrap_or(Dtype::F16);
     typed(
         "ConfigMap",
