@@ -185,7 +185,7 @@ async fn nodeclaims_of_another_workspace_uid_are_neither_adopted_nor_deleted() {
     }
     let rep = karpenter.ensure(&w, &p).await.expect("ensure");
     let (reason, message) = rep.failure.expect("a failure naming the claim");
-    assert_eq!(reason, "ChildNameTaken");
+    assert_eq!(reason, kaito_api::Reason::ChildNameTaken);
     assert!(message.contains(&names[0]), "{message}");
     assert!(message.contains("uid-of-a-deleted-workspace"), "{message}");
     assert!(karpenter.release(&w).await.expect("release"));

@@ -11,8 +11,6 @@ use tracing::{info, warn};
 
 use crate::naming::{self, LABEL_WORKSPACE_UID};
 
-/// Reason of a condition: an object the controller needs to create exists and is not its own.
-pub const REASON_CHILD_NAME_TAKEN: &str = "ChildNameTaken";
 /// Condition type (and reason) set while releasing the workspace's cloud resources fails.
 pub const CONDITION_DELETION_BLOCKED: &str = "DeletionBlocked";
 

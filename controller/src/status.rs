@@ -348,10 +348,8 @@ fn resource_condition(ws: &Workspace, o: &Observed<'_>) -> Cond {
             ),
         );
     }
-    if let Some((r, m)) = &o.provision.failure {
-        // The provisioners report one of the cloud reasons; any other text is a cloud error.
-        let reason = r.parse().unwrap_or(Reason::CloudError);
-        return Cond::no(CONDITION_RESOURCE_READY, reason, m.clone());
+    if let Some((reason, m)) = &o.provision.failure {
+        return Cond::no(CONDITION_RESOURCE_READY, *reason, m.clone());
     }
     let not_ready = if o.census.not_ready.is_empty() {
         String::new()
@@ -880,7 +878,7 @@ mod tests {
             ..NodeCensus::default()
         };
         let one = census(&["n1"]);
-        let quota = ProvisionReport { failure: Some(("QuotaExceeded".into(), "Operation could not be completed as it results in exceeding approved standardNCSv3Family Cores quota".into())), progress: None, requeue_after: None };
+        let quota = ProvisionReport { failure: Some((Reason::QuotaExceeded, "Operation could not be completed as it results in exceeding approved standardNCSv3Family Cores quota".into())), progress: None, requeue_after: None };
         let ok = ProvisionReport::default();
         let crash_pods = [crash];
         // (observed, ResourceReady, InferenceReady, WorkspaceSucceeded reason, state, text in a message)

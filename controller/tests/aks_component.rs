@@ -134,7 +134,7 @@ async fn quota_errors_reach_the_condition_and_clear() -> R {
     });
     let rep = aks.ensure(&ws, &p).await?;
     let (reason, message) = rep.failure.clone().ok_or("no failure reported")?;
-    assert_eq!(reason, "QuotaExceeded");
+    assert_eq!(reason, kaito_api::Reason::QuotaExceeded);
     assert!(
         message.contains("exceeding approved Standard_NC6s_v3"),
         "{message}"
@@ -205,7 +205,7 @@ async fn wrong_token_is_refused_with_the_arm_error() -> R {
     let (ws, p) = workspace("ws-x")?;
     let rep = aks.ensure(&ws, &p).await?;
     let (reason, message) = rep.failure.ok_or("no failure")?;
-    assert_eq!(reason, "CloudError");
+    assert_eq!(reason, kaito_api::Reason::CloudError);
     assert!(message.contains("AuthenticationFailed"), "{message}");
     Ok(())
 }
@@ -230,7 +230,7 @@ async fn a_pool_of_the_same_name_but_another_uid_is_neither_updated_nor_deleted(
     let requests = r.arm.requests();
     let rep = aks.ensure(&now, &p2).await?;
     let (reason, message) = rep.failure.clone().ok_or("no failure reported")?;
-    assert_eq!(reason, "ChildNameTaken");
+    assert_eq!(reason, kaito_api::Reason::ChildNameTaken);
     for want in [
         pool.as_str(),
         "uid-ws-u",

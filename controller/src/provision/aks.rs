@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use azure_mgmt_containerservice::models::AgentPool;
 use futures::StreamExt;
-use kaito_api::{LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, Workspace, reason};
+use kaito_api::{LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, Reason, Workspace};
 use kube::Client;
 use serde_json::{Value, json};
 use tracing::{info, warn};
@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use super::{NodeProvisioner, ProvisionError, ProvisionReport};
 use crate::azure::{Arm, AzureSettings, http_failure};
 use crate::naming::{self, LABEL_WORKSPACE_UID};
-use crate::ownership::{self, Mark, Marked, REASON_CHILD_NAME_TAKEN};
+use crate::ownership::{self, Mark, Marked};
 use crate::plan::WorkspacePlan;
 
 /// The api-version `azure_mgmt_containerservice` 0.10 uses by default.
@@ -66,7 +66,7 @@ pub fn agent_pool_body(ws: &Workspace, plan: &WorkspacePlan) -> Value {
 
 /// Maps an ARM error (HTTP status and body `{"error": {"code", "message"}}`) to a condition
 /// reason and message.
-pub fn classify_error(status: u16, body: &str) -> (&'static str, String) {
+pub fn classify_error(status: u16, body: &str) -> (Reason, String) {
     let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
     let err = if v["error"].is_object() {
         &v["error"]
@@ -82,17 +82,17 @@ pub fn classify_error(status: u16, body: &str) -> (&'static str, String) {
 }
 
 /// Maps an ARM error code and message to a condition reason and message.
-pub fn classify(status: u16, code: &str, message: &str) -> (&'static str, String) {
+pub fn classify(status: u16, code: &str, message: &str) -> (Reason, String) {
     let lower = format!("{code} {message}").to_ascii_lowercase();
     let r = if lower.contains("quota") {
-        reason::QUOTA_EXCEEDED
+        Reason::QuotaExceeded
     } else if lower.contains("skunotavailable")
         || lower.contains("sku not available")
         || lower.contains("not available in location")
     {
-        reason::SKU_NOT_AVAILABLE
+        Reason::SkuNotAvailable
     } else {
-        reason::CLOUD_ERROR
+        Reason::CloudError
     };
     let code = if code.is_empty() {
         format!("HTTP {status}")
@@ -168,7 +168,7 @@ impl Aks {
                     message.as_deref().unwrap_or("no message"),
                 );
                 Ok(ProvisionReport {
-                    failure: Some((r.to_owned(), m)),
+                    failure: Some((r, m)),
                     progress: None,
                     // The cause is outside the spec (quota, region): look again later.
                     requeue_after: Some(Duration::from_secs(15)),
@@ -277,7 +277,7 @@ impl Aks {
     }
 
     /// Why a Failed pool failed, from the operation this process started, if any.
-    async fn failure_of(&self, pool: &str) -> (String, String) {
+    async fn failure_of(&self, pool: &str) -> (Reason, String) {
         let url = self
             .operations
             .lock()
@@ -287,10 +287,10 @@ impl Aks {
             && let Ok((_, Some(code), message)) = self.arm.operation(&url).await
         {
             let (r, m) = classify(200, &code, message.as_deref().unwrap_or("no message"));
-            return (r.to_owned(), m);
+            return (r, m);
         }
         (
-            reason::CLOUD_ERROR.to_owned(),
+            Reason::CloudError,
             format!("Azure reports agent pool {pool} in provisioningState Failed"),
         )
     }
@@ -364,7 +364,7 @@ impl NodeProvisioner for Aks {
         if let Err(why) = ownership::marked_for(pool_mark(&existing).uid.as_deref(), ws) {
             return Ok(ProvisionReport {
                 failure: Some((
-                    REASON_CHILD_NAME_TAKEN.to_owned(),
+                    Reason::ChildNameTaken,
                     format!(
                         "AKS agent pool {pool} already exists and was not created for this \
                          workspace: {why}; the controller leaves it untouched: if it is left over \
@@ -527,7 +527,7 @@ mod tests {
         ];
         for (status, body, want, text) in table {
             let (r, m) = classify_error(status, body);
-            assert_eq!(r, want, "{body}");
+            assert_eq!(r.as_str(), want, "{body}");
             assert!(m.contains(text), "{m}");
         }
     }

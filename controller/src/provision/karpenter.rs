@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use kaito_api::{LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, Workspace};
+use kaito_api::{LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, Reason, Workspace};
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
 };
@@ -15,7 +15,7 @@ use super::{NodeProvisioner, ProvisionError, ProvisionReport};
 use crate::config::KarpenterConfig;
 use crate::naming::{self, FIELD_MANAGER, LABEL_WORKSPACE_UID};
 use crate::nodes;
-use crate::ownership::{self, Mark, Marked, REASON_CHILD_NAME_TAKEN};
+use crate::ownership::{self, Mark, Marked};
 use crate::plan::WorkspacePlan;
 
 /// `karpenter.sh/v1` NodeClaims, one per node, named deterministically.
@@ -190,7 +190,7 @@ impl NodeProvisioner for Karpenter {
         }
         if !taken.is_empty() {
             return Ok(ProvisionReport {
-                failure: Some((REASON_CHILD_NAME_TAKEN.into(), taken.join("; "))),
+                failure: Some((Reason::ChildNameTaken, taken.join("; "))),
                 progress: None,
                 requeue_after: Some(NAME_TAKEN_REQUEUE),
             });

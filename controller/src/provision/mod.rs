@@ -7,7 +7,7 @@ pub mod aks;
 pub mod byo;
 pub mod karpenter;
 
-use kaito_api::Workspace;
+use kaito_api::{Reason, Workspace};
 use kube::Client;
 
 pub use aks::Aks;
@@ -34,8 +34,9 @@ pub enum ProvisionError {
 /// What the provisioner reports about the nodes it manages.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProvisionReport {
-    /// A cloud failure: reason (QuotaExceeded, SKUNotAvailable, CloudError) and message.
-    pub failure: Option<(String, String)>,
+    /// A failure the user must act on: its reason (QuotaExceeded, SKUNotAvailable,
+    /// CloudError, ChildNameTaken) and message.
+    pub failure: Option<(Reason, String)>,
     /// What the provisioner is doing, for the message while nodes are not ready.
     pub progress: Option<String>,
     /// Look again after this long (a cloud operation in progress, or a cloud failure whose
