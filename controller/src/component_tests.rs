@@ -548,3 +548,116 @@ fn the_error_policy_looks_at_the_error() {
         Retry::Never
     );
 }
+
+/// A store holding `objects`, as the controller's watch caches would.
+fn store_of<K>(objects: Vec<K>) -> kube::runtime::reflector::Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone,
+{
+    let (store, mut writer) = reflector::store::<K>();
+    for o in objects {
+        writer.apply_watcher_event(&watcher::Event::Apply(o));
+    }
+    store
+}
+
+#[tokio::test]
+async fn with_watch_caches_a_ready_workspace_is_reconciled_without_reading_its_children() {
+    use crate::pipeline::fetch::ChildCaches;
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::{Pod, Service};
+    let mock = MockApi::start().await;
+    let w = stored_phi(&mock);
+    let ctx = karpenter_context(&mock, &w);
+    reconcile(Arc::new(w), ctx.clone())
+        .await
+        .expect("reconcile");
+    // The children as the watch caches hold them once the pod is ready.
+    let mut sts = mock.get(&sts_path()).expect("statefulset");
+    sts["metadata"]["generation"] = json!(1);
+    sts["status"] = json!({"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1,
+                           "observedGeneration": 1});
+    mock.put(&sts_path(), sts.clone());
+    let services: Vec<Service> = [NAME.to_string(), format!("{NAME}-headless")]
+        .iter()
+        .map(|n| serde_json::from_value(mock.get(&svc_path(n)).expect("service")).unwrap())
+        .collect();
+    let pod: Pod = obj(&format!(
+        "metadata: {{name: {NAME}-0, namespace: default, labels: {{kaito.sh/workspace: {NAME}}}}}\n\
+         status: {{phase: Running, conditions: [{{type: Ready, status: \"True\"}}]}}"
+    ));
+    let caches = ChildCaches {
+        statefulsets: store_of(vec![serde_json::from_value::<StatefulSet>(sts).unwrap()]),
+        services: store_of(services),
+        jobs: store_of(Vec::new()),
+        pods: store_of(vec![pod]),
+    };
+    let p = AnyProvisioner::Karpenter(Box::new(karpenter(&mock)));
+    let cached = Arc::new(
+        Arc::try_unwrap(context(
+            &mock,
+            Provisioner::Karpenter,
+            p,
+            vec![node_for(&stored(&mock))],
+        ))
+        .ok()
+        .expect("one owner")
+        .with_caches(caches),
+    );
+    let before = mock.requests().len();
+    reconcile(Arc::new(stored(&mock)), cached.clone())
+        .await
+        .expect("reconcile");
+    let reads: Vec<String> = mock.requests()[before..]
+        .iter()
+        .filter(|r| r.method == "GET")
+        .map(|r| r.path.clone())
+        .filter(|p| p.contains("/statefulsets") || p.contains("/services") || p.contains("/pods"))
+        .collect();
+    assert_eq!(
+        reads,
+        Vec::<String>::new(),
+        "children read from the API server"
+    );
+    assert_eq!(
+        stored(&mock).status.and_then(|s| s.state).as_deref(),
+        Some("Ready"),
+        "the status follows the cached children"
+    );
+    // A child the cache lacks is looked up on the API server before it is written.
+    let (empty_sts, empty_svc) = (store_of(Vec::new()), store_of(Vec::new()));
+    let p = AnyProvisioner::Karpenter(Box::new(karpenter(&mock)));
+    let cold = Arc::new(
+        Arc::try_unwrap(context(
+            &mock,
+            Provisioner::Karpenter,
+            p,
+            vec![node_for(&stored(&mock))],
+        ))
+        .ok()
+        .expect("one owner")
+        .with_caches(ChildCaches {
+            statefulsets: empty_sts,
+            services: empty_svc,
+            jobs: store_of(Vec::new()),
+            pods: store_of(Vec::new()),
+        }),
+    );
+    let before = mock.requests().len();
+    let writes_before = mock.writes().len();
+    reconcile(Arc::new(stored(&mock)), cold)
+        .await
+        .expect("reconcile");
+    assert!(
+        mock.requests()[before..]
+            .iter()
+            .any(|r| r.method == "GET" && r.path == sts_path()),
+        "a cache miss reads the API server"
+    );
+    assert!(
+        !mock.writes()[writes_before..]
+            .iter()
+            .any(|r| r.contains("/statefulsets/") || r.contains("/services/")),
+        "the children found on the API server were written again"
+    );
+}

@@ -8,9 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kaito_api::{
     CONDITION_RESOURCE_READY, FINALIZER, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, Reason,
@@ -32,6 +30,7 @@ use crate::nodes;
 use crate::ownership;
 use crate::pipeline::apply::{self, Applied, ApplyError};
 use crate::pipeline::desired::{self, Desired};
+use crate::pipeline::fetch::ChildCaches;
 use crate::pipeline::{fetch, next_action};
 use crate::provision::{
     AnyProvisioner, NodeProvisioner, ProvisionError, ProvisionReport, nodeclaim_resource,
@@ -133,6 +132,8 @@ pub struct Context {
     pub provisioner: AnyProvisioner,
     /// All nodes (reflector store).
     pub nodes: Store<Node>,
+    /// Watch caches of the children and their pods (None: read them from the API server).
+    pub caches: Option<ChildCaches>,
     /// Event recorder.
     pub recorder: Recorder,
     /// Metrics.
@@ -161,10 +162,17 @@ impl Context {
             config,
             provisioner,
             nodes,
+            caches: None,
             recorder,
             metrics,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// This context, reading children and pods from `caches`.
+    pub fn with_caches(mut self, caches: ChildCaches) -> Self {
+        self.caches = Some(caches);
+        self
     }
 
     fn backoff(&self, key: &str, failed: bool) -> Duration {
@@ -295,7 +303,14 @@ async fn apply_workspace(ws: &Workspace, ctx: &Context) -> Result<Action, Reconc
     };
     // Fetch the children; decide the desired ones (pure).
     let lookup = planned.as_ref().ok().map(|p| desired::lookup(ws, p));
-    let found = fetch::children(client, ws, lookup.as_ref(), nodes_ready).await?;
+    let found = fetch::children(
+        client,
+        ctx.caches.as_ref(),
+        ws,
+        lookup.as_ref(),
+        nodes_ready,
+    )
+    .await?;
     let engine = inputs.engine.clone().unwrap_or_default();
     let (want, mut invalid) = match &planned {
         Ok(p) => match desired::children(ws, p, &ctx.config, &engine, &found, nodes_ready) {
@@ -325,7 +340,7 @@ async fn apply_workspace(ws: &Workspace, ctx: &Context) -> Result<Action, Reconc
     };
     announce(ctx, ws, &applied).await;
     let pods = if applied.statefulset.is_some() || applied.job.is_some() {
-        fetch::pods(client, ws).await?
+        fetch::pods(client, ctx.caches.as_ref(), ws).await?
     } else {
         Vec::new()
     };
@@ -529,6 +544,41 @@ fn owner_from_labels(
     Some(ObjectRef::new(name).within(ns))
 }
 
+/// A watch cache of `api` (objects slimmed by [`fetch::slim`]) whose every event sends the
+/// workspace `owner` names to `wake`.
+fn cache<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    wake: futures::channel::mpsc::UnboundedSender<ObjectRef<Workspace>>,
+    owner: fn(&kube::api::ObjectMeta) -> Option<ObjectRef<Workspace>>,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let events = reflector(writer, watcher(api, config).modify(fetch::slim))
+        .default_backoff()
+        .touched_objects();
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(events);
+        while let Some(ev) = events.next().await {
+            if let Ok(obj) = ev
+                && let Some(r) = owner(obj.meta())
+                && wake.unbounded_send(r).is_err()
+            {
+                return;
+            }
+        }
+    });
+    store
+}
+
 /// Runs the controller until shutdown.
 ///
 /// `namespace`: watch only that namespace's workspaces (and their children); None: all.
@@ -599,6 +649,7 @@ pub async fn run(
     // The node reflector feeds the census store; its events also wake the workspaces they
     // concern (provisioned nodes by label, bring-your-own nodes by selector).
     let (tx, node_triggers) = futures::channel::mpsc::unbounded::<ObjectRef<Workspace>>();
+    let wake = tx.clone();
     // Only events that change what the controller reads of a node wake workspaces (see
     // nodes::node_fingerprint); deletions always do.
     tokio::spawn(async move {
@@ -632,40 +683,47 @@ pub async fn run(
             }
         }
     });
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        config.clone(),
-        provisioner,
-        node_store.clone(),
-        metrics,
-    ));
-    let pods: Api<Pod> = scoped(&client, ns);
-    let mut controller = controller
-        .owns(
-            scoped::<StatefulSet>(&client, ns),
-            watcher::Config::default().any_semantic(),
+    // The children and their pods are cached (reflector stores) for the fetch stage, and
+    // each of their events wakes the workspace that owns them.
+    let by_owner = |meta: &kube::api::ObjectMeta| -> Option<ObjectRef<Workspace>> {
+        let ns = meta.namespace.as_deref()?;
+        meta.owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true) && o.kind == kaito_api::KIND)
+            .map(|o| ObjectRef::new(&o.name).within(ns))
+    };
+    let by_label = |meta: &kube::api::ObjectMeta| -> Option<ObjectRef<Workspace>> {
+        let ns = meta.namespace.as_deref()?;
+        let name = meta.labels.as_ref()?.get(LABEL_WORKSPACE)?;
+        Some(ObjectRef::new(name).within(ns))
+    };
+    let all = watcher::Config::default().any_semantic();
+    let labelled = watcher::Config::default()
+        .labels(LABEL_WORKSPACE)
+        .any_semantic();
+    let caches = ChildCaches {
+        statefulsets: cache(scoped(&client, ns), all.clone(), wake.clone(), by_owner),
+        services: cache(
+            scoped(&client, ns),
+            labelled.clone(),
+            wake.clone(),
+            by_owner,
+        ),
+        jobs: cache(scoped(&client, ns), all, wake.clone(), by_owner),
+        pods: cache(scoped(&client, ns), labelled, wake, by_label),
+    };
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            config.clone(),
+            provisioner,
+            node_store.clone(),
+            metrics,
         )
-        .owns(
-            scoped::<Job>(&client, ns),
-            watcher::Config::default().any_semantic(),
-        )
-        .owns(
-            scoped::<Service>(&client, ns),
-            watcher::Config::default()
-                .labels(LABEL_WORKSPACE)
-                .any_semantic(),
-        )
-        .watches(
-            pods,
-            watcher::Config::default()
-                .labels(LABEL_WORKSPACE)
-                .any_semantic(),
-            |pod: Pod| {
-                let ns = pod.namespace()?;
-                let name = pod.labels().get(LABEL_WORKSPACE)?.clone();
-                Some(ObjectRef::new(&name).within(&ns))
-            },
-        );
+        .with_caches(caches.clone()),
+    );
+    let mut controller = controller;
     if config.provisioner == Provisioner::Karpenter {
         let ar = nodeclaim_resource();
         let claims: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &ar);
@@ -681,6 +739,10 @@ pub async fn run(
         );
     }
     let _ = node_store.wait_until_ready().await;
+    let _ = caches.statefulsets.wait_until_ready().await;
+    let _ = caches.services.wait_until_ready().await;
+    let _ = caches.jobs.wait_until_ready().await;
+    let _ = caches.pods.wait_until_ready().await;
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     info!(cloud = %config.cloud, provisioner = %config.provisioner, "controller started");
     controller

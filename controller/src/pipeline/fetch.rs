@@ -1,6 +1,9 @@
 //! The fetch stage: everything a reconcile reads, and nothing else. Nodes come from the
-//! reflector's store (no request); the ConfigMap of `inference.config`, the children and the
-//! pods from the API server, each only when a later stage needs it.
+//! reflector's store (no request); the children and the pods from the watch caches of
+//! [`ChildCaches`] when the controller runs them (a child the cache lacks is looked up on the
+//! API server before it is created: it may be another owner's object the cache does not hold,
+//! or one just written whose watch event has not arrived); the ConfigMaps from the API server,
+//! each only when a later stage needs it.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +16,7 @@ use kaito_api::admission::{
 use kaito_api::{LABEL_WORKSPACE, Workspace};
 use kaito_presets::GpuShape;
 use kube::api::ListParams;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use super::desired::{Found, Lookup};
@@ -22,6 +25,45 @@ use crate::naming;
 use crate::nodes::{self, NodeCensus};
 use crate::ownership::controlled_by;
 use crate::plan;
+
+/// Watch caches (reflector stores) of the children the controller writes and of their pods,
+/// so that a reconcile of a workspace whose children exist reads nothing from the API server.
+/// Kept lean: `managedFields` keep their manager and subresource, not the field sets.
+#[derive(Clone)]
+pub struct ChildCaches {
+    /// StatefulSets of the watched namespaces.
+    pub statefulsets: Store<StatefulSet>,
+    /// Services carrying `kaito.sh/workspace`.
+    pub services: Store<Service>,
+    /// Jobs of the watched namespaces.
+    pub jobs: Store<Job>,
+    /// Pods carrying `kaito.sh/workspace`.
+    pub pods: Store<Pod>,
+}
+
+/// Drops what the controller never reads of a cached object (the field sets of its
+/// `managedFields`, the bulk of most objects), keeping who wrote it.
+pub fn slim<K: Resource>(obj: &mut K) {
+    for m in obj.meta_mut().managed_fields.iter_mut().flatten() {
+        m.fields_v1 = None;
+    }
+}
+
+/// The object `name` in `ns`: from `cache` when it holds it, else from the API server.
+async fn cached_or_get<K>(
+    cache: Option<&Store<K>>,
+    api: &Api<K>,
+    ns: &str,
+    name: &str,
+) -> Result<Option<K>, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if let Some(hit) = cache.and_then(|c| c.get(&ObjectRef::new(name).within(ns))) {
+        return Ok(Some((*hit).clone()));
+    }
+    api.get_opt(name).await
+}
 
 /// What the plan needs: the nodes and the runtime parameters.
 #[derive(Clone, Debug)]
@@ -97,6 +139,7 @@ pub async fn inputs(
 /// workload may be written: when the nodes are ready, or its StatefulSet exists.
 pub async fn children(
     client: &Client,
+    caches: Option<&ChildCaches>,
     ws: &Workspace,
     lookup: Option<&Lookup>,
     nodes_ready: bool,
@@ -104,17 +147,16 @@ pub async fn children(
     let ns = naming::namespace(ws);
     let name = naming::name(ws);
     let mut found = Found::default();
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let sts_cache = caches.map(|c| &c.statefulsets);
     match lookup {
         None => {
-            let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
-            found.statefulset = sts_api
-                .get_opt(name)
+            found.statefulset = cached_or_get(sts_cache, &sts_api, ns, name)
                 .await?
                 .filter(|s| controlled_by(&s.metadata, ws));
         }
         Some(Lookup::Inference) => {
-            let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
-            found.statefulset = sts_api.get_opt(name).await?;
+            found.statefulset = cached_or_get(sts_cache, &sts_api, ns, name).await?;
             let foreign = found
                 .statefulset
                 .as_ref()
@@ -122,15 +164,18 @@ pub async fn children(
             if !foreign && (nodes_ready || found.statefulset.is_some()) {
                 let svc_api: Api<Service> = Api::namespaced(client.clone(), ns);
                 for n in [name.to_string(), naming::headless_service(name)] {
-                    if let Some(s) = named(&svc_api, &n).await? {
-                        found.services.push(s);
-                    }
+                    let hit = caches.and_then(|c| c.services.get(&ObjectRef::new(&n).within(ns)));
+                    let svc = match hit {
+                        Some(s) => Some((*s).clone()),
+                        None => named(&svc_api, &n).await?,
+                    };
+                    found.services.extend(svc);
                 }
             }
         }
         Some(Lookup::Tuning { config_map }) => {
             let job_api: Api<Job> = Api::namespaced(client.clone(), ns);
-            found.job = job_api.get_opt(name).await?;
+            found.job = cached_or_get(caches.map(|c| &c.jobs), &job_api, ns, name).await?;
             if found.job.is_none()
                 && nodes_ready
                 && let Some(cm) = config_map
@@ -143,10 +188,28 @@ pub async fn children(
     Ok(found)
 }
 
-/// The workload's pods (by the workspace label).
-pub async fn pods(client: &Client, ws: &Workspace) -> Result<Vec<Pod>, kube::Error> {
-    let pod_api: Api<Pod> = Api::namespaced(client.clone(), naming::namespace(ws));
-    let lp = ListParams::default().labels(&format!("{LABEL_WORKSPACE}={}", naming::name(ws)));
+/// The workload's pods (by the workspace label): from the pod cache when there is one.
+pub async fn pods(
+    client: &Client,
+    caches: Option<&ChildCaches>,
+    ws: &Workspace,
+) -> Result<Vec<Pod>, kube::Error> {
+    let ns = naming::namespace(ws);
+    let name = naming::name(ws);
+    if let Some(c) = caches {
+        return Ok(c
+            .pods
+            .state()
+            .iter()
+            .filter(|p| {
+                p.metadata.namespace.as_deref() == Some(ns)
+                    && p.labels().get(LABEL_WORKSPACE).map(String::as_str) == Some(name)
+            })
+            .map(|p| (**p).clone())
+            .collect());
+    }
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default().labels(&format!("{LABEL_WORKSPACE}={name}"));
     Ok(pod_api.list(&lp).await?.items)
 }
 
