@@ -669,3 +669,80 @@ async fn delete(g: &GlobalArgs, a: DeleteArgs) -> Result<()> {
     }
     out(&format!("workspace.kaito.sh/{} deleted\n", a.name))
 }
+
+#[cfg(test)]
+mod tests {
+    use kaito_api::admission::Provisioner;
+    use kaito_presets::Cloud;
+
+    use super::*;
+    use crate::testutil::parse;
+
+    #[test]
+    fn dry_run_client_defaults_sizes_and_summarises_the_seed() {
+        let text = std::fs::read_to_string(format!(
+            "{}/../examples/inference/kaito_workspace_phi_3.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("seed");
+        let ws = compute::parse_workspaces(&text, "seed").expect("parses");
+        let cfg = AdmissionConfig::new(Cloud::Azure, Provisioner::Aks);
+        let (body, trailer) = dry_run_client(&ws[0], &cfg, false).expect("valid");
+        let defaulted: Workspace = serde_yaml::from_str(&body).expect("YAML");
+        assert_eq!(defaulted.resource.count, Some(1));
+        assert_eq!(
+            defaulted
+                .inference
+                .as_ref()
+                .and_then(|i| i.preset.as_ref())
+                .and_then(|p| p.access_mode.as_deref()),
+            Some("public")
+        );
+        assert!(
+            trailer.contains("# Summary: 1 × Standard_NC6s_v3 (V100 16 GiB), f16, fits: needs"),
+            "{trailer}"
+        );
+        assert!(trailer.lines().all(|l| l.starts_with('#')), "{trailer}");
+
+        // No instance type: the smallest fitting size is chosen and explained.
+        let cli = parse(&[
+            "create",
+            "workspace",
+            "auto",
+            "--preset",
+            "phi-3-mini-4k-instruct",
+        ]);
+        let Command::Create(c) = cli.command else {
+            panic!()
+        };
+        let Some(CreateWhat::Workspace(f)) = c.what else {
+            panic!()
+        };
+        let ws = compute::build_workspace(&f, None).expect("builds");
+        let (body, trailer) = dry_run_client(&ws, &cfg, false).expect("valid");
+        assert!(body.contains("kaito.sh/sizing"), "{body}");
+        assert!(trailer.contains("fits"), "{trailer}");
+    }
+
+    #[test]
+    fn dry_run_client_rejects_as_the_webhook_words_it() {
+        let mut ws = Workspace::new("bad", "default");
+        ws.inference = Some(kaito_api::InferenceSpec {
+            preset: Some(kaito_api::PresetSpec {
+                name: "no-such-model".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let cfg = AdmissionConfig::new(Cloud::Azure, Provisioner::Aks);
+        let e = dry_run_client(&ws, &cfg, false).expect_err("unknown preset");
+        let mut expected = ws.clone();
+        kaito_api::admission::apply_defaults(&mut expected, &cfg);
+        let verdict = kaito_api::admission::validate(None, &expected, &cfg);
+        let Error::Invalid { message, .. } = &e else {
+            panic!("{e}")
+        };
+        assert_eq!(message, &verdict.message());
+        assert!(message.contains("inference.preset"), "{message}");
+    }
+}

@@ -462,3 +462,92 @@ pub async fn exchange(
     }
     Ok(text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_parser_handles_split_chunks_done_and_errors() {
+        let mut p = SseParser::default();
+        let a =
+            "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"}}]}\n\nda";
+        let b = "ta: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\r\n\r\ndata: [DONE]\n\n";
+        let mut evs = p.push(a.as_bytes());
+        evs.extend(p.push(b.as_bytes()));
+        assert_eq!(
+            evs,
+            vec![
+                SseEvent::Token("Hel".into()),
+                SseEvent::Token("lo".into()),
+                SseEvent::Done
+            ]
+        );
+        let evs = p.push(b"data: {\"error\":{\"message\":\"boom\"}}\n");
+        assert_eq!(evs, vec![SseEvent::Error("boom".into())]);
+        assert_eq!(
+            error_body_message(br#"{"error":{"message":"model is loading"}}"#),
+            "model is loading"
+        );
+    }
+
+    #[test]
+    fn repl_commands_and_session() {
+        assert_eq!(parse_repl("  "), ReplCommand::Empty);
+        assert_eq!(parse_repl("/quit"), ReplCommand::Quit);
+        assert_eq!(parse_repl("/clear"), ReplCommand::Clear);
+        assert_eq!(
+            parse_repl("/set temperature 0.2"),
+            ReplCommand::Set("temperature".into(), "0.2".into())
+        );
+        assert_eq!(
+            parse_repl("/system be brief"),
+            ReplCommand::System("be brief".into())
+        );
+        assert_eq!(parse_repl("/nope"), ReplCommand::Unknown("nope".into()));
+        assert_eq!(
+            parse_repl("hi there"),
+            ReplCommand::Message("hi there".into())
+        );
+
+        let mut s = Session::default();
+        assert!(s.set("temperature", "0.2").is_ok());
+        assert!(s.set("temperature", "hot").is_err());
+        assert!(s.set("max-tokens", "16").is_ok());
+        assert!(s.set("top_p", "0").is_err());
+        assert!(s.set("colour", "1").is_err());
+        s.system = Some("be brief".into());
+        s.record("hi", "hello");
+        let body = s.openai_body("again");
+        assert_eq!(body["temperature"], 0.2);
+        assert_eq!(body["max_tokens"], 16);
+        assert_eq!(body["stream"], true);
+        let roles: Vec<&str> = body["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .filter_map(|m| m["role"].as_str())
+            .collect();
+        assert_eq!(roles, ["system", "user", "assistant", "user"]);
+        let raw = s.raw_body("again");
+        assert_eq!(raw["generate_kwargs"]["max_new_tokens"], 16);
+        assert_eq!(raw["return_full_text"], false);
+    }
+
+    #[test]
+    fn endpoints_parse() {
+        let Transport::Endpoint { addr, base } =
+            parse_endpoint("http://127.0.0.1:5000/").expect("ok")
+        else {
+            panic!()
+        };
+        assert_eq!((addr.as_str(), base.as_str()), ("127.0.0.1:5000", ""));
+        let Transport::Endpoint { addr, base } =
+            parse_endpoint("http://svc.ns/prefix").expect("ok")
+        else {
+            panic!()
+        };
+        assert_eq!((addr.as_str(), base.as_str()), ("svc.ns:80", "/prefix"));
+        assert!(parse_endpoint("https://x").is_err());
+    }
+}

@@ -487,3 +487,134 @@ pub struct SkusArgs {
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: Output,
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+    use crate::testutil::parse;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_has_examples_in_its_help() {
+        let mut root = Cli::command();
+        let root_help = root.render_long_help().to_string();
+        assert!(root_help.contains("Examples:"), "{root_help}");
+        for sub in Cli::command().get_subcommands_mut() {
+            let name = sub.get_name().to_string();
+            if sub.has_subcommands() {
+                for inner in sub.get_subcommands_mut() {
+                    let h = inner.render_long_help().to_string();
+                    assert!(
+                        h.contains("Examples:"),
+                        "{name} {} lacks examples",
+                        inner.get_name()
+                    );
+                }
+            } else {
+                let h = sub.render_long_help().to_string();
+                assert!(h.contains("Examples:"), "{name} lacks examples:\n{h}");
+            }
+        }
+    }
+
+    #[test]
+    fn kubectl_conventions_parse() {
+        let c = parse(&[
+            "get",
+            "-A",
+            "-o",
+            "wide",
+            "--context",
+            "dev",
+            "--kubeconfig",
+            "/k",
+        ]);
+        assert_eq!(c.global.context.as_deref(), Some("dev"));
+        assert_eq!(
+            c.global.kubeconfig.as_deref(),
+            Some(std::path::Path::new("/k"))
+        );
+        let Command::Get(g) = c.command else { panic!() };
+        assert!(g.all_namespaces);
+        assert_eq!(g.output, Output::Wide);
+
+        let c = parse(&["-n", "team", "status", "ws"]);
+        assert_eq!(c.global.namespace.as_deref(), Some("team"));
+        let c = parse(&["describe", "ws", "-n", "team"]);
+        assert!(matches!(c.command, Command::Status(_)));
+        assert_eq!(c.global.namespace.as_deref(), Some("team"));
+
+        let Command::Delete(d) = parse(&["delete", "ws", "--wait=false"]).command else {
+            panic!()
+        };
+        assert!(!d.wait);
+        let Command::Delete(d) = parse(&["delete", "ws"]).command else {
+            panic!()
+        };
+        assert!(d.wait);
+
+        let Command::Create(c) =
+            parse(&["deploy", "workspace", "w", "--preset", "p", "--dry-run"]).command
+        else {
+            panic!()
+        };
+        assert_eq!(c.dry_run, DryRun::Client);
+        let Command::Create(c) = parse(&[
+            "create",
+            "workspace",
+            "w",
+            "--preset",
+            "p",
+            "--dry-run=server",
+        ])
+        .command
+        else {
+            panic!()
+        };
+        assert_eq!(c.dry_run, DryRun::Server);
+        let Command::Create(c) = parse(&["create", "-f", "x.yaml", "-o", "yaml"]).command else {
+            panic!()
+        };
+        assert_eq!(c.output, Some(Output::Yaml));
+
+        let Command::Logs(l) = parse(&[
+            "logs",
+            "w",
+            "-f",
+            "--tail",
+            "5",
+            "--since",
+            "10m",
+            "--all-pods",
+        ])
+        .command
+        else {
+            panic!()
+        };
+        assert!(l.follow && l.all_pods);
+        assert_eq!((l.tail, l.since), (Some(5), Some(600)));
+
+        assert!(Cli::try_parse_from(["kubectl-kaito", "get", "-o", "xml"]).is_err());
+        assert!(Cli::try_parse_from(["kubectl-kaito", "logs", "w", "--since", "ten"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "kubectl-kaito",
+                "create",
+                "workspace",
+                "w",
+                "--preset",
+                "p",
+                "--method",
+                "lora"
+            ])
+            .is_err(),
+            "--method without --tuning must be refused"
+        );
+    }
+}

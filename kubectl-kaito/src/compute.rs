@@ -486,3 +486,269 @@ pub fn log_container(p: &Pod, explicit: Option<&str>) -> Option<String> {
     }
     p.spec.as_ref()?.containers.first().map(|c| c.name.clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use kaito_presets::Cloud;
+
+    use super::*;
+    use crate::cli::{Command, CreateWhat};
+    use crate::testutil::{cond, parse, sample_ws, seed, ts};
+
+    fn flags_workspace(args: &[&str]) -> serde_json::Value {
+        let cli = parse(args);
+        let Command::Create(c) = cli.command else {
+            panic!("not create")
+        };
+        let Some(CreateWhat::Workspace(f)) = c.what else {
+            panic!("not create workspace")
+        };
+        let ws = build_workspace(&f, cli.global.namespace.as_deref()).expect("builds");
+        serde_json::to_value(ws).expect("serialises")
+    }
+
+    #[test]
+    fn tuning_flags_build_exactly_the_seed() {
+        let built = flags_workspace(&[
+            "create",
+            "workspace",
+            "workspace-tuning-phi-3",
+            "--api-version",
+            "v1alpha1",
+            "--instance-type",
+            "Standard_NC6s_v3",
+            "--label",
+            "app=tuning-phi-3",
+            "--tuning",
+            "--method",
+            "qlora",
+            "--preset",
+            "phi-3-mini-128k-instruct",
+            "--input-url",
+            "https://huggingface.co/datasets/philschmid/dolly-15k-oai-style/resolve/main/data/train-00000-of-00001-54e3756291ca09c6.parquet?download=true",
+            "--output-image",
+            "ACR_REPO_HERE.azurecr.io/IMAGE_NAME_HERE:0.0.1",
+            "--output-secret",
+            "ACR_REGISTRY_SECRET_HERE",
+        ]);
+        assert_eq!(built, seed("fine-tuning/kaito_workspace_tuning_phi_3.yaml"));
+    }
+
+    #[test]
+    fn inference_flags_build_exactly_the_seeds() {
+        let built = flags_workspace(&[
+            "create",
+            "workspace",
+            "workspace-phi-3-mini",
+            "--api-version",
+            "v1alpha1",
+            "--instance-type",
+            "Standard_NC6s_v3",
+            "--label",
+            "apps=phi-3",
+            "--preset",
+            "phi-3-mini-4k-instruct",
+        ]);
+        assert_eq!(built, seed("inference/kaito_workspace_phi_3.yaml"));
+        let built = flags_workspace(&[
+            "create",
+            "workspace",
+            "workspace-phi-3-mini-adapter",
+            "--api-version",
+            "v1alpha1",
+            "--instance-type",
+            "Standard_NC6s_v3",
+            "--label",
+            "apps=phi-3-adapter",
+            "--preset",
+            "phi-3-mini-128k-instruct",
+            "--adapter",
+            "phi-3-adapter=ACR_REPO_HERE.azurecr.io/ADAPTER_HERE:0.0.1,strength=1.0",
+        ]);
+        assert_eq!(
+            built,
+            seed("inference/kaito_workspace_phi_3_with_adapters.yaml")
+        );
+    }
+
+    #[test]
+    fn other_flags_land_in_their_fields() {
+        let v = flags_workspace(&[
+            "-n",
+            "team",
+            "create",
+            "workspace",
+            "w",
+            "--preset",
+            "p",
+            "--count",
+            "2",
+            "--enable-load-balancer",
+            "--model-access-secret",
+            "hf",
+            "--config",
+            "cm",
+        ]);
+        assert_eq!(v["apiVersion"], "kaito.sh/v1beta1");
+        assert_eq!(v["metadata"]["namespace"], "team");
+        assert_eq!(v["metadata"]["annotations"]["kaito.sh/enablelb"], "True");
+        assert_eq!(v["resource"]["count"], 2);
+        assert_eq!(v["inference"]["config"], "cm");
+        assert_eq!(
+            v["inference"]["preset"]["presetOptions"]["modelAccessSecret"],
+            "hf"
+        );
+        let v = flags_workspace(&[
+            "create",
+            "workspace",
+            "t",
+            "--preset",
+            "p",
+            "--tuning",
+            "--method",
+            "lora",
+            "--input-pvc",
+            "data",
+            "--output-pvc",
+            "out",
+        ]);
+        assert_eq!(
+            v["tuning"]["input"]["volumeSource"]["persistentVolumeClaim"]["claimName"],
+            "data"
+        );
+        assert_eq!(
+            v["tuning"]["output"]["volumeSource"]["persistentVolumeClaim"]["claimName"],
+            "out"
+        );
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_the_fix() {
+        let cli = parse(&[
+            "create",
+            "workspace",
+            "t",
+            "--preset",
+            "p",
+            "--tuning",
+            "--method",
+            "lora",
+            "--output-pvc",
+            "o",
+        ]);
+        let Command::Create(c) = cli.command else {
+            panic!()
+        };
+        let Some(CreateWhat::Workspace(f)) = c.what else {
+            panic!()
+        };
+        let e = build_workspace(&f, None).expect_err("no input");
+        assert!(e.to_string().contains("--input-url"), "{e}");
+
+        for bad in ["noequals", "a=b,strength=2", "a=b,color=red"] {
+            let e = parse_adapter(bad).expect_err(bad);
+            assert!(matches!(e, Error::Usage(_)), "{bad}: {e}");
+        }
+        let a = parse_adapter("x=img:1,strength=0.8").expect("valid");
+        assert_eq!(a.strength.as_deref(), Some("0.8"));
+    }
+
+    #[test]
+    fn parse_workspaces_names_the_problem() {
+        let e =
+            parse_workspaces("apiVersion: v1\nkind: ConfigMap\n", "f.yaml").expect_err("not a ws");
+        assert!(e.to_string().contains("kind: Workspace only"), "{e}");
+        let e = parse_workspaces("", "f.yaml").expect_err("empty");
+        assert!(e.to_string().contains("no document"), "{e}");
+        let two =
+            "kind: Workspace\nmetadata: {name: a}\n---\nkind: Workspace\nmetadata: {name: b}\n";
+        assert_eq!(parse_workspaces(two, "f").expect("two").len(), 2);
+    }
+
+    #[test]
+    fn durations_and_ages() {
+        assert_eq!(parse_duration("45"), Ok(45));
+        assert_eq!(parse_duration("10m"), Ok(600));
+        assert_eq!(parse_duration("2h"), Ok(7200));
+        assert!(parse_duration("5w").is_err());
+        let now = ts("2026-01-02T00:00:00Z");
+        assert_eq!(age(Some(ts("2026-01-01T23:59:15Z")), now), "45s");
+        assert_eq!(age(Some(ts("2026-01-01T23:00:00Z")), now), "60m");
+        assert_eq!(age(Some(ts("2026-01-01T12:00:00Z")), now), "12h");
+        assert_eq!(age(Some(ts("2025-12-20T00:00:00Z")), now), "13d");
+        assert_eq!(age(None, now), "<unknown>");
+    }
+
+    #[test]
+    fn next_step_covers_missing_status_and_reasons() {
+        let mut ws = sample_ws(vec![]);
+        ws.status = None;
+        assert!(next_step(&ws).expect("step").contains("kaito-controller"));
+        let ws = sample_ws(vec![cond("ResourceReady", "False", "ImagePullError", "x")]);
+        assert!(next_step(&ws).expect("step").contains("pull"));
+        let ws = sample_ws(vec![
+            cond("ResourceReady", "True", "Ready", ""),
+            cond("InferenceReady", "False", "CrashLoopBackOff", "x"),
+        ]);
+        assert!(next_step(&ws).expect("step").contains("kubectl kaito logs"));
+        // Every reason the controller writes has a next step of its own or the "again" line.
+        for r in kaito_api::Reason::ALL {
+            let ws = sample_ws(vec![cond("ResourceReady", "False", r.as_str(), "x")]);
+            let step = next_step(&ws).expect("step");
+            assert!(!step.is_empty(), "{r}");
+        }
+        let ws = sample_ws(vec![cond("InferenceReady", "False", "ChildNameTaken", "x")]);
+        assert!(next_step(&ws).expect("step").contains("rename or delete"));
+    }
+
+    #[test]
+    fn a_cpu_only_plan_reads_as_served_on_the_cpu() {
+        let preset = kaito_presets::PresetCatalog::builtin()
+            .get("smollm2-135m-instruct")
+            .expect("preset");
+        let sku = kaito_presets::SkuCatalog::builtin()
+            .get(Cloud::Aws, "m5.xlarge")
+            .expect("sku");
+        let plan = kaito_presets::sizing::plan(
+            preset,
+            kaito_presets::Mode::Serve,
+            Default::default(),
+            &sku.shape(),
+        );
+        let headline = plan_headline(2, &plan);
+        assert!(
+            headline.starts_with(
+                "2 × m5.xlarge (no GPU, 16 GiB memory: served on the CPU), f32, fits: needs "
+            ) && headline.ends_with(", context 8192"),
+            "{headline}"
+        );
+        assert!(!headline.contains("GPU)"), "{headline}");
+    }
+
+    #[test]
+    fn log_pods_prefer_a_ready_one() {
+        let mk = |name: &str, ready: bool| {
+            let mut p = Pod::default();
+            p.metadata.name = Some(name.into());
+            p.status = Some(PodStatus {
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            });
+            p
+        };
+        let pods = vec![mk("a", false), mk("b", true)];
+        let names = |v: Vec<&Pod>| {
+            v.iter()
+                .filter_map(|p| p.metadata.name.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(pick_log_pods(&pods, false)), ["b"]);
+        assert_eq!(names(pick_log_pods(&pods, true)), ["a", "b"]);
+        assert_eq!(names(pick_log_pods(&pods[..1], false)), ["a"]);
+    }
+}

@@ -15,4 +15,4 @@ pub mod hub;
 pub mod render;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod testutil;

@@ -664,3 +664,378 @@ pub fn dry_run_trailer(
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateWaiting, ContainerStatus, ObjectReference, PodCondition,
+        PodSpec, PodStatus,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    use kaito_api::admission::{AdmissionConfig, Provisioner};
+
+    use super::*;
+    use crate::testutil::{cond, sample_ws, seed_ws, ts};
+
+    #[test]
+    fn table_snapshot() {
+        let t = table(
+            &["NAME", "X"],
+            &[
+                vec!["a".into(), "1".into()],
+                vec!["longer-name".into(), "".into()],
+            ],
+        );
+        assert_eq!(t, "NAME          X\na             1\nlonger-name\n");
+    }
+
+    #[test]
+    fn get_table_snapshots() {
+        let now = ts("2026-01-02T00:00:00Z");
+        let ready = sample_ws(vec![
+            cond("ResourceReady", "True", "Ready", "1/1 nodes ready"),
+            cond("InferenceReady", "True", "Ready", "1/1 replicas"),
+            cond("WorkspaceSucceeded", "True", "Ready", "serving"),
+        ]);
+        let mut pending = sample_ws(vec![cond("ResourceReady", "False", "NodesNotReady", "0/1")]);
+        pending.metadata.name = Some("other".into());
+        pending.metadata.namespace = Some("team".into());
+        if let Some(st) = pending.status.as_mut() {
+            st.worker_nodes = None;
+        }
+        let rows = vec![
+            compute::workspace_row(&ready, Some("http://10.96.0.10:80"), now),
+            compute::workspace_row(&pending, None, now),
+        ];
+        assert_eq!(
+            workspaces_table(&rows, false, false, true),
+            "\
+NAME                   INSTANCE           RESOURCEREADY   INFERENCEREADY   WORKSPACEREADY   AGE
+workspace-phi-3-mini   Standard_NC6s_v3   True            True             True             300s
+other                  Standard_NC6s_v3   False           -                -                300s
+"
+            .replace("300s", "5m")
+        );
+        assert_eq!(
+            workspaces_table(&rows, true, true, true),
+            "\
+NAMESPACE   NAME                   INSTANCE           RESOURCEREADY   INFERENCEREADY   WORKSPACEREADY   AGE   PRESET                   NODES   ENDPOINT
+default     workspace-phi-3-mini   Standard_NC6s_v3   True            True             True             5m    phi-3-mini-4k-instruct   gpu-1   http://10.96.0.10:80
+team        other                  Standard_NC6s_v3   False           -                -                5m    phi-3-mini-4k-instruct   -       -
+"
+        );
+        assert_eq!(
+            workspaces_table(&rows[1..], false, false, false),
+            "other   Standard_NC6s_v3   False           -                -                5m\n"
+        );
+    }
+
+    #[test]
+    fn status_explains_an_unschedulable_workspace() {
+        let now = ts("2026-01-02T00:00:00Z");
+        let ws = sample_ws(vec![
+            cond("ResourceReady", "True", "Ready", "1/1 GPU nodes ready"),
+            cond(
+                "InferenceReady",
+                "False",
+                "Unschedulable",
+                "pod workspace-phi-3-mini-0: 0/2 nodes are available: 1 Insufficient nvidia.com/gpu.",
+            ),
+            cond(
+                "WorkspaceSucceeded",
+                "False",
+                "Unschedulable",
+                "not serving",
+            ),
+        ]);
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some("workspace-phi-3-mini-0".into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec::default()),
+            status: Some(PodStatus {
+                phase: Some("Pending".into()),
+                conditions: Some(vec![PodCondition {
+                    type_: "PodScheduled".into(),
+                    status: "False".into(),
+                    reason: Some("Unschedulable".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        };
+        let event = Event {
+            type_: Some("Warning".into()),
+            reason: Some("FailedScheduling".into()),
+            message: Some("0/2 nodes are available: 1 Insufficient nvidia.com/gpu.".into()),
+            involved_object: ObjectReference {
+                kind: Some("Pod".into()),
+                name: Some("workspace-phi-3-mini-0".into()),
+                ..Default::default()
+            },
+            last_timestamp: Some(Time(ts("2026-01-01T23:59:30Z"))),
+            ..Default::default()
+        };
+        let text = status(&StatusView {
+            ws: &ws,
+            pods: &[pod],
+            nodes: &[],
+            events: &[event],
+            max_events: 10,
+            endpoint: None,
+            now,
+        });
+        assert_eq!(
+            text,
+            "\
+Name:        workspace-phi-3-mini
+Namespace:   default
+Workload:    inference of phi-3-mini-4k-instruct
+Instance:    1 × Standard_NC6s_v3
+State:       Pending
+Age:         5m
+Endpoint:    (none yet: the Service is created with the workload)
+
+Conditions:
+  TYPE                 STATUS   REASON          SINCE   MESSAGE
+  ResourceReady        True     Ready           2m      1/1 GPU nodes ready
+  InferenceReady       False    Unschedulable   2m      pod workspace-phi-3-mini-0: 0/2 nodes are available: 1 Insufficient nvidia.com/gpu.
+  WorkspaceSucceeded   False    Unschedulable   2m      not serving
+
+Nodes:
+  (none)
+
+Pods:
+  NAME                     PHASE     READY   NODE   REASON
+  workspace-phi-3-mini-0   Pending   False   -      Unschedulable
+
+Events:
+  AGE   TYPE      REASON             OBJECT                       MESSAGE
+  30s   Warning   FailedScheduling   pod/workspace-phi-3-mini-0   0/2 nodes are available: 1 Insufficient nvidia.com/gpu.
+
+Next step: the scheduler cannot place the pod: add a GPU node that matches resource.labelSelector and has enough free nvidia.com/gpu (and tolerates its taints), or recreate the workspace with another --instance-type
+"
+        );
+    }
+
+    #[test]
+    fn status_of_a_ready_workspace_says_how_to_use_it() {
+        let ws = sample_ws(vec![cond("WorkspaceSucceeded", "True", "Ready", "serving")]);
+        let mut pod = Pod::default();
+        pod.metadata.name = Some("p".into());
+        pod.status = Some(PodStatus {
+            container_statuses: Some(vec![ContainerStatus {
+                state: Some(ContainerState {
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some("ImagePullBackOff".into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        let text = status(&StatusView {
+            ws: &ws,
+            pods: &[pod],
+            nodes: &[],
+            events: &[],
+            max_events: 10,
+            endpoint: Some("http://10.96.0.10:80".into()),
+            now: ts("2026-01-02T00:00:00Z"),
+        });
+        assert!(
+            text.contains("Endpoint:    http://10.96.0.10:80\n"),
+            "{text}"
+        );
+        assert!(text.contains("ImagePullBackOff"), "{text}");
+        assert!(
+            text.ends_with("Ready: try `kubectl kaito chat workspace-phi-3-mini`.\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn dry_run_trailer_snapshot() {
+        let cfg = AdmissionConfig::new(Cloud::Azure, Provisioner::Aks);
+        let w: Workspace = serde_yaml::from_str(
+            "metadata: {name: w}\nresource: {instanceType: Standard_NC6s_v3}\ninference: {preset: {name: phi-3-mini-4k-instruct}}",
+        )
+        .expect("a workspace");
+        let planned = kaito_api::admission::plan(&w, &cfg, None);
+        let t = dry_run_trailer(&planned, 1, &["w1".into()]);
+        let plan = planned.expect("plans").sizing.expect("sized");
+        let expected = format!(
+            "# Sizing plan (computed locally by the webhook's code):\n#   {}\n{}# Summary: {}\n# Warning: w1\n",
+            plan.summary(),
+            plan.notes
+                .iter()
+                .map(|n| format!("#   note: {n}\n"))
+                .collect::<String>(),
+            compute::plan_headline(1, &plan)
+        );
+        assert_eq!(t, expected);
+        // Bring-your-own nodes without a size: planned when the nodes join; other reasons shown.
+        let byo = dry_run_trailer(
+            &Err(kaito_api::admission::PlanError::NoInstanceType {
+                cloud: Cloud::Azure,
+                example: "x",
+            }),
+            1,
+            &[],
+        );
+        assert!(byo.contains("bring-your-own nodes"), "{byo}");
+        let bad = dry_run_trailer(&Err(kaito_api::admission::PlanError::BadCount(0)), 1, &[]);
+        assert!(
+            bad.contains("Sizing plan: none (`resource.count` must be at least 1"),
+            "{bad}"
+        );
+        assert!(
+            compute::plan_headline(1, &plan)
+                .starts_with("1 × Standard_NC6s_v3 (V100 16 GiB), f16, fits: needs "),
+            "{}",
+            compute::plan_headline(1, &plan)
+        );
+    }
+
+    #[test]
+    fn models_and_skus_render_from_the_catalog() {
+        let models = models_table(kaito_presets::PresetCatalog::builtin());
+        let first = models.lines().next().expect("header");
+        assert_eq!(
+            first.split_whitespace().collect::<Vec<_>>(),
+            [
+                "NAME",
+                "ARCHITECTURE",
+                "WEIGHTS",
+                "SERVE-GPU-MEMORY",
+                "CONTEXT",
+                "TUNING-GPU-MEMORY",
+                "NOTES"
+            ]
+        );
+        assert!(models.contains("phi-3-mini-4k-instruct"));
+        assert_eq!(
+            models.lines().count(),
+            kaito_presets::PresetCatalog::builtin().iter().count() + 1
+        );
+        let skus = skus_table(kaito_presets::SkuCatalog::builtin(), Cloud::Azure);
+        let row = skus
+            .lines()
+            .find(|l| l.starts_with("Standard_NC6s_v3 "))
+            .expect("NC6s_v3 row");
+        assert_eq!(
+            row.split_whitespace().collect::<Vec<_>>(),
+            [
+                "Standard_NC6s_v3",
+                "1",
+                "V100",
+                "16",
+                "GiB",
+                "16",
+                "GiB",
+                "7.0",
+                "6",
+                "-"
+            ]
+        );
+        let cpu = skus
+            .lines()
+            .find(|l| l.starts_with("Standard_D4s_v3 "))
+            .expect("D4s_v3 row");
+        assert_eq!(
+            cpu.split_whitespace().collect::<Vec<_>>(),
+            [
+                "Standard_D4s_v3",
+                "0",
+                "-",
+                "-",
+                "0",
+                "GiB",
+                "-",
+                "4",
+                "16",
+                "GiB"
+            ]
+        );
+        let d = model_describe(
+            kaito_presets::PresetCatalog::builtin()
+                .get("phi-3-mini-4k-instruct")
+                .expect("preset"),
+            kaito_presets::Mode::Serve,
+            kaito_presets::SkuCatalog::builtin(),
+            Cloud::Azure,
+        );
+        assert!(
+            d.lines().any(|l| l.starts_with("  Standard_NC6s_v3 ")
+                && l.contains("Standard_NC6s_v3 (1× V100, 16 GiB): fits serving")),
+            "{d}"
+        );
+        assert!(
+            d.contains("azure GPU sizes fit serving, smallest first"),
+            "{d}"
+        );
+        assert!(
+            d.contains("azure CPU-only sizes serve it on the CPU")
+                && d.lines().any(|l| l.starts_with("  Standard_D8s_v3 ")
+                    && l.contains("(no GPU, 32 GiB memory): fits serving")),
+            "{d}"
+        );
+        assert!(
+            d.contains("On a CPU:      18.24 GiB of memory with the full context"),
+            "{d}"
+        );
+        let big = model_describe(
+            kaito_presets::PresetCatalog::builtin()
+                .get("llama-3.3-70b-instruct")
+                .expect("preset"),
+            kaito_presets::Mode::Serve,
+            kaito_presets::SkuCatalog::builtin(),
+            Cloud::Azure,
+        );
+        assert!(
+            big.contains("No azure CPU-only size has the memory to serve llama-3.3-70b-instruct"),
+            "{big}"
+        );
+        let tuning = model_describe(
+            kaito_presets::PresetCatalog::builtin()
+                .get("phi-3-mini-4k-instruct")
+                .expect("preset"),
+            kaito_presets::Mode::TuneQlora,
+            kaito_presets::SkuCatalog::builtin(),
+            Cloud::Azure,
+        );
+        assert!(!tuning.contains("CPU-only sizes"), "{tuning}");
+    }
+
+    #[test]
+    fn status_of_a_finished_tuning_workspace_names_the_adapter_and_how_to_serve_it() {
+        let ws = seed_ws(
+            "fine-tuning/kaito_workspace_tuning_phi_3.yaml",
+            vec![
+                cond("ResourceReady", "True", "Ready", "1/1 GPU nodes ready"),
+                cond("JobStarted", "True", "Running", "job started"),
+                cond("WorkspaceSucceeded", "True", "Succeeded", "tuning finished"),
+            ],
+            "Succeeded",
+        );
+        let text = status(&StatusView {
+            ws: &ws,
+            pods: &[],
+            nodes: &[],
+            events: &[],
+            max_events: 10,
+            endpoint: None,
+            now: ts("2026-01-02T00:00:00Z"),
+        });
+        for want in [
+            "published to ACR_REPO_HERE.azurecr.io/IMAGE_NAME_HERE:0.0.1",
+            "there is no Service workspace-tuning-phi-3",
+            "--preset phi-3-mini-128k-instruct --adapter workspace-tuning-phi-3=ACR_REPO_HERE.azurecr.io/IMAGE_NAME_HERE:0.0.1",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+    }
+}
