@@ -504,6 +504,12 @@ impl Cluster {
     }
 }
 
+/// The condition of type `type_` among `conds` (a Workspace's or a pod's
+/// `status.conditions`).
+pub fn condition(conds: &[serde_json::Value], type_: &str) -> Option<serde_json::Value> {
+    conds.iter().find(|c| c["type"] == type_).cloned()
+}
+
 /// The YAML files under `charts/kaito/crds/`, sorted.
 pub fn kaito_crd_files() -> Result<Vec<PathBuf>> {
     yaml_files(&repo_root().join("charts/kaito/crds"))

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use kaito_e2e::{
-    Cluster, ControllerProcess, TestNamespace, log_tail, no_proxy, run_command, spawn_logged,
-    unique_name, wait_for,
+    Cluster, ControllerProcess, TestNamespace, condition, log_tail, no_proxy, run_command,
+    spawn_logged, unique_name, wait_for,
 };
 use serde_json::{Value, json};
 
@@ -264,10 +264,6 @@ fn seed_inference(name: &str, label: &str) -> Result<String> {
         bail!("examples/{file} is not an inference workspace");
     }
     Ok(yaml)
-}
-
-fn condition(conds: &[Value], type_: &str) -> Option<Value> {
-    conds.iter().find(|c| c["type"] == type_).cloned()
 }
 
 /// Whether `kubectl get workspace` prints True in every named column. Columns are read by

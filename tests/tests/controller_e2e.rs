@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use kaito_e2e::{
-    Cluster, ControllerProcess, GpuNode, NodeGuard, TestNamespace, repo_root, unique_name, wait_for,
+    Cluster, ControllerProcess, GpuNode, NodeGuard, TestNamespace, condition, repo_root,
+    unique_name, wait_for,
 };
 use serde_json::Value;
 
@@ -72,10 +73,6 @@ fn start_with_seed<'a>(
     let ctl = ControllerProcess::start(ns, "byo")?;
     ns.apply(&kaito_e2e::seed_workspace(file, name, label)?)?;
     Ok(ctl)
-}
-
-fn condition(conds: &[Value], type_: &str) -> Option<Value> {
-    conds.iter().find(|c| c["type"] == type_).cloned()
 }
 
 /// Waits for the workspace's InferenceReady condition with the reason `reason`; returns it.

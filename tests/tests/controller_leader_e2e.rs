@@ -71,8 +71,7 @@ fn wait_succeeded(ns: &TestNamespace<'_>, name: &str, ctl: &ControllerProcess<'_
 #[test]
 #[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
 fn the_standby_takes_over_within_the_lease_time_when_the_leader_is_killed() -> Result<()> {
-    let cluster = kaito_e2e::running_cluster();
-    cluster.install_kaito_crds()?;
+    let cluster = kaito_e2e::running_cluster_with_crds()?;
     let ns = cluster.namespace("leader")?;
     // One single-GPU node per workspace.
     let labels = [unique_name("leader-before"), unique_name("leader-after")];

@@ -36,8 +36,7 @@ fn workspace(name: &str, preset: &str, label: &str) -> String {
 #[test]
 #[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
 fn hub_id_workspace_is_pinned_at_apply_and_served_at_the_pinned_commit() -> Result<()> {
-    let cluster = kaito_e2e::running_cluster();
-    cluster.install_kaito_crds()?;
+    let cluster = kaito_e2e::running_cluster_with_crds()?;
     let ns = cluster.namespace("hub-ids")?;
     let label = unique_name("hub");
     let node = cluster.add_gpu_node(&GpuNode::for_apps("gpu", &label))?;

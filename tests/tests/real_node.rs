@@ -271,15 +271,11 @@ fn plugin(ns: &TestNamespace<'_>, args: &[&str]) -> Result<CmdOutput> {
     run_command(cmd, None, Duration::from_secs(300))
 }
 
+/// The condition `type_` of the workspace `ws` as (status, reason, message).
 fn condition(ws: &Value, type_: &str) -> Option<(String, String, String)> {
-    ws["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-        .map(|c| {
-            let s = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
-            (s("status"), s("reason"), s("message"))
-        })
+    let c = kaito_e2e::condition(ws["status"]["conditions"].as_array()?, type_)?;
+    let s = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
+    Some((s("status"), s("reason"), s("message")))
 }
 
 /// The real node as the seeds' GPU size (`Standard_NC6s_v3`, one GPU advertised), labelled for

@@ -57,8 +57,7 @@ fn the_controllers_serving_container_runs_the_runtime_as_written() -> Result<()>
         return Ok(());
     };
     let hub = Hub::start(vec![smollm2_repo(&gguf)?])?;
-    let cluster = kaito_e2e::running_cluster();
-    cluster.install_kaito_crds()?;
+    let cluster = kaito_e2e::running_cluster_with_crds()?;
     let ns = cluster.namespace("contract")?;
     let label = unique_name("smollm2");
     let _node = cluster.add_gpu_node(&GpuNode::for_apps("gpu", &label))?;
@@ -66,14 +65,12 @@ fn the_controllers_serving_container_runs_the_runtime_as_written() -> Result<()>
     let mut ctl =
         ControllerProcess::spawn(&ns, "byo", ["--hf-endpoint", hub.endpoint().as_str()], &log)?;
     ctl.wait_ready()?;
-    let example = std::fs::read_to_string(
-        kaito_e2e::repo_root().join("examples/inference/kaito_workspace_smollm2.yaml"),
-    )?;
-    let mut ws: Value = serde_yaml::from_str(&example)?;
-    ws["resource"]["labelSelector"] = serde_json::json!({"matchLabels": {"apps": label}});
-    ws["resource"]["count"] = Value::from(1);
-    ns.apply(&serde_yaml::to_string(&ws)?)?;
-    let name = ws["metadata"]["name"].as_str().context("name")?;
+    let name = "smollm2";
+    ns.apply(&kaito_e2e::seed_workspace(
+        "inference/kaito_workspace_smollm2.yaml",
+        name,
+        &label,
+    )?)?;
     let sts = wait_for(
         "the controller's StatefulSet",
         Duration::from_secs(120),

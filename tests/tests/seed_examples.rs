@@ -1,14 +1,13 @@
 //! Each seed example (`examples/**/*.yaml`), applied with the real `kubectl apply -f`, is stored as
 //! written, and `kubectl get workspace` prints the seed's columns.
 
-use kaito_e2e::{Cluster, example_files, in_order, json_subset, table_header, wait_for};
+use kaito_e2e::{example_files, in_order, json_subset, table_header, wait_for};
 use std::time::Duration;
 
 #[test]
 #[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
 fn seed_examples_apply_store_and_print_columns() -> anyhow::Result<()> {
-    let cluster = Cluster::shared();
-    cluster.install_kaito_crds()?;
+    let cluster = kaito_e2e::running_cluster_with_crds()?;
     let ns = cluster.namespace("seed-examples")?;
 
     let files = example_files()?;

@@ -15,14 +15,13 @@
 //! `cargo build -p kaito-webhook --bin kaito-webhook`.
 
 use anyhow::{Context, Result};
-use kaito_e2e::{Cluster, WebhookProcess, example_files, json_subset};
+use kaito_e2e::{WebhookProcess, example_files, json_subset};
 use serde_json::Value;
 
 #[test]
 #[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
 fn webhook_defaults_seed_examples_sizing_and_dry_run() -> Result<()> {
-    let cluster = Cluster::shared();
-    cluster.install_kaito_crds()?;
+    let cluster = kaito_e2e::running_cluster_with_crds()?;
     let ns = cluster.namespace("webhook-defaults")?;
     let mut hook = WebhookProcess::start(cluster, &ns, "aks")?;
 
@@ -278,8 +277,7 @@ fn rejections() -> Vec<(&'static str, String, Vec<&'static str>)> {
 #[test]
 #[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
 fn webhook_rejections_reach_kubectl_with_the_message() -> Result<()> {
-    let cluster = Cluster::shared();
-    cluster.install_kaito_crds()?;
+    let cluster = kaito_e2e::running_cluster_with_crds()?;
     let ns = cluster.namespace("webhook-rejections")?;
     let mut hook = WebhookProcess::start(cluster, &ns, "aks")?;
 
@@ -351,8 +349,7 @@ fn webhook_rejections_reach_kubectl_with_the_message() -> Result<()> {
 #[test]
 #[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
 fn webhook_checks_the_tuning_config_map() -> Result<()> {
-    let cluster = Cluster::shared();
-    cluster.install_kaito_crds()?;
+    let cluster = kaito_e2e::running_cluster_with_crds()?;
     let ns = cluster.namespace("webhook-tuning-config")?;
     let mut hook = WebhookProcess::start(cluster, &ns, "aks")?;
 
@@ -436,8 +433,7 @@ fn webhook_checks_the_tuning_config_map() -> Result<()> {
 #[test]
 #[ignore = "end-to-end: needs the local cluster; run tests/e2e.sh"]
 fn webhook_checks_the_inference_config_map() -> Result<()> {
-    let cluster = Cluster::shared();
-    cluster.install_kaito_crds()?;
+    let cluster = kaito_e2e::running_cluster_with_crds()?;
     let ns = cluster.namespace("webhook-inference-config")?;
     let mut hook = WebhookProcess::start(cluster, &ns, "aks")?;
     let config_map = |name: &str, params: &str| {
