@@ -337,7 +337,7 @@ fn read_request(conn: &TcpStream) -> Result<Request> {
 }
 
 fn respond(
-    conn: &mut TcpStream,
+    conn: &mut Out<'_>,
     status: u16,
     headers: &[(String, String)],
     body: &[u8],
@@ -419,22 +419,65 @@ fn route(path: &str) -> Option<Route> {
     })
 }
 
-fn serve(mut conn: TcpStream, state: &Mutex<State>) -> Result<()> {
+fn serve(conn: TcpStream, state: &Mutex<State>) -> Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(30)))?;
     let req = read_request(&conn)?;
     let head = req.method == "HEAD";
     let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
-    let status = answer(&mut conn, &req, head, state);
-    lock().seen.push(Seen {
-        method: req.method.clone(),
-        path: req.path.clone(),
-        range: req.range.clone(),
-        status: *status.as_ref().unwrap_or(&0),
-    });
+    // The request is recorded when the first byte of its answer is written (the status line),
+    // so a client that has read the answer finds it in `requests()`.
+    let mut out = Out {
+        conn,
+        record: Some(Box::new(|status: u16| {
+            lock().seen.push(Seen {
+                method: req.method.clone(),
+                path: req.path.clone(),
+                range: req.range.clone(),
+                status,
+            });
+        })),
+    };
+    let status = answer(&mut out, &req, head, state);
+    if let Some(record) = out.record.take() {
+        // Nothing was written (the connection failed before the answer).
+        record(*status.as_ref().unwrap_or(&0));
+    }
     status.map(|_| ())
 }
 
-fn answer(conn: &mut TcpStream, req: &Request, head: bool, state: &Mutex<State>) -> Result<u16> {
+/// The connection, recording its request (through `record`, with the status of the answer's
+/// status line) before the first byte of the answer is written.
+struct Out<'a> {
+    conn: TcpStream,
+    record: Option<Box<dyn FnOnce(u16) + 'a>>,
+}
+
+impl Out<'_> {
+    /// Closes the connection without sending the rest.
+    fn cut(&mut self) {
+        let _ = self.conn.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl Write for Out<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(record) = self.record.take() {
+            // "HTTP/1.1 200 OK": the status is the second word.
+            let status = std::str::from_utf8(buf)
+                .ok()
+                .and_then(|t| t.split_whitespace().nth(1))
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            record(status);
+        }
+        self.conn.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.conn.flush()
+    }
+}
+
+fn answer(conn: &mut Out<'_>, req: &Request, head: bool, state: &Mutex<State>) -> Result<u16> {
     let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
     let Some(route) = route(&req.path) else {
         respond(conn, 404, &[], &json_error("no such route"), head)?;
@@ -463,7 +506,7 @@ fn answer(conn: &mut TcpStream, req: &Request, head: bool, state: &Mutex<State>)
             None => Ok(repo),
         }
     };
-    let refuse = |conn: &mut TcpStream, code: u16, message: &str| -> Result<u16> {
+    let refuse = |conn: &mut Out<'_>, code: u16, message: &str| -> Result<u16> {
         respond(conn, code, &[], &json_error(message), head)?;
         Ok(code)
     };
@@ -560,7 +603,7 @@ fn answer(conn: &mut TcpStream, req: &Request, head: bool, state: &Mutex<State>)
 }
 
 fn send_file(
-    conn: &mut TcpStream,
+    conn: &mut Out<'_>,
     f: &HubFile,
     range: Option<&str>,
     mut headers: Vec<(String, String)>,
@@ -647,7 +690,7 @@ fn send_file(
             conn.write_all(chunk)?;
             conn.flush()?;
             // Cut: close without sending the rest.
-            let _ = conn.shutdown(std::net::Shutdown::Both);
+            conn.cut();
             return Ok(status);
         }
         conn.write_all(chunk)?;

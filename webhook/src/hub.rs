@@ -24,11 +24,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
-use kaito_presets::hub_model::{
-    HubId, MAX_CONFIG_BYTES, MAX_INFO_BYTES, ModelFacts, ResolveError, facts_from_config,
-    is_hub_id, parse_revision_info, resolve_path, revision_info_path,
-};
-use reqwest::Url;
+use kaito_hub_client::HubClient;
+use kaito_presets::hub_model::{HubId, ModelFacts, ResolveError, is_hub_id};
 
 use crate::review::Call;
 
@@ -59,8 +56,7 @@ pub enum HubLookup {
 
 /// The part of the hub the webhook speaks, with its deadline and cache.
 pub struct HubResolver {
-    client: reqwest::Client,
-    endpoint: Url,
+    client: HubClient,
     timeout: Duration,
     ttl: Duration,
     cache: Mutex<HashMap<String, (Instant, ModelFacts)>>,
@@ -69,7 +65,7 @@ pub struct HubResolver {
 impl std::fmt::Debug for HubResolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HubResolver")
-            .field("endpoint", &self.endpoint.as_str())
+            .field("endpoint", &self.client.endpoint())
             .field("timeout", &self.timeout)
             .field("ttl", &self.ttl)
             .finish()
@@ -79,20 +75,13 @@ impl std::fmt::Debug for HubResolver {
 impl HubResolver {
     /// A resolver for the hub at `endpoint` (`HF_ENDPOINT`), giving up after `timeout`.
     pub fn new(endpoint: &str, timeout: Duration, ttl: Duration) -> Result<Self, String> {
-        let base = endpoint.trim_end_matches('/').to_string() + "/";
-        let endpoint = Url::parse(&base).map_err(|e| format!("HF_ENDPOINT {base:?}: {e}"))?;
-        if !matches!(endpoint.scheme(), "http" | "https") {
-            return Err(format!("HF_ENDPOINT {base:?} must be an http(s) URL"));
-        }
-        let client = reqwest::Client::builder()
-            .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::limited(3))
-            .user_agent(concat!("kaito-webhook/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
+        let client = HubClient::new(
+            endpoint,
+            timeout,
+            concat!("kaito-webhook/", env!("CARGO_PKG_VERSION")),
+        )?;
         Ok(Self {
             client,
-            endpoint,
             timeout,
             ttl,
             cache: Mutex::new(HashMap::new()),
@@ -101,7 +90,7 @@ impl HubResolver {
 
     /// `HF_ENDPOINT`.
     pub fn endpoint(&self) -> &str {
-        self.endpoint.as_str()
+        self.client.endpoint()
     }
 
     /// The deadline of one resolution.
@@ -139,9 +128,9 @@ impl HubResolver {
             return Ok(facts);
         }
         let work = async {
-            match self.fetch(id, None).await {
+            match self.client.facts(id, None).await {
                 Err(ResolveError::NeedsToken { repo, status }) => match token().await? {
-                    Some(t) => self.fetch(id, Some(&t)).await,
+                    Some(t) => self.client.facts(id, Some(&t)).await,
                     None => Err(ResolveError::NeedsToken { repo, status }),
                 },
                 other => other,
@@ -150,7 +139,7 @@ impl HubResolver {
         let facts = tokio::time::timeout(self.timeout, work)
             .await
             .map_err(|_| ResolveError::Timeout {
-                endpoint: self.endpoint.to_string(),
+                endpoint: self.client.endpoint().to_string(),
                 repo: id.repo.clone(),
                 secs: self.timeout.as_secs().max(1),
             })??;
@@ -160,91 +149,6 @@ impl HubResolver {
             self.remember(format!("{}@{}", facts.repo, facts.revision), &facts);
         }
         Ok(facts)
-    }
-
-    async fn fetch(&self, id: &HubId, token: Option<&str>) -> Result<ModelFacts, ResolveError> {
-        let revision = id.revision_or_main();
-        let info = self
-            .get(
-                &id.repo,
-                revision,
-                &revision_info_path(&id.repo, revision),
-                token,
-                MAX_INFO_BYTES,
-            )
-            .await?;
-        let info = parse_revision_info(&id.repo, &info)?;
-        let config = self
-            .get(
-                &id.repo,
-                revision,
-                &resolve_path(&id.repo, &info.sha, "config.json"),
-                token,
-                MAX_CONFIG_BYTES,
-            )
-            .await?;
-        let config = String::from_utf8_lossy(&config);
-        let gated = info.gated || token.is_some();
-        Ok(facts_from_config(
-            &id.repo,
-            &info.sha,
-            &config,
-            &info.files,
-            gated,
-        )?)
-    }
-
-    /// GETs `path` (relative to the endpoint), reading at most `limit` bytes of the answer.
-    async fn get(
-        &self,
-        repo: &str,
-        revision: &str,
-        path: &str,
-        token: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<u8>, ResolveError> {
-        let url = self
-            .endpoint
-            .join(path)
-            .map_err(|e| ResolveError::Protocol {
-                repo: repo.to_string(),
-                problem: format!("{path}: {e}"),
-            })?;
-        let unreachable = |e: reqwest::Error| ResolveError::Unreachable {
-            endpoint: self.endpoint.to_string(),
-            repo: repo.to_string(),
-            problem: e.to_string(),
-        };
-        let mut req = self.client.get(url.clone());
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let mut resp = req.send().await.map_err(unreachable)?;
-        let status = resp.status().as_u16();
-        if status != 200 {
-            return Err(ResolveError::from_status(
-                status,
-                repo,
-                revision,
-                url.as_str(),
-                token.is_some(),
-            ));
-        }
-        let too_large = || ResolveError::Protocol {
-            repo: repo.to_string(),
-            problem: format!("{url} answered more than {limit} bytes"),
-        };
-        if resp.content_length().is_some_and(|n| n > limit as u64) {
-            return Err(too_large());
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
-            if body.len() + chunk.len() > limit {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
     }
 }
 
