@@ -8,8 +8,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PodTemplateSpec, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::api::core::v1::{PodTemplateSpec, Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kaito_api::admission::EngineParams;
 use kaito_api::{ANNOTATION_ENABLE_LB, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, Workspace};
 use serde_json::{Value, json};
@@ -588,34 +589,47 @@ pub fn services(ws: &Workspace) -> Result<[Service; 2], BuildError> {
     let lb = ws
         .annotation(ANNOTATION_ENABLE_LB)
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    let meta = |n: String| {
-        json!({"name": n, "namespace": naming::namespace(ws), "labels": naming::workspace_labels(ws),
-               "ownerReferences": [owner_reference(ws)]})
+    let http = |port: i32| ServicePort {
+        name: Some("http".into()),
+        port,
+        target_port: Some(IntOrString::Int(RUNTIME_PORT)),
+        protocol: Some("TCP".into()),
+        ..ServicePort::default()
     };
-    let main = typed(
-        "Service",
-        json!({
-            "apiVersion": "v1", "kind": "Service", "metadata": meta(name.to_string()),
-            "spec": {
-                "type": if lb { "LoadBalancer" } else { "ClusterIP" },
-                "selector": selector_labels(ws),
-                "ports": [{"name": "http", "port": 80, "targetPort": RUNTIME_PORT, "protocol": "TCP"}],
-            }
+    let main = Service {
+        metadata: child_meta(ws, name.to_string()),
+        spec: Some(ServiceSpec {
+            type_: Some(if lb { "LoadBalancer" } else { "ClusterIP" }.into()),
+            selector: Some(selector_labels(ws)),
+            ports: Some(vec![http(80)]),
+            ..ServiceSpec::default()
         }),
-    )?;
-    let headless = typed(
-        "Service",
-        json!({
-            "apiVersion": "v1", "kind": "Service", "metadata": meta(headless_service(name)),
-            "spec": {
-                "clusterIP": "None",
-                "publishNotReadyAddresses": true,
-                "selector": selector_labels(ws),
-                "ports": [{"name": "http", "port": RUNTIME_PORT, "targetPort": RUNTIME_PORT, "protocol": "TCP"}],
-            }
+        ..Service::default()
+    };
+    let headless = Service {
+        metadata: child_meta(ws, headless_service(name)),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector_labels(ws)),
+            ports: Some(vec![http(RUNTIME_PORT)]),
+            ..ServiceSpec::default()
         }),
-    )?;
+        ..Service::default()
+    };
     Ok([main, headless])
+}
+
+/// The metadata of a child `name` of `ws`: its namespace, the workspace labels and the
+/// controller owner reference.
+pub fn child_meta(ws: &Workspace, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(naming::namespace(ws).to_string()),
+        labels: Some(naming::workspace_labels(ws)),
+        owner_references: Some(vec![owner_reference(ws)]),
+        ..ObjectMeta::default()
+    }
 }
 
 #[cfg(test)]

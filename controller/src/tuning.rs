@@ -72,16 +72,17 @@ pub fn default_config_map(
         .as_ref()
         .is_some_and(|s| s.mode == kaito_presets::Mode::TuneQlora);
     let dtype = plan.sizing.as_ref().map(|s| s.dtype).unwrap_or(Dtype::F16);
-    typed(
-        "ConfigMap",
-        json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": default_config_name(naming::name(ws)), "namespace": naming::namespace(ws),
-                         "labels": naming::workspace_labels(ws), "ownerReferences": [owner_reference(ws)]},
-            "data": {TRAINING_CONFIG_KEY: training_config(qlora, dtype)},
-        }),
-    )
-    .map(Some)
+    Ok(Some(ConfigMap {
+        metadata: crate::inference::child_meta(ws, default_config_name(naming::name(ws))),
+        data: Some(
+            [(
+                TRAINING_CONFIG_KEY.to_string(),
+                training_config(qlora, dtype),
+            )]
+            .into(),
+        ),
+        ..ConfigMap::default()
+    }))
 }
 
 /// Where the `output.imagePushSecret`'s `.dockerconfigjson` is mounted in the publisher.
