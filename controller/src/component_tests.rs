@@ -399,6 +399,16 @@ fn sts_path() -> String {
     format!("/apis/apps/v1/namespaces/default/statefulsets/{NAME}")
 }
 
+/// The stored StatefulSet as its controller reports it once its one replica is ready.
+fn statefulset_turns_ready(mock: &MockApi) -> Value {
+    let mut sts = mock.get(&sts_path()).expect("statefulset");
+    sts["metadata"]["generation"] = json!(1);
+    sts["status"] = json!({"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1,
+                           "observedGeneration": 1});
+    mock.put(&sts_path(), sts.clone());
+    sts
+}
+
 #[tokio::test]
 async fn a_second_reconcile_of_an_unchanged_ready_workspace_writes_nothing() {
     let mock = MockApi::start().await;
@@ -420,11 +430,7 @@ async fn a_second_reconcile_of_an_unchanged_ready_workspace_writes_nothing() {
         );
     }
     // The StatefulSet's pod turns ready: the status follows (one status write, no apply).
-    let mut sts = mock.get(&sts_path()).expect("statefulset");
-    sts["metadata"]["generation"] = json!(1);
-    sts["status"] = json!({"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1,
-                           "observedGeneration": 1});
-    mock.put(&sts_path(), sts);
+    statefulset_turns_ready(&mock);
     reconcile(Arc::new(stored(&mock)), ctx.clone())
         .await
         .expect("reconcile");
@@ -573,11 +579,7 @@ async fn with_watch_caches_a_ready_workspace_is_reconciled_without_reading_its_c
         .await
         .expect("reconcile");
     // The children as the watch caches hold them once the pod is ready.
-    let mut sts = mock.get(&sts_path()).expect("statefulset");
-    sts["metadata"]["generation"] = json!(1);
-    sts["status"] = json!({"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1,
-                           "observedGeneration": 1});
-    mock.put(&sts_path(), sts.clone());
+    let sts = statefulset_turns_ready(&mock);
     let services: Vec<Service> = [NAME.to_string(), format!("{NAME}-headless")]
         .iter()
         .map(|n| serde_json::from_value(mock.get(&svc_path(n)).expect("service")).unwrap())
