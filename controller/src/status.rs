@@ -619,7 +619,9 @@ pub fn with_deletion_blocked(
 }
 
 /// Condition changes worth an Event: (type, reason, message, is_warning) for each condition
-/// whose status or reason changed.
+/// whose status or reason changed, except to a progress reason (nodes provisioning, a model
+/// loading, a Job running: the status shows it; an Event says what happened: a condition
+/// turned true, or a failure).
 pub fn transitions(old: &[Condition], new: &[Condition]) -> Vec<(String, String, String, bool)> {
     new.iter()
         .filter(|n| {
@@ -627,12 +629,15 @@ pub fn transitions(old: &[Condition], new: &[Condition]) -> Vec<(String, String,
                 .find(|o| o.type_ == n.type_)
                 .is_none_or(|o| o.status != n.status || o.reason != n.reason)
         })
+        .filter(|n| {
+            n.status == "True" || !n.reason.parse::<Reason>().is_ok_and(Reason::is_progress)
+        })
         .map(|n| {
             (
                 n.type_.clone(),
                 n.reason.clone(),
                 n.message.clone(),
-                n.status != "True" && !n.reason.parse::<Reason>().is_ok_and(Reason::is_progress),
+                n.status != "True",
             )
         })
         .collect()
@@ -766,6 +771,11 @@ mod tests {
         assert_eq!(ev.len(), 1);
         assert!(ev[0].3, "quota is a warning");
         assert!(transitions(&same, &same).is_empty());
+        // Progress is no Event; turning true is one.
+        assert!(transitions(&[], &first).is_empty(), "provisioning");
+        let ev = transitions(&first, &flipped);
+        assert_eq!(ev.len(), 1);
+        assert!(!ev[0].3, "ready is Normal");
     }
 
     fn census(ready: &[&str]) -> NodeCensus {
