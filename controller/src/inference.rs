@@ -7,9 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{PodTemplateSpec, Service, ServicePort, ServiceSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kaito_api::admission::EngineParams;
 use kaito_api::{ANNOTATION_ENABLE_LB, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, Workspace};
@@ -270,32 +270,27 @@ pub fn statefulset(
         }
         _ => preset_pod(ws, plan, cfg, provisioner, gpus.as_deref(), engine)?,
     };
-    let mut template = serde_json::to_value(template).map_err(|source| BuildError::Shape {
-        what: "pod template",
-        source,
-    })?;
-    template["metadata"]["labels"] = json!(labels);
-    typed(
-        "StatefulSet",
-        json!({
-            "apiVersion": "apps/v1",
-            "kind": "StatefulSet",
-            "metadata": {
-                "name": name,
-                "namespace": naming::namespace(ws),
-                "labels": naming::workspace_labels(ws),
-                "ownerReferences": [owner_reference(ws)],
+    let mut template = template;
+    template.metadata.get_or_insert_default().labels = Some(labels);
+    Ok(StatefulSet {
+        metadata: child_meta(ws, name.to_string()),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(plan.node_count),
+            pod_management_policy: Some("Parallel".into()),
+            service_name: Some(headless_service(name)),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(ws)),
+                ..LabelSelector::default()
             },
-            "spec": {
-                "replicas": plan.node_count,
-                "podManagementPolicy": "Parallel",
-                "serviceName": headless_service(name),
-                "selector": {"matchLabels": selector_labels(ws)},
-                "updateStrategy": {"type": "RollingUpdate"},
-                "template": template,
-            }
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                ..StatefulSetUpdateStrategy::default()
+            }),
+            template,
+            ..StatefulSetSpec::default()
         }),
-    )
+        ..StatefulSet::default()
+    })
 }
 
 /// The serving container's image: a private preset's own image (it carries the weights), else
