@@ -588,8 +588,12 @@ async fn with_watch_caches_a_ready_workspace_is_reconciled_without_reading_its_c
         "metadata: {{name: {NAME}-0, namespace: default, labels: {{kaito.sh/workspace: {NAME}}}}}\n\
          status: {{phase: Running, conditions: [{{type: Ready, status: \"True\"}}]}}"
     ));
+    // As the cache keeps it: without its pod template and field sets.
+    let mut slimmed = serde_json::from_value::<StatefulSet>(sts).unwrap();
+    crate::pipeline::fetch::slim_statefulset(&mut slimmed);
+    assert!(slimmed.spec.as_ref().unwrap().template.spec.is_none());
     let caches = ChildCaches {
-        statefulsets: store_of(vec![serde_json::from_value::<StatefulSet>(sts).unwrap()]),
+        statefulsets: store_of(vec![slimmed]),
         services: store_of(services),
         jobs: store_of(Vec::new()),
         pods: store_of(vec![pod]),

@@ -544,13 +544,14 @@ fn owner_from_labels(
     Some(ObjectRef::new(name).within(ns))
 }
 
-/// A watch cache of `api` (objects slimmed by [`fetch::slim`]) whose every event sends the
+/// A watch cache of `api` (objects slimmed by `slim`) whose every event sends the
 /// workspace `owner` names to `wake`.
 fn cache<K>(
     api: Api<K>,
     config: watcher::Config,
     wake: futures::channel::mpsc::UnboundedSender<ObjectRef<Workspace>>,
     owner: fn(&kube::api::ObjectMeta) -> Option<ObjectRef<Workspace>>,
+    slim: fn(&mut K),
 ) -> Store<K>
 where
     K: Resource<DynamicType = ()>
@@ -562,7 +563,7 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store();
-    let events = reflector(writer, watcher(api, config).modify(fetch::slim))
+    let events = reflector(writer, watcher(api, config).modify(slim))
         .default_backoff()
         .touched_objects();
     tokio::spawn(async move {
@@ -698,20 +699,34 @@ pub async fn run(
         let name = meta.labels.as_ref()?.get(LABEL_WORKSPACE)?;
         Some(ObjectRef::new(name).within(ns))
     };
-    let all = watcher::Config::default().any_semantic();
+    // Only objects carrying kaito.sh/workspace (every child the controller writes does); one
+    // of a child's name without it is found by the fetch stage's lookup on a cache miss.
     let labelled = watcher::Config::default()
         .labels(LABEL_WORKSPACE)
         .any_semantic();
     let caches = ChildCaches {
-        statefulsets: cache(scoped(&client, ns), all.clone(), wake.clone(), by_owner),
+        statefulsets: cache(
+            scoped(&client, ns),
+            labelled.clone(),
+            wake.clone(),
+            by_owner,
+            fetch::slim_statefulset,
+        ),
         services: cache(
             scoped(&client, ns),
             labelled.clone(),
             wake.clone(),
             by_owner,
+            fetch::slim,
         ),
-        jobs: cache(scoped(&client, ns), all, wake.clone(), by_owner),
-        pods: cache(scoped(&client, ns), labelled, wake, by_label),
+        jobs: cache(
+            scoped(&client, ns),
+            labelled.clone(),
+            wake.clone(),
+            by_owner,
+            fetch::slim_job,
+        ),
+        pods: cache(scoped(&client, ns), labelled, wake, by_label, fetch::slim),
     };
     let ctx = Arc::new(
         Context::new(

@@ -26,9 +26,10 @@ use crate::nodes::{self, NodeCensus};
 use crate::ownership::controlled_by;
 use crate::plan;
 
-/// Watch caches (reflector stores) of the children the controller writes and of their pods,
-/// so that a reconcile of a workspace whose children exist reads nothing from the API server.
-/// Kept lean: `managedFields` keep their manager and subresource, not the field sets.
+/// Watch caches (reflector stores) of the children the controller writes and of their pods
+/// (objects carrying `kaito.sh/workspace`), so that a reconcile of a workspace whose children
+/// exist reads nothing from the API server. Kept lean: `managedFields` keep their manager and
+/// subresource, not the field sets; StatefulSets and Jobs lose their pod template.
 #[derive(Clone)]
 pub struct ChildCaches {
     /// StatefulSets of the watched namespaces.
@@ -46,6 +47,24 @@ pub struct ChildCaches {
 pub fn slim<K: Resource>(obj: &mut K) {
     for m in obj.meta_mut().managed_fields.iter_mut().flatten() {
         m.fields_v1 = None;
+    }
+}
+
+/// [`slim`], and the pod template: of a StatefulSet found, the controller reads its metadata
+/// (the spec hash, the managers), `spec.replicas` and `status`.
+pub fn slim_statefulset(sts: &mut StatefulSet) {
+    slim(sts);
+    if let Some(spec) = sts.spec.as_mut() {
+        spec.template = Default::default();
+    }
+}
+
+/// [`slim`], and the pod template: of a Job found, the controller reads its metadata and
+/// `status`.
+pub fn slim_job(job: &mut Job) {
+    slim(job);
+    if let Some(spec) = job.spec.as_mut() {
+        spec.template = Default::default();
     }
 }
 
