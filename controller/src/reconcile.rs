@@ -726,7 +726,13 @@ pub async fn run(
             by_owner,
             fetch::slim_job,
         ),
-        pods: cache(scoped(&client, ns), labelled, wake, by_label, fetch::slim),
+        pods: cache(
+            scoped(&client, ns),
+            labelled,
+            wake,
+            by_label,
+            fetch::slim_pod,
+        ),
     };
     let ctx = Arc::new(
         Context::new(

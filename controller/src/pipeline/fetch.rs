@@ -29,7 +29,8 @@ use crate::plan;
 /// Watch caches (reflector stores) of the children the controller writes and of their pods
 /// (objects carrying `kaito.sh/workspace`), so that a reconcile of a workspace whose children
 /// exist reads nothing from the API server. Kept lean: `managedFields` keep their manager and
-/// subresource, not the field sets; StatefulSets and Jobs lose their pod template.
+/// subresource, not the field sets; StatefulSets and Jobs lose their pod template, pods all
+/// of their spec but the containers' names and environment.
 #[derive(Clone)]
 pub struct ChildCaches {
     /// StatefulSets of the watched namespaces.
@@ -56,6 +57,26 @@ pub fn slim_statefulset(sts: &mut StatefulSet) {
     slim(sts);
     if let Some(spec) = sts.spec.as_mut() {
         spec.template = Default::default();
+    }
+}
+
+/// [`slim`], and of the spec only the containers' names and environment: of a pod the
+/// controller reads its metadata, its status and where a container's `HF_TOKEN` comes from.
+pub fn slim_pod(pod: &mut Pod) {
+    slim(pod);
+    if let Some(spec) = pod.spec.as_mut() {
+        let containers = std::mem::take(&mut spec.containers)
+            .into_iter()
+            .map(|c| k8s_openapi::api::core::v1::Container {
+                name: c.name,
+                env: c.env,
+                ..Default::default()
+            })
+            .collect();
+        *spec = k8s_openapi::api::core::v1::PodSpec {
+            containers,
+            ..Default::default()
+        };
     }
 }
 
@@ -245,4 +266,38 @@ where
         .items
         .into_iter()
         .find(|o| o.meta().name.as_deref() == Some(name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::obj;
+
+    #[test]
+    fn a_cached_pod_keeps_what_the_status_reads() {
+        let mut pod: Pod = obj(
+            "metadata:\n  name: p\n  labels: {kaito.sh/workspace: w}\n  managedFields: [{manager: kubelet, operation: Update, fieldsType: FieldsV1, fieldsV1: {f:status: {}}, subresource: status}]\n\
+             spec:\n  nodeName: n1\n  volumes: [{name: weights, emptyDir: {}}]\n  containers:\n  - name: model\n    image: runtime:1\n    args: [serve]\n    env: [{name: HF_TOKEN, valueFrom: {secretKeyRef: {name: hf, key: HF_TOKEN}}}]\n    readinessProbe: {httpGet: {path: /health, port: 5000}}\n\
+             status: {phase: Running}",
+        );
+        slim_pod(&mut pod);
+        let spec = pod.spec.as_ref().expect("spec");
+        assert!(spec.volumes.is_none() && spec.node_name.is_none());
+        let c = &spec.containers[0];
+        assert_eq!(c.name, "model");
+        assert!(c.image.is_none() && c.readiness_probe.is_none());
+        let env = c.env.as_ref().expect("env");
+        assert_eq!(
+            env[0]
+                .value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .map(|r| r.name.as_str()),
+            Some("hf")
+        );
+        let managers = pod.metadata.managed_fields.as_ref().expect("managers");
+        assert_eq!(managers[0].manager.as_deref(), Some("kubelet"));
+        assert!(managers[0].fields_v1.is_none());
+        assert_eq!(pod.status.and_then(|s| s.phase).as_deref(), Some("Running"));
+    }
 }
