@@ -409,15 +409,38 @@ fn statefulset_turns_ready(mock: &MockApi) -> Value {
     sts
 }
 
-#[tokio::test]
-async fn a_second_reconcile_of_an_unchanged_ready_workspace_writes_nothing() {
-    let mock = MockApi::start().await;
-    let w = stored_phi(&mock);
-    let ctx = karpenter_context(&mock, &w);
-    // Create: the NodeClaim, both Services, the StatefulSet, the status.
+/// The phi seed stored in `mock` and reconciled once with the Karpenter provisioner and a
+/// ready node: its NodeClaim, both Services, the StatefulSet and the status are written.
+async fn phi_created(mock: &MockApi) -> Arc<Context> {
+    let w = stored_phi(mock);
+    let ctx = karpenter_context(mock, &w);
     reconcile(Arc::new(w), ctx.clone())
         .await
         .expect("reconcile");
+    ctx
+}
+
+/// A context like [`karpenter_context`]'s, reading children and pods from `caches`.
+fn cached_context(mock: &MockApi, caches: crate::pipeline::fetch::ChildCaches) -> Arc<Context> {
+    let p = AnyProvisioner::Karpenter(Box::new(karpenter(mock)));
+    let ctx = context(
+        mock,
+        Provisioner::Karpenter,
+        p,
+        vec![node_for(&stored(mock))],
+    );
+    Arc::new(
+        Arc::try_unwrap(ctx)
+            .ok()
+            .expect("one owner")
+            .with_caches(caches),
+    )
+}
+
+#[tokio::test]
+async fn a_second_reconcile_of_an_unchanged_ready_workspace_writes_nothing() {
+    let mock = MockApi::start().await;
+    let ctx = phi_created(&mock).await;
     let first = mock.writes();
     for want in [
         svc_path(NAME),
@@ -573,11 +596,7 @@ async fn with_watch_caches_a_ready_workspace_is_reconciled_without_reading_its_c
     use k8s_openapi::api::apps::v1::StatefulSet;
     use k8s_openapi::api::core::v1::{Pod, Service};
     let mock = MockApi::start().await;
-    let w = stored_phi(&mock);
-    let ctx = karpenter_context(&mock, &w);
-    reconcile(Arc::new(w), ctx.clone())
-        .await
-        .expect("reconcile");
+    phi_created(&mock).await;
     // The children as the watch caches hold them once the pod is ready.
     let sts = statefulset_turns_ready(&mock);
     let services: Vec<Service> = [NAME.to_string(), format!("{NAME}-headless")]
@@ -598,18 +617,7 @@ async fn with_watch_caches_a_ready_workspace_is_reconciled_without_reading_its_c
         jobs: store_of(Vec::new()),
         pods: store_of(vec![pod]),
     };
-    let p = AnyProvisioner::Karpenter(Box::new(karpenter(&mock)));
-    let cached = Arc::new(
-        Arc::try_unwrap(context(
-            &mock,
-            Provisioner::Karpenter,
-            p,
-            vec![node_for(&stored(&mock))],
-        ))
-        .ok()
-        .expect("one owner")
-        .with_caches(caches),
-    );
+    let cached = cached_context(&mock, caches);
     let before = mock.requests().len();
     reconcile(Arc::new(stored(&mock)), cached.clone())
         .await
@@ -631,23 +639,14 @@ async fn with_watch_caches_a_ready_workspace_is_reconciled_without_reading_its_c
         "the status follows the cached children"
     );
     // A child the cache lacks is looked up on the API server before it is written.
-    let (empty_sts, empty_svc) = (store_of(Vec::new()), store_of(Vec::new()));
-    let p = AnyProvisioner::Karpenter(Box::new(karpenter(&mock)));
-    let cold = Arc::new(
-        Arc::try_unwrap(context(
-            &mock,
-            Provisioner::Karpenter,
-            p,
-            vec![node_for(&stored(&mock))],
-        ))
-        .ok()
-        .expect("one owner")
-        .with_caches(ChildCaches {
-            statefulsets: empty_sts,
-            services: empty_svc,
+    let cold = cached_context(
+        &mock,
+        ChildCaches {
+            statefulsets: store_of(Vec::new()),
+            services: store_of(Vec::new()),
             jobs: store_of(Vec::new()),
             pods: store_of(Vec::new()),
-        }),
+        },
     );
     let before = mock.requests().len();
     let writes_before = mock.writes().len();
