@@ -142,7 +142,30 @@ where
         .await
 }
 
-/// Writes [`to_write`]'s children in order; the others are left alone.
+/// What one write returned that the status needs.
+enum Wrote {
+    Other,
+    StatefulSet(StatefulSet),
+    Job(Job),
+}
+
+async fn write(client: &Client, ns: &str, child: &Child) -> Result<Wrote, kube::Error> {
+    let name = child.name();
+    Ok(match child {
+        Child::Service(o) => patch::<Service>(client, ns, name, o)
+            .await
+            .map(|_| Wrote::Other)?,
+        Child::ConfigMap(o) => patch::<ConfigMap>(client, ns, name, o)
+            .await
+            .map(|_| Wrote::Other)?,
+        Child::StatefulSet(o) => Wrote::StatefulSet(patch(client, ns, name, o).await?),
+        Child::Job(o) => Wrote::Job(patch(client, ns, name, o).await?),
+    })
+}
+
+/// Writes [`to_write`]'s children; the others are left alone. A ConfigMap goes first (the Job
+/// mounts it); the rest at the same time (a workspace's Services and StatefulSet need not wait
+/// for each other). Every write is attempted; the first failure is returned.
 pub async fn apply(
     client: &Client,
     ns: &str,
@@ -154,28 +177,38 @@ pub async fn apply(
         job: found.job.clone(),
         written: Vec::new(),
     };
-    for child in to_write(desired, found) {
-        let name = child.name().to_string();
-        let kind = child.kind();
-        let created = child.found(found).is_none();
-        let res = match &child {
-            Child::Service(o) => patch::<Service>(client, ns, &name, o).await.map(|_| ()),
-            Child::ConfigMap(o) => patch::<ConfigMap>(client, ns, &name, o).await.map(|_| ()),
-            Child::StatefulSet(o) => patch(client, ns, &name, o)
-                .await
-                .map(|s| out.statefulset = Some(s)),
-            Child::Job(o) => patch(client, ns, &name, o).await.map(|j| out.job = Some(j)),
-        };
-        match res {
-            Ok(()) => out.written.push((kind, name, created)),
-            Err(kube::Error::Api(e)) if e.code == 400 || e.code == 422 => {
-                return Err(ApplyError::Rejected {
-                    kind,
-                    name,
-                    message: e.message,
-                });
+    let (first, rest): (Vec<Child>, Vec<Child>) = to_write(desired, found)
+        .into_iter()
+        .partition(|c| matches!(c, Child::ConfigMap(_)));
+    let mut failure = None;
+    for wave in [first, rest] {
+        let results =
+            futures::future::join_all(wave.iter().map(|child| write(client, ns, child))).await;
+        for (child, res) in wave.iter().zip(results) {
+            let (kind, name) = (child.kind(), child.name().to_string());
+            match res {
+                Ok(wrote) => {
+                    match wrote {
+                        Wrote::StatefulSet(s) => out.statefulset = Some(s),
+                        Wrote::Job(j) => out.job = Some(j),
+                        Wrote::Other => {}
+                    }
+                    out.written.push((kind, name, child.found(found).is_none()));
+                }
+                Err(kube::Error::Api(e)) if e.code == 400 || e.code == 422 => {
+                    failure.get_or_insert(ApplyError::Rejected {
+                        kind,
+                        name,
+                        message: e.message,
+                    });
+                }
+                Err(e) => {
+                    failure.get_or_insert(e.into());
+                }
             }
-            Err(e) => return Err(e.into()),
+        }
+        if let Some(e) = failure {
+            return Err(e);
         }
     }
     Ok(out)
