@@ -33,13 +33,13 @@ use crate::plan;
 /// of their spec but the containers' names and environment.
 #[derive(Clone)]
 pub struct ChildCaches {
-    /// StatefulSets of the watched namespaces.
+    /// StatefulSets.
     pub statefulsets: Store<StatefulSet>,
-    /// Services carrying `kaito.sh/workspace`.
+    /// Services.
     pub services: Store<Service>,
-    /// Jobs of the watched namespaces.
+    /// Jobs.
     pub jobs: Store<Job>,
-    /// Pods carrying `kaito.sh/workspace`.
+    /// Pods.
     pub pods: Store<Pod>,
 }
 
@@ -89,20 +89,21 @@ pub fn slim_job(job: &mut Job) {
     }
 }
 
-/// The object `name` in `ns`: from `cache` when it holds it, else from the API server.
-async fn cached_or_get<K>(
+/// The object `name` in `ns`: from `cache` when it holds it, else what `lookup` (a request to
+/// the API server, not sent on a hit) finds.
+async fn cached_or<K>(
     cache: Option<&Store<K>>,
-    api: &Api<K>,
     ns: &str,
     name: &str,
+    lookup: impl Future<Output = Result<Option<K>, kube::Error>>,
 ) -> Result<Option<K>, kube::Error>
 where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + Clone,
 {
-    if let Some(hit) = cache.and_then(|c| c.get(&ObjectRef::new(name).within(ns))) {
-        return Ok(Some((*hit).clone()));
+    match cache.and_then(|c| c.get(&ObjectRef::new(name).within(ns))) {
+        Some(hit) => Ok(Some((*hit).clone())),
+        None => lookup.await,
     }
-    api.get_opt(name).await
 }
 
 /// What the plan needs: the nodes and the runtime parameters.
@@ -191,12 +192,12 @@ pub async fn children(
     let sts_cache = caches.map(|c| &c.statefulsets);
     match lookup {
         None => {
-            found.statefulset = cached_or_get(sts_cache, &sts_api, ns, name)
+            found.statefulset = cached_or(sts_cache, ns, name, sts_api.get_opt(name))
                 .await?
                 .filter(|s| controlled_by(&s.metadata, ws));
         }
         Some(Lookup::Inference) => {
-            found.statefulset = cached_or_get(sts_cache, &sts_api, ns, name).await?;
+            found.statefulset = cached_or(sts_cache, ns, name, sts_api.get_opt(name)).await?;
             let foreign = found
                 .statefulset
                 .as_ref()
@@ -204,18 +205,16 @@ pub async fn children(
             if !foreign && (nodes_ready || found.statefulset.is_some()) {
                 let svc_api: Api<Service> = Api::namespaced(client.clone(), ns);
                 for n in [name.to_string(), naming::headless_service(name)] {
-                    let hit = caches.and_then(|c| c.services.get(&ObjectRef::new(&n).within(ns)));
-                    let svc = match hit {
-                        Some(s) => Some((*s).clone()),
-                        None => named(&svc_api, &n).await?,
-                    };
-                    found.services.extend(svc);
+                    let cache = caches.map(|c| &c.services);
+                    found
+                        .services
+                        .extend(cached_or(cache, ns, &n, named(&svc_api, &n)).await?);
                 }
             }
         }
         Some(Lookup::Tuning { config_map }) => {
             let job_api: Api<Job> = Api::namespaced(client.clone(), ns);
-            found.job = cached_or_get(caches.map(|c| &c.jobs), &job_api, ns, name).await?;
+            found.job = cached_or(caches.map(|c| &c.jobs), ns, name, job_api.get_opt(name)).await?;
             if found.job.is_none()
                 && nodes_ready
                 && let Some(cm) = config_map
