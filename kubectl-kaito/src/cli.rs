@@ -33,13 +33,14 @@ pub enum DryRun {
 /// `--cloud`: parses into the one [`Cloud`] type the webhook and the controller use, and lists
 /// the names in `--help`.
 pub fn cloud_parser() -> impl TypedValueParser<Value = Cloud> {
-    PossibleValuesParser::new(["azure", "aws"]).try_map(|s| s.parse::<Cloud>())
+    PossibleValuesParser::new(Cloud::ALL.map(Cloud::as_str)).try_map(|s| s.parse::<Cloud>())
 }
 
 /// `--provisioner`: parses into the one [`Provisioner`] type the webhook and the controller
 /// use, and lists the names in `--help`.
 pub fn provisioner_parser() -> impl TypedValueParser<Value = Provisioner> {
-    PossibleValuesParser::new(["aks", "karpenter", "byo"]).try_map(|s| s.parse::<Provisioner>())
+    PossibleValuesParser::new(Provisioner::ALL.map(Provisioner::as_str))
+        .try_map(|s| s.parse::<Provisioner>())
 }
 
 /// Tuning methods.

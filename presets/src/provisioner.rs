@@ -22,6 +22,15 @@ impl Provisioner {
     /// Every provisioner, in the order the messages list them.
     pub const ALL: [Provisioner; 3] = [Self::Aks, Self::Karpenter, Self::Byo];
 
+    /// The name `--provisioner` takes and messages print.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Aks => "aks",
+            Self::Karpenter => "karpenter",
+            Self::Byo => "byo",
+        }
+    }
+
     /// Whether this provisioner works on `cloud`: `aks` creates AKS agent pools, so it needs
     /// the Azure SKU table; karpenter and byo work on both clouds.
     pub fn check_cloud(self, cloud: Cloud) -> Result<(), String> {
@@ -52,11 +61,7 @@ impl FromStr for Provisioner {
 
 impl fmt::Display for Provisioner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Aks => "aks",
-            Self::Karpenter => "karpenter",
-            Self::Byo => "byo",
-        })
+        f.write_str(self.as_str())
     }
 }
 
@@ -84,7 +89,7 @@ mod tests {
             .expect_err("aks on aws");
         assert!(err.contains("--cloud=azure"), "{err}");
         for p in [Provisioner::Karpenter, Provisioner::Byo] {
-            for c in [Cloud::Azure, Cloud::Aws] {
+            for c in Cloud::ALL {
                 assert_eq!(p.check_cloud(c), Ok(()), "{p} on {c}");
             }
         }

@@ -48,12 +48,22 @@ impl FromStr for Cloud {
     }
 }
 
-impl fmt::Display for Cloud {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Cloud {
+    /// Every cloud.
+    pub const ALL: [Cloud; 2] = [Self::Azure, Self::Aws];
+
+    /// The name `--cloud` takes and messages print.
+    pub const fn as_str(self) -> &'static str {
+        match self {
             Self::Azure => "azure",
             Self::Aws => "aws",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Cloud {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -559,7 +569,7 @@ mod tests {
     #[test]
     fn every_builtin_cpu_only_size_gives_its_memory() {
         let c = SkuCatalog::builtin();
-        for cloud in [Cloud::Azure, Cloud::Aws] {
+        for cloud in Cloud::ALL {
             assert!(c.cpu_skus(cloud).count() >= 3, "{cloud}");
             for s in c.cpu_skus(cloud) {
                 assert!(s.memory.is_some_and(|m| !m.is_zero()), "{cloud} {}", s.name);
