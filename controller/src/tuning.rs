@@ -58,13 +58,9 @@ pub fn training_config(qlora: bool, dtype: Dtype) -> String {
 }
 
 /// The ConfigMap with the built-in training config, or None when the user named one.
-pub fn default_config_map(
-    ws: &Workspace,
-    plan: &WorkspacePlan,
-) -> Result<Option<ConfigMap>, BuildError> {
-    let Some(t) = &ws.tuning else { return Ok(None) };
-    if t.config.is_some() {
-        return Ok(None);
+pub fn default_config_map(ws: &Workspace, plan: &WorkspacePlan) -> Option<ConfigMap> {
+    if ws.tuning.as_ref()?.config.is_some() {
+        return None;
     }
     // The plan's mode: what `tuning.method` says (planning refuses a workspace without one).
     let qlora = plan
@@ -72,7 +68,7 @@ pub fn default_config_map(
         .as_ref()
         .is_some_and(|s| s.mode == kaito_presets::Mode::TuneQlora);
     let dtype = plan.sizing.as_ref().map(|s| s.dtype).unwrap_or(Dtype::F16);
-    Ok(Some(ConfigMap {
+    Some(ConfigMap {
         metadata: crate::inference::child_meta(ws, default_config_name(naming::name(ws))),
         data: Some(
             [(
@@ -82,7 +78,7 @@ pub fn default_config_map(
             .into(),
         ),
         ..ConfigMap::default()
-    }))
+    })
 }
 
 /// Where the `output.imagePushSecret`'s `.dockerconfigjson` is mounted in the publisher.
@@ -553,7 +549,7 @@ tuning:
         let mut w = seed();
         w.tuning.as_mut().expect("tuning").config = Some("mine".into());
         let p = plan(&w, Cloud::Azure, None).expect("plan");
-        assert!(default_config_map(&w, &p).expect("ok").is_none());
+        assert!(default_config_map(&w, &p).is_none());
         let j = serde_json::to_value(
             job(&w, &p, &WorkloadConfig::default(), Provisioner::Byo).expect("job"),
         )
@@ -606,7 +602,7 @@ tuning:
         }
         let w = seed();
         let p = plan(&w, Cloud::Azure, None).expect("plan");
-        let cm = default_config_map(&w, &p).expect("ok").expect("built-in");
+        let cm = default_config_map(&w, &p).expect("built-in");
         let text = cm
             .data
             .expect("data")

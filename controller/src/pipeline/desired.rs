@@ -184,7 +184,7 @@ pub fn children(
             if !nodes_ready && found.statefulset.is_none() {
                 return Ok(Desired::default());
             }
-            let services = inference::services(ws)?;
+            let services = inference::services(ws);
             for svc in &services {
                 let name = svc.name_any();
                 if let Some(have) = found
@@ -215,7 +215,7 @@ pub fn children(
                 None => {}
             }
             let mut children = Vec::new();
-            if let Some(cm) = tuning::default_config_map(ws, plan)? {
+            if let Some(cm) = tuning::default_config_map(ws, plan) {
                 if let Some(have) = found
                     .config_map
                     .as_ref()
