@@ -395,8 +395,8 @@ async fn announce(ctx: &Context, ws: &Workspace, applied: &Applied) {
     }
 }
 
-/// Writes `new` when it differs from the stored status, with an Event per condition that
-/// changed and the provisioning-time metric.
+/// Writes `new` when it differs from the stored status, with the Events the change is worth
+/// ([`status::notices`]) and the provisioning-time metric.
 async fn write_status(
     ctx: &Context,
     ws: &Workspace,
@@ -417,23 +417,18 @@ async fn write_status(
     )
     .await?;
     ctx.wrote("WorkspaceStatus");
-    for (type_, reason, message, warning) in status::transitions(&old_conds, &new_conds) {
-        if type_ == CONDITION_RESOURCE_READY
-            && reason == Reason::Ready.as_str()
-            && let Some(created) = &ws.metadata.creation_timestamp
-        {
-            let secs = (now.0.as_second() - created.0.as_second()).max(0);
-            ctx.metrics.provisioning.observe(secs as f64);
-        }
-        publish(
-            ctx,
-            ws,
-            warning,
-            &reason,
-            format!("{type_}: {message}"),
-            "Reconcile",
-        )
-        .await;
+    let became_ready =
+        status::transitions(&old_conds, &new_conds)
+            .iter()
+            .any(|(type_, reason, _, _)| {
+                type_ == CONDITION_RESOURCE_READY && reason == Reason::Ready.as_str()
+            });
+    if became_ready && let Some(created) = &ws.metadata.creation_timestamp {
+        let secs = (now.0.as_second() - created.0.as_second()).max(0);
+        ctx.metrics.provisioning.observe(secs as f64);
+    }
+    for n in status::notices(&old_conds, &new_conds) {
+        publish(ctx, ws, n.warning, &n.reason, n.note, "Reconcile").await;
     }
     info!(state = ?new.state, "status updated");
     Ok(())

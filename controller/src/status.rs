@@ -643,6 +643,44 @@ pub fn transitions(old: &[Condition], new: &[Condition]) -> Vec<(String, String,
         .collect()
 }
 
+/// An Event to publish for a status change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notice {
+    pub reason: String,
+    pub note: String,
+    pub warning: bool,
+}
+
+/// The Events one status change is worth: a Warning per condition that turned to a failure,
+/// and one Normal Event for all the conditions that turned true together (a workspace turning
+/// ready flips ResourceReady, InferenceReady and WorkspaceSucceeded in one write: one Event
+/// naming the three, with the last one's reason).
+pub fn notices(old: &[Condition], new: &[Condition]) -> Vec<Notice> {
+    let (failures, turned_true): (Vec<_>, Vec<_>) = transitions(old, new)
+        .into_iter()
+        .partition(|(_, _, _, warning)| *warning);
+    let mut out: Vec<Notice> = failures
+        .into_iter()
+        .map(|(type_, reason, message, _)| Notice {
+            reason,
+            note: format!("{type_}: {message}"),
+            warning: true,
+        })
+        .collect();
+    if let Some((_, reason, _, _)) = turned_true.last() {
+        out.push(Notice {
+            reason: reason.clone(),
+            note: turned_true
+                .iter()
+                .map(|(type_, _, message, _)| format!("{type_}: {message}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+            warning: false,
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -776,6 +814,59 @@ mod tests {
         let ev = transitions(&first, &flipped);
         assert_eq!(ev.len(), 1);
         assert!(!ev[0].3, "ready is Normal");
+    }
+
+    #[test]
+    fn conditions_turning_true_together_are_one_event_and_each_failure_its_own() {
+        let t0 = time("2026-01-01T00:00:00Z");
+        let pending = merge(
+            &[],
+            &[
+                Cond::no("ResourceReady", Reason::Provisioning, "0 of 1"),
+                Cond::no("InferenceReady", Reason::Loading, "loading"),
+                Cond::no("WorkspaceSucceeded", Reason::Provisioning, "waiting"),
+            ],
+            &t0,
+            Some(1),
+        );
+        assert!(notices(&[], &pending).is_empty(), "progress is no Event");
+        let ready = merge(
+            &pending,
+            &[
+                Cond::yes("ResourceReady", Reason::Ready, "1 of 1 nodes"),
+                Cond::yes("InferenceReady", Reason::Ready, "serving"),
+                Cond::yes("WorkspaceSucceeded", Reason::Ready, "ready"),
+            ],
+            &t0,
+            Some(1),
+        );
+        assert_eq!(
+            notices(&pending, &ready),
+            vec![Notice {
+                reason: "Ready".into(),
+                note: "ResourceReady: 1 of 1 nodes; InferenceReady: serving; WorkspaceSucceeded: ready"
+                    .into(),
+                warning: false,
+            }]
+        );
+        assert!(notices(&ready, &ready).is_empty());
+        let broken = merge(
+            &ready,
+            &[
+                Cond::yes("ResourceReady", Reason::Ready, "1 of 1 nodes"),
+                Cond::no("InferenceReady", Reason::OomKilled, "out of memory"),
+                Cond::no("WorkspaceSucceeded", Reason::OomKilled, "out of memory"),
+            ],
+            &t0,
+            Some(1),
+        );
+        let ev = notices(&ready, &broken);
+        assert_eq!(ev.len(), 2, "{ev:?}");
+        assert!(
+            ev.iter().all(|n| n.warning && n.reason == "OOMKilled"),
+            "{ev:?}"
+        );
+        assert_eq!(ev[0].note, "InferenceReady: out of memory");
     }
 
     fn census(ready: &[&str]) -> NodeCensus {
