@@ -8,20 +8,28 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
-use k8s_openapi::api::core::v1::{PodTemplateSpec, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, HostPathVolumeSource, KeyToPath, LocalObjectReference, NodeAffinity,
+    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Toleration, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kaito_api::admission::EngineParams;
 use kaito_api::{ANNOTATION_ENABLE_LB, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, Workspace};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::config::{Provisioner, RuntimeImageError, WorkloadConfig};
 use crate::naming::{self, RUNTIME_PORT, headless_service};
 use crate::nodes::GPU_RESOURCE;
 use crate::plan::WorkspacePlan;
 
-/// A builder produced something the API types reject (a bug, or a user template that does
-/// not fit a pod spec).
+/// A workload cannot be built: a `volumeSource` the user wrote that the API types reject, or
+/// a runtime image that cannot be chosen.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// The JSON did not deserialize into the typed object.
@@ -33,23 +41,26 @@ pub enum BuildError {
         #[source]
         source: serde_json::Error,
     },
-    /// The builder wrote a field the API type does not have (a misspelling): it would have
+    /// The JSON has a field the API type does not have (a misspelling): it would have
     /// vanished silently on the way to the API server.
     #[error("building {what}: unknown field {path} (not in the Kubernetes API type)")]
     UnknownField {
         /// Which object.
         what: &'static str,
-        /// Where, e.g. `spec.template.spec.containers[0].imagePullPolicyy`.
+        /// Where, e.g. `tuning.output.volumeSource.persistentVolumeClaim.claimNme`.
         path: String,
     },
-    /// An adapter's `source.volumeSource` is not a volume source object (admission refuses
-    /// it; a workspace stored before that check could still carry one).
+    /// A `volumeSource` the user wrote is not a volume source object: an adapter's that is
+    /// not an object or names the volume (admission refuses both; a workspace stored before
+    /// that check could still carry one), or a tuning input's or output's that is not an
+    /// object.
     #[error(
         "{field}: not a volume source; give one volume type, e.g. \
          {{persistentVolumeClaim: {{claimName: my-adapter}}}}"
     )]
-    AdapterVolume {
-        /// `inference.adapters[i].source.volumeSource`.
+    VolumeSource {
+        /// `inference.adapters[i].source.volumeSource`, `tuning.input.volumeSource` or
+        /// `tuning.output.volumeSource`.
         field: String,
     },
     /// The runtime image cannot be chosen for the nodes (the reconciler reports it as an
@@ -58,9 +69,9 @@ pub enum BuildError {
     RuntimeImage(#[from] RuntimeImageError),
 }
 
-/// The typed object the controller's JSON `v` describes. Strict: a key of `v` the type does
-/// not keep (a misspelt or misplaced field, which serde would drop without a word) is a
-/// [`BuildError::UnknownField`], so every builder's unit test catches it.
+/// The typed object the JSON `v` describes (a `volumeSource` the user wrote: see
+/// [`user_volume`]). Strict: a key of `v` the type does not keep (a misspelt or misplaced
+/// field, which serde would drop without a word) is a [`BuildError::UnknownField`].
 pub(crate) fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(
     what: &'static str,
     v: Value,
@@ -73,8 +84,8 @@ pub(crate) fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(
     }
 }
 
-/// [`typed`] for what a user wrote (`inference.template`): fields this controller's API
-/// version does not know are dropped, as the API server itself would.
+/// [`typed`] without the check: fields this controller's API version does not know are
+/// dropped, as the API server itself would.
 pub(crate) fn lenient<T: serde::de::DeserializeOwned>(
     what: &'static str,
     v: Value,
@@ -133,32 +144,46 @@ pub fn startup_budget_seconds(plan: &WorkspacePlan) -> i64 {
 
 /// Tolerations every GPU pod carries (a pod on a CPU-only size carries none: its nodes have
 /// no GPU taint).
-pub fn gpu_tolerations() -> Value {
-    json!([
-        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
-        {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}
-    ])
+pub fn gpu_tolerations() -> Vec<Toleration> {
+    let no_schedule = |key: &str, operator: &str, value: Option<&str>| Toleration {
+        key: Some(key.into()),
+        operator: Some(operator.into()),
+        value: value.map(String::from),
+        effect: Some("NoSchedule".into()),
+        ..Toleration::default()
+    };
+    vec![
+        no_schedule("nvidia.com/gpu", "Exists", None),
+        no_schedule("sku", "Equal", Some("gpu")),
+    ]
 }
 
 /// The securityContext of every container the controller writes: no privilege escalation and
 /// no Linux capabilities. `non_root`: the container runs one of this project's images (they run
 /// as a numeric non-root user), so the kubelet refuses it if it would run as root; the
 /// trainer and a user's data image keep the user their image names.
-pub fn container_security(non_root: bool) -> Value {
-    let mut sc = json!({
-        "allowPrivilegeEscalation": false,
-        "capabilities": {"drop": ["ALL"]},
-    });
-    if non_root {
-        sc["runAsNonRoot"] = json!(true);
+pub fn container_security(non_root: bool) -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        run_as_non_root: non_root.then_some(true),
+        ..SecurityContext::default()
     }
-    sc
 }
 
 /// The pod securityContext of every pod the controller writes: the container runtime's default
 /// seccomp profile.
-pub fn pod_security() -> Value {
-    json!({"seccompProfile": {"type": "RuntimeDefault"}})
+pub fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
 }
 
 /// Required node affinity: the user's selector (matchLabels and matchExpressions), plus
@@ -166,11 +191,16 @@ pub fn pod_security() -> Value {
 /// nodes. Bring-your-own nodes do not carry the
 /// workspace label (the controller never labels nodes it did not create), so there the
 /// user's selector alone picks them.
-pub fn node_affinity(ws: &Workspace, provisioner: Provisioner) -> Value {
-    let mut exprs: Vec<Value> = ws
+pub fn node_affinity(ws: &Workspace, provisioner: Provisioner) -> Affinity {
+    let is = |key: String, value: String| NodeSelectorRequirement {
+        key,
+        operator: "In".into(),
+        values: Some(vec![value]),
+    };
+    let mut exprs: Vec<NodeSelectorRequirement> = ws
         .match_labels()
         .into_iter()
-        .map(|(k, v)| json!({"key": k, "operator": "In", "values": [v]}))
+        .map(|(k, v)| is(k, v))
         .collect();
     if let Some(extra) = ws
         .resource
@@ -178,18 +208,116 @@ pub fn node_affinity(ws: &Workspace, provisioner: Provisioner) -> Value {
         .as_ref()
         .and_then(|s| s.match_expressions.as_ref())
     {
-        for e in extra {
-            exprs.push(json!({"key": e.key, "operator": e.operator, "values": e.values}));
-        }
+        exprs.extend(extra.iter().map(|e| NodeSelectorRequirement {
+            key: e.key.clone(),
+            operator: e.operator.clone(),
+            values: e.values.clone(),
+        }));
     }
     if provisioner != Provisioner::Byo {
         // Name and namespace: same-named workspaces of two namespaces have nodes of their own.
-        exprs.push(json!({"key": LABEL_WORKSPACE, "operator": "In", "values": [naming::name(ws)]}));
-        exprs.push(json!({"key": LABEL_WORKSPACE_NAMESPACE, "operator": "In", "values": [naming::namespace(ws)]}));
+        exprs.push(is(LABEL_WORKSPACE.into(), naming::name(ws).into()));
+        exprs.push(is(
+            LABEL_WORKSPACE_NAMESPACE.into(),
+            naming::namespace(ws).into(),
+        ));
     }
-    json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [{"matchExpressions": exprs}]
-    }}})
+    Affinity {
+        node_affinity: Some(NodeAffinity {
+            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                node_selector_terms: vec![NodeSelectorTerm {
+                    match_expressions: Some(exprs),
+                    ..NodeSelectorTerm::default()
+                }],
+            }),
+            ..NodeAffinity::default()
+        }),
+        ..Affinity::default()
+    }
+}
+
+/// The env var `name=value`.
+pub(crate) fn env_var(name: impl Into<String>, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
+}
+
+/// The mount of volume `name` at `path`, read-only when `read_only` (else no `readOnly`).
+pub(crate) fn mount(
+    name: impl Into<String>,
+    path: impl Into<String>,
+    read_only: bool,
+) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
+}
+
+/// The emptyDir volume `name`.
+pub(crate) fn empty_dir(name: impl Into<String>, source: EmptyDirVolumeSource) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(source),
+        ..Volume::default()
+    }
+}
+
+/// The volume `name` holding the `.dockerconfigjson` of the docker-config Secret `secret` as
+/// `config.json`.
+pub(crate) fn docker_config_volume(name: impl Into<String>, secret: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.into()),
+            items: Some(vec![KeyToPath {
+                key: ".dockerconfigjson".into(),
+                path: "config.json".into(),
+                ..KeyToPath::default()
+            }]),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+/// `gpus` of [`GPU_RESOURCE`], requested and as the limit.
+pub(crate) fn gpu_resources(gpus: &str) -> ResourceRequirements {
+    let gpus = BTreeMap::from([(GPU_RESOURCE.to_string(), Quantity(gpus.into()))]);
+    ResourceRequirements {
+        requests: Some(gpus.clone()),
+        limits: Some(gpus),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// The volume `name` of a volume source the user wrote at `field` (e.g.
+/// `tuning.output.volumeSource`): an object naming the volume type, any `name` in it replaced.
+/// Strict like [`typed`] (`what`: the object it goes into): a key no volume type has is a
+/// [`BuildError::UnknownField`] with its path under `field`.
+pub(crate) fn user_volume(
+    what: &'static str,
+    field: String,
+    name: String,
+    source: &Value,
+) -> Result<Volume, BuildError> {
+    let Some(source) = source.as_object() else {
+        return Err(BuildError::VolumeSource { field });
+    };
+    let mut volume = source.clone();
+    volume.insert("name".into(), Value::String(name));
+    typed(what, Value::Object(volume)).map_err(|e| match e {
+        BuildError::UnknownField { what, path } => BuildError::UnknownField {
+            what,
+            path: format!("{field}.{path}"),
+        },
+        e => e,
+    })
 }
 
 fn selector_labels(ws: &Workspace) -> BTreeMap<String, String> {
@@ -265,9 +393,7 @@ pub fn statefulset(
     let mut labels = naming::workspace_labels(ws);
     labels.extend(selector_labels(ws));
     let mut template = match ws.inference.as_ref().and_then(|i| i.template.as_ref()) {
-        Some(user) if plan.preset.is_none() => {
-            template_pod(ws, user, gpus.as_deref(), provisioner)?
-        }
+        Some(user) if plan.preset.is_none() => template_pod(ws, user, gpus.as_deref(), provisioner),
         _ => preset_pod(ws, plan, cfg, provisioner, gpus.as_deref(), engine)?,
     };
     template.metadata.get_or_insert_default().labels = Some(labels);
@@ -379,44 +505,50 @@ fn preset_pod(
         args.push("--cpu".to_string());
     }
     args.extend(engine.args(sizing.and_then(|s| s.max_model_len).map(u64::from)));
-    let mut env = vec![json!({"name": "SERVED_MODEL_NAME", "value": preset})];
+    let mut env = vec![env_var("SERVED_MODEL_NAME", &preset)];
     if let Some(endpoint) = cfg.hf_endpoint.as_ref().filter(|_| source.is_some()) {
-        env.push(json!({"name": "HF_ENDPOINT", "value": endpoint}));
+        env.push(env_var("HF_ENDPOINT", endpoint));
     }
     if let Some(len) = sizing.and_then(|s| s.max_model_len) {
-        env.push(json!({"name": "MAX_MODEL_LEN", "value": len.to_string()}));
+        env.push(env_var("MAX_MODEL_LEN", len.to_string()));
     }
     if let Some(secret) = options.and_then(|o| o.model_access_secret.as_ref()) {
-        env.push(json!({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
-            "name": secret, "key": "HF_TOKEN", "optional": false}}}));
+        env.push(EnvVar {
+            name: "HF_TOKEN".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.clone(),
+                    key: "HF_TOKEN".into(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        });
     }
     let adapters = adapters(ws);
     let mut init = Vec::new();
-    let pull_secrets: Vec<Value> = options
+    let pull_secrets: Vec<LocalObjectReference> = options
         .and_then(|o| o.image_pull_secrets.clone())
         .unwrap_or_default()
         .into_iter()
-        .map(|n| json!({"name": n}))
+        .map(|name| LocalObjectReference { name })
         .collect();
     // One Secret volume per distinct adapter pull secret, mounted only into its pullers.
-    let mut secret_volumes: Vec<(String, Value)> = Vec::new();
+    let mut secret_volumes: Vec<(String, Volume)> = Vec::new();
     // Adapters on a volume: the volume itself, mounted where the runtime looks for adapters.
-    let mut adapter_volumes: Vec<Value> = Vec::new();
-    let mut adapter_mounts: Vec<Value> = Vec::new();
+    let mut adapter_volumes: Vec<Volume> = Vec::new();
+    let mut adapter_mounts: Vec<VolumeMount> = Vec::new();
     for a in &adapters {
-        env.push(json!({"name": a.name, "value": a.strength}));
+        env.push(env_var(&a.name, &a.strength));
         if let Some(source) = &a.volume_source {
-            let Some(source) = source.as_object().filter(|o| !o.contains_key("name")) else {
-                return Err(BuildError::AdapterVolume {
-                    field: format!("inference.adapters[{}].source.volumeSource", a.index),
-                });
-            };
+            let field = format!("inference.adapters[{}].source.volumeSource", a.index);
+            if source.get("name").is_some() {
+                return Err(BuildError::VolumeSource { field });
+            }
             let volume = format!("adapter-volume-{}", adapter_volumes.len());
-            let mut v = source.clone();
-            v.insert("name".into(), json!(volume));
-            adapter_volumes.push(Value::Object(v));
-            adapter_mounts.push(json!({"name": volume,
-                "mountPath": format!("{ADAPTERS_DIR}/{}", a.name), "readOnly": true}));
+            adapter_volumes.push(user_volume("pod template", field, volume.clone(), source)?);
+            adapter_mounts.push(mount(volume, format!("{ADAPTERS_DIR}/{}", a.name), true));
         }
         let Some(image) = &a.image else { continue };
         let mut cmd = cfg.adapter_puller_command.clone();
@@ -427,93 +559,114 @@ fn preset_pod(
             format!("{ADAPTERS_DIR}/{}", a.name),
         ]);
         cmd.extend(cfg.registry_args());
-        let mut mounts = vec![json!({"name": "adapters", "mountPath": ADAPTERS_DIR})];
+        let mut mounts = vec![mount("adapters", ADAPTERS_DIR, false)];
         if let Some(secret) = &a.pull_secret {
             let volume = match secret_volumes.iter().position(|(s, _)| s == secret) {
                 Some(i) => format!("adapter-pull-secret-{i}"),
                 None => {
                     let v = format!("adapter-pull-secret-{}", secret_volumes.len());
-                    secret_volumes.push((
-                        secret.clone(),
-                        json!({"name": v, "secret": {"secretName": secret,
-                            "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}}),
-                    ));
+                    secret_volumes.push((secret.clone(), docker_config_volume(&v, secret)));
                     v
                 }
             };
             cmd.extend(["--docker-config".into(), ADAPTER_DOCKER_CONFIG.into()]);
-            mounts.push(
-                json!({"name": volume, "mountPath": ADAPTER_PULL_SECRET_DIR, "readOnly": true}),
-            );
+            mounts.push(mount(volume, ADAPTER_PULL_SECRET_DIR, true));
         }
-        init.push(json!({
-            "name": format!("adapter-{}", a.name),
-            "image": cfg.adapter_puller_image,
-            "command": cmd,
-            "volumeMounts": mounts,
-            "securityContext": container_security(true),
-        }));
+        init.push(Container {
+            name: format!("adapter-{}", a.name),
+            image: Some(cfg.adapter_puller_image.clone()),
+            command: Some(cmd),
+            volume_mounts: Some(mounts),
+            security_context: Some(container_security(true)),
+            ..Container::default()
+        });
     }
-    let probe = |path: &str, period: i64, failures: i64| {
-        json!({"httpGet": {"path": path, "port": RUNTIME_PORT}, "periodSeconds": period,
-               "failureThreshold": failures, "timeoutSeconds": 5})
+    let probe = |path: &str, period: i32, failures: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(RUNTIME_PORT),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(5),
+        ..Probe::default()
     };
-    let budget = startup_budget_seconds(plan);
+    let budget = i32::try_from(startup_budget_seconds(plan)).unwrap_or(i32::MAX);
     let mut volumes = vec![
-        json!({"name": "dshm", "emptyDir": {"medium": "Memory"}}),
+        empty_dir(
+            "dshm",
+            EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                ..EmptyDirVolumeSource::default()
+            },
+        ),
         weights_volume,
     ];
     let mut mounts = vec![
-        json!({"name": "dshm", "mountPath": "/dev/shm"}),
-        json!({"name": WEIGHTS_VOLUME, "mountPath": cfg.model_dir}),
+        mount("dshm", "/dev/shm", false),
+        mount(WEIGHTS_VOLUME, &cfg.model_dir, false),
     ];
     if !adapters.is_empty() {
         // The directory the runtime reads (image adapters are pulled into it); volume adapters
         // are mounted below it, after it (the kubelet mounts parents first).
-        volumes.push(json!({"name": "adapters", "emptyDir": {}}));
-        mounts.push(json!({"name": "adapters", "mountPath": ADAPTERS_DIR}));
+        volumes.push(empty_dir("adapters", EmptyDirVolumeSource::default()));
+        mounts.push(mount("adapters", ADAPTERS_DIR, false));
         volumes.extend(adapter_volumes);
         mounts.extend(adapter_mounts);
     }
     volumes.extend(secret_volumes.into_iter().map(|(_, v)| v));
     let resources = match gpus {
-        Some(gpus) => json!({"requests": {GPU_RESOURCE: gpus}, "limits": {GPU_RESOURCE: gpus}}),
+        Some(gpus) => gpu_resources(gpus),
         // The CPU memory estimate sizing admitted the size with (no limit: a request the
         // scheduler places by, not a cap that kills a pod over an estimate).
-        None => json!({"requests": {"memory": format!("{}Mi",
-            sizing.map(|s| s.needs.as_bytes()).unwrap_or(0).div_ceil(1 << 20))}}),
+        None => ResourceRequirements {
+            requests: Some(BTreeMap::from([(
+                "memory".to_string(),
+                Quantity(format!(
+                    "{}Mi",
+                    sizing
+                        .map(|s| s.needs.as_bytes())
+                        .unwrap_or(0)
+                        .div_ceil(1 << 20)
+                )),
+            )])),
+            ..ResourceRequirements::default()
+        },
     };
-    let mut pod = json!({
-        "spec": {
-            "affinity": node_affinity(ws, provisioner),
-            "initContainers": init,
-            "containers": [{
-                "name": "model",
-                "image": image,
-                "command": command,
-                "args": args,
-                "env": env,
-                "ports": [{"name": "http", "containerPort": RUNTIME_PORT}],
-                "resources": resources,
+    Ok(PodTemplateSpec {
+        metadata: None,
+        spec: Some(PodSpec {
+            affinity: Some(node_affinity(ws, provisioner)),
+            init_containers: Some(init),
+            containers: vec![Container {
+                name: "model".into(),
+                image: Some(image),
+                command: Some(command),
+                args: Some(args),
+                env: Some(env),
+                ports: Some(vec![ContainerPort {
+                    name: Some("http".into()),
+                    container_port: RUNTIME_PORT,
+                    ..ContainerPort::default()
+                }]),
+                resources: Some(resources),
                 // /health turns 200 once the weights are downloaded and loaded; /healthz
                 // answers as long as the server runs, so a download is not killed as dead.
-                "startupProbe": probe("/health", 10, budget / 10),
-                "livenessProbe": probe("/healthz", 10, 3),
-                "readinessProbe": probe("/health", 5, 2),
-                "volumeMounts": mounts,
-                "securityContext": container_security(true),
+                startup_probe: Some(probe("/health", 10, budget / 10)),
+                liveness_probe: Some(probe("/healthz", 10, 3)),
+                readiness_probe: Some(probe("/health", 5, 2)),
+                volume_mounts: Some(mounts),
+                security_context: Some(container_security(true)),
+                ..Container::default()
             }],
-            "volumes": volumes,
-            "securityContext": pod_security(),
-        }
-    });
-    if gpus.is_some() {
-        pod["spec"]["tolerations"] = gpu_tolerations();
-    }
-    if !pull_secrets.is_empty() {
-        pod["spec"]["imagePullSecrets"] = json!(pull_secrets);
-    }
-    typed("pod template", pod)
+            volumes: Some(volumes),
+            security_context: Some(pod_security()),
+            tolerations: gpus.is_some().then(gpu_tolerations),
+            image_pull_secrets: (!pull_secrets.is_empty()).then_some(pull_secrets),
+            ..PodSpec::default()
+        }),
+    })
 }
 
 /// The serving pod's weights volume.
@@ -523,11 +676,17 @@ pub const WEIGHTS_VOLUME: &str = "weights";
 /// directory (it must exist and be writable by the runtime's user) and in it the preset
 /// revision's own directory `<org>--<name>/<revision>`; otherwise an emptyDir limited to the
 /// preset's `disk`, which is the model directory itself.
-fn weights(plan: &WorkspacePlan, cfg: &WorkloadConfig) -> (Value, String) {
+fn weights(plan: &WorkspacePlan, cfg: &WorkloadConfig) -> (Volume, String) {
     match (&cfg.weights_cache_host_path, plan.preset.as_deref()) {
         (Some(root), Some(p)) => (
-            json!({"name": WEIGHTS_VOLUME, "hostPath": {
-                "path": root.trim_end_matches('/'), "type": "Directory"}}),
+            Volume {
+                name: WEIGHTS_VOLUME.into(),
+                host_path: Some(HostPathVolumeSource {
+                    path: root.trim_end_matches('/').into(),
+                    type_: Some("Directory".into()),
+                }),
+                ..Volume::default()
+            },
             format!(
                 "{}/{}/{}",
                 cfg.model_dir.trim_end_matches('/'),
@@ -536,12 +695,20 @@ fn weights(plan: &WorkspacePlan, cfg: &WorkloadConfig) -> (Value, String) {
             ),
         ),
         (_, Some(p)) => (
-            json!({"name": WEIGHTS_VOLUME, "emptyDir": {
-                "sizeLimit": format!("{}Mi", p.disk.as_bytes().div_ceil(1 << 20))}}),
+            empty_dir(
+                WEIGHTS_VOLUME,
+                EmptyDirVolumeSource {
+                    size_limit: Some(Quantity(format!(
+                        "{}Mi",
+                        p.disk.as_bytes().div_ceil(1 << 20)
+                    ))),
+                    ..EmptyDirVolumeSource::default()
+                },
+            ),
             cfg.model_dir.clone(),
         ),
         (_, None) => (
-            json!({"name": WEIGHTS_VOLUME, "emptyDir": {}}),
+            empty_dir(WEIGHTS_VOLUME, EmptyDirVolumeSource::default()),
             cfg.model_dir.clone(),
         ),
     }
@@ -555,25 +722,29 @@ fn template_pod(
     user: &PodTemplateSpec,
     gpus: Option<&str>,
     provisioner: Provisioner,
-) -> Result<PodTemplateSpec, BuildError> {
-    let mut pod = serde_json::to_value(user).map_err(|source| BuildError::Shape {
-        what: "inference.template",
-        source,
-    })?;
-    let spec = &mut pod["spec"];
-    spec["affinity"] = node_affinity(ws, provisioner);
+) -> PodTemplateSpec {
+    let mut pod = user.clone();
+    let spec = pod.spec.get_or_insert_default();
+    spec.affinity = Some(node_affinity(ws, provisioner));
     if let Some(gpus) = gpus {
-        let mut tol = spec["tolerations"].as_array().cloned().unwrap_or_default();
-        tol.extend(gpu_tolerations().as_array().cloned().unwrap_or_default());
-        spec["tolerations"] = Value::Array(tol);
-        if let Some(c) = spec["containers"].get_mut(0)
-            && c["resources"]["limits"][GPU_RESOURCE].is_null()
-        {
-            c["resources"]["limits"][GPU_RESOURCE] = json!(gpus);
-            c["resources"]["requests"][GPU_RESOURCE] = json!(gpus);
+        spec.tolerations
+            .get_or_insert_default()
+            .extend(gpu_tolerations());
+        if let Some(c) = spec.containers.first_mut() {
+            let resources = c.resources.get_or_insert_default();
+            if !resources
+                .limits
+                .as_ref()
+                .is_some_and(|l| l.contains_key(GPU_RESOURCE))
+            {
+                for side in [&mut resources.limits, &mut resources.requests] {
+                    side.get_or_insert_default()
+                        .insert(GPU_RESOURCE.into(), Quantity(gpus.into()));
+                }
+            }
         }
     }
-    lenient("inference.template", pod)
+    pod
 }
 
 /// The Services `<ws>` (ClusterIP, or LoadBalancer with `kaito.sh/enablelb: "True"`; port
@@ -632,6 +803,7 @@ mod tests {
     use crate::config::Cloud;
     use crate::plan::plan;
     use crate::testutil::ws;
+    use serde_json::json;
 
     fn sts_json(yaml: &str, provisioner: Provisioner) -> Value {
         sts_of(ws(yaml), provisioner)

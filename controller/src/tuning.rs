@@ -6,16 +6,19 @@
 //! one regular container, `publisher`, pushes `/mnt/results` to `output.image` with
 //! `kaito-adapter publish`, the push Secret mounted as its docker config.
 
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, LocalObjectReference,
+    PodSpec, PodTemplateSpec, Volume,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kaito_api::Workspace;
 use kaito_presets::Dtype;
-use serde_json::{Value, json};
 
 use crate::config::{Provisioner, WorkloadConfig};
 use crate::inference::{
-    BuildError, container_security, gpu_tolerations, node_affinity, owner_reference, pod_security,
-    typed,
+    BuildError, child_meta, container_security, docker_config_volume, empty_dir, env_var,
+    gpu_resources, gpu_tolerations, mount, node_affinity, pod_security, user_volume,
 };
 use crate::naming;
 use crate::plan::WorkspacePlan;
@@ -69,7 +72,7 @@ pub fn default_config_map(ws: &Workspace, plan: &WorkspacePlan) -> Option<Config
         .is_some_and(|s| s.mode == kaito_presets::Mode::TuneQlora);
     let dtype = plan.sizing.as_ref().map(|s| s.dtype).unwrap_or(Dtype::F16);
     Some(ConfigMap {
-        metadata: crate::inference::child_meta(ws, default_config_name(naming::name(ws))),
+        metadata: child_meta(ws, default_config_name(naming::name(ws))),
         data: Some(
             [(
                 TRAINING_CONFIG_KEY.to_string(),
@@ -106,6 +109,9 @@ pub const DATA_IMAGE_COPY: &str = "cp -R /data/. /mnt/data/ && ls -la /mnt/data"
 /// With `output.volumeSource` there is nothing to publish: the output volume is mounted at
 /// `/mnt/results` and the trainer is the pod's only (regular) container, so the Job completes
 /// when the adapter is written.
+///
+/// The input's and output's `volumeSource` are the user's JSON: one that is no volume source
+/// (not an object, or a field no volume type has) is an error.
 pub fn job(
     ws: &Workspace,
     plan: &WorkspacePlan,
@@ -126,88 +132,108 @@ pub fn job(
         .unwrap_or_else(|| default_config_name(name));
     let output = t.output.clone().unwrap_or_default();
     let mut volumes = vec![
-        json!({"name": "dshm", "emptyDir": {"medium": "Memory"}}),
-        json!({"name": "config", "configMap": {"name": config_map}}),
+        empty_dir(
+            "dshm",
+            EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                ..EmptyDirVolumeSource::default()
+            },
+        ),
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map,
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
     ];
     match (&output.image, &output.volume_source) {
-        (None, Some(vs)) => {
-            let mut v = vs.clone();
-            v["name"] = json!("results");
-            volumes.push(v);
-        }
-        _ => volumes.push(json!({"name": "results", "emptyDir": {}})),
+        (None, Some(vs)) => volumes.push(user_volume(
+            "Job",
+            "tuning.output.volumeSource".into(),
+            "results".into(),
+            vs,
+        )?),
+        _ => volumes.push(empty_dir("results", EmptyDirVolumeSource::default())),
     }
     let mut init = Vec::new();
     let mut pull_secrets = Vec::new();
     let input = t.input.clone().unwrap_or_default();
+    let data_mount = || vec![mount("data", "/mnt/data", false)];
     match (&input.urls, &input.image, &input.volume_source) {
-        (_, _, Some(vs)) => {
-            let mut v = vs.clone();
-            v["name"] = json!("data");
-            volumes.push(v);
-        }
+        (_, _, Some(vs)) => volumes.push(user_volume(
+            "Job",
+            "tuning.input.volumeSource".into(),
+            "data".into(),
+            vs,
+        )?),
         (Some(urls), _, None) => {
-            volumes.push(json!({"name": "data", "emptyDir": {}}));
+            volumes.push(empty_dir("data", EmptyDirVolumeSource::default()));
             let mut cmd = cfg.data_downloader_command.clone();
             cmd.extend(["--output".into(), "/mnt/data".into()]);
             cmd.extend(urls.iter().cloned());
-            let mut downloader = json!({
-                "name": "data-downloader",
-                "image": cfg.data_downloader_image,
-                "command": cmd,
-                "volumeMounts": [{"name": "data", "mountPath": "/mnt/data"}],
-                "securityContext": container_security(true),
+            init.push(Container {
+                name: "data-downloader".into(),
+                image: Some(cfg.data_downloader_image.clone()),
+                command: Some(cmd),
+                env: cfg
+                    .test_only_allow_data_address
+                    .as_ref()
+                    .map(|ip| vec![env_var("KAITO_TEST_ONLY_ALLOW_DATA_ADDRESS", ip)]),
+                volume_mounts: Some(data_mount()),
+                security_context: Some(container_security(true)),
+                ..Container::default()
             });
-            if let Some(ip) = &cfg.test_only_allow_data_address {
-                downloader["env"] =
-                    json!([{"name": "KAITO_TEST_ONLY_ALLOW_DATA_ADDRESS", "value": ip}]);
-            }
-            init.push(downloader);
         }
         (None, Some(image), None) => {
-            volumes.push(json!({"name": "data", "emptyDir": {}}));
-            init.push(json!({
-                "name": "data-extractor",
-                "image": image,
-                "command": ["sh", "-c", DATA_IMAGE_COPY],
-                "volumeMounts": [{"name": "data", "mountPath": "/mnt/data"}],
-                "securityContext": container_security(false),
-            }));
+            volumes.push(empty_dir("data", EmptyDirVolumeSource::default()));
+            init.push(Container {
+                name: "data-extractor".into(),
+                image: Some(image.clone()),
+                command: Some(["sh", "-c", DATA_IMAGE_COPY].map(String::from).to_vec()),
+                volume_mounts: Some(data_mount()),
+                security_context: Some(container_security(false)),
+                ..Container::default()
+            });
             pull_secrets.extend(
                 input
                     .image_pull_secrets
                     .iter()
                     .flatten()
-                    .map(|s| json!({"name": s})),
+                    .map(|s| LocalObjectReference { name: s.clone() }),
             );
         }
-        (None, None, None) => volumes.push(json!({"name": "data", "emptyDir": {}})),
+        (None, None, None) => volumes.push(empty_dir("data", EmptyDirVolumeSource::default())),
     }
     let mut trainer_env = vec![
-        json!({"name": "PRESET", "value": preset}),
-        json!({"name": "YAML_FILE_PATH", "value": TRAINING_CONFIG_PATH}),
-        json!({"name": "DATASET_FOLDER_PATH", "value": "/mnt/data"}),
-        json!({"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "expandable_segments:True"}),
+        env_var("PRESET", &preset),
+        env_var("YAML_FILE_PATH", TRAINING_CONFIG_PATH),
+        env_var("DATASET_FOLDER_PATH", "/mnt/data"),
+        env_var("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True"),
     ];
     if preset.starts_with("phi-3") {
         // Phi-3's fused projections need explicit LoRA targets when the config names none.
-        trainer_env.push(json!({"name": "DEFAULT_TARGET_MODULES",
-            "value": "k_proj,q_proj,v_proj,o_proj,gate_proj,down_proj,up_proj"}));
+        trainer_env.push(env_var(
+            "DEFAULT_TARGET_MODULES",
+            "k_proj,q_proj,v_proj,o_proj,gate_proj,down_proj,up_proj",
+        ));
     }
-    let trainer = json!({
-        "name": "trainer",
-        "image": cfg.trainer_image_for(&preset),
-        "command": cfg.trainer_command_for(&gpus),
-        "env": trainer_env,
-        "resources": {"requests": {"nvidia.com/gpu": gpus}, "limits": {"nvidia.com/gpu": gpus}},
-        "volumeMounts": [
-            {"name": "dshm", "mountPath": "/dev/shm"},
-            {"name": "config", "mountPath": "/mnt/config", "readOnly": true},
-            {"name": "data", "mountPath": "/mnt/data"},
-            {"name": "results", "mountPath": RESULTS_DIR},
-        ],
-        "securityContext": container_security(false),
-    });
+    let trainer = Container {
+        name: "trainer".into(),
+        image: Some(cfg.trainer_image_for(&preset)),
+        command: Some(cfg.trainer_command_for(&gpus)),
+        env: Some(trainer_env),
+        resources: Some(gpu_resources(&gpus)),
+        volume_mounts: Some(vec![
+            mount("dshm", "/dev/shm", false),
+            mount("config", "/mnt/config", true),
+            mount("data", "/mnt/data", false),
+            mount("results", RESULTS_DIR, false),
+        ]),
+        security_context: Some(container_security(false)),
+        ..Container::default()
+    };
     let containers = if let Some(image) = &output.image {
         init.push(trainer);
         let mut cmd = cfg.publisher_command.clone();
@@ -218,53 +244,52 @@ pub fn job(
             image.clone(),
         ]);
         cmd.extend(cfg.registry_args());
-        let mut mounts =
-            vec![json!({"name": "results", "mountPath": RESULTS_DIR, "readOnly": true})];
+        let mut mounts = vec![mount("results", RESULTS_DIR, true)];
         if let Some(secret) = &output.image_push_secret {
             cmd.extend(["--docker-config".into(), PUSH_DOCKER_CONFIG.into()]);
-            volumes.push(
-                json!({"name": "push-secret", "secret": {"secretName": secret,
-                "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}}),
-            );
-            mounts.push(
-                json!({"name": "push-secret", "mountPath": PUSH_SECRET_DIR, "readOnly": true}),
-            );
+            volumes.push(docker_config_volume("push-secret", secret));
+            mounts.push(mount("push-secret", PUSH_SECRET_DIR, true));
         }
-        vec![json!({
-            "name": "publisher",
-            "image": cfg.publisher_image,
-            "command": cmd,
-            "volumeMounts": mounts,
-            "securityContext": container_security(true),
-        })]
+        vec![Container {
+            name: "publisher".into(),
+            image: Some(cfg.publisher_image.clone()),
+            command: Some(cmd),
+            volume_mounts: Some(mounts),
+            security_context: Some(container_security(true)),
+            ..Container::default()
+        }]
     } else {
         vec![trainer]
     };
-    let mut pod_spec = json!({
-        "restartPolicy": "Never",
-        "affinity": node_affinity(ws, provisioner),
-        "tolerations": gpu_tolerations(),
-        "initContainers": init,
-        "containers": containers,
-        "volumes": volumes,
-        "securityContext": pod_security(),
-    });
-    if !pull_secrets.is_empty() {
-        pod_spec["imagePullSecrets"] = Value::Array(pull_secrets);
-    }
-    typed(
-        "Job",
-        json!({
-            "apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": name, "namespace": naming::namespace(ws),
-                         "labels": naming::workspace_labels(ws), "ownerReferences": [owner_reference(ws)]},
-            "spec": {
-                "backoffLimit": 2,
-                "activeDeadlineSeconds": cfg.tuning_deadline_seconds,
-                "template": {"metadata": {"labels": naming::workspace_labels(ws)}, "spec": pod_spec},
-            }
+    Ok(Job {
+        metadata: child_meta(ws, name.to_string()),
+        spec: Some(JobSpec {
+            backoff_limit: Some(2),
+            // Saturated: no deadline the API server takes is that long.
+            active_deadline_seconds: Some(
+                i64::try_from(cfg.tuning_deadline_seconds).unwrap_or(i64::MAX),
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(naming::workspace_labels(ws)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    affinity: Some(node_affinity(ws, provisioner)),
+                    tolerations: Some(gpu_tolerations()),
+                    init_containers: Some(init),
+                    containers,
+                    volumes: Some(volumes),
+                    security_context: Some(pod_security()),
+                    image_pull_secrets: (!pull_secrets.is_empty()).then_some(pull_secrets),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
         }),
-    )
+        ..Job::default()
+    })
 }
 
 #[cfg(test)]
@@ -273,6 +298,7 @@ mod tests {
     use crate::config::Cloud;
     use crate::plan::plan;
     use crate::testutil::ws;
+    use serde_json::{Value, json};
 
     fn seed() -> Workspace {
         ws(include_str!(
