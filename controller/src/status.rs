@@ -652,9 +652,10 @@ pub struct Notice {
 }
 
 /// The Events one status change is worth: a Warning per condition that turned to a failure,
-/// and one Normal Event for all the conditions that turned true together (a workspace turning
-/// ready flips ResourceReady, InferenceReady and WorkspaceSucceeded in one write: one Event
-/// naming the three, with the last one's reason).
+/// and one Normal Event when the workspace as a whole turns true (WorkspaceSucceeded), naming
+/// every condition that turned true with it, with its reason. A condition turning true on the
+/// way (ResourceReady while the model loads, JobStarted) is in the status only: the
+/// `WorkloadCreated`/`JobCreated` Event already marks that moment.
 pub fn notices(old: &[Condition], new: &[Condition]) -> Vec<Notice> {
     let (failures, turned_true): (Vec<_>, Vec<_>) = transitions(old, new)
         .into_iter()
@@ -667,7 +668,10 @@ pub fn notices(old: &[Condition], new: &[Condition]) -> Vec<Notice> {
             warning: true,
         })
         .collect();
-    if let Some((_, reason, _, _)) = turned_true.last() {
+    if let Some((_, reason, _, _)) = turned_true
+        .iter()
+        .find(|(type_, ..)| type_ == CONDITION_WORKSPACE_SUCCEEDED)
+    {
         out.push(Notice {
             reason: reason.clone(),
             note: turned_true
@@ -817,7 +821,7 @@ mod tests {
     }
 
     #[test]
-    fn conditions_turning_true_together_are_one_event_and_each_failure_its_own() {
+    fn the_workspace_turning_ready_is_one_event_naming_its_conditions_and_each_failure_its_own() {
         let t0 = time("2026-01-01T00:00:00Z");
         let pending = merge(
             &[],
@@ -830,6 +834,20 @@ mod tests {
             Some(1),
         );
         assert!(notices(&[], &pending).is_empty(), "progress is no Event");
+        let nodes_up = merge(
+            &pending,
+            &[
+                Cond::yes("ResourceReady", Reason::Ready, "1 of 1 nodes"),
+                Cond::no("InferenceReady", Reason::Loading, "loading"),
+                Cond::no("WorkspaceSucceeded", Reason::Provisioning, "waiting"),
+            ],
+            &t0,
+            Some(1),
+        );
+        assert!(
+            notices(&pending, &nodes_up).is_empty(),
+            "a condition turning true on the way is no Event"
+        );
         let ready = merge(
             &pending,
             &[
