@@ -208,7 +208,7 @@ pub async fn children(
                     let cache = caches.map(|c| &c.services);
                     found
                         .services
-                        .extend(cached_or(cache, ns, &n, named(&svc_api, &n)).await?);
+                        .extend(cached_or(cache, ns, &n, svc_api.get_opt(&n)).await?);
                 }
             }
         }
@@ -253,7 +253,7 @@ pub async fn pods(
 }
 
 /// The object called `name`, through `list` with a field selector (the controller's role may
-/// list but not get Services and NodeClaims).
+/// list but not get NodeClaims).
 pub async fn named<K>(api: &Api<K>, name: &str) -> Result<Option<K>, kube::Error>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
