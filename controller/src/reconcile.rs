@@ -338,7 +338,6 @@ async fn apply_workspace(ws: &Workspace, ctx: &Context) -> Result<Action, Reconc
         }
         Err(ApplyError::Kube(e)) => return Err(e.into()),
     };
-    announce(ctx, ws, &applied).await;
     let pods = if applied.statefulset.is_some() || applied.job.is_some() {
         fetch::pods(client, ctx.caches.as_ref(), ws).await?
     } else {
@@ -363,7 +362,12 @@ async fn apply_workspace(ws: &Workspace, ctx: &Context) -> Result<Action, Reconc
     };
     let now = Time(jiff::Timestamp::now());
     let new = status::compute(ws, &observed, &now);
-    write_status(ctx, ws, &new, &now).await?;
+    // The creation Events and the status write (with its Events) go out together.
+    let ((), written) = tokio::join!(
+        announce(ctx, ws, &applied),
+        write_status(ctx, ws, &new, &now)
+    );
+    written?;
     if let Some(why) = want.name_taken {
         // Not watched (it has no owner reference to us): look again with backoff.
         return Err(ReconcileError::NameTaken(why));

@@ -197,19 +197,39 @@ pub async fn children(
                 .filter(|s| controlled_by(&s.metadata, ws));
         }
         Some(Lookup::Inference) => {
-            found.statefulset = cached_or(sts_cache, ns, name, sts_api.get_opt(name)).await?;
-            let foreign = found
-                .statefulset
+            // The StatefulSet and both Services are looked up together when the workload may be
+            // created (nodes ready), else the Services only once the StatefulSet exists.
+            let svc_api: Api<Service> = Api::namespaced(client.clone(), ns);
+            let svc_cache = caches.map(|c| &c.services);
+            let headless = naming::headless_service(name);
+            let services = || {
+                futures::future::try_join(
+                    cached_or(svc_cache, ns, name, svc_api.get_opt(name)),
+                    cached_or(svc_cache, ns, &headless, svc_api.get_opt(&headless)),
+                )
+            };
+            let (sts, svcs) = if nodes_ready {
+                let (sts, svcs) = futures::future::try_join(
+                    cached_or(sts_cache, ns, name, sts_api.get_opt(name)),
+                    services(),
+                )
+                .await?;
+                (sts, Some(svcs))
+            } else {
+                let sts = cached_or(sts_cache, ns, name, sts_api.get_opt(name)).await?;
+                let svcs = match sts {
+                    Some(_) => Some(services().await?),
+                    None => None,
+                };
+                (sts, svcs)
+            };
+            let foreign = sts
                 .as_ref()
                 .is_some_and(|s| !controlled_by(&s.metadata, ws));
-            if !foreign && (nodes_ready || found.statefulset.is_some()) {
-                let svc_api: Api<Service> = Api::namespaced(client.clone(), ns);
-                for n in [name.to_string(), naming::headless_service(name)] {
-                    let cache = caches.map(|c| &c.services);
-                    found
-                        .services
-                        .extend(cached_or(cache, ns, &n, svc_api.get_opt(&n)).await?);
-                }
+            found.statefulset = sts;
+            if let (false, Some((main, headless))) = (foreign, svcs) {
+                found.services.extend(main);
+                found.services.extend(headless);
             }
         }
         Some(Lookup::Tuning { config_map }) => {
