@@ -438,6 +438,38 @@ fn cached_context(mock: &MockApi, caches: crate::pipeline::fetch::ChildCaches) -
 }
 
 #[tokio::test]
+async fn a_reconcile_on_the_workspace_as_it_was_before_its_status_write_does_not_write_it_again() {
+    let mock = MockApi::start().await;
+    let ctx = phi_created(&mock).await;
+    statefulset_turns_ready(&mock);
+    // A child's event can wake a reconcile on the workspace as the watch last delivered it,
+    // before the status write of the reconcile that just ran.
+    let stale = Arc::new(stored(&mock));
+    reconcile(stale.clone(), ctx.clone())
+        .await
+        .expect("reconcile");
+    let status_writes = |m: &MockApi| {
+        m.writes()
+            .iter()
+            .filter(|r| r.ends_with(&format!("{}/status", ws_path("default", NAME))))
+            .count()
+    };
+    let written = status_writes(&mock);
+    reconcile(stale, ctx.clone()).await.expect("reconcile");
+    assert_eq!(
+        status_writes(&mock),
+        written,
+        "the same status written twice"
+    );
+    // Once the watch shows a newer version, a status that differs from it is written again.
+    let mut reset = stored(&mock);
+    reset.metadata.resource_version = Some("changed-by-someone".into());
+    reset.status = None;
+    reconcile(Arc::new(reset), ctx).await.expect("reconcile");
+    assert_eq!(status_writes(&mock), written + 1);
+}
+
+#[tokio::test]
 async fn a_second_reconcile_of_an_unchanged_ready_workspace_writes_nothing() {
     let mock = MockApi::start().await;
     let ctx = phi_created(&mock).await;

@@ -139,6 +139,9 @@ pub struct Context {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     failures: Mutex<HashMap<String, u32>>,
+    /// The status last written per workspace, with the resourceVersion it was written over,
+    /// until the watch delivers the write (see [`Context::status_in_flight`]).
+    written: Mutex<HashMap<String, (Option<String>, kaito_api::WorkspaceStatus)>>,
 }
 
 impl Context {
@@ -166,6 +169,7 @@ impl Context {
             recorder,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
         }
     }
 
@@ -173,6 +177,43 @@ impl Context {
     pub fn with_caches(mut self, caches: ChildCaches) -> Self {
         self.caches = Some(caches);
         self
+    }
+
+    /// Whether `new` is the status this controller already wrote over the very version of
+    /// `ws` it is looking at: the watch has not delivered that write yet (a reconcile woken by
+    /// a child's event can run on the workspace as it was before its own status write), so
+    /// writing it again would be a second, identical write. Forgets the entry once the watch
+    /// shows a newer version.
+    fn status_in_flight(&self, ws: &Workspace, new: &kaito_api::WorkspaceStatus) -> bool {
+        let Ok(mut m) = self.written.lock() else {
+            return false;
+        };
+        let key = format!("{}/{}", naming::namespace(ws), naming::name(ws));
+        match m.get(&key) {
+            Some((rv, st)) if *rv == ws.metadata.resource_version => {
+                status::same_but_transition_times(st, new)
+            }
+            Some(_) => {
+                m.remove(&key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Remembers that `new` was written over this version of `ws`.
+    fn status_written(&self, ws: &Workspace, new: &kaito_api::WorkspaceStatus) {
+        if let Ok(mut m) = self.written.lock() {
+            let key = format!("{}/{}", naming::namespace(ws), naming::name(ws));
+            m.insert(key, (ws.metadata.resource_version.clone(), new.clone()));
+        }
+    }
+
+    /// Forgets a deleted workspace's last written status.
+    fn forget_status(&self, ws: &Workspace) {
+        if let Ok(mut m) = self.written.lock() {
+            m.remove(&format!("{}/{}", naming::namespace(ws), naming::name(ws)));
+        }
     }
 
     fn backoff(&self, key: &str, failed: bool) -> Duration {
@@ -408,7 +449,7 @@ async fn write_status(
     now: &Time,
 ) -> Result<(), ReconcileError> {
     let old = ws.status.clone().unwrap_or_default();
-    if *new == old {
+    if *new == old || ctx.status_in_flight(ws, new) {
         return Ok(());
     }
     let api: Api<Workspace> = Api::namespaced(ctx.client.clone(), naming::namespace(ws));
@@ -421,6 +462,7 @@ async fn write_status(
     )
     .await?;
     ctx.wrote("WorkspaceStatus");
+    ctx.status_written(ws, new);
     let became_ready =
         status::transitions(&old_conds, &new_conds)
             .iter()
@@ -491,6 +533,7 @@ async fn cleanup(
         return Err(ReconcileError::Releasing);
     }
     ctx.wrote("Workspace");
+    ctx.forget_status(ws);
     info!("cloud nodes released; removing the finalizer");
     Ok(Action::await_change())
 }

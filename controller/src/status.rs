@@ -427,6 +427,14 @@ fn inference_condition(ws: &Workspace, o: &Observed<'_>, resource: &Cond) -> Con
     let ready = st.ready_replicas.unwrap_or(0);
     let current = st.observed_generation == sts.metadata.generation
         && st.updated_replicas.unwrap_or(0) >= want;
+    // An update in progress: the StatefulSet controller has seen an older spec, or has seen
+    // this one and still runs pods of the previous revision. A StatefulSet it has not seen
+    // yet (just created) or one whose first pods are starting is no rollout: the message stays
+    // the same from creation until ready, so the status is not rewritten in between.
+    let rolling = st
+        .observed_generation
+        .is_some_and(|g| Some(g) != sts.metadata.generation)
+        || matches!((&st.current_revision, &st.update_revision), (Some(c), Some(u)) if c != u);
     if ready >= want && current && o.pods.iter().all(|p| classify_pod(p).is_none()) {
         return Cond::yes(
             CONDITION_INFERENCE_READY,
@@ -443,10 +451,10 @@ fn inference_condition(ws: &Workspace, o: &Observed<'_>, resource: &Cond) -> Con
         Reason::Loading,
         format!(
             "{ready} of {want} replica(s) ready{}; the model is loading (the startup probe allows for the model's size)",
-            if current {
-                ""
-            } else {
+            if rolling {
                 ", rolling out a new revision"
+            } else {
+                ""
             }
         ),
     )
@@ -587,6 +595,19 @@ pub fn compute(ws: &Workspace, o: &Observed<'_>, now: &Time) -> WorkspaceStatus 
         state: Some(st.into()),
         target_node_count: Some(o.target),
     }
+}
+
+/// Whether two statuses differ at most in their conditions' `lastTransitionTime` (the same
+/// status computed twice from the same stored version gets the clock's time twice).
+pub fn same_but_transition_times(a: &WorkspaceStatus, b: &WorkspaceStatus) -> bool {
+    let untimed = |s: &WorkspaceStatus| {
+        let mut s = s.clone();
+        for c in s.conditions.iter_mut().flatten() {
+            c.last_transition_time = Time(jiff::Timestamp::UNIX_EPOCH);
+        }
+        s
+    };
+    untimed(a) == untimed(b)
 }
 
 /// The conditions of a workspace whose deletion is blocked: `old` with a True
@@ -974,6 +995,48 @@ mod tests {
         assert_eq!(second.len(), 2, "replaced, not added");
         assert_eq!(second[1].message, "403");
         assert_eq!(second[1].last_transition_time, t0, "still blocked since t0");
+    }
+
+    #[test]
+    fn a_new_statefulset_reads_the_same_until_ready_and_an_update_says_it_rolls_out() {
+        let w = ws(include_str!(
+            "../../examples/inference/kaito_workspace_phi_3.yaml"
+        ));
+        let now = time("2026-01-01T00:00:00Z");
+        let one = census(&["n1"]);
+        let ok = ProvisionReport::default();
+        let message = |status: &str| {
+            let sts: StatefulSet = obj(&format!(
+                "metadata: {{name: w, generation: 1}}\nspec: {{replicas: 1, serviceName: h, selector: {{}}, template: {{}}}}\n{status}"
+            ));
+            let o = observed(Provisioner::Byo, &one, &ok, Some(&sts), &[]);
+            let c = compute(&w, &o, &now);
+            let inference = c
+                .conditions
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| c.type_ == CONDITION_INFERENCE_READY)
+                .expect("InferenceReady");
+            assert_eq!(inference.status, "False");
+            inference.message
+        };
+        // Just created (no status yet), then seen with its pod starting: one message.
+        let created = message("");
+        let starting = message(
+            "status: {replicas: 1, readyReplicas: 0, updatedReplicas: 1, observedGeneration: 1, currentRevision: w-1, updateRevision: w-1}",
+        );
+        assert_eq!(created, starting);
+        assert!(!created.contains("rolling out"), "{created}");
+        // A changed spec not seen yet, or pods of the previous revision: a rollout.
+        for status in [
+            "status: {replicas: 1, readyReplicas: 1, updatedReplicas: 1, observedGeneration: 0}",
+            "status: {replicas: 1, readyReplicas: 0, updatedReplicas: 0, observedGeneration: 1, currentRevision: w-1, updateRevision: w-2}",
+        ] {
+            assert!(
+                message(status).contains("rolling out a new revision"),
+                "{status}"
+            );
+        }
     }
 
     #[test]
