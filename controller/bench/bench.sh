@@ -8,7 +8,9 @@
 # Environment: KAITO_CONTROLLER_BIN (default: cargo build --release -p kaito-controller),
 # KAITO_CLUSTER_DIR (default: a fresh temp dir, torn down afterwards), IDLE_SECONDS (30),
 # BENCH_TIMEOUT (seconds from the start of the apply until giving up; 900),
-# BENCH_LOG (where the controller's log is kept; default ${TMPDIR:-/tmp}/kaito-bench-<pid>.log).
+# BENCH_LOG (where the controller's log is kept; default ${TMPDIR:-/tmp}/kaito-bench-<pid>.log),
+# BENCH_FLOOR=1 (measure the floor instead: the same workloads applied without a controller in
+# the loop, see below; prints `floor workloads=N ... all_pods_ready_s=S`).
 #
 # The workspaces are applied by BENCH_APPLY_PARALLEL (10) concurrent `kubectl apply
 # --server-side` processes (one kubectl applies its objects one request at a time, which on a
@@ -120,6 +122,108 @@ ctl_pid=$!
 for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
 curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { echo "[bench] controller not ready; log:" >&2; tail -n 20 "$log" >&2; exit 1; }
 
+apiserver_metrics() { kubectl get --raw /metrics | grep '^apiserver_request_total{' >"$KAITO_CLUSTER_DIR/bench-requests-$1.txt"; }
+if [ "${BENCH_FLOOR:-0}" = 1 ]; then
+  # The floor: no controller in the loop. One workspace is reconciled by the controller to
+  # capture the children it writes (its StatefulSet and both Services); the controller is then
+  # stopped and N copies of those children (renamed ws-<i>, affinity to node n<i/8>, no owner
+  # reference) are applied the same way the workspaces are. The time until all their pods are
+  # Ready is what this cluster needs for the workloads alone, before any controller work
+  # (workspace, finalizer, status, Events): a lower bound for all_WorkspaceSucceeded_s.
+  cat <<YAML | kubectl apply -f - >/dev/null
+apiVersion: kaito.sh/v1beta1
+kind: Workspace
+metadata: {name: ws-template, namespace: $ns}
+resource:
+  instanceType: Standard_NC6s_v3
+  count: 1
+  labelSelector: {matchLabels: {bench-node: "n0"}}
+inference:
+  preset: {name: phi-3-mini-4k-instruct}
+YAML
+  kubectl wait -n "$ns" --for=condition=WorkspaceSucceeded --timeout=120s workspace/ws-template >/dev/null
+  kubectl get -n "$ns" -o json statefulset/ws-template service/ws-template service/ws-template-headless \
+    >"$KAITO_CLUSTER_DIR/bench-children.json"
+  # Deleted while the controller runs (it removes its finalizer); the garbage collector then
+  # deletes the children and their pod, which frees the node's GPU for the copies.
+  kubectl delete -n "$ns" workspace/ws-template --timeout=120s >/dev/null
+  kubectl wait -n "$ns" --for=delete statefulset/ws-template pod/ws-template-0 --timeout=120s >/dev/null 2>&1 || true
+  kill "$ctl_pid"; wait "$ctl_pid" 2>/dev/null || true; ctl_pid=""
+  python3 - "$KAITO_CLUSTER_DIR" "$n" "$par" <<'PY'
+import json, sys
+d, n, par = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+kept = []
+for o in json.load(open(f"{d}/bench-children.json"))["items"]:
+    o.pop("status", None)
+    m = o["metadata"]
+    o["metadata"] = {k: m[k] for k in ("name", "namespace", "labels", "annotations") if k in m}
+    if o["kind"] == "Service":
+        for k in ("clusterIP", "clusterIPs"):
+            if o["spec"].get(k) != "None" and o["spec"].get(k) != ["None"]:
+                o["spec"].pop(k, None)
+    kept.append(json.dumps(o))
+files = [open(f"{d}/bench-children-{j}.json", "w") for j in range(par)]
+for i in range(n):
+    for t in kept:
+        files[i % par].write(t.replace("ws-template", f"ws-{i}").replace('"n0"', f'"n{i // 8}"') + "\n")
+PY
+  apiserver_metrics start
+  t0=$(date +%s.%N)
+  apply_pids=()
+  for f in "$KAITO_CLUSTER_DIR"/bench-children-*.json; do
+    kubectl apply --server-side -f "$f" >/dev/null & apply_pids+=($!)
+  done
+  for p in "${apply_pids[@]}"; do wait "$p"; done
+  applied_s=$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN{printf "%.1f", a-b}')
+  echo "[bench] floor: the children of $n workspaces applied in ${applied_s}s ($par kubectl processes)" >&2
+  while :; do
+    done_n=$(kubectl get pods -n "$ns" -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c '^True$' || true)
+    now=$(date +%s.%N)
+    [ "$done_n" -ge "$n" ] && break
+    if awk -v a="$now" -v b="$t0" -v l="$limit" 'BEGIN{exit !(a-b>l)}'; then
+      echo "[bench] floor: timeout after ${limit}s: $done_n/$n pods Ready" >&2; exit 1
+    fi
+    sleep 3
+  done
+  secs=$(awk -v a="$now" -v b="$t0" 'BEGIN{printf "%.1f", a-b}')
+  apiserver_metrics ready
+  python3 - "$KAITO_CLUSTER_DIR" "$n" >&2 <<'PY'
+import collections, re, sys
+d, n = sys.argv[1], int(sys.argv[2])
+WRITES = {"POST", "PUT", "PATCH", "APPLY", "DELETE"}
+def load(p):
+    out = collections.Counter()
+    for line in open(f"{d}/bench-requests-{p}.txt"):
+        m = re.match(r'^\w+\{(.*)\} ([0-9.e+]+)$', line.strip())
+        if m:
+            l = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+            out[l["verb"]] += float(m.group(2))
+    return out
+a, b = load("start"), load("ready")
+by = {k: b[k] - a.get(k, 0) for k in b if b[k] - a.get(k, 0) > 0}
+print("[bench] floor: apiserver requests per workload, apply → all pods Ready: " + " ".join(f"{k}={v / n:.2f}" for k, v in sorted(by.items())) + f" (writes {sum(v for k, v in by.items() if k in WRITES) / n:.2f})")
+PY
+  kubectl get pods -n "$ns" -o json >"$KAITO_CLUSTER_DIR/bench-pods.json"
+  kubectl get statefulsets -n "$ns" -o json >"$KAITO_CLUSTER_DIR/bench-sts.json"
+  stages=$(python3 - "$KAITO_CLUSTER_DIR" <<'PY'
+import calendar, json, sys, time
+d = sys.argv[1]
+t = lambda s: calendar.timegm(time.strptime(s, "%Y-%m-%dT%H:%M:%SZ"))
+items = lambda f: json.load(open(f"{d}/bench-{f}.json"))["items"]
+cond = lambda o, typ: next(t(c["lastTransitionTime"]) for c in o["status"]["conditions"] if c["type"] == typ)
+sts, pods = items("sts"), items("pods")
+first = min(t(s["metadata"]["creationTimestamp"]) for s in sts)
+last = lambda xs: max(xs) - first
+print("statefulsets_created=%d pods_created=%d pods_scheduled=%d pods_ready=%d" % (
+    last([t(s["metadata"]["creationTimestamp"]) for s in sts]), last([t(p["metadata"]["creationTimestamp"]) for p in pods]),
+    last([cond(p, "PodScheduled") for p in pods]), last([cond(p, "Ready") for p in pods])))
+PY
+)
+  echo "[bench] floor: the last of each stage, seconds after the first StatefulSet was created: $stages" >&2
+  echo "floor workloads=$n apply_s=$applied_s all_pods_ready_s=$secs"
+  exit 0
+fi
+
 rm -f "$KAITO_CLUSTER_DIR"/bench-workspaces-*.yaml
 for i in $(seq 0 $((n - 1))); do
     cat <<YAML >>"$KAITO_CLUSTER_DIR/bench-workspaces-$((i % par)).yaml"
@@ -135,7 +239,6 @@ inference:
   preset: {name: phi-3-mini-4k-instruct}
 YAML
 done
-apiserver_metrics() { kubectl get --raw /metrics | grep '^apiserver_request_total{' >"$KAITO_CLUSTER_DIR/bench-requests-$1.txt"; }
 controller_writes() { curl -s "http://127.0.0.1:$port/metrics" | grep '^kaito_controller_api_writes_total' >"$KAITO_CLUSTER_DIR/bench-writes-$1.txt" || true; }
 apiserver_metrics start; controller_writes start
 t0=$(date +%s.%N)
