@@ -122,6 +122,17 @@ ctl_pid=$!
 for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
 curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { echo "[bench] controller not ready; log:" >&2; tail -n 20 "$log" >&2; exit 1; }
 
+# Applies the files $1-*.* with one `kubectl apply --server-side` process each, at once; sets
+# t0 (when it began) and applied_s (seconds it took).
+apply_parallel() {
+  t0=$(date +%s.%N)
+  local pids=() f p
+  for f in "$1"-*.*; do
+    kubectl apply --server-side -f "$f" >/dev/null & pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p"; done
+  applied_s=$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN{printf "%.1f", a-b}')
+}
 apiserver_metrics() { kubectl get --raw /metrics | grep '^apiserver_request_total{' >"$KAITO_CLUSTER_DIR/bench-requests-$1.txt"; }
 if [ "${BENCH_FLOOR:-0}" = 1 ]; then
   # The floor: no controller in the loop. One workspace is reconciled by the controller to
@@ -168,13 +179,7 @@ for i in range(n):
         files[i % par].write(t.replace("ws-template", f"ws-{i}").replace('"n0"', f'"n{i // 8}"') + "\n")
 PY
   apiserver_metrics start
-  t0=$(date +%s.%N)
-  apply_pids=()
-  for f in "$KAITO_CLUSTER_DIR"/bench-children-*.json; do
-    kubectl apply --server-side -f "$f" >/dev/null & apply_pids+=($!)
-  done
-  for p in "${apply_pids[@]}"; do wait "$p"; done
-  applied_s=$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN{printf "%.1f", a-b}')
+  apply_parallel "$KAITO_CLUSTER_DIR/bench-children"
   echo "[bench] floor: the children of $n workspaces applied in ${applied_s}s ($par kubectl processes)" >&2
   while :; do
     done_n=$(kubectl get pods -n "$ns" -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c '^True$' || true)
@@ -241,13 +246,7 @@ YAML
 done
 controller_writes() { curl -s "http://127.0.0.1:$port/metrics" | grep '^kaito_controller_api_writes_total' >"$KAITO_CLUSTER_DIR/bench-writes-$1.txt" || true; }
 apiserver_metrics start; controller_writes start
-t0=$(date +%s.%N)
-apply_pids=()
-for f in "$KAITO_CLUSTER_DIR"/bench-workspaces-*.yaml; do
-  kubectl apply --server-side -f "$f" >/dev/null & apply_pids+=($!)
-done
-for p in "${apply_pids[@]}"; do wait "$p"; done
-applied_s=$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN{printf "%.1f", a-b}')
+apply_parallel "$KAITO_CLUSTER_DIR/bench-workspaces"
 echo "[bench] $n workspaces applied in ${applied_s}s ($par kubectl processes)" >&2
 # Polled every 3 s: listing 500 workspaces costs the 2-core machine's apiserver about as much as
 # the controller's own requests. `all_WorkspaceSucceeded_s` is therefore up to 3 s late; the

@@ -844,40 +844,32 @@ mod tests {
     #[test]
     fn the_workspace_turning_ready_is_one_event_naming_its_conditions_and_each_failure_its_own() {
         let t0 = time("2026-01-01T00:00:00Z");
-        let pending = merge(
+        // The three conditions after `old`: (ResourceReady, InferenceReady, WorkspaceSucceeded).
+        let then = |old: &[Condition], [r, i, w]: [Cond; 3]| merge(old, &[r, i, w], &t0, Some(1));
+        let loading = || Cond::no("InferenceReady", Reason::Loading, "loading");
+        let waiting = || Cond::no("WorkspaceSucceeded", Reason::Provisioning, "waiting");
+        let nodes = || Cond::yes("ResourceReady", Reason::Ready, "1 of 1 nodes");
+        let pending = then(
             &[],
-            &[
+            [
                 Cond::no("ResourceReady", Reason::Provisioning, "0 of 1"),
-                Cond::no("InferenceReady", Reason::Loading, "loading"),
-                Cond::no("WorkspaceSucceeded", Reason::Provisioning, "waiting"),
+                loading(),
+                waiting(),
             ],
-            &t0,
-            Some(1),
         );
         assert!(notices(&[], &pending).is_empty(), "progress is no Event");
-        let nodes_up = merge(
-            &pending,
-            &[
-                Cond::yes("ResourceReady", Reason::Ready, "1 of 1 nodes"),
-                Cond::no("InferenceReady", Reason::Loading, "loading"),
-                Cond::no("WorkspaceSucceeded", Reason::Provisioning, "waiting"),
-            ],
-            &t0,
-            Some(1),
-        );
+        let nodes_up = then(&pending, [nodes(), loading(), waiting()]);
         assert!(
             notices(&pending, &nodes_up).is_empty(),
             "a condition turning true on the way is no Event"
         );
-        let ready = merge(
+        let ready = then(
             &pending,
-            &[
-                Cond::yes("ResourceReady", Reason::Ready, "1 of 1 nodes"),
+            [
+                nodes(),
                 Cond::yes("InferenceReady", Reason::Ready, "serving"),
                 Cond::yes("WorkspaceSucceeded", Reason::Ready, "ready"),
             ],
-            &t0,
-            Some(1),
         );
         assert_eq!(
             notices(&pending, &ready),
@@ -889,15 +881,13 @@ mod tests {
             }]
         );
         assert!(notices(&ready, &ready).is_empty());
-        let broken = merge(
+        let broken = then(
             &ready,
-            &[
-                Cond::yes("ResourceReady", Reason::Ready, "1 of 1 nodes"),
+            [
+                nodes(),
                 Cond::no("InferenceReady", Reason::OomKilled, "out of memory"),
                 Cond::no("WorkspaceSucceeded", Reason::OomKilled, "out of memory"),
             ],
-            &t0,
-            Some(1),
         );
         let ev = notices(&ready, &broken);
         assert_eq!(ev.len(), 2, "{ev:?}");
