@@ -133,6 +133,20 @@ apply_parallel() {
   for p in "${pids[@]}"; do wait "$p"; done
   applied_s=$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN{printf "%.1f", a-b}')
 }
+# One benchmark workspace: $1 its name, $2 the bench-node label of the node it must land on.
+workspace_yaml() {
+  cat <<YAML
+apiVersion: kaito.sh/v1beta1
+kind: Workspace
+metadata: {name: $1, namespace: $ns}
+resource:
+  instanceType: Standard_NC6s_v3
+  count: 1
+  labelSelector: {matchLabels: {bench-node: "$2"}}
+inference:
+  preset: {name: phi-3-mini-4k-instruct}
+YAML
+}
 apiserver_metrics() { kubectl get --raw /metrics | grep '^apiserver_request_total{' >"$KAITO_CLUSTER_DIR/bench-requests-$1.txt"; }
 if [ "${BENCH_FLOOR:-0}" = 1 ]; then
   # The floor: no controller in the loop. One workspace is reconciled by the controller to
@@ -141,17 +155,7 @@ if [ "${BENCH_FLOOR:-0}" = 1 ]; then
   # reference) are applied the same way the workspaces are. The time until all their pods are
   # Ready is what this cluster needs for the workloads alone, before any controller work
   # (workspace, finalizer, status, Events): a lower bound for all_WorkspaceSucceeded_s.
-  cat <<YAML | kubectl apply -f - >/dev/null
-apiVersion: kaito.sh/v1beta1
-kind: Workspace
-metadata: {name: ws-template, namespace: $ns}
-resource:
-  instanceType: Standard_NC6s_v3
-  count: 1
-  labelSelector: {matchLabels: {bench-node: "n0"}}
-inference:
-  preset: {name: phi-3-mini-4k-instruct}
-YAML
+  workspace_yaml ws-template n0 | kubectl apply -f - >/dev/null
   kubectl wait -n "$ns" --for=condition=WorkspaceSucceeded --timeout=120s workspace/ws-template >/dev/null
   kubectl get -n "$ns" -o json statefulset/ws-template service/ws-template service/ws-template-headless \
     >"$KAITO_CLUSTER_DIR/bench-children.json"
@@ -231,18 +235,7 @@ fi
 
 rm -f "$KAITO_CLUSTER_DIR"/bench-workspaces-*.yaml
 for i in $(seq 0 $((n - 1))); do
-    cat <<YAML >>"$KAITO_CLUSTER_DIR/bench-workspaces-$((i % par)).yaml"
----
-apiVersion: kaito.sh/v1beta1
-kind: Workspace
-metadata: {name: ws-$i, namespace: $ns}
-resource:
-  instanceType: Standard_NC6s_v3
-  count: 1
-  labelSelector: {matchLabels: {bench-node: "n$((i / 8))"}}
-inference:
-  preset: {name: phi-3-mini-4k-instruct}
-YAML
+    { echo ---; workspace_yaml "ws-$i" "n$((i / 8))"; } >>"$KAITO_CLUSTER_DIR/bench-workspaces-$((i % par)).yaml"
 done
 controller_writes() { curl -s "http://127.0.0.1:$port/metrics" | grep '^kaito_controller_api_writes_total' >"$KAITO_CLUSTER_DIR/bench-writes-$1.txt" || true; }
 apiserver_metrics start; controller_writes start
