@@ -18,7 +18,8 @@ use kaito_presets::Dtype;
 use crate::config::{Provisioner, WorkloadConfig};
 use crate::inference::{
     BuildError, child_meta, container_security, docker_config_volume, empty_dir, env_var,
-    gpu_resources, gpu_tolerations, mount, node_affinity, pod_security, user_volume,
+    gpu_resources, gpu_tolerations, mount, node_affinity, pod_security, shm_mount, shm_volume,
+    user_volume,
 };
 use crate::naming;
 use crate::plan::WorkspacePlan;
@@ -132,13 +133,7 @@ pub fn job(
         .unwrap_or_else(|| default_config_name(name));
     let output = t.output.clone().unwrap_or_default();
     let mut volumes = vec![
-        empty_dir(
-            "dshm",
-            EmptyDirVolumeSource {
-                medium: Some("Memory".into()),
-                ..EmptyDirVolumeSource::default()
-            },
-        ),
+        shm_volume(),
         Volume {
             name: "config".into(),
             config_map: Some(ConfigMapVolumeSource {
@@ -226,7 +221,7 @@ pub fn job(
         env: Some(trainer_env),
         resources: Some(gpu_resources(&gpus)),
         volume_mounts: Some(vec![
-            mount("dshm", "/dev/shm", false),
+            shm_mount(),
             mount("config", "/mnt/config", true),
             mount("data", "/mnt/data", false),
             mount("results", RESULTS_DIR, false),
