@@ -540,6 +540,39 @@ fn adapters_on_a_volume_name_one_volume_type() {
 }
 
 #[test]
+fn tuning_volumes_name_one_volume_type() {
+    let on_volumes = |input: &str, output: &str| {
+        ws(&TUNING
+            .replace(
+                "input: {urls: ['https://example.com/data.parquet']}",
+                &format!("input: {{volumeSource: {input}}}"),
+            )
+            .replace(
+                "output: {image: 'registry.example.com/a:1', imagePushSecret: push}",
+                &format!("output: {{volumeSource: {output}}}"),
+            ))
+    };
+    let pvc = "{persistentVolumeClaim: {claimName: c}}";
+    assert!(admit(on_volumes(pvc, pvc)).1.is_allowed());
+    let two = "{persistentVolumeClaim: {claimName: c}, emptyDir: {}}";
+    assert_rejected(
+        on_volumes(two, pvc),
+        "tuning.input.volumeSource",
+        "exactly one volume type, not 2 (emptyDir, persistentVolumeClaim)",
+    );
+    assert_rejected(
+        on_volumes(pvc, "{name: out, emptyDir: {}}"),
+        "tuning.output.volumeSource",
+        "remove `name`",
+    );
+    assert_rejected(
+        on_volumes(pvc, "results"),
+        "tuning.output.volumeSource",
+        "mounted at /mnt/results",
+    );
+}
+
+#[test]
 fn adapter_strength_is_a_number_from_zero_to_one() {
     let w = with_adapters("    - source: {name: a, image: 'r.io/a:1'}\n      strength: '1.5'\n");
     assert_rejected(w, "inference.adapters[0].strength", "\"0.0\" to \"1.0\"");

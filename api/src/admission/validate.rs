@@ -8,8 +8,8 @@ use kaito_presets::sizing::{self, Mode, Plan, RuntimeParams};
 
 use super::{
     ANNOTATION_MODEL_FACTS, ANNOTATION_MODEL_REVISION, AdmissionConfig, MAX_ADAPTERS, Provisioner,
-    Verdict, bypasses_resource_checks, check_download_url, hub_preset, policy, sizing_mode,
-    workspace_preset,
+    RESULTS_DIR, Verdict, bypasses_resource_checks, check_download_url, hub_preset, policy,
+    sizing_mode, workspace_preset,
 };
 use crate::constants::RESERVED_LABELS;
 use crate::types::{AdapterSpec, DataSource, PresetSpec, Workspace};
@@ -241,11 +241,11 @@ fn check_preset<'a>(
     Some(preset)
 }
 
-/// An adapter's `volumeSource` is mounted as a pod volume at `/mnt/adapter/<name>` (where the
-/// runtime reads adapters), so it must be one volume type, as in a pod's `volumes[]` entry.
-fn check_adapter_volume(field: &str, volume: &serde_json::Value, v: &mut Verdict) {
-    let example = "e.g. {persistentVolumeClaim: {claimName: my-adapter}}; the volume must hold \
-                   adapter_config.json and adapter_model.safetensors at its root";
+/// A `volumeSource` (an adapter's, the training data's or the tuning output's) becomes one
+/// pod volume the controller names, so it must be one volume type without `name`, as in a
+/// pod's `volumes[]` entry; `what` says what the volume holds, for the message's example.
+fn check_volume_source(field: &str, volume: &serde_json::Value, what: &str, v: &mut Verdict) {
+    let example = format!("e.g. {{persistentVolumeClaim: {{claimName: my-claim}}}}; {what}");
     match volume.as_object() {
         Some(o) if o.contains_key("name") => v.error(
             field,
@@ -321,7 +321,12 @@ fn check_adapters(ws: &Workspace, adapters: &[AdapterSpec], v: &mut Verdict) {
                     );
                 }
                 if let Some(volume) = &source.volume_source {
-                    check_adapter_volume(&format!("{field}.source.volumeSource"), volume, v);
+                    check_volume_source(
+                        &format!("{field}.source.volumeSource"),
+                        volume,
+                        "the volume must hold adapter_config.json and adapter_model.safetensors at its root",
+                        v,
+                    );
                 }
             }
         }
@@ -393,6 +398,14 @@ fn check_tuning(ws: &Workspace, cfg: &AdmissionConfig, v: &mut Verdict) {
             if out.image.is_some() == out.volume_source.is_some() {
                 v.error("tuning.output", "set exactly one of image and volumeSource");
             }
+            if let Some(volume) = &out.volume_source {
+                check_volume_source(
+                    "tuning.output.volumeSource",
+                    volume,
+                    &format!("the trainer writes the adapter to it (mounted at {RESULTS_DIR})"),
+                    v,
+                );
+            }
             if out.image.is_some() && out.image_push_secret.as_deref().is_none_or(str::is_empty) {
                 v.error(
                     "tuning.output.imagePushSecret",
@@ -419,6 +432,14 @@ fn check_tuning_input(input: &DataSource, cfg: &AdmissionConfig, v: &mut Verdict
         v.error(
             "tuning.input",
             "set exactly one of urls, image and volumeSource",
+        );
+    }
+    if let Some(volume) = &input.volume_source {
+        check_volume_source(
+            "tuning.input.volumeSource",
+            volume,
+            "the trainer reads the training data from it (mounted at /mnt/data)",
+            v,
         );
     }
     if let Some(urls) = &input.urls {
