@@ -164,6 +164,7 @@ if [ "${BENCH_FLOOR:-0}" = 1 ]; then
   kubectl delete -n "$ns" workspace/ws-template --timeout=120s >/dev/null
   kubectl wait -n "$ns" --for=delete statefulset/ws-template pod/ws-template-0 --timeout=120s >/dev/null 2>&1 || true
   kill "$ctl_pid"; wait "$ctl_pid" 2>/dev/null || true; ctl_pid=""
+  rm -f "$KAITO_CLUSTER_DIR"/bench-children-*.json
   python3 - "$KAITO_CLUSTER_DIR" "$n" "$par" <<'PY'
 import json, sys
 d, n, par = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -177,6 +178,7 @@ for o in json.load(open(f"{d}/bench-children.json"))["items"]:
             if o["spec"].get(k) != "None" and o["spec"].get(k) != ["None"]:
                 o["spec"].pop(k, None)
     kept.append(json.dumps(o))
+par = min(par, n)  # an empty file would fail its kubectl apply
 files = [open(f"{d}/bench-children-{j}.json", "w") for j in range(par)]
 for i in range(n):
     for t in kept:

@@ -441,32 +441,58 @@ fn cached_context(mock: &MockApi, caches: crate::pipeline::fetch::ChildCaches) -
 async fn a_reconcile_on_the_workspace_as_it_was_before_its_status_write_does_not_write_it_again() {
     let mock = MockApi::start().await;
     let ctx = phi_created(&mock).await;
-    statefulset_turns_ready(&mock);
+    let before = status_patches(&mock, "default", NAME).len();
+    let mut sts = statefulset_turns_ready(&mock);
     // A child's event can wake a reconcile on the workspace as the watch last delivered it,
     // before the status write of the reconcile that just ran.
     let stale = Arc::new(stored(&mock));
     reconcile(stale.clone(), ctx.clone())
         .await
         .expect("reconcile");
-    let status_writes = |m: &MockApi| {
+    // Events, sent (POST) or counted again in a series (PATCH).
+    let events = |m: &MockApi| {
         m.writes()
             .iter()
-            .filter(|r| r.ends_with(&format!("{}/status", ws_path("default", NAME))))
+            .filter(|w| w.contains("/apis/events.k8s.io/v1/namespaces/default/events"))
             .count()
     };
-    let written = status_writes(&mock);
-    reconcile(stale, ctx.clone()).await.expect("reconcile");
+    let ready_since = |m: &MockApi| {
+        let last = status_patches(m, "default", NAME)
+            .pop()
+            .expect("a status write");
+        condition(&last, "WorkspaceSucceeded").expect("WorkspaceSucceeded")["lastTransitionTime"]
+            .clone()
+    };
+    let written = status_patches(&mock, "default", NAME).len();
     assert_eq!(
-        status_writes(&mock),
+        written,
+        before + 1,
+        "the workspace turning ready is written"
+    );
+    let (events_at_ready, since) = (events(&mock), ready_since(&mock));
+    reconcile(stale.clone(), ctx.clone())
+        .await
+        .expect("reconcile");
+    assert_eq!(
+        status_patches(&mock, "default", NAME).len(),
         written,
         "the same status written twice"
     );
+    // A status that differs from the one written (here its message) is written, over the
+    // status written, not over the stale one: no second Ready Event, the same transition time.
+    sts["status"]["readyReplicas"] = json!(2);
+    mock.put(&sts_path(), sts);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    reconcile(stale, ctx.clone()).await.expect("reconcile");
+    assert_eq!(status_patches(&mock, "default", NAME).len(), written + 1);
+    assert_eq!(events(&mock), events_at_ready, "the Ready Event sent again");
+    assert_eq!(ready_since(&mock), since);
     // Once the watch shows a newer version, a status that differs from it is written again.
     let mut reset = stored(&mock);
     reset.metadata.resource_version = Some("changed-by-someone".into());
     reset.status = None;
     reconcile(Arc::new(reset), ctx).await.expect("reconcile");
-    assert_eq!(status_writes(&mock), written + 1);
+    assert_eq!(status_patches(&mock, "default", NAME).len(), written + 2);
 }
 
 #[tokio::test]

@@ -56,7 +56,7 @@ pub enum BuildError {
     /// object.
     #[error(
         "{field}: not a volume source; give one volume type, e.g. \
-         {{persistentVolumeClaim: {{claimName: my-adapter}}}}"
+         {{persistentVolumeClaim: {{claimName: my-claim}}}}"
     )]
     VolumeSource {
         /// `inference.adapters[i].source.volumeSource`, `tuning.input.volumeSource` or

@@ -140,9 +140,21 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     failures: Mutex<HashMap<String, u32>>,
     /// The status last written per workspace, with the resourceVersion it was written over,
-    /// until the watch delivers the write (see [`Context::status_in_flight`]).
-    written: Mutex<HashMap<String, (Option<String>, kaito_api::WorkspaceStatus)>>,
+    /// until the watch delivers the write (see [`Context::status_written_over`]).
+    written: Mutex<HashMap<String, Written>>,
 }
+
+/// A status this controller wrote, over which version of the workspace, and when.
+struct Written {
+    over: Option<String>,
+    status: kaito_api::WorkspaceStatus,
+    at: std::time::Instant,
+}
+
+/// How long a written status is remembered at most: the watch delivers a write within
+/// seconds; an entry of a workspace deleted without a reconcile (its finalizer removed by
+/// hand) goes when a later write finds it this old.
+const WRITTEN_KEPT: Duration = Duration::from_secs(300);
 
 impl Context {
     /// A context.
@@ -179,33 +191,36 @@ impl Context {
         self
     }
 
-    /// Whether `new` is the status this controller already wrote over the very version of
-    /// `ws` it is looking at: the watch has not delivered that write yet (a reconcile woken by
-    /// a child's event can run on the workspace as it was before its own status write), so
-    /// writing it again would be a second, identical write. Forgets the entry once the watch
-    /// shows a newer version.
-    fn status_in_flight(&self, ws: &Workspace, new: &kaito_api::WorkspaceStatus) -> bool {
-        let Ok(mut m) = self.written.lock() else {
-            return false;
-        };
+    /// The status this controller wrote over the very version of `ws` it is looking at, when
+    /// the watch has not delivered that write yet: a reconcile woken by a child's event can
+    /// run on the workspace as it was before its own status write, and its stored status is
+    /// then the one written, not the one `ws` carries. Forgets the entry once the watch shows
+    /// another version.
+    fn status_written_over(&self, ws: &Workspace) -> Option<kaito_api::WorkspaceStatus> {
+        let mut m = self.written.lock().ok()?;
         let key = format!("{}/{}", naming::namespace(ws), naming::name(ws));
         match m.get(&key) {
-            Some((rv, st)) if *rv == ws.metadata.resource_version => {
-                status::same_but_transition_times(st, new)
-            }
+            Some(w) if w.over == ws.metadata.resource_version => Some(w.status.clone()),
             Some(_) => {
                 m.remove(&key);
-                false
+                None
             }
-            None => false,
+            None => None,
         }
     }
 
-    /// Remembers that `new` was written over this version of `ws`.
+    /// Remembers that `new` was written over this version of `ws` (and forgets entries older
+    /// than [`WRITTEN_KEPT`]).
     fn status_written(&self, ws: &Workspace, new: &kaito_api::WorkspaceStatus) {
         if let Ok(mut m) = self.written.lock() {
+            m.retain(|_, w| w.at.elapsed() < WRITTEN_KEPT);
             let key = format!("{}/{}", naming::namespace(ws), naming::name(ws));
-            m.insert(key, (ws.metadata.resource_version.clone(), new.clone()));
+            let written = Written {
+                over: ws.metadata.resource_version.clone(),
+                status: new.clone(),
+                at: std::time::Instant::now(),
+            };
+            m.insert(key, written);
         }
     }
 
@@ -401,6 +416,20 @@ async fn apply_workspace(ws: &Workspace, ctx: &Context) -> Result<Action, Reconc
         pods: &pods,
         name_taken: want.name_taken.clone(),
     };
+    // The status is computed over the one stored: the one this controller wrote over this
+    // version when the watch has not delivered it yet (so its transition times and Events
+    // are not those of the older status `ws` carries).
+    let current;
+    let ws = match ctx.status_written_over(ws) {
+        Some(status) => {
+            current = Workspace {
+                status: Some(status),
+                ..ws.clone()
+            };
+            &current
+        }
+        None => ws,
+    };
     let now = Time(jiff::Timestamp::now());
     let new = status::compute(ws, &observed, &now);
     // The creation Events and the status write (with its Events) go out together.
@@ -449,7 +478,7 @@ async fn write_status(
     now: &Time,
 ) -> Result<(), ReconcileError> {
     let old = ws.status.clone().unwrap_or_default();
-    if *new == old || ctx.status_in_flight(ws, new) {
+    if *new == old {
         return Ok(());
     }
     let api: Api<Workspace> = Api::namespaced(ctx.client.clone(), naming::namespace(ws));

@@ -597,19 +597,6 @@ pub fn compute(ws: &Workspace, o: &Observed<'_>, now: &Time) -> WorkspaceStatus 
     }
 }
 
-/// Whether two statuses differ at most in their conditions' `lastTransitionTime` (the same
-/// status computed twice from the same stored version gets the clock's time twice).
-pub fn same_but_transition_times(a: &WorkspaceStatus, b: &WorkspaceStatus) -> bool {
-    let untimed = |s: &WorkspaceStatus| {
-        let mut s = s.clone();
-        for c in s.conditions.iter_mut().flatten() {
-            c.last_transition_time = Time(jiff::Timestamp::UNIX_EPOCH);
-        }
-        s
-    };
-    untimed(a) == untimed(b)
-}
-
 /// The conditions of a workspace whose deletion is blocked: `old` with a True
 /// `DeletionBlocked` condition carrying `message` (replacing an earlier one; its
 /// `lastTransitionTime` kept when it was already True).
