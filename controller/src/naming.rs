@@ -84,6 +84,12 @@ pub fn namespace(ws: &Workspace) -> &str {
     ws.metadata.namespace.as_deref().unwrap_or_default()
 }
 
+/// `namespace/name`: the workspace's key in the controller's per-workspace memory (backoff,
+/// status written).
+pub fn key(ws: &Workspace) -> String {
+    format!("{}/{}", namespace(ws), name(ws))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -198,7 +198,7 @@ impl Context {
     /// another version.
     fn status_written_over(&self, ws: &Workspace) -> Option<kaito_api::WorkspaceStatus> {
         let mut m = self.written.lock().ok()?;
-        let key = format!("{}/{}", naming::namespace(ws), naming::name(ws));
+        let key = naming::key(ws);
         match m.get(&key) {
             Some(w) if w.over == ws.metadata.resource_version => Some(w.status.clone()),
             Some(_) => {
@@ -214,7 +214,7 @@ impl Context {
     fn status_written(&self, ws: &Workspace, new: &kaito_api::WorkspaceStatus) {
         if let Ok(mut m) = self.written.lock() {
             m.retain(|_, w| w.at.elapsed() < WRITTEN_KEPT);
-            let key = format!("{}/{}", naming::namespace(ws), naming::name(ws));
+            let key = naming::key(ws);
             let written = Written {
                 over: ws.metadata.resource_version.clone(),
                 status: new.clone(),
@@ -227,7 +227,7 @@ impl Context {
     /// Forgets a deleted workspace's last written status.
     fn forget_status(&self, ws: &Workspace) {
         if let Ok(mut m) = self.written.lock() {
-            m.remove(&format!("{}/{}", naming::namespace(ws), naming::name(ws)));
+            m.remove(&naming::key(ws));
         }
     }
 
@@ -283,6 +283,7 @@ async fn publish(
 pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let name = naming::name(&ws).to_string();
     let ns = naming::namespace(&ws).to_string();
+    let key = naming::key(&ws);
     let span = info_span!("reconcile", workspace = %name, namespace = %ns);
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
@@ -309,7 +310,6 @@ pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, 
     ctx.metrics
         .duration
         .observe(started.elapsed().as_secs_f64());
-    let key = format!("{ns}/{name}");
     match &result {
         Err(e) if e.retry() == Retry::After(RELEASE_POLL) => {
             span.in_scope(|| info!("{e}"));
