@@ -24,9 +24,9 @@ use crate::inference::{
 use crate::naming;
 use crate::plan::WorkspacePlan;
 
-/// Key of the training config in its ConfigMap, and where the trainer writes the adapter:
-/// the same constants the webhook checks a user's `training_config.yaml` against.
-pub use kaito_api::admission::{RESULTS_DIR, TRAINING_CONFIG_KEY};
+/// Key of the training config in its ConfigMap, where the trainer reads the data and where it
+/// writes the adapter: the same constants admission names in its checks and messages.
+pub use kaito_api::admission::{DATA_DIR, RESULTS_DIR, TRAINING_CONFIG_KEY};
 
 /// Where the trainer finds `training_config.yaml` (the ConfigMap is mounted at `/mnt/config`).
 pub const TRAINING_CONFIG_PATH: &str = "/mnt/config/training_config.yaml";
@@ -155,7 +155,7 @@ pub fn job(
     let mut init = Vec::new();
     let mut pull_secrets = Vec::new();
     let input = t.input.clone().unwrap_or_default();
-    let data_mount = || vec![mount("data", "/mnt/data", false)];
+    let data_mount = || vec![mount("data", DATA_DIR, false)];
     match (&input.urls, &input.image, &input.volume_source) {
         (_, _, Some(vs)) => volumes.push(user_volume(
             "Job",
@@ -166,7 +166,7 @@ pub fn job(
         (Some(urls), _, None) => {
             volumes.push(empty_dir("data", EmptyDirVolumeSource::default()));
             let mut cmd = cfg.data_downloader_command.clone();
-            cmd.extend(["--output".into(), "/mnt/data".into()]);
+            cmd.extend(["--output".into(), DATA_DIR.into()]);
             cmd.extend(urls.iter().cloned());
             init.push(Container {
                 name: "data-downloader".into(),
@@ -204,7 +204,7 @@ pub fn job(
     let mut trainer_env = vec![
         env_var("PRESET", &preset),
         env_var("YAML_FILE_PATH", TRAINING_CONFIG_PATH),
-        env_var("DATASET_FOLDER_PATH", "/mnt/data"),
+        env_var("DATASET_FOLDER_PATH", DATA_DIR),
         env_var("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True"),
     ];
     if preset.starts_with("phi-3") {
@@ -223,7 +223,7 @@ pub fn job(
         volume_mounts: Some(vec![
             shm_mount(),
             mount("config", "/mnt/config", true),
-            mount("data", "/mnt/data", false),
+            mount("data", DATA_DIR, false),
             mount("results", RESULTS_DIR, false),
         ]),
         security_context: Some(container_security(false)),

@@ -44,7 +44,7 @@ pub use inference_config::{
 pub use plan::{PlanError, WorkloadKind, WorkspacePlan, plan, sku_shape};
 pub use policy::{DEFAULT_MAX_NODES_PER_WORKSPACE, PodPolicy};
 pub use tuning_config::{
-    RESULTS_DIR, TRAINING_CONFIG_KEY, TRAINING_CONFIG_ROOT, TRAINING_CONFIG_SECTIONS,
+    DATA_DIR, RESULTS_DIR, TRAINING_CONFIG_KEY, TRAINING_CONFIG_ROOT, TRAINING_CONFIG_SECTIONS,
     validate_training_config, validate_training_config_map,
 };
 pub use urls::{UrlPolicy, check_download_url};

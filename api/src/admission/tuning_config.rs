@@ -40,6 +40,8 @@ pub const TRAINING_CONFIG_SECTIONS: [&str; 6] = [
 const FIELD: &str = "tuning.config";
 /// Where the tuning Job mounts the results volume (the trainer's `output_dir`).
 pub const RESULTS_DIR: &str = "/mnt/results";
+/// Where the tuning Job mounts the training data volume (the trainer's dataset folder).
+pub const DATA_DIR: &str = "/mnt/data";
 
 /// Checks the text of a `training_config.yaml` for tuning `method` (`lora` or `qlora`; for any
 /// other method only the structure is checked, `validate` reports the method itself).

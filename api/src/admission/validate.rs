@@ -7,9 +7,9 @@ use kaito_presets::Preset;
 use kaito_presets::sizing::{self, Mode, Plan, RuntimeParams};
 
 use super::{
-    ANNOTATION_MODEL_FACTS, ANNOTATION_MODEL_REVISION, AdmissionConfig, MAX_ADAPTERS, Provisioner,
-    RESULTS_DIR, Verdict, bypasses_resource_checks, check_download_url, hub_preset, policy,
-    sizing_mode, workspace_preset,
+    ANNOTATION_MODEL_FACTS, ANNOTATION_MODEL_REVISION, AdmissionConfig, DATA_DIR, MAX_ADAPTERS,
+    Provisioner, RESULTS_DIR, Verdict, bypasses_resource_checks, check_download_url, hub_preset,
+    policy, sizing_mode, workspace_preset,
 };
 use crate::constants::RESERVED_LABELS;
 use crate::types::{AdapterSpec, DataSource, PresetSpec, Workspace};
@@ -438,7 +438,7 @@ fn check_tuning_input(input: &DataSource, cfg: &AdmissionConfig, v: &mut Verdict
         check_volume_source(
             "tuning.input.volumeSource",
             volume,
-            "the trainer reads the training data from it (mounted at /mnt/data)",
+            &format!("the trainer reads the training data from it (mounted at {DATA_DIR})"),
             v,
         );
     }
